@@ -1,0 +1,11 @@
+"""Layers, containers and losses, named and used as in ``torch.nn``."""
+
+from . import init
+from .activation import *  # noqa: F401,F403
+from .conv import *  # noqa: F401,F403
+from .dropout import *  # noqa: F401,F403
+from .linear import *  # noqa: F401,F403
+from .loss import *  # noqa: F401,F403
+from .module import Identity, Module, Parameter, Residual, Sequential  # noqa: F401
+from .normalization import *  # noqa: F401,F403
+from .pooling import *  # noqa: F401,F403

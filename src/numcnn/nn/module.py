@@ -1,0 +1,383 @@
+"""Parameters, the Module base class and the containers.
+
+A layer is a :class:`Module`: it owns its parameters (``weight``, ``bias``), buffers (running
+statistics) and a ``training`` flag; ``forward(x)`` computes the output and keeps what the backward
+pass needs, ``backward(grad_out)`` returns the gradient with respect to the input and *adds* the
+gradient of each parameter into ``param.grad`` (so shared weights and gradient accumulation work).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Iterator
+
+import numpy as np
+
+from .._grad import is_grad_enabled
+from ..errors import NumcnnError, ShapeError
+
+
+class Parameter:
+    """A trainable array: ``data`` and its accumulated gradient ``grad`` (same shape and dtype)."""
+
+    __slots__ = ("data", "grad")
+
+    def __init__(self, data):
+        self.data = np.asarray(data)
+        self.grad = np.zeros_like(self.data)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    def zero_grad(self) -> None:
+        self.grad[...] = 0
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+class Module:
+    """Base class of every layer and container, in the manner of ``torch.nn.Module``.
+
+    Subclasses implement ``forward(x)`` and ``backward(grad_out)``, and override
+    ``output_shape(shape)`` when the layer changes the shape of its input (the default is the
+    identity, right for element-wise layers). Assigning a :class:`Parameter` or a ``Module`` to an
+    attribute registers it; ``register_buffer`` registers a state array such as a running mean.
+    """
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_non_persistent", set())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    # -- registration ---------------------------------------------------------------------------
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise NumcnnError(f"{type(self).__name__}.__init__ must call super().__init__() "
+                              f"before assigning attributes")
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        elif name in self._buffers:
+            self._buffers[name] = value
+            return
+        else:
+            self._parameters.pop(name, None)
+            self._modules.pop(name, None)
+        object.__setattr__(self, name, value)
+
+    def __getattr__(self, name):
+        buffers = self.__dict__.get("_buffers")
+        if buffers is not None and name in buffers:
+            return buffers[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def register_buffer(self, name: str, value, persistent: bool = True) -> None:
+        """Register a state array (part of ``state_dict`` unless ``persistent=False``)."""
+        self._buffers[name] = value
+        if not persistent:
+            self._non_persistent.add(name)
+        self.__dict__.pop(name, None)
+
+    def add_module(self, name: str, module: "Module") -> None:
+        self._modules[name] = module
+        object.__setattr__(self, name, module)
+
+    # -- traversal ------------------------------------------------------------------------------
+    def children(self) -> Iterator["Module"]:
+        return iter(self._modules.values())
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
+        yield prefix, self
+        for name, module in self._modules.items():
+            yield from module.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self) -> Iterator["Module"]:
+        for _, module in self.named_modules():
+            yield module
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        seen = set()
+        for module_name, module in self.named_modules(prefix):
+            for name, param in module._parameters.items():
+                if id(param) not in seen:
+                    seen.add(id(param))
+                    yield (f"{module_name}.{name}" if module_name else name), param
+
+    def parameters(self) -> Iterator[Parameter]:
+        for _, param in self.named_parameters():
+            yield param
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
+        for module_name, module in self.named_modules(prefix):
+            for name, buf in module._buffers.items():
+                if buf is not None:
+                    yield (f"{module_name}.{name}" if module_name else name), buf
+
+    def num_parameters(self) -> int:
+        return sum(p.size for p in self.parameters())
+
+    # -- modes and state ------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> "Module":
+        for module in self.modules():
+            object.__setattr__(module, "training", bool(mode))
+        return self
+
+    def eval(self) -> "Module":
+        return self.train(False)
+
+    def zero_grad(self) -> None:
+        for param in self.parameters():
+            param.zero_grad()
+
+    def to(self, dtype) -> "Module":
+        """Cast every floating-point parameter and buffer to ``dtype`` (e.g. ``np.float64``)."""
+        dtype = np.dtype(dtype)
+        for module in self.modules():
+            for param in module._parameters.values():
+                param.data = param.data.astype(dtype)
+                param.grad = np.zeros_like(param.data)
+            for name, buf in module._buffers.items():
+                if buf is not None and np.issubdtype(buf.dtype, np.floating):
+                    module._buffers[name] = buf.astype(dtype)
+        return self
+
+    def double(self) -> "Module":
+        return self.to(np.float64)
+
+    def float(self) -> "Module":
+        return self.to(np.float32)
+
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """Copies of every parameter and persistent buffer, under PyTorch's key names."""
+        state = OrderedDict()
+        for module_name, module in self.named_modules():
+            prefix = f"{module_name}." if module_name else ""
+            for name, param in module._parameters.items():
+                state[prefix + name] = param.data.copy()
+            for name, buf in module._buffers.items():
+                if buf is not None and name not in module._non_persistent:
+                    state[prefix + name] = np.array(buf, copy=True)
+        return state
+
+    def load_state_dict(self, state_dict, strict: bool = True) -> None:
+        """Copy arrays into parameters and buffers; keys, shapes as in :meth:`state_dict`.
+
+        Values may be NumPy arrays or anything ``np.asarray`` takes (a PyTorch tensor's
+        ``.numpy()``); they are cast to the dtype the model holds.
+        """
+        own = self.state_dict()
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        if strict and (missing or unexpected):
+            raise NumcnnError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        for module_name, module in self.named_modules():
+            prefix = f"{module_name}." if module_name else ""
+            for name, param in module._parameters.items():
+                if prefix + name in state_dict:
+                    value = np.asarray(state_dict[prefix + name])
+                    if value.shape != param.shape:
+                        raise ShapeError(f"load_state_dict: {prefix + name} expected shape "
+                                         f"{param.shape}, got {value.shape}")
+                    param.data = value.astype(param.dtype, copy=True)
+                    param.grad = np.zeros_like(param.data)
+            for name, buf in module._buffers.items():
+                if prefix + name in state_dict and buf is not None:
+                    value = np.asarray(state_dict[prefix + name])
+                    if value.shape != np.shape(buf):
+                        raise ShapeError(f"load_state_dict: {prefix + name} expected shape "
+                                         f"{np.shape(buf)}, got {value.shape}")
+                    module._buffers[name] = value.astype(np.asarray(buf).dtype, copy=True)
+
+    # -- computation ----------------------------------------------------------------------------
+    def forward(self, x):
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+
+    def backward(self, grad_out):
+        raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The output shape for an input of ``input_shape`` (batch axis included), without running.
+
+        The default is the identity, right for element-wise layers.
+        """
+        return tuple(input_shape)
+
+    def _keep(self, **cache) -> None:
+        """Keep what backward needs, unless gradients are off (``numcnn.no_grad``)."""
+        object.__setattr__(self, "_cache", cache if is_grad_enabled() else None)
+
+    def _take(self) -> dict:
+        """Hand the kept cache to backward and drop it, so it lives no longer than needed."""
+        cache = self.__dict__.get("_cache")
+        if cache is None:
+            raise NumcnnError(f"{type(self).__name__}.backward called without a forward pass "
+                              f"that kept its cache (was forward run under numcnn.no_grad()?)")
+        object.__setattr__(self, "_cache", None)
+        return cache
+
+    # -- display --------------------------------------------------------------------------------
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        if not self._modules:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"{type(self).__name__}("]
+        for name, module in self._modules.items():
+            body = repr(module).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {body}")
+        lines.append(")")
+        return "\n".join(lines)
+
+    def summary(self, input_shape: tuple[int, ...], batch_size: int = 1, print_fn=print) -> str:
+        """Print and return a Keras-style table: each layer, its output shape, its parameter count.
+
+        ``input_shape`` is the shape of one sample, e.g. ``(1, 28, 28)``; shapes are shown with
+        ``-1`` for the batch axis. Built on :meth:`output_shape`, so nothing runs.
+        """
+        rows = []
+        shape = (batch_size, *input_shape)
+        shape = self._summary_rows("", shape, rows)
+        name_w = max(len("Layer (type)"), *(len(r[0]) for r in rows)) + 2
+        shape_w = max(len("Output Shape"), *(len(r[1]) for r in rows)) + 2
+        width = name_w + shape_w + 12
+        lines = ["=" * width, f"{'Layer (type)':<{name_w}}{'Output Shape':<{shape_w}}{'Param #':>12}",
+                 "=" * width]
+        for name, out, count in rows:
+            lines.append(f"{name:<{name_w}}{out:<{shape_w}}{count:>12,}")
+        total = self.num_parameters()
+        trainable = total
+        lines += ["=" * width, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+                  f"Input shape: {(-1, *input_shape)}  Output shape: {(-1, *shape[1:])}",
+                  "=" * width]
+        text = "\n".join(lines)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    def _summary_rows(self, name: str, shape, rows: list):
+        out = self.output_shape(shape)
+        label = f"{name} ({type(self).__name__})" if name else type(self).__name__
+        rows.append((label, str((-1, *out[1:])), sum(p.size for p in self.parameters())))
+        return out
+
+
+def _layer_name(index: str, module: Module) -> str:
+    return f"layer {index} ({type(module).__name__})"
+
+
+class Sequential(Module):
+    """Layers applied in order; backward runs them in reverse.
+
+    ``Sequential(nn.Conv2d(1, 8, 3), nn.ReLU())`` names its children ``"0"``, ``"1"``, ... as
+    PyTorch does, so ``state_dict`` keys match (``"0.weight"``); an ``OrderedDict`` gives names.
+    """
+
+    def __init__(self, *modules):
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], OrderedDict):
+            for name, module in modules[0].items():
+                self.add_module(name, module)
+        else:
+            for index, module in enumerate(modules):
+                if not isinstance(module, Module):
+                    raise TypeError(f"Sequential takes Modules, got {type(module).__name__} "
+                                    f"at position {index}")
+                self.add_module(str(index), module)
+
+    def append(self, module: Module) -> "Sequential":
+        self.add_module(str(len(self._modules)), module)
+        return self
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, index):
+        modules = list(self._modules.values())
+        if isinstance(index, slice):
+            return Sequential(*modules[index])
+        return modules[index]
+
+    def forward(self, x):
+        for name, module in self._modules.items():
+            try:
+                x = module(x)
+            except ShapeError as error:
+                raise ShapeError(f"{_layer_name(name, module)}: {error}") from None
+        return x
+
+    def backward(self, grad_out):
+        for module in reversed(self._modules.values()):
+            grad_out = module.backward(grad_out)
+        return grad_out
+
+    def output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        for name, module in self._modules.items():
+            try:
+                shape = module.output_shape(shape)
+            except ShapeError as error:
+                raise ShapeError(f"{_layer_name(name, module)}: {error}") from None
+        return shape
+
+    def _summary_rows(self, name, shape, rows):
+        for child_name, module in self._modules.items():
+            full = f"{name}.{child_name}" if name else child_name
+            try:
+                shape = module._summary_rows(full, shape, rows)
+            except ShapeError as error:
+                raise ShapeError(f"{_layer_name(full, module)}: {error}") from None
+        return shape
+
+
+class Identity(Module):
+    """Returns its input unchanged."""
+
+    def forward(self, x):
+        return x
+
+    def backward(self, grad_out):
+        return grad_out
+
+
+class Residual(Module):
+    """A residual block ``y = x + f(x)``, whose backward is ``grad + f.backward(grad)``.
+
+    ``f`` must keep the shape of its input (``output_shape`` checks it).
+    """
+
+    def __init__(self, fn: Module):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return x + self.fn(x)
+
+    def backward(self, grad_out):
+        return grad_out + self.fn.backward(grad_out)
+
+    def output_shape(self, input_shape):
+        out = self.fn.output_shape(input_shape)
+        if tuple(out) != tuple(input_shape):
+            raise ShapeError(f"Residual: the inner block must keep the shape {tuple(input_shape)}, "
+                             f"but it gives {tuple(out)}")
+        return tuple(input_shape)

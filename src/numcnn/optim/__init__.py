@@ -1,0 +1,1 @@
+"""Optimisers and learning-rate schedules, named and stepped as in ``torch.optim``."""
