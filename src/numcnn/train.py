@@ -1,0 +1,720 @@
+"""Training, evaluation and prediction, in the manner of Keras's ``fit`` / ``evaluate`` / ``predict``.
+
+>>> from numcnn.train import fit, evaluate, EarlyStopping
+>>> history = fit(model, (x_train, y_train), validation=(x_val, y_val), epochs=3, batch_size=64,
+...               optimizer=optim.Adam(model.parameters(), lr=1e-3), run_dir="runs/demo")
+>>> history["val_accuracy"]                     # one value per epoch
+>>> result = evaluate(model, x_test, y_test)    # loss, accuracy, confusion matrix, per-class report
+>>> print(result.format())
+
+One epoch is: every training batch (forward, loss, backward, optimiser step), then the validation set
+in eval mode under ``no_grad``, then one step of the learning-rate schedule, then the bookkeeping:
+the history, the best model, early stopping, and a checkpoint of the whole training state.
+
+Exact resume. The checkpoint written at the end of every epoch holds the model (weights and batch-norm
+statistics), the optimiser (moments, step counts), the schedule, the history, the early-stopping state
+and the state of every random generator the run draws from (numcnn's generator, which dropout uses,
+and the data loader's, which shuffling and augmentation use). Training resumed from it therefore
+continues with exactly the numbers an uninterrupted run would have produced. Ctrl-C (a
+``KeyboardInterrupt``) in the middle of an epoch rolls back to the end of the last finished epoch,
+writes that checkpoint and raises :class:`TrainingInterrupted`; the unfinished epoch is run again on
+resume.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import _random
+from ._grad import no_grad
+from .errors import NumcnnError
+
+__all__ = ["fit", "evaluate", "predict", "softmax", "History", "EarlyStopping", "Callback",
+           "Evaluation", "TrainingInterrupted", "MODEL_FILE", "CHECKPOINT_FILE", "HISTORY_FILE"]
+
+MODEL_FILE = "model.numcnn"          # the best model (by the monitored metric), with its metadata
+CHECKPOINT_FILE = "checkpoint.ckpt"  # the whole training state at the end of the last epoch
+HISTORY_FILE = "history.json"        # loss and accuracy per epoch, train and validation
+
+METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr")
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Raised by :func:`fit` after Ctrl-C, once the checkpoint of the last finished epoch is written.
+
+    Attributes: ``checkpoint`` (its path, or ``None`` when ``fit`` had no ``run_dir``), ``epoch``
+    (the last finished epoch) and ``history``.
+    """
+
+    def __init__(self, checkpoint, epoch: int, history: "History"):
+        super().__init__(f"training interrupted after epoch {epoch}")
+        self.checkpoint = checkpoint
+        self.epoch = epoch
+        self.history = history
+
+
+# ----------------------------------------------------------------------------------------------
+# History, callbacks, early stopping
+# ----------------------------------------------------------------------------------------------
+class History:
+    """What :func:`fit` returns: one value per epoch for every metric, as Keras's ``History``.
+
+    ``history.history`` maps ``"loss"``, ``"accuracy"``, ``"val_loss"``, ``"val_accuracy"`` and
+    ``"lr"`` to lists (the validation lists stay empty without validation data); ``history["loss"]``
+    is a shortcut. ``epoch`` lists the epoch numbers (from 1), ``seconds`` and ``images_per_s`` the
+    timing of each epoch. ``best_epoch`` is the epoch of the best monitored value and
+    ``stopped_epoch`` the epoch at which early stopping ended the run (``None`` if it did not).
+    """
+
+    def __init__(self):
+        self.history: dict[str, list[float]] = {name: [] for name in METRICS}
+        self.epoch: list[int] = []
+        self.seconds: list[float] = []
+        self.images_per_s: list[float] = []
+        self.best_epoch: int | None = None
+        self.stopped_epoch: int | None = None
+
+    def append(self, epoch: int, logs: dict) -> None:
+        self.epoch.append(epoch)
+        for name in METRICS:
+            if name in logs:
+                self.history[name].append(float(logs[name]))
+        self.seconds.append(float(logs["seconds"]))
+        self.images_per_s.append(float(logs["images_per_s"]))
+
+    def __getitem__(self, name: str) -> list[float]:
+        return self.history[name]
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+    def to_dict(self) -> dict:
+        return {"epoch": list(self.epoch), **{k: list(v) for k, v in self.history.items()},
+                "seconds": list(self.seconds), "images_per_s": list(self.images_per_s),
+                "best_epoch": self.best_epoch, "stopped_epoch": self.stopped_epoch}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "History":
+        history = cls()
+        history.epoch = [int(e) for e in data.get("epoch", [])]
+        for name in METRICS:
+            history.history[name] = [float(v) for v in data.get(name, [])]
+        history.seconds = [float(v) for v in data.get("seconds", [])]
+        history.images_per_s = [float(v) for v in data.get("images_per_s", [])]
+        history.best_epoch = data.get("best_epoch")
+        history.stopped_epoch = data.get("stopped_epoch")
+        return history
+
+    def save(self, path) -> None:
+        _write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path) -> "History":
+        with open(path, encoding="utf-8") as file:
+            return cls.from_dict(json.load(file))
+
+    def __repr__(self) -> str:
+        last = {k: round(v[-1], 4) for k, v in self.history.items() if v}
+        return f"History(epochs={len(self)}, last={last})"
+
+
+class Callback:
+    """Hooks :func:`fit` calls; subclass and override the ones you need.
+
+    Before ``on_train_begin``, ``fit`` sets ``self.model``, ``self.optimizer`` and ``self.history``.
+    Setting ``self.stop_training = True`` ends the run after the current epoch. ``logs`` holds the
+    metrics so far (``on_batch_end``: the running ``loss``, ``accuracy``, ``images_per_s``).
+    A ``KeyboardInterrupt`` raised in a hook behaves like Ctrl-C: from ``on_epoch_end`` the epoch
+    counts as finished, from ``on_batch_end`` it is rolled back.
+    """
+
+    model = optimizer = history = None
+    stop_training = False
+
+    def on_train_begin(self, logs: dict) -> None: ...
+    def on_epoch_begin(self, epoch: int, logs: dict) -> None: ...
+    def on_batch_end(self, batch: int, logs: dict) -> None: ...
+    def on_epoch_end(self, epoch: int, logs: dict) -> None: ...
+    def on_train_end(self, logs: dict) -> None: ...
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
+
+    Args:
+        monitor: ``"val_loss"`` (default), ``"val_accuracy"``, ``"loss"`` or ``"accuracy"``.
+        patience: epochs without improvement before stopping. Default: 3.
+        min_delta: smallest change that counts as an improvement. Default: 0.
+        mode: ``"min"``, ``"max"``, or ``"auto"`` (``max`` for accuracies, ``min`` otherwise).
+        restore_best_weights: put the best epoch's weights back into the model at the end.
+            Default: True.
+    """
+
+    monitor: str = "val_loss"
+    patience: int = 3
+    min_delta: float = 0.0
+    mode: str = "auto"
+    restore_best_weights: bool = True
+
+    def __post_init__(self):
+        if self.patience < 0:
+            raise NumcnnError(f"EarlyStopping: patience must be >= 0, got {self.patience}")
+        _check_mode(self.mode)
+
+
+@dataclass
+class _Best:
+    """The best value of the monitored metric so far and how many epochs ago it was reached."""
+
+    monitor: str
+    mode: str = "auto"
+    min_delta: float = 0.0
+    value: float | None = None
+    epoch: int | None = None
+    wait: int = 0
+
+    def __post_init__(self):
+        _check_mode(self.mode)
+        if self.mode == "auto":
+            self.mode = "max" if "acc" in self.monitor else "min"
+
+    def update(self, epoch: int, value: float) -> bool:
+        """Record one epoch's value; True if it is a new best."""
+        if self.value is None:
+            improved = True
+        elif self.mode == "min":
+            improved = value < self.value - self.min_delta
+        else:
+            improved = value > self.value + self.min_delta
+        if improved:
+            self.value, self.epoch, self.wait = float(value), epoch, 0
+        else:
+            self.wait += 1
+        return improved
+
+    def state_dict(self) -> dict:
+        return {"value": self.value, "epoch": self.epoch, "wait": self.wait}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value, self.epoch, self.wait = state["value"], state["epoch"], state["wait"]
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in ("auto", "min", "max"):
+        raise NumcnnError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# fit
+# ----------------------------------------------------------------------------------------------
+def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64, optimizer=None,
+        loss=None, scheduler=None, early_stopping=None, monitor: str | None = None,
+        callbacks=(), run_dir=None, resume=None, metadata: dict | None = None,
+        seed: int | None = None, transform=None, progress: bool | None = None,
+        print_fn=print) -> History:
+    """Train ``model`` for ``epochs`` epochs and return the :class:`History`.
+
+    Args:
+        model: a :class:`numcnn.nn.Module` whose output is one logit per class.
+        train: a :class:`numcnn.data.DataLoader`, or ``(x, y)`` arrays from which ``fit`` makes one
+            (``batch_size``, shuffled with ``seed``, ``transform`` applied to each batch).
+        validation: ``(x, y)`` arrays (already preprocessed) or an iterable of ``(x, y)`` batches,
+            evaluated after every epoch. Default: none.
+        epochs: the epoch to end at (counted from the start, also when resuming). Default: 1.
+        optimizer: default ``numcnn.optim.Adam(model.parameters(), lr=1e-3)``.
+        loss: a loss module called as ``loss(logits, y)`` with ``loss.backward()``.
+            Default: ``numcnn.nn.CrossEntropyLoss()``.
+        scheduler: a ``numcnn.optim.lr_scheduler`` schedule, stepped once per epoch after
+            validation (``ReduceLROnPlateau`` is given the monitored value).
+        early_stopping: an :class:`EarlyStopping`, or an int (the patience). Default: none.
+        monitor: the metric that decides the best model. Default: the early-stopping monitor,
+            else ``"val_loss"`` with validation data, ``"loss"`` without.
+        callbacks: :class:`Callback` objects.
+        run_dir: folder for ``model.numcnn`` (the best model, with ``metadata``), ``checkpoint.ckpt``
+            (the training state after the last finished epoch) and ``history.json``.
+            Default: none (nothing is written).
+        resume: a checkpoint written by an earlier ``fit`` of the same model, optimiser and
+            schedule; training continues after its epoch and ends as the uninterrupted run would.
+        metadata: stored in ``model.numcnn`` (e.g. preprocessing and class names).
+        seed: seed of the loader ``fit`` makes from arrays. Default: drawn from numcnn's generator.
+        transform: per-batch transform for the loader ``fit`` makes (e.g. augmentation).
+        progress: a progress bar per epoch (tqdm on stderr). Default: only when stderr is a terminal.
+        print_fn: prints one line per epoch; ``None`` for silence.
+
+    Raises:
+        TrainingInterrupted: after Ctrl-C, once the checkpoint of the last finished epoch is written.
+        NumcnnError: bad arguments, or a loss that is no longer finite.
+    """
+    from . import nn, optim  # light: already imported by the package
+
+    if epochs < 1:
+        raise NumcnnError(f"fit: epochs must be >= 1, got {epochs}")
+    if isinstance(early_stopping, int) and not isinstance(early_stopping, bool):
+        early_stopping = EarlyStopping(patience=early_stopping)
+    optimizer = optimizer if optimizer is not None else optim.Adam(model.parameters(), lr=1e-3)
+    criterion = loss if loss is not None else nn.CrossEntropyLoss()
+    loader = _make_loader(train, batch_size, seed, transform)
+    if early_stopping is not None and monitor not in (None, early_stopping.monitor):
+        raise NumcnnError(f"fit: monitor {monitor!r} differs from the early-stopping monitor "
+                          f"{early_stopping.monitor!r}")
+    if monitor is None:
+        monitor = (early_stopping.monitor if early_stopping is not None
+                   else "val_loss" if validation is not None else "loss")
+    if monitor not in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        raise NumcnnError(f"fit: monitor must be loss, accuracy, val_loss or val_accuracy, "
+                          f"got {monitor!r}")
+    if monitor.startswith("val_") and validation is None:
+        raise NumcnnError(f"fit: monitor {monitor!r} needs validation data")
+    best = _Best(monitor,
+                 mode=early_stopping.mode if early_stopping is not None else "auto",
+                 min_delta=early_stopping.min_delta if early_stopping is not None else 0.0)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    if progress is None:
+        progress = sys.stderr.isatty()
+
+    state = _TrainingState(model, optimizer, scheduler, loader, best, History())
+    if resume is not None:
+        state.restore_checkpoint(resume)
+    history = state.history
+    best_weights = _load_best_weights(run_dir, best)
+    for callback in callbacks:
+        callback.model, callback.optimizer, callback.history = model, optimizer, history
+        callback.stop_training = False
+        callback.on_train_begin({})
+
+    snapshot = state.snapshot()
+    try:
+        for epoch in range(state.epoch + 1, epochs + 1):
+            if state.stopped:
+                break
+            for callback in callbacks:
+                callback.on_epoch_begin(epoch, {})
+            logs = _train_one_epoch(model, loader, criterion, optimizer, callbacks, epoch, epochs,
+                                    progress)
+            if validation is not None:
+                logs["val_loss"], logs["val_accuracy"] = _validate(model, validation, criterion,
+                                                                   batch_size)
+            logs["lr"] = optimizer.param_groups[0]["lr"]
+            history.append(epoch, logs)
+            _step_scheduler(scheduler, logs, monitor)
+
+            if best.update(epoch, logs[monitor]):
+                best_weights = model.state_dict()
+                history.best_epoch = epoch
+                if run_dir is not None:
+                    _save_model(model, run_dir / MODEL_FILE, metadata, epoch, monitor, best.value)
+            if early_stopping is not None and 0 < best.wait >= early_stopping.patience:
+                history.stopped_epoch = epoch
+                state.stopped = True
+            stop_requested = any(callback.stop_training for callback in callbacks)
+            if stop_requested:
+                state.stopped = True
+            state.epoch = epoch
+            snapshot = state.snapshot()
+            if run_dir is not None:
+                state.write_checkpoint(run_dir / CHECKPOINT_FILE, snapshot)
+                history.save(run_dir / HISTORY_FILE)
+            if print_fn is not None:
+                print_fn(_format_epoch(epoch, epochs, logs, monitor, best.epoch == epoch))
+            for callback in callbacks:
+                callback.on_epoch_end(epoch, dict(logs))
+            if state.stopped:
+                if print_fn is not None and history.stopped_epoch == epoch:
+                    print_fn(f"early stopping: {monitor} has not improved for "
+                             f"{early_stopping.patience} epoch(s); best epoch {best.epoch}")
+                break
+    except KeyboardInterrupt:
+        state.restore(snapshot)
+        path = None
+        if run_dir is not None:
+            path = run_dir / CHECKPOINT_FILE
+            state.write_checkpoint(path, snapshot)
+            history.save(run_dir / HISTORY_FILE)
+        raise TrainingInterrupted(path, snapshot["epoch"], state.history) from None
+
+    restore = early_stopping is not None and early_stopping.restore_best_weights
+    if restore and best_weights is not None:
+        model.load_state_dict(best_weights)
+    if run_dir is not None and not (run_dir / MODEL_FILE).exists():
+        _save_model(model, run_dir / MODEL_FILE, metadata, state.epoch, monitor, best.value)
+    for callback in callbacks:
+        callback.on_train_end({})
+    return history
+
+
+def _make_loader(train, batch_size, seed, transform):
+    if isinstance(train, (tuple, list)) and len(train) == 2:
+        from .data import DataLoader
+
+        x, y = train
+        if seed is None:
+            seed = int(_random.get_rng().integers(2**31))
+        return DataLoader(x, y, batch_size=batch_size, shuffle=True, drop_last=False, seed=seed,
+                          transform=transform)
+    if transform is not None:
+        raise NumcnnError("fit: transform is for (x, y) arrays; give a DataLoader its own transform")
+    return train
+
+
+def _train_one_epoch(model, loader, criterion, optimizer, callbacks, epoch, epochs, progress):
+    """One pass over the training batches; returns loss, accuracy, seconds, images/s."""
+    model.train()
+    total = _length(loader)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm  # imported only when a bar is shown
+
+        bar = tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=True,
+                   file=sys.stderr, dynamic_ncols=True)
+    loss_sum, correct, seen = 0.0, 0, 0
+    start = time.perf_counter()
+    try:
+        for batch, (xb, yb) in enumerate(loader):
+            logits = model(xb)
+            batch_loss = float(criterion(logits, yb))
+            if not math.isfinite(batch_loss):
+                raise NumcnnError(f"the training loss became {batch_loss} at epoch {epoch}, "
+                                  f"batch {batch + 1}; try a smaller learning rate")
+            optimizer.zero_grad()
+            model.backward(criterion.backward())
+            optimizer.step()
+
+            n = len(xb)
+            loss_sum += batch_loss * n
+            correct += int(np.count_nonzero(logits.argmax(axis=1) == _labels(yb)))
+            seen += n
+            if bar is not None or callbacks:
+                logs = {"loss": loss_sum / seen, "accuracy": correct / seen,
+                        "images_per_s": seen / max(time.perf_counter() - start, 1e-9)}
+                if bar is not None:
+                    bar.update(1)
+                    if batch % 10 == 0 or batch + 1 == total:
+                        bar.set_postfix(loss=f"{logs['loss']:.4f}",
+                                        acc=f"{100 * logs['accuracy']:.2f}%",
+                                        img_s=f"{logs['images_per_s']:.0f}", refresh=False)
+                for callback in callbacks:
+                    callback.on_batch_end(batch, logs)
+    finally:
+        if bar is not None:
+            bar.close()
+    if seen == 0:
+        raise NumcnnError("fit: the training loader gave no batches")
+    seconds = time.perf_counter() - start
+    return {"loss": loss_sum / seen, "accuracy": correct / seen, "seconds": seconds,
+            "images_per_s": seen / max(seconds, 1e-9)}
+
+
+def _validate(model, validation, criterion, batch_size):
+    """Mean loss and accuracy over the validation data, in eval mode, without caches."""
+    batches = (_batches(validation[0], validation[1], batch_size)
+               if isinstance(validation, (tuple, list)) else validation)
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    try:
+        with no_grad():
+            for xb, yb in batches:
+                logits = model(xb)
+                loss_sum += float(criterion(logits, yb)) * len(xb)
+                correct += int(np.count_nonzero(logits.argmax(axis=1) == _labels(yb)))
+                seen += len(xb)
+    finally:
+        model.train(was_training)
+    if seen == 0:
+        raise NumcnnError("fit: the validation data is empty")
+    return loss_sum / seen, correct / seen
+
+
+def _step_scheduler(scheduler, logs, monitor):
+    if scheduler is None:
+        return
+    from .optim import lr_scheduler
+
+    if isinstance(scheduler, lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(logs[monitor])
+    else:
+        scheduler.step()
+
+
+def _format_epoch(epoch, epochs, logs, monitor, is_best):
+    parts = [f"epoch {epoch}/{epochs}", f"loss {logs['loss']:.4f}",
+             f"accuracy {100 * logs['accuracy']:.2f}%"]
+    if "val_loss" in logs:
+        parts += [f"val_loss {logs['val_loss']:.4f}",
+                  f"val_accuracy {100 * logs['val_accuracy']:.2f}%"]
+    parts += [f"lr {logs['lr']:.3g}", f"{logs['seconds']:.1f}s ({logs['images_per_s']:.0f} img/s)"]
+    return "  ".join(parts) + (f"  * best {monitor}" if is_best else "")
+
+
+def _save_model(model, path, metadata, epoch, monitor, value):
+    from . import io
+
+    info = dict(metadata or {})
+    info.update(epoch=epoch, monitor=monitor, monitor_value=value)
+    io.save(model, path, metadata=info)  # written atomically
+
+
+def _load_best_weights(run_dir, best):
+    """The best model's weights from an earlier run in ``run_dir`` (when resuming)."""
+    if run_dir is None or best.epoch is None or not (run_dir / MODEL_FILE).exists():
+        return None
+    from . import io
+
+    return io.load(run_dir / MODEL_FILE).state_dict()
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole training state: snapshots for Ctrl-C, checkpoints for resume
+# ----------------------------------------------------------------------------------------------
+class _TrainingState:
+    """Model, optimiser, schedule, random generators, history and best value, saved together."""
+
+    def __init__(self, model, optimizer, scheduler, loader, best, history):
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.loader, self.best, self.history = loader, best, history
+        self.epoch = 0
+        self.stopped = False
+
+    # -- random generators ----------------------------------------------------------------------
+    def _generators(self) -> list[np.random.Generator]:
+        """Every generator the run draws from, in a fixed order: numcnn's, the layers', the
+        loader's and its transform's (unless the loader saves its own state)."""
+        found, seen = [], set()
+
+        def add(obj):
+            for value in vars(obj).values() if hasattr(obj, "__dict__") else ():
+                if isinstance(value, np.random.Generator) and id(value) not in seen:
+                    seen.add(id(value))
+                    found.append(value)
+
+        seen.add(id(_random.get_rng()))
+        found.append(_random.get_rng())
+        for module in self.model.modules():
+            add(module)
+        if not hasattr(self.loader, "state_dict"):
+            add(self.loader)
+            add(getattr(self.loader, "transform", None))
+        return found
+
+    def _loader_state(self):
+        return copy.deepcopy(self.loader.state_dict()) if hasattr(self.loader, "state_dict") else None
+
+    # -- in memory ------------------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        """Copies of everything, at the end of ``self.epoch``."""
+        return {
+            "epoch": self.epoch,
+            "stopped": self.stopped,
+            "model": self.model.state_dict(),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "scheduler": copy.deepcopy(self.scheduler.state_dict()) if self.scheduler else None,
+            "rng": [copy.deepcopy(g.bit_generator.state) for g in self._generators()],
+            "loader": self._loader_state(),
+            "best": self.best.state_dict(),
+            "history": self.history.to_dict(),
+        }
+
+    def restore(self, snapshot: dict) -> None:
+        self.model.load_state_dict(snapshot["model"])
+        self.optimizer.load_state_dict(copy.deepcopy(snapshot["optimizer"]))
+        self._restore_extra(snapshot)
+
+    def _restore_extra(self, extra: dict) -> None:
+        self.epoch = int(extra["epoch"])
+        self.stopped = bool(extra["stopped"])
+        if self.scheduler is not None:
+            if extra.get("scheduler") is None:
+                raise NumcnnError("resume: the checkpoint was written without a learning-rate "
+                                  "schedule, but this run has one")
+            self.scheduler.load_state_dict(copy.deepcopy(extra["scheduler"]))
+        generators = self._generators()
+        if len(generators) != len(extra["rng"]):
+            raise NumcnnError(f"resume: the checkpoint holds {len(extra['rng'])} random generator "
+                              f"states, this run has {len(generators)}")
+        for generator, rng_state in zip(generators, extra["rng"]):
+            generator.bit_generator.state = copy.deepcopy(rng_state)
+        if extra.get("loader") is not None:
+            self.loader.load_state_dict(copy.deepcopy(extra["loader"]))
+        self.best.load_state_dict(extra["best"])
+        restored = History.from_dict(extra["history"])
+        self.history.__dict__.update(restored.__dict__)
+
+    # -- on disk --------------------------------------------------------------------------------
+    def write_checkpoint(self, path: Path, snapshot: dict) -> None:
+        """Write the snapshot (which must be the model's and optimiser's current state)."""
+        from . import io
+
+        extra = {k: v for k, v in snapshot.items() if k not in ("model", "optimizer")}
+        io.save_checkpoint(path, self.model, self.optimizer, extra)  # written atomically
+
+    def restore_checkpoint(self, path) -> None:
+        from . import io
+
+        extra = io.load_checkpoint(path, model=self.model, optimizer=self.optimizer)["extra"]
+        missing = [k for k in ("epoch", "rng", "best", "history", "stopped") if k not in extra]
+        if missing:
+            raise NumcnnError(f"resume: {path} is not a checkpoint written by numcnn.train.fit "
+                              f"(missing {', '.join(missing)})")
+        self._restore_extra(extra)
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluate and predict
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` returns: loss, accuracy, per-class report and confusion matrix.
+
+    ``confusion[i, j]`` counts images of true class ``i`` predicted as ``j``; ``report`` is
+    :func:`numcnn.metrics.classification_report` (precision, recall, F1 and support per class).
+    """
+
+    loss: float
+    accuracy: float
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    probabilities: np.ndarray
+    classes: list
+    confusion: np.ndarray
+    report: object = field(repr=False)
+
+    @property
+    def n(self) -> int:
+        return len(self.y_true)
+
+    @property
+    def misclassified(self) -> np.ndarray:
+        """Indices of the wrongly classified images."""
+        return np.flatnonzero(self.y_true != self.y_pred)
+
+    def format(self) -> str:
+        """A terminal table: accuracy, the per-class report and the confusion matrix."""
+        from . import metrics
+
+        correct = int(np.count_nonzero(self.y_true == self.y_pred))
+        return "\n".join([
+            f"accuracy {100 * self.accuracy:.2f}% ({correct}/{self.n})  loss {self.loss:.4f}", "",
+            metrics.format_report(self.report), "",
+            "confusion matrix (rows: true class, columns: predicted class)",
+            metrics.format_confusion_matrix(self.confusion, self.classes),
+        ])
+
+    def to_dict(self) -> dict:
+        return _jsonable({"n": self.n, "loss": self.loss, "accuracy": self.accuracy,
+                          "classes": list(self.classes), "report": self.report,
+                          "confusion_matrix": self.confusion})
+
+
+def evaluate(model, x, y, *, batch_size: int = 256, loss=None, preprocessing=None,
+             classes=None) -> Evaluation:
+    """Loss, accuracy, per-class precision and recall, and the confusion matrix on ``(x, y)``.
+
+    Args:
+        model: the model (put in eval mode for the call, then back).
+        x: images ``(N, C, H, W)``; y: class indices ``(N,)`` (or one-hot ``(N, K)``).
+        batch_size: images per forward pass. Default: 256.
+        loss: default ``numcnn.nn.CrossEntropyLoss()``.
+        preprocessing: applied to each batch (a :class:`numcnn.data.Preprocessing`). Default: none.
+        classes: class names. Default: ``0 .. K-1``.
+    """
+    from . import metrics, nn
+
+    criterion = loss if loss is not None else nn.CrossEntropyLoss()
+    y_true = _labels(np.asarray(y))
+    logits = _logits(model, x, batch_size, preprocessing)
+    if len(logits) == 0:
+        raise NumcnnError("evaluate: no images")
+    n_classes = logits.shape[1]
+    classes = list(classes) if classes is not None else list(range(n_classes))
+    loss_value = float(criterion(logits, y_true))
+    y_pred = logits.argmax(axis=1)
+    confusion = metrics.confusion_matrix(y_true, y_pred, n_classes)
+    return Evaluation(loss=loss_value, accuracy=float(np.mean(y_pred == y_true)), y_true=y_true,
+                      y_pred=y_pred, probabilities=softmax(logits), classes=classes,
+                      confusion=confusion,
+                      report=metrics.classification_report(y_true, y_pred, classes))
+
+
+def predict(model, x, *, batch_size: int = 256, preprocessing=None) -> np.ndarray:
+    """Class probabilities ``(N, K)`` (softmax of the logits) for images ``x`` ``(N, C, H, W)``."""
+    return softmax(_logits(model, x, batch_size, preprocessing))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """``exp(z_k) / sum_j exp(z_j)`` along the last axis, computed stably (max subtracted)."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    np.exp(shifted, out=shifted)
+    shifted /= shifted.sum(axis=-1, keepdims=True)
+    return shifted
+
+
+def _logits(model, x, batch_size, preprocessing):
+    if batch_size < 1:
+        raise NumcnnError(f"batch_size must be >= 1, got {batch_size}")
+    was_training = model.training
+    model.eval()
+    outputs = []
+    try:
+        with no_grad():
+            for start in range(0, len(x), batch_size):
+                xb = x[start:start + batch_size]
+                if preprocessing is not None:
+                    xb = preprocessing.apply(xb)
+                outputs.append(model(xb))
+    finally:
+        model.train(was_training)
+    if not outputs:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(outputs)
+
+
+# ----------------------------------------------------------------------------------------------
+# small helpers
+# ----------------------------------------------------------------------------------------------
+def _labels(y: np.ndarray) -> np.ndarray:
+    """Class indices from indices ``(N,)`` or one-hot / probabilities ``(N, K)``."""
+    return y.argmax(axis=1) if y.ndim == 2 else y
+
+
+def _batches(x, y, batch_size):
+    for start in range(0, len(x), batch_size):
+        yield x[start:start + batch_size], y[start:start + batch_size]
+
+
+def _length(loader):
+    try:
+        return len(loader)
+    except TypeError:
+        return None
+
+
+def _jsonable(value):
+    """Numbers, strings, lists and dicts only (NumPy scalars and arrays converted)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _write_json(path, data) -> None:
+    from .io import atomic_write
+
+    atomic_write(path, (json.dumps(_jsonable(data), indent=2) + "\n").encode("utf-8"))
