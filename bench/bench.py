@@ -1,0 +1,759 @@
+"""Speed benchmark: numcnn against PyTorch on real MNIST batches (issue 4).
+
+Usage (from the repository root, with the test extra installed)::
+
+    python bench/bench.py                        # both presets, 100 steps, 3 repeats
+    python bench/bench.py --steps 200 --repeats 5 --presets convnet-bn --json out.json
+    python bench/bench.py --data path/to/mnist.npz
+
+What it measures, each measurement in its own fresh worker process (``--worker``, JSON on stdout),
+numcnn and PyTorch in alternation (ABBA order over the repeats), both with every core:
+
+- training: batch 64, Adam (lr 1e-3), cross-entropy, ``--steps`` timed steps after ``--warmup``
+  untimed ones, images/s; both libraries start from the SAME weights (numcnn's initialisation,
+  copied into the PyTorch twin built from the numcnn model's spec) and see the same batches, so
+  their losses agree step by step, which the report checks;
+- inference in eval mode at batch 1 and batch 1,000 (numcnn under ``numcnn.no_grad()``, PyTorch
+  under ``torch.inference_mode()``), images/s;
+- peak memory of each worker (``ru_maxrss``), and its baseline after the imports;
+- the wall time of ``numcnn --help`` (median of 5 runs);
+- numcnn's time per layer, forward and backward, with FLOPs and effective GFLOP/s, beside the
+  float32 matrix-multiply peak of NumPy and PyTorch measured in the same run; PyTorch's per-layer
+  times (each layer run alone on the activations it sees in the model) for comparison.
+
+The figures are medians over ``--repeats``; the ratio is numcnn / PyTorch for speeds (>= 1.0 means
+numcnn is at least as fast) and numcnn / PyTorch for memory (<= 1.0 means numcnn uses no more).
+See docs/benchmark.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+BATCH = 64
+LR = 1e-3
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+PRESETS = ("convnet-bn", "small-cnn")
+# Thread limits that would keep a worker from using every core; the workers run without them.
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+# The presets' layer lists, used only when numcnn.models is not importable (the spec then comes
+# from here). Keyword names are PyTorch's.
+PRESET_LAYERS = {
+    "small-cnn": [
+        {"type": "Conv2d", "in_channels": 1, "out_channels": 4, "kernel_size": 3, "padding": 1},
+        {"type": "ReLU"},
+        {"type": "Conv2d", "in_channels": 4, "out_channels": 8, "kernel_size": 3, "padding": 1},
+        {"type": "ReLU"},
+        {"type": "MaxPool2d", "kernel_size": 2},
+        {"type": "Conv2d", "in_channels": 8, "out_channels": 8, "kernel_size": 5, "padding": 1},
+        {"type": "ReLU"},
+        {"type": "Conv2d", "in_channels": 8, "out_channels": 8, "kernel_size": 5, "padding": 1},
+        {"type": "ReLU"},
+        {"type": "MaxPool2d", "kernel_size": 2},
+        {"type": "Flatten"},
+        {"type": "Linear", "in_features": 200, "out_features": 64},
+        {"type": "ReLU"},
+        {"type": "Linear", "in_features": 64, "out_features": 10},
+    ],
+    "convnet-bn": [
+        {"type": "Conv2d", "in_channels": 1, "out_channels": 16, "kernel_size": 5, "padding": 2},
+        {"type": "BatchNorm2d", "num_features": 16},
+        {"type": "ReLU"},
+        {"type": "MaxPool2d", "kernel_size": 2},
+        {"type": "Conv2d", "in_channels": 16, "out_channels": 32, "kernel_size": 5, "padding": 2},
+        {"type": "BatchNorm2d", "num_features": 32},
+        {"type": "ReLU"},
+        {"type": "MaxPool2d", "kernel_size": 2},
+        {"type": "Flatten"},
+        {"type": "Linear", "in_features": 1568, "out_features": 10},
+    ],
+}
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+def load_mnist_arrays(path: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Real MNIST as uint8/int arrays ``(x_train, y_train, x_test, y_test)``, images (n, 28, 28).
+
+    From ``path`` (an .npz with keys x_train, y_train, x_test, y_test) when given, otherwise from
+    ``numcnn.data.load_mnist()`` (which downloads and caches under NUMCNN_DATA or ~/.cache/numcnn).
+    """
+    if path is not None:
+        with np.load(path) as data:
+            return data["x_train"], data["y_train"], data["x_test"], data["y_test"]
+    from numcnn.data import load_mnist
+
+    loaded = load_mnist()
+    if isinstance(loaded, dict):
+        return loaded["x_train"], loaded["y_train"], loaded["x_test"], loaded["y_test"]
+    if len(loaded) == 2:  # ((x_train, y_train), (x_test, y_test))
+        (x_train, y_train), (x_test, y_test) = loaded
+        return x_train, y_train, x_test, y_test
+    return tuple(loaded)
+
+
+def normalise(images: np.ndarray) -> np.ndarray:
+    """uint8 images (n, 28, 28) in [0, 255] -> float32 (n, 1, 28, 28), MNIST-standardised."""
+    x = np.asarray(images)
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / 255.0
+    x = x.astype(np.float32, copy=False).reshape(len(x), 1, 28, 28)
+    return (x - np.float32(MNIST_MEAN)) / np.float32(MNIST_STD)
+
+
+def write_batches(arrays, n_train_batches: int, path: Path) -> None:
+    """Save the training batches (b, 64, 1, 28, 28) and the first 1,000 test images, float32."""
+    x_train, y_train, x_test, y_test = arrays
+    n_train_batches = min(n_train_batches, len(x_train) // BATCH)
+    n = n_train_batches * BATCH
+    x = normalise(x_train[:n]).reshape(n_train_batches, BATCH, 1, 28, 28)
+    y = np.asarray(y_train[:n], dtype=np.int64).reshape(n_train_batches, BATCH)
+    np.savez(path, x_train=x, y_train=y, x_test=normalise(x_test[:1000]),
+             y_test=np.asarray(y_test[:1000], dtype=np.int64))
+
+
+# -- models ----------------------------------------------------------------------------------------
+
+def numcnn_model(name: str):
+    """The numcnn preset ``name`` and its spec ``{"type": "Sequential", "layers": [...]}``."""
+    import numcnn
+
+    try:
+        from numcnn import models
+    except ImportError:
+        models = None
+    if models is not None and hasattr(models, "preset"):
+        model = models.preset(name)
+        spec = models.to_spec(model) if hasattr(models, "to_spec") else _fallback_spec(name)
+        return model, spec
+    layers = []
+    for layer in PRESET_LAYERS[name]:
+        kwargs = {k: v for k, v in layer.items() if k != "type"}
+        layers.append(getattr(numcnn.nn, layer["type"])(**kwargs))
+    return numcnn.nn.Sequential(*layers), _fallback_spec(name)
+
+
+def _fallback_spec(name: str) -> dict:
+    return {"type": "Sequential", "layers": [dict(layer) for layer in PRESET_LAYERS[name]]}
+
+
+def _layer_kwargs(layer: dict) -> dict:
+    for key in ("kwargs", "args", "config", "params"):
+        if isinstance(layer.get(key), dict):
+            return dict(layer[key])
+    return {k: v for k, v in layer.items() if k not in ("type", "name")}
+
+
+def torch_model(spec: dict):
+    """The PyTorch twin of a numcnn spec: the same layer types with the same keyword arguments."""
+    import inspect
+
+    import torch
+
+    if spec.get("type", "Sequential") != "Sequential":
+        raise ValueError(f"only Sequential specs are supported, got {spec.get('type')!r}")
+    layers = []
+    for layer in spec["layers"]:
+        if layer.get("type") == "Sequential":
+            layers.append(torch_model(layer))
+            continue
+        cls = getattr(torch.nn, layer["type"])
+        accepted = inspect.signature(cls).parameters
+        kwargs = {k: (tuple(v) if isinstance(v, list) else v)
+                  for k, v in _layer_kwargs(layer).items() if k in accepted}
+        layers.append(cls(**kwargs))
+    return torch.nn.Sequential(*layers)
+
+
+def load_into_torch(model, state: dict) -> None:
+    """Copy a numcnn state dict (NumPy arrays under PyTorch's keys) into a torch model."""
+    import torch
+
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise KeyError(f"weights do not fit the torch twin: missing {missing}, "
+                       f"unexpected {unexpected}")
+    with torch.no_grad():
+        for key, value in state.items():
+            own[key].copy_(torch.from_numpy(np.array(value)))
+
+
+def load_weights(path: Path) -> dict:
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
+
+
+# -- measurements inside a worker ------------------------------------------------------------------
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, MiB (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def matmul_gflops(mm, make, n: int = 1024, repeats: int = 15) -> float:
+    """Median GFLOP/s of an n x n float32 matrix product (2 n^3 flops)."""
+    a, b = make(n), make(n)
+    mm(a, b)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        mm(a, b)
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def layer_flops(layer_type: str, kwargs: dict, in_shape, out_shape) -> int:
+    """Forward FLOPs (2 per multiply-add) of a convolution or linear layer; 0 for other layers."""
+    if layer_type in ("Conv2d", "Conv1d"):
+        groups = kwargs.get("groups", 1)
+        kernel = kwargs.get("kernel_size", 1)
+        kernel = int(np.prod(kernel)) if isinstance(kernel, (tuple, list)) else (
+            kernel ** (2 if layer_type == "Conv2d" else 1))
+        return 2 * int(np.prod(out_shape)) * (in_shape[1] // groups) * kernel
+    if layer_type == "Linear":
+        return 2 * int(np.prod(out_shape)) * in_shape[-1]
+    return 0
+
+
+def backward_flops(index: int, forward: int) -> int:
+    """The backward needs the weight gradient (= forward FLOPs) and, except for the first layer
+    (the images need no gradient), the input gradient (= forward FLOPs again)."""
+    return forward if index == 0 else 2 * forward
+
+
+def _numcnn_train_setup(preset: str, workdir: Path):
+    import numcnn
+    from numcnn import nn, optim
+
+    model, _ = numcnn_model(preset)
+    model.load_state_dict(load_weights(workdir / f"{preset}.weights.npz"))
+    criterion = nn.CrossEntropyLoss()
+    opt = optim.Adam(model.parameters(), lr=LR)
+    return numcnn, model, criterion, opt
+
+
+def _torch_train_setup(preset: str, workdir: Path):
+    import torch
+
+    spec = json.loads((workdir / f"{preset}.spec.json").read_text())
+    model = torch_model(spec)
+    load_into_torch(model, load_weights(workdir / f"{preset}.weights.npz"))
+    criterion = torch.nn.CrossEntropyLoss()
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    return torch, model, criterion, opt
+
+
+def worker(args) -> dict:
+    """One measurement in this process; returns what the parent prints and aggregates."""
+    workdir = Path(args.workdir)
+    lib, preset, mode = args.lib, args.preset, args.worker
+    if lib == "numcnn":
+        import numcnn  # noqa: F401
+    else:
+        import torch  # noqa: F401
+    result = {"lib": lib, "preset": preset, "mode": mode, "rss_after_imports_mib": peak_rss_mib()}
+    with np.load(workdir / "data.npz") as data:
+        xs, ys, x_test = data["x_train"], data["y_train"], data["x_test"]
+    if mode == "train":
+        result.update(_train(lib, preset, workdir, xs, ys, args.steps, args.warmup))
+    elif mode == "infer":
+        result.update(_infer(lib, preset, workdir, x_test, args.batch, args.steps, args.warmup))
+    elif mode == "profile":
+        result.update(_profile(lib, preset, workdir, xs, ys, args.steps, args.warmup))
+    result["peak_rss_mib"] = peak_rss_mib()
+    result["threads"] = _threads(lib)
+    return result
+
+
+def _threads(lib: str):
+    if lib == "torch":
+        import torch
+        return torch.get_num_threads()
+    return os.cpu_count()  # OpenBLAS defaults to every core when no *_NUM_THREADS is set
+
+
+def _train(lib, preset, workdir, xs, ys, steps, warmup) -> dict:
+    n_batches = len(xs)
+    losses = []
+    if lib == "numcnn":
+        _, model, criterion, opt = _numcnn_train_setup(preset, workdir)
+        model.train()
+
+        def step(i):
+            logits = model(xs[i % n_batches])
+            loss = criterion(logits, ys[i % n_batches])
+            opt.zero_grad()
+            model.backward(criterion.backward())
+            opt.step()
+            return loss
+    else:
+        torch, model, criterion, opt = _torch_train_setup(preset, workdir)
+        model.train()
+        t_xs, t_ys = torch.from_numpy(xs), torch.from_numpy(ys)
+
+        def step(i):
+            logits = model(t_xs[i % n_batches])
+            loss = criterion(logits, t_ys[i % n_batches])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return loss.detach()
+    for i in range(warmup):
+        losses.append(float(step(i)))
+    start = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        losses.append(step(i))
+    elapsed = time.perf_counter() - start
+    losses = [float(loss) for loss in losses]
+    return {"seconds": elapsed, "images_per_s": steps * BATCH / elapsed, "losses": losses}
+
+
+def _infer(lib, preset, workdir, x_test, batch, steps, warmup) -> dict:
+    if batch == 1:
+        inputs = [x_test[i % len(x_test)][None] for i in range(warmup + steps)]
+    else:
+        inputs = [x_test[:batch]] * (warmup + steps)
+    if lib == "numcnn":
+        numcnn, model, _, _ = _numcnn_train_setup(preset, workdir)
+        model.eval()
+        context, run = numcnn.no_grad, model
+    else:
+        torch, model, _, _ = _torch_train_setup(preset, workdir)
+        model.eval()
+        inputs = [torch.from_numpy(x) for x in inputs]
+        context, run = torch.inference_mode, model
+    with context():
+        for x in inputs[:warmup]:
+            run(x)
+        start = time.perf_counter()
+        for x in inputs[warmup:]:
+            out = run(x)
+        elapsed = time.perf_counter() - start
+    return {"seconds": elapsed, "images_per_s": steps * batch / elapsed,
+            "checksum": float(np.asarray(out).astype(np.float64).sum())}
+
+
+def _profile(lib, preset, workdir, xs, ys, steps, warmup) -> dict:
+    spec = json.loads((workdir / f"{preset}.spec.json").read_text())
+    if lib == "numcnn":
+        return _profile_numcnn(preset, workdir, spec, xs, ys, steps, warmup)
+    return _profile_torch(preset, workdir, spec, xs, ys, steps, warmup)
+
+
+def _timed(fn, sink: list):
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        sink.append(time.perf_counter() - start)
+        return out
+    return wrapper
+
+
+def _layer_rows(spec, children, shapes, fwd, bwd, steps) -> list[dict]:
+    rows = []
+    for index, (layer, child) in enumerate(zip(spec["layers"], children)):
+        in_shape, out_shape = shapes[index]
+        flops = layer_flops(layer["type"], _layer_kwargs(layer), in_shape, out_shape)
+        rows.append({
+            "index": index, "type": layer["type"], "out_shape": list(out_shape),
+            "forward_ms": 1e3 * statistics.median(fwd[index][-steps:]),
+            "backward_ms": 1e3 * statistics.median(bwd[index][-steps:]),
+            "forward_flops": flops, "backward_flops": backward_flops(index, flops),
+        })
+    return rows
+
+
+def _profile_numcnn(preset, workdir, spec, xs, ys, steps, warmup) -> dict:
+    _, model, criterion, opt = _numcnn_train_setup(preset, workdir)
+    children = list(model.children())
+    fwd = [[] for _ in children]
+    bwd = [[] for _ in children]
+    shapes = [None] * len(children)
+    for index, child in enumerate(children):
+        forward = _timed(child.forward, fwd[index])
+
+        def forward_with_shape(x, _forward=forward, _index=index):
+            out = _forward(x)
+            shapes[_index] = (tuple(x.shape), tuple(out.shape))
+            return out
+        # Instance attributes shadow the class methods that Module.__call__ and Sequential call.
+        object.__setattr__(child, "forward", forward_with_shape)
+        object.__setattr__(child, "backward", _timed(child.backward, bwd[index]))
+    other = {"loss": [], "zero_grad": [], "optimizer": [], "step": []}
+    model.train()
+    n_batches = len(xs)
+    for i in range(warmup + steps):
+        x, y = xs[i % n_batches], ys[i % n_batches]
+        t0 = time.perf_counter()
+        logits = model(x)
+        t1 = time.perf_counter()
+        criterion(logits, y)
+        grad = criterion.backward()
+        t2 = time.perf_counter()
+        opt.zero_grad()
+        t3 = time.perf_counter()
+        model.backward(grad)
+        t4 = time.perf_counter()
+        opt.step()
+        t5 = time.perf_counter()
+        other["loss"].append(t2 - t1)
+        other["zero_grad"].append(t3 - t2)
+        other["optimizer"].append(t5 - t4)
+        other["step"].append(t5 - t0)
+    rows = _layer_rows(spec, children, shapes, fwd, bwd, steps)
+    return {"layers": rows,
+            "other_ms": {k: 1e3 * statistics.median(v[-steps:]) for k, v in other.items()},
+            "matmul_gflops": matmul_gflops(
+                np.matmul, lambda n: np.random.default_rng(0).random((n, n), dtype=np.float32))}
+
+
+def _profile_torch(preset, workdir, spec, xs, ys, steps, warmup) -> dict:
+    """Each layer alone, on the activations it sees in the model, forward then backward (with
+    autograd, as in training; the images need no gradient). Plus the whole step, for scale."""
+    torch, model, criterion, opt = _torch_train_setup(preset, workdir)
+    model.train()
+    children = list(model.children())
+    t_xs, t_ys = torch.from_numpy(xs), torch.from_numpy(ys)
+    with torch.no_grad():
+        activations = [t_xs[0]]
+        for child in children:
+            activations.append(child(activations[-1]))
+    fwd = [[] for _ in children]
+    bwd = [[] for _ in children]
+    shapes = []
+    for index, child in enumerate(children):
+        x = activations[index].detach().clone().requires_grad_(index > 0)
+        grad_out = torch.randn_like(activations[index + 1])
+        shapes.append((tuple(x.shape), tuple(grad_out.shape)))
+        for _ in range(warmup + steps):
+            t0 = time.perf_counter()
+            out = child(x)
+            t1 = time.perf_counter()
+            out.backward(grad_out)
+            t2 = time.perf_counter()
+            fwd[index].append(t1 - t0)
+            bwd[index].append(t2 - t1)
+        model.zero_grad()
+    step_times = []
+    n_batches = len(xs)
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        loss = criterion(model(t_xs[i % n_batches]), t_ys[i % n_batches])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step_times.append(time.perf_counter() - t0)
+    rows = _layer_rows(spec, children, shapes, fwd, bwd, steps)
+    return {"layers": rows, "other_ms": {"step": 1e3 * statistics.median(step_times[-steps:])},
+            "matmul_gflops": matmul_gflops(torch.mm, lambda n: torch.rand(n, n))}
+
+
+# -- the parent: preparation, scheduling, report ---------------------------------------------------
+
+def worker_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
+    return env
+
+
+def run_worker(workdir: Path, mode: str, lib: str, preset: str, steps: int, warmup: int,
+               batch: int = BATCH) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", mode, "--lib", lib,
+               "--preset", preset, "--steps", str(steps), "--warmup", str(warmup),
+               "--batch", str(batch), "--workdir", str(workdir)]
+    done = subprocess.run(command, capture_output=True, text=True, env=worker_env())
+    if done.returncode != 0:
+        raise RuntimeError(f"worker {mode} {lib} {preset} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def help_command() -> list[str]:
+    script = Path(sys.executable).parent / "numcnn"
+    if script.is_file():
+        return [str(script), "--help"]
+    found = shutil.which("numcnn")
+    if found:
+        return [found, "--help"]
+    return [sys.executable, "-m", "numcnn", "--help"]
+
+
+def time_help(runs: int = 5) -> dict:
+    command = help_command()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, env=worker_env())
+        times.append(time.perf_counter() - start)
+        if done.returncode != 0:
+            return {"command": " ".join(command), "error": done.stderr.strip()[-500:]}
+    return {"command": " ".join(command), "seconds": statistics.median(times), "runs": times}
+
+
+def machine() -> dict:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import numpy
+    blas = "?"
+    try:
+        blas = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]
+    except Exception:  # older NumPy: no dict mode
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
+            "numpy": numpy.__version__, "blas": blas, "platform": platform.platform()}
+
+
+def prepare(args, workdir: Path) -> None:
+    """Write the batches and, per preset, the spec and the initial weights both workers load."""
+    arrays = load_mnist_arrays(args.data)
+    write_batches(arrays, args.warmup + max(args.steps, args.profile_steps), workdir / "data.npz")
+    import numcnn
+
+    for preset in args.presets:
+        numcnn.manual_seed(args.seed)
+        model, spec = numcnn_model(preset)
+        (workdir / f"{preset}.spec.json").write_text(json.dumps(spec))
+        np.savez(workdir / f"{preset}.weights.npz", **model.state_dict())
+
+
+def median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def run_all(args) -> dict:
+    started = datetime.datetime.now().astimezone()
+    report = {"date": started.isoformat(timespec="seconds"), "machine": machine(),
+              "command": " ".join([Path(sys.executable).name, *sys.argv]),
+              "settings": {"steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
+                           "infer_steps_batch1": args.infer1_steps,
+                           "infer_steps_batch1000": args.infer1000_steps,
+                           "profile_steps": args.profile_steps, "batch": BATCH, "lr": LR},
+              "results": {}, "profile": {}}
+    parts = set(args.parts)
+    with tempfile.TemporaryDirectory(prefix="numcnn-bench-") as tmp:
+        workdir = Path(tmp)
+        prepare(args, workdir)
+        jobs = []  # (key, mode, steps, warmup, batch)
+        if "train" in parts:
+            jobs.append(("train", "train", args.steps, args.warmup, BATCH))
+        if "infer" in parts:
+            jobs.append(("infer_b1", "infer", args.infer1_steps, args.warmup, 1))
+            jobs.append(("infer_b1000", "infer", args.infer1000_steps, 1, 1000))
+        for repeat in range(args.repeats):
+            libs = ("numcnn", "torch") if repeat % 2 == 0 else ("torch", "numcnn")
+            for preset in args.presets:
+                for key, mode, steps, warmup, batch in jobs:
+                    for lib in libs:
+                        result = run_worker(workdir, mode, lib, preset, steps, warmup, batch)
+                        entry = report["results"].setdefault(preset, {}).setdefault(
+                            key, {}).setdefault(lib, [])
+                        entry.append(result)
+                        print(f"  [{repeat + 1}/{args.repeats}] {preset:<10} {key:<11} "
+                              f"{lib:<6} {result['images_per_s']:>10.1f} img/s  "
+                              f"peak {result['peak_rss_mib']:.0f} MiB", file=sys.stderr)
+        if "profile" in parts:
+            for preset in args.presets:
+                for lib in ("numcnn", "torch"):
+                    report["profile"].setdefault(preset, {})[lib] = run_worker(
+                        workdir, "profile", lib, preset, args.profile_steps, args.warmup)
+    if "help" in parts:
+        report["help"] = time_help()
+    report["summary"] = summarise(report)
+    return report
+
+
+def summarise(report: dict) -> list[dict]:
+    """Median figures, ratios and targets: one row per comparison."""
+    rows = []
+    labels = {"train": "train b64", "infer_b1": "infer b1", "infer_b1000": "infer b1000"}
+    for preset, by_key in report["results"].items():
+        for key, by_lib in by_key.items():
+            speed = {lib: median([r["images_per_s"] for r in runs]) for lib, runs in by_lib.items()}
+            if "numcnn" in speed and "torch" in speed:
+                rows.append({"what": f"{labels[key]} {preset} (img/s)", "numcnn": speed["numcnn"],
+                             "torch": speed["torch"], "ratio": speed["numcnn"] / speed["torch"],
+                             "target": ">= 1.0",
+                             "met": speed["numcnn"] / speed["torch"] >= 1.0})
+        if "train" in by_key and len(by_key["train"]) == 2:
+            peak = {lib: max(r["peak_rss_mib"] for r in runs)
+                    for lib, runs in by_key["train"].items()}
+            base = {lib: median([r["rss_after_imports_mib"] for r in runs])
+                    for lib, runs in by_key["train"].items()}
+            rows.append({"what": f"train peak memory {preset} (MiB)", "numcnn": peak["numcnn"],
+                         "torch": peak["torch"], "ratio": peak["numcnn"] / peak["torch"],
+                         "target": "<= 1.0", "met": peak["numcnn"] <= peak["torch"],
+                         "note": f"after imports: numcnn {base['numcnn']:.0f} MiB, torch "
+                                 f"{base['torch']:.0f} MiB; growth numcnn "
+                                 f"{peak['numcnn'] - base['numcnn']:.0f} MiB, torch "
+                                 f"{peak['torch'] - base['torch']:.0f} MiB"})
+            # Same weights and batches: the first loss must agree to float32 rounding (the
+            # check that both train the identical model); later ones drift apart slowly.
+            first = {lib: runs[0]["losses"] for lib, runs in by_key["train"].items()}
+            gaps = [abs(a - b) / max(abs(b), 1e-12)
+                    for a, b in zip(first["numcnn"], first["torch"])]
+            rows.append({"what": f"train step-1 loss {preset} (rel. diff)",
+                         "numcnn": first["numcnn"][0], "torch": first["torch"][0],
+                         "ratio": gaps[0], "target": "<= 1e-4", "met": gaps[0] <= 1e-4,
+                         "max_rel_diff_over_run": max(gaps),
+                         "last_loss": {"numcnn": first["numcnn"][-1], "torch": first["torch"][-1]}})
+    if "help" in report:
+        help_result = report["help"]
+        seconds = help_result.get("seconds", float("nan"))
+        rows.append({"what": "numcnn --help (s)", "numcnn": seconds, "torch": None,
+                     "ratio": None, "target": "< 0.5 s", "met": seconds < 0.5,
+                     "error": help_result.get("error")})
+    return rows
+
+
+# -- printing --------------------------------------------------------------------------------------
+
+def _fmt(value, digits=1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and abs(value) < 0.01 and value != 0:
+        return f"{value:.2e}"
+    return f"{value:,.{digits}f}"
+
+
+def format_profile(preset: str, profile: dict) -> str:
+    lines = []
+    numcnn_prof, torch_prof = profile.get("numcnn"), profile.get("torch")
+    lines.append(f"\nPer-layer time, {preset}, training step at batch {BATCH} (median ms per step)")
+    header = (f"{'#':>2} {'layer':<12} {'out shape':<16} {'fwd ms':>8} {'bwd ms':>8} "
+              f"{'MFLOP f+b':>10} {'GFLOP/s':>8} | {'torch fwd':>9} {'torch bwd':>9} "
+              f"{'GFLOP/s':>8} {'numcnn/torch time':>17}")
+    lines.append(header)
+    lines.append("-" * len(header))
+    t_rows = torch_prof["layers"] if torch_prof else [None] * len(numcnn_prof["layers"])
+    totals = [0.0, 0.0, 0.0, 0.0]
+    for row, t_row in zip(numcnn_prof["layers"], t_rows):
+        flops = row["forward_flops"] + row["backward_flops"]
+        ms = row["forward_ms"] + row["backward_ms"]
+        gflops = flops / (ms * 1e6) if flops and ms else None
+        totals[0] += row["forward_ms"]
+        totals[1] += row["backward_ms"]
+        shape = "x".join(str(s) for s in row["out_shape"][1:])
+        line = (f"{row['index']:>2} {row['type']:<12} {shape:<16} {row['forward_ms']:>8.3f} "
+                f"{row['backward_ms']:>8.3f} {flops / 1e6 if flops else 0:>10.1f} "
+                f"{_fmt(gflops, 2):>8}")
+        if t_row:
+            t_ms = t_row["forward_ms"] + t_row["backward_ms"]
+            totals[2] += t_row["forward_ms"]
+            totals[3] += t_row["backward_ms"]
+            t_gflops = flops / (t_ms * 1e6) if flops and t_ms else None
+            line += (f" | {t_row['forward_ms']:>9.3f} {t_row['backward_ms']:>9.3f} "
+                     f"{_fmt(t_gflops, 2):>8} {ms / t_ms if t_ms else float('nan'):>17.2f}")
+        lines.append(line)
+    lines.append("-" * len(header))
+    line = f"{'':>2} {'layers total':<12} {'':<16} {totals[0]:>8.3f} {totals[1]:>8.3f}"
+    if torch_prof:
+        line += f" {'':>10} {'':>8} | {totals[2]:>9.3f} {totals[3]:>9.3f}"
+    lines.append(line)
+    other = numcnn_prof["other_ms"]
+    lines.append(f"numcnn: loss fwd+bwd {other['loss']:.3f} ms, zero_grad {other['zero_grad']:.3f} "
+                 f"ms, Adam step {other['optimizer']:.3f} ms, whole step {other['step']:.3f} ms")
+    total_flops = sum(r["forward_flops"] + r["backward_flops"] for r in numcnn_prof["layers"])
+    lines.append(f"effective GFLOP/s over the whole step: numcnn "
+                 f"{total_flops / (other['step'] * 1e6):.2f}"
+                 + (f", torch {total_flops / (torch_prof['other_ms']['step'] * 1e6):.2f} "
+                    f"(torch whole step {torch_prof['other_ms']['step']:.3f} ms)"
+                    if torch_prof else ""))
+    lines.append(f"float32 matmul peak (1024x1024, this run): NumPy "
+                 f"{numcnn_prof['matmul_gflops']:.1f} GFLOP/s"
+                 + (f", torch.mm {torch_prof['matmul_gflops']:.1f} GFLOP/s" if torch_prof else ""))
+    return "\n".join(lines)
+
+
+def format_summary(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"\nnumcnn vs PyTorch, {report['date']}, {m['cpu']} ({m['cores']} cores), "
+             f"NumPy {m['numpy']} ({m['blas']})",
+             f"command: {report['command']}"]
+    header = f"{'measurement':<44} {'numcnn':>12} {'torch':>12} {'ratio':>8} {'target':>9}  met"
+    lines += [header, "-" * len(header)]
+    for row in report["summary"]:
+        met = "yes" if row["met"] else "NO"
+        digits = 4 if "(s)" in row["what"] or "loss" in row["what"] else 1
+        lines.append(f"{row['what']:<44} {_fmt(row['numcnn'], digits):>12} "
+                     f"{_fmt(row['torch'], digits):>12} {_fmt(row['ratio'], 2):>8} "
+                     f"{row['target']:>9}  {met}")
+        if row.get("note"):
+            lines.append(f"    ({row['note']})")
+        if "max_rel_diff_over_run" in row:
+            last = row["last_loss"]
+            lines.append(f"    (last loss numcnn {last['numcnn']:.4f}, torch {last['torch']:.4f}; "
+                         f"max rel. diff over the run {row['max_rel_diff_over_run']:.1e})")
+        if row.get("error"):
+            lines.append(f"    error: {row['error']}")
+    lines.append("ratio = numcnn / torch (speed: higher is better; memory: lower is better)")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=100, help="timed training steps (default 100)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement, the "
+                        "median is reported (default 3)")
+    parser.add_argument("--presets", default=",".join(PRESETS),
+                        help="comma-separated (default convnet-bn,small-cnn)")
+    parser.add_argument("--data", default=None, help="an mnist.npz (x_train, y_train, x_test, "
+                        "y_test); default numcnn.data.load_mnist()")
+    parser.add_argument("--json", default=None, help="write the full report here")
+    parser.add_argument("--infer1-steps", type=int, default=500,
+                        help="timed single images at batch 1 (default 500)")
+    parser.add_argument("--infer1000-steps", type=int, default=10,
+                        help="timed batches at batch 1000 (default 10)")
+    parser.add_argument("--profile-steps", type=int, default=50,
+                        help="steps of the per-layer profile (default 50)")
+    parser.add_argument("--parts", default="train,infer,profile,help",
+                        help="what to run (default train,infer,profile,help)")
+    parser.add_argument("--seed", type=int, default=0, help="numcnn.manual_seed for the weights")
+    # Internal: one measurement in a worker process.
+    parser.add_argument("--worker", choices=("train", "infer", "profile"), help=argparse.SUPPRESS)
+    parser.add_argument("--lib", choices=("numcnn", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--preset", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=BATCH, help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return 0
+    args.presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    report = run_all(args)
+    for preset, profile in report["profile"].items():
+        print(format_profile(preset, profile))
+    print(format_summary(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
