@@ -643,7 +643,7 @@ def evaluate(model, x, y, *, batch_size: int = 256, loss=None, preprocessing=Non
     return Evaluation(loss=loss_value, accuracy=float(np.mean(y_pred == y_true)), y_true=y_true,
                       y_pred=y_pred, probabilities=softmax(logits), classes=classes,
                       confusion=confusion,
-                      report=metrics.classification_report(y_true, y_pred, classes))
+                      report=metrics.classification_report(confusion, classes))
 
 
 def predict(model, x, *, batch_size: int = 256, preprocessing=None) -> np.ndarray:
