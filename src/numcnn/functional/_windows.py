@@ -162,15 +162,18 @@ def windows(xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
 
 
 def col2im(cols: np.ndarray, padded_shape: tuple[int, int, int, int], stride: tuple[int, int],
-           dilation: tuple[int, int]) -> np.ndarray:
+           dilation: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
     """Adjoint of :func:`windows`: add every window value back onto the pixel it came from.
 
     ``cols`` has shape ``(n, c, kh, kw, oh, ow)`` (any strides); the result has ``padded_shape``.
     One strided slice addition per kernel offset (kh*kw of them), never a per-pixel scatter.
+    ``out``, if given, is an array of ``padded_shape`` (any strides, e.g. a transposed view of
+    a channels-first buffer) that the values are added into, and is returned.
     """
     n, c, kh, kw, oh, ow = cols.shape
     (sh, sw), (dh, dw) = stride, dilation
-    out = np.zeros(padded_shape, dtype=cols.dtype)
+    if out is None:
+        out = np.zeros(padded_shape, dtype=cols.dtype)
     for i in range(kh):
         for j in range(kw):
             out[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
