@@ -542,9 +542,7 @@ def _write_evaluation(result, images, out_dir, extra=None) -> None:
 def _load_dataset(spec, data_dir, progress: bool):
     from . import data
 
-    if spec == "mnist":
-        return data.load_mnist(data_dir=data_dir, progress=progress)
-    return data.load_dataset(spec, data_dir=data_dir)
+    return data.load_dataset(spec, data_dir=data_dir, progress=progress)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -630,6 +628,7 @@ def cmd_predict(args) -> int:
 
 def cmd_summary(args) -> int:
     from . import io, models
+    from .errors import NumcnnError
 
     name = args.model
     input_shape = args.input_shape
@@ -637,6 +636,9 @@ def cmd_summary(args) -> int:
         model = models.preset(name)
         print(f"{name}: {models.PRESETS[name]['description']}")
         input_shape = input_shape or tuple(models.PRESETS[name]["input_shape"])
+    elif not os.path.exists(name):
+        raise NumcnnError(f"{name!r} is neither a preset ({', '.join(models.PRESETS)}) nor a "
+                          f"model file or JSON model description")
     elif _looks_like_json(name):
         model = models.load_spec(name)
     else:
