@@ -222,7 +222,7 @@ def _parse(path: str, raw: bytes) -> tuple[dict, dict[str, np.ndarray]]:
         raise ModelFileError(f"{path}: corrupted: the safetensors header is not a JSON object")
     meta = header.get("__metadata__")
     if not isinstance(meta, dict) or _HEADER_KEY not in meta:
-        names = [k for k in header if k != "__metadata__"]
+        names = sorted(k for k in header if k != "__metadata__")
         shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
         raise ModelFileError(f"{path}: expected {_EXPECTED}, but this is a plain safetensors file "
                              f"without numcnn metadata (tensors: {shown or 'none'}); weights "
