@@ -326,10 +326,9 @@ def cmd_train(args) -> int:
 
     optimizer = _make_optimizer(config, model.parameters())
     scheduler = _make_scheduler(config, optimizer)
-    augment = data.Augment() if config["augment"] else None
+    transform = data.Compose([data.Augment(), preprocessing]) if config["augment"] else preprocessing
     loader = data.DataLoader(x_train, y_train, batch_size=config["batch_size"], shuffle=True,
-                             drop_last=False, seed=config["seed"],
-                             transform=_Transform(augment, preprocessing))
+                             drop_last=False, seed=config["seed"], transform=transform)
     validation = None if x_val is None else (preprocessing.apply(x_val), y_val)
     metadata = {"preprocessing": preprocessing.to_dict(), "classes": list(dataset.classes),
                 "dataset": dataset.name, "input_shape": list(x_train.shape[1:]),
@@ -460,18 +459,6 @@ def _make_scheduler(config, optimizer):
     if name == "plateau":
         return lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=1)
     return None
-
-
-class _Transform:
-    """Augment the raw images (if asked), then preprocess them: what the loader applies."""
-
-    def __init__(self, augment, preprocessing):
-        self.augment, self.preprocessing = augment, preprocessing
-
-    def __call__(self, images, rng):
-        if self.augment is not None:
-            images = self.augment(images, rng)
-        return self.preprocessing.apply(images)
 
 
 class _Log:

@@ -471,7 +471,14 @@ def _load_best_weights(run_dir, best):
         return None
     from . import io
 
-    return io.load(run_dir / MODEL_FILE).state_dict()
+    # Loading builds the model, whose initialisation draws from numcnn's generator: put its
+    # state back, or the resumed run would draw different dropout masks.
+    rng = _random.get_rng()
+    saved = copy.deepcopy(rng.bit_generator.state)
+    try:
+        return io.load(run_dir / MODEL_FILE).state_dict()
+    finally:
+        rng.bit_generator.state = saved
 
 
 # ----------------------------------------------------------------------------------------------
@@ -488,8 +495,8 @@ class _TrainingState:
 
     # -- random generators ----------------------------------------------------------------------
     def _generators(self) -> list[np.random.Generator]:
-        """Every generator the run draws from, in a fixed order: numcnn's, the layers', the
-        loader's and its transform's (unless the loader saves its own state)."""
+        """Every generator the run draws from, in a fixed order: numcnn's (dropout), any a layer
+        keeps, and those of a loader that has no state of its own (see ``_loader_state``)."""
         found, seen = [], set()
 
         def add(obj):
@@ -502,13 +509,27 @@ class _TrainingState:
         found.append(_random.get_rng())
         for module in self.model.modules():
             add(module)
-        if not hasattr(self.loader, "state_dict"):
+        if not hasattr(self.loader, "state_dict") and not hasattr(self.loader, "set_epoch"):
             add(self.loader)
-            add(getattr(self.loader, "transform", None))
         return found
 
     def _loader_state(self):
-        return copy.deepcopy(self.loader.state_dict()) if hasattr(self.loader, "state_dict") else None
+        """The loader's position: its ``state_dict()``, or the epoch of a
+        :class:`numcnn.data.DataLoader`, which seeds each pass's order and augmentation with
+        ``(seed, epoch)``."""
+        if hasattr(self.loader, "state_dict"):
+            return copy.deepcopy(self.loader.state_dict())
+        if hasattr(self.loader, "set_epoch"):
+            return {"epoch": int(self.loader.epoch)}
+        return None
+
+    def _restore_loader(self, state) -> None:
+        if state is None:
+            return
+        if hasattr(self.loader, "load_state_dict"):
+            self.loader.load_state_dict(copy.deepcopy(state))
+        else:
+            self.loader.set_epoch(state["epoch"])
 
     # -- in memory ------------------------------------------------------------------------------
     def snapshot(self) -> dict:
@@ -544,8 +565,7 @@ class _TrainingState:
                               f"states, this run has {len(generators)}")
         for generator, rng_state in zip(generators, extra["rng"]):
             generator.bit_generator.state = copy.deepcopy(rng_state)
-        if extra.get("loader") is not None:
-            self.loader.load_state_dict(copy.deepcopy(extra["loader"]))
+        self._restore_loader(extra.get("loader"))
         self.best.load_state_dict(extra["best"])
         restored = History.from_dict(extra["history"])
         self.history.__dict__.update(restored.__dict__)
