@@ -1,7 +1,9 @@
 """Architectures as data: spec round trips for every layer type, presets against PyTorch, refusals."""
 
 import json
+import re
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -322,3 +324,28 @@ def test_a_layer_that_keeps_no_attribute_for_an_argument_cannot_be_described(mon
     with pytest.raises(SpecError, match=r"model \(Forgetful\): the constructor argument 'size' is "
                                         r"kept in no attribute"):
         to_spec(Forgetful(3))
+
+
+# -- docs/models.md ------------------------------------------------------------------------------
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "models.md"
+
+
+def test_the_json_example_in_the_docs_builds_as_described():
+    text = DOCS.read_text()
+    block = re.search(r"```json\n(.*?)```", text, re.S).group(1)
+    model = build(json.loads(block))
+    assert model.output_shape((2, 1, 28, 28)) == (2, 10)
+    assert model.num_parameters() == 80 + 16 + 576 + 16 + 1168 + 5770 == 7626
+    assert "7,626" in text
+
+
+def test_the_preset_tables_in_the_docs_give_the_real_totals():
+    text = DOCS.read_text()
+    for name in models.PRESETS:
+        section = text.split(f"### `{name}`")[1].split("###")[0]
+        rows = [line for line in section.splitlines() if re.match(r"\| \d+ \| `", line)]
+        kinds = [re.match(r"\| \d+ \| `(\w+)\(", row).group(1) for row in rows]
+        assert kinds == [layer["type"] for layer in models.PRESETS[name]["spec"]["layers"]]
+        total = int(re.search(r"\*\*total\*\* \| \| \*\*([\d,]+)\*\*", section).group(1)
+                    .replace(",", ""))
+        assert total == models.preset(name).num_parameters()
