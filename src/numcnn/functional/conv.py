@@ -1,1 +1,480 @@
-__all__ = []
+"""Convolution (2-D and 1-D) and transposed convolution, each with its backward pass.
+
+What a CNN calls a convolution is a cross-correlation: the kernel slides over the input without
+being flipped (:mod:`numcnn.functional.signal` has both, for comparison). Notation:
+
+    n          batch size
+    c, oc      input and output channels; cg = c / groups input channels per group
+    h, w       input height and width; hp, wp after padding (xp is the padded input)
+    kh, kw     kernel height and width
+    sh, sw     stride;  dh, dw dilation (1 means none)
+    oh, ow     output height and width
+
+For sample ``n`` and output channel ``o`` of group ``g = o // (oc/groups)``::
+
+    y[n, o, p, q] = b[o] + sum_{ci < cg, i < kh, j < kw} w[o, ci, i, j]
+                                       * xp[n, g*cg + ci, p*sh + i*dh, q*sw + j*dw]
+
+and along each spatial axis the output size is::
+
+    out = floor((in + pad_lo + pad_hi - dilation*(k-1) - 1) / stride) + 1
+
+im2col. Every receptive field is copied into one column, so that the whole layer is one matrix
+product (one per group)::
+
+    cols (c*kh*kw, oh*ow*n)          rows ordered (channel, kernel row, kernel column)
+    y    = W.reshape(oc, c*kh*kw) @ cols   -> (oc, oh*ow*n)
+
+The columns are ordered (output row, output column, sample): the batch is the innermost axis.
+That is the layout decision the speed rests on: copying windows into ``cols`` and adding
+columns back (col2im) then move runs of ``ow*n`` contiguous numbers (896 for a 14-pixel-wide
+batch of 64) instead of ``ow`` (14), and NumPy's cost is per run. Inputs are brought into this
+channels-first, batch-last layout ``(c, h, w, n)`` by one transposing copy that also writes the
+zero padding, and the output goes back to NCHW by one transposing copy that also adds the bias.
+
+Backward. With ``g = dL/dy`` (stride 1, one channel, to see the idea; the course texts 01 and
+04 derive it)::
+
+    dL/dw = correlate(xp, g, 'valid')          each weight sees the inputs it multiplied
+    dL/db = sum of g over batch and positions
+    dL/dx = correlate(g, rot180(w), 'full')    a *full* convolution of g with the kernel
+          = convolve(g, w, 'full')             rotated by 180 degrees (mirrored)
+
+im2col computes exactly these for any stride, dilation, padding and groups: ``dL/dw`` is
+``g @ cols.T``, and ``dL/dx`` is ``col2im(W.T @ g)``: ``W.T @ g`` gives, for every window, what
+each of its pixels contributed, and col2im adds those back onto the pixels (the adjoint of
+copying them out), which is the full convolution with the mirrored kernel. Padding is cropped
+off the result.
+
+Transposed convolution is the same linear map run backwards: its forward pass is the input
+gradient of a convolution whose weight has shape ``(c_in, c_out/groups, kh, kw)``, and its
+backward pass is that convolution's forward pass (and weight gradient). Both share the code
+below (``_correlate``, ``_correlate_input_grad``, ``_correlate_weight_grad``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import DTypeError, ShapeError
+from ._windows import col2im, formula, ntuple, out_size, resolve_padding, windows
+
+__all__ = [
+    "conv2d", "conv2d_forward", "conv2d_backward",
+    "conv1d", "conv1d_forward", "conv1d_backward",
+    "conv_transpose2d", "conv_transpose2d_forward", "conv_transpose2d_backward",
+]
+
+Pads = tuple[tuple[int, int], tuple[int, int]]
+NO_PADS: Pads = ((0, 0), (0, 0))
+
+
+# -- layout: NCHW <-> channels first, batch last --------------------------------------------------
+def _to_rows(x: np.ndarray, pads: Pads = NO_PADS, dtype=None) -> np.ndarray:
+    """NCHW -> zero-padded ``(c, hp, wp, n)`` in one transposing copy (cast to ``dtype``)."""
+    n, c, h, w = x.shape
+    (top, bottom), (left, right) = pads
+    shape = (c, h + top + bottom, w + left + right, n)
+    dtype = x.dtype if dtype is None else dtype
+    rows = np.empty(shape, dtype) if top == bottom == left == right == 0 else np.zeros(shape, dtype)
+    rows[:, top:top + h, left:left + w] = x.transpose(1, 2, 3, 0)  # (c, h, w, n)
+    return rows
+
+
+def _from_rows(rows: np.ndarray, bias: np.ndarray | None = None, crop: Pads = NO_PADS) -> np.ndarray:
+    """``(c, hp, wp, n)`` -> NCHW, cropping ``crop`` off and adding ``bias``, in one copy."""
+    c, hp, wp, n = rows.shape
+    (top, bottom), (left, right) = crop
+    view = rows[:, top:hp - bottom, left:wp - right].transpose(3, 0, 1, 2)  # (n, c, h, w)
+    out = np.empty(view.shape, rows.dtype)
+    if bias is None:
+        np.copyto(out, view)
+    else:
+        np.add(view, bias.reshape(c, 1, 1), out=out)
+    return out
+
+
+def _im2col(rows_p: np.ndarray, kernel, stride, dilation, out_hw) -> np.ndarray:
+    """Every receptive field of a padded ``(c, hp, wp, n)`` array as a column.
+
+    Returns ``cols`` of shape ``(c*kh*kw, oh*ow*n)`` with
+    ``cols[(ci, i, j), (p, q, s)] = xp[s, ci, p*sh + i*dh, q*sw + j*dw]``.
+    """
+    c, _, _, n = rows_p.shape
+    (kh, kw), (oh, ow) = kernel, out_hw
+    view = windows(rows_p.transpose(3, 0, 1, 2), kernel, stride, dilation, out_hw)
+    cols = np.empty((c, kh, kw, oh, ow, n), rows_p.dtype)
+    np.copyto(cols.transpose(5, 0, 1, 2, 3, 4), view)  # view: (n, c, kh, kw, oh, ow)
+    return cols.reshape(c * kh * kw, oh * ow * n)
+
+
+def _col2im(cols: np.ndarray, padded_shape, kernel, stride, dilation, out_hw) -> np.ndarray:
+    """Adjoint of :func:`_im2col`: add every column entry back onto its pixel of the padded
+    ``(c, hp, wp, n)`` array ``padded_shape`` (``_windows.col2im``, one slice add per offset)."""
+    c, hp, wp, n = padded_shape
+    (kh, kw), (oh, ow) = kernel, out_hw
+    out = np.zeros(padded_shape, cols.dtype)
+    cols6 = cols.reshape(c, kh, kw, oh, ow, n).transpose(5, 0, 1, 2, 3, 4)  # (n, c, kh, kw, oh, ow)
+    col2im(cols6, (n, c, hp, wp), stride, dilation, out=out.transpose(3, 0, 1, 2))
+    return out
+
+
+def _grouped_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(g, p, q) @ (g, q, r) -> (g, p, r)``: one BLAS product per group (a batched matmul)."""
+    if a.shape[0] == 1:
+        return np.matmul(a[0], b[0])[None]
+    return np.matmul(a, b)
+
+
+# -- the three products every convolution is made of ----------------------------------------------
+def _correlate(rows_p: np.ndarray, weight: np.ndarray, groups: int, stride, dilation, out_hw):
+    """Cross-correlate a padded ``(c, hp, wp, n)`` input with ``weight (oc, cg, kh, kw)``.
+
+    Returns the output ``(oc, oh, ow, n)`` and the columns ``(c*kh*kw, oh*ow*n)`` (for the
+    weight gradient).
+    """
+    oc, cg, kh, kw = weight.shape
+    n = rows_p.shape[3]
+    cols = _im2col(rows_p, (kh, kw), stride, dilation, out_hw)
+    w_groups = weight.reshape(groups, oc // groups, cg * kh * kw)
+    out = _grouped_matmul(w_groups, cols.reshape(groups, cg * kh * kw, -1))  # (g, oc/g, oh*ow*n)
+    return out.reshape(oc, *out_hw, n), cols
+
+
+def _correlate_input_grad(grad_rows: np.ndarray, weight: np.ndarray, groups: int, stride,
+                          dilation, padded_shape) -> np.ndarray:
+    """Gradient of :func:`_correlate` with respect to its padded input.
+
+    ``grad_rows (oc, oh, ow, n) -> (c, hp, wp, n)``: ``W.T @ grad`` gives each window's share
+    of the gradient, and col2im adds the shares onto the pixels they came from; together that
+    is the full convolution of the gradient with the mirrored kernel.
+    """
+    oc, cg, kh, kw = weight.shape
+    _, oh, ow, _ = grad_rows.shape
+    w_groups = weight.reshape(groups, oc // groups, cg * kh * kw)
+    grad_cols = _grouped_matmul(w_groups.transpose(0, 2, 1),
+                                grad_rows.reshape(groups, oc // groups, -1))  # (g, cg*kh*kw, L)
+    return _col2im(grad_cols, padded_shape, (kh, kw), stride, dilation, (oh, ow))
+
+
+def _correlate_weight_grad(grad_rows: np.ndarray, cols: np.ndarray, weight_shape,
+                           groups: int) -> np.ndarray:
+    """Gradient of :func:`_correlate` with respect to the weight: ``grad @ cols.T`` per group.
+
+    ``(oc, oh, ow, n)`` and ``(c*kh*kw, L)`` -> ``weight_shape (oc, cg, kh, kw)``: each weight is
+    the sum, over every position and sample, of the output gradient times the input it met.
+    """
+    oc = weight_shape[0]
+    grad_groups = grad_rows.reshape(groups, oc // groups, -1)  # (g, oc/g, L)
+    cols_groups = cols.reshape(groups, -1, grad_groups.shape[2])  # (g, cg*kh*kw, L)
+    return _grouped_matmul(grad_groups, cols_groups.transpose(0, 2, 1)).reshape(weight_shape)
+
+
+# -- argument checks ------------------------------------------------------------------------------
+def _check_weight(name: str, weight, ndim: int, layout: str) -> np.ndarray:
+    weight = np.asarray(weight)
+    if weight.dtype not in (np.float32, np.float64):
+        raise DTypeError(f"{name}: expected a float32 or float64 weight, got dtype {weight.dtype}")
+    if weight.ndim != ndim:
+        raise ShapeError(f"{name}: expected a {ndim}-D weight {layout}, got shape {weight.shape}")
+    return weight
+
+
+def _check_input(name: str, x, ndim: int, layout: str, dtype) -> np.ndarray:
+    """``x`` as an array of ``dtype`` (the weight's), or a ShapeError / DTypeError."""
+    x = np.asarray(x)
+    if x.ndim != ndim:
+        raise ShapeError(f"{name}: expected a {ndim}-D input {layout}, got shape {x.shape}")
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
+            or x.dtype == np.bool_):
+        raise DTypeError(f"{name}: expected a real-valued input, got dtype {x.dtype}")
+    return x.astype(dtype, copy=False)
+
+
+def _check_bias(name: str, bias, channels: int, dtype) -> np.ndarray | None:
+    if bias is None:
+        return None
+    bias = np.asarray(bias)
+    if bias.shape != (channels,):
+        raise ShapeError(f"{name}: expected a bias of shape ({channels},), got {bias.shape}")
+    return bias.astype(dtype, copy=False)
+
+
+def _check_positive(name: str, **values) -> None:
+    for arg, value in values.items():
+        if any(v < 1 for v in np.atleast_1d(value)):
+            raise ValueError(f"{name}: {arg} must be positive, got {value!r}")
+
+
+def _check_groups(name: str, groups, channels: int, what: str) -> int:
+    if not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"{name}: groups must be a positive int, got {groups!r}")
+    if channels % groups:
+        raise ShapeError(f"{name}: {what} ({channels}) must be divisible by groups ({groups})")
+    return int(groups)
+
+
+def _check_channels(name: str, shape, expected: int, layout: str, why: str = "") -> None:
+    if shape[1] != expected:
+        raise ShapeError(f"{name}: expected input of shape {layout.replace('C', str(expected), 1)}"
+                         f"{why}, got {tuple(shape)}")
+
+
+def conv_output_size(name: str, shape, kernel, stride, pads, dilation,
+                     axes=("height", "width")) -> tuple[int, ...]:
+    """Spatial output sizes of a convolution of an input of ``shape``; a kernel that does not
+    fit the padded input raises a ShapeError with the output-size formula filled in."""
+    sizes = []
+    for axis, size, k, s, (lo, hi), d in zip(axes, shape[2:], kernel, stride, pads, dilation):
+        out = out_size(size, k, s, lo, hi, d)
+        if out < 1:
+            raise ShapeError(f"{name}: the kernel (size {k}, dilation {d}) does not fit the "
+                             f"padded input along the {axis} for input of shape {tuple(shape)}: "
+                             f"{formula(size, k, s, lo, hi, d)}, but it must be at least 1")
+        sizes.append(out)
+    return tuple(sizes)
+
+
+def conv_transpose_output_size(name: str, shape, kernel, stride, pads, dilation, output_padding,
+                               axes=("height", "width")) -> tuple[int, ...]:
+    """Spatial output sizes of a transposed convolution (the formula in the error message)::
+
+        out = (in - 1)*stride - pad_lo - pad_hi + dilation*(k-1) + output_padding + 1
+    """
+    sizes = []
+    for axis, size, k, s, (lo, hi), d, extra in zip(axes, shape[2:], kernel, stride, pads,
+                                                     dilation, output_padding):
+        out = (size - 1) * s - lo - hi + d * (k - 1) + extra + 1
+        if out < 1:
+            pad = f"2*{lo}" if lo == hi else f"{lo}-{hi}"
+            raise ShapeError(
+                f"{name}: the padding is too large for input of shape {tuple(shape)} along the "
+                f"{axis}: out = (in - 1)*stride - 2*pad + dilation*(k-1) + output_padding + 1 = "
+                f"({size} - 1)*{s} - {pad} + {d}*({k}-1) + {extra} + 1 = {out}, "
+                f"but it must be at least 1")
+        sizes.append(out)
+    return tuple(sizes)
+
+
+def _check_grad(name: str, grad_out, shape) -> np.ndarray:
+    grad_out = np.asarray(grad_out)
+    if grad_out.shape != tuple(shape):
+        raise ShapeError(f"{name} backward: expected grad_out of shape {tuple(shape)} (the "
+                         f"output's), got {grad_out.shape}")
+    return grad_out
+
+
+# -- conv2d ---------------------------------------------------------------------------------------
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> np.ndarray:
+    """2-D convolution (cross-correlation) over an NCHW batch, as ``torch.nn.functional.conv2d``.
+
+    ``y[n, o] = b[o] + sum_{ci, i, j} w[o, ci, i, j] * xp[n, g*cg + ci, p*sh + i*dh, q*sw + j*dw]``
+    (see the module docstring), computed by im2col and one matrix product per group.
+
+    Args:
+        x: input ``(N, C, H, W)``; cast to the weight's dtype.
+        weight: ``(out_channels, C / groups, kH, kW)``, float32 or float64.
+        bias: ``(out_channels,)`` or None. Default: None.
+        stride: int or (sh, sw). Default: 1.
+        padding: int, (ph, pw), ``'valid'`` (none), ``'same'`` (output size = input size, stride
+            1 only; an odd total goes to the bottom/right) or ``'full'`` (``dilation*(k-1)`` on
+            each side). Zero padding. Default: 0.
+        dilation: int or (dh, dw), spacing between kernel taps. Default: 1 (none).
+        groups: input and output channels split into this many independent groups;
+            ``groups = C`` is a depthwise convolution. Default: 1.
+
+    Shape:
+        - Input ``(N, C, H, W)``, output ``(N, out_channels, H_out, W_out)`` with
+          ``H_out = floor((H + 2*ph - dh*(kH-1) - 1) / sh) + 1`` (likewise W_out).
+
+    PyTorch: https://pytorch.org/docs/stable/generated/torch.nn.functional.conv2d.html
+    """
+    return conv2d_forward(x, weight, bias, stride, padding, dilation, groups)[0]
+
+
+def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """:func:`conv2d` that also returns the cache for :func:`conv2d_backward`: ``(y, cache)``."""
+    name = "conv2d"
+    weight = _check_weight(name, weight, 4, "(out_channels, in_channels/groups, kH, kW)")
+    x = _check_input(name, x, 4, "(N, C, H, W)", weight.dtype)
+    stride, dilation = ntuple(stride, 2, "stride"), ntuple(dilation, 2, "dilation")
+    _check_positive(name, stride=stride, dilation=dilation)
+    kernel = weight.shape[2:]
+    pads = resolve_padding(padding, kernel, dilation, stride)
+    groups = _check_groups(name, groups, weight.shape[0], "out_channels (weight.shape[0])")
+    _check_channels(name, x.shape, weight.shape[1] * groups, "(N, C, H, W)",
+                    f" (weight {weight.shape} with groups={groups})")
+    bias = _check_bias(name, bias, weight.shape[0], weight.dtype)
+    out_hw = conv_output_size(name, x.shape, kernel, stride, pads, dilation)
+    return _conv2d_forward(x, weight, bias, stride, pads, dilation, groups, out_hw, name)
+
+
+def _conv2d_forward(x, weight, bias, stride, pads, dilation, groups, out_hw, name="conv2d"):
+    """conv2d on checked arguments: ``x`` of the weight's dtype, ``pads`` as ((t, b), (l, r))."""
+    rows_p = _to_rows(x, pads)  # (c, hp, wp, n)
+    out_rows, cols = _correlate(rows_p, weight, groups, stride, dilation, out_hw)
+    y = _from_rows(out_rows, bias)  # (n, oc, oh, ow)
+    cache = dict(name=name, cols=cols, weight=weight, padded_shape=rows_p.shape, pads=pads,
+                 stride=stride, dilation=dilation, groups=groups, has_bias=bias is not None,
+                 out_shape=y.shape)
+    return y, cache
+
+
+def conv2d_backward(grad_out, cache):
+    """Gradients of :func:`conv2d`: ``(grad_x, grad_weight, grad_bias or None)``.
+
+    ``grad_weight = grad @ cols.T`` (per group); ``grad_bias`` sums ``grad`` over batch and
+    positions; ``grad_x = col2im(W.T @ grad)``, cropped: the full convolution of ``grad`` with the
+    180-degree rotated kernel, for any stride, padding, dilation and groups.
+    """
+    weight, groups = cache["weight"], cache["groups"]
+    grad_out = _check_grad(cache["name"], grad_out, cache["out_shape"])
+    grad_rows = _to_rows(grad_out, dtype=weight.dtype)  # (oc, oh, ow, n)
+    grad_w = _correlate_weight_grad(grad_rows, cache["cols"], weight.shape, groups)
+    grad_b = grad_rows.reshape(weight.shape[0], -1).sum(axis=1) if cache["has_bias"] else None
+    grad_rows_p = _correlate_input_grad(grad_rows, weight, groups, cache["stride"],
+                                        cache["dilation"], cache["padded_shape"])
+    return _from_rows(grad_rows_p, crop=cache["pads"]), grad_w, grad_b
+
+
+# -- conv1d ---------------------------------------------------------------------------------------
+def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> np.ndarray:
+    """1-D convolution (cross-correlation) over an NCL batch, as ``torch.nn.functional.conv1d``.
+
+    ``y[n, o, p] = b[o] + sum_{ci, i} w[o, ci, i] * xp[n, g*cg + ci, p*stride + i*dilation]``;
+    computed as :func:`conv2d` on a height-1 image with a ``(1, k)`` kernel.
+
+    Args:
+        x: input ``(N, C, L)``; weight ``(out_channels, C / groups, k)``; bias ``(out_channels,)``
+            or None; stride, padding (int, ``'valid'``, ``'same'``, ``'full'``), dilation, groups
+            as in :func:`conv2d`.
+
+    Shape:
+        - Input ``(N, C, L)``, output ``(N, out_channels, L_out)`` with
+          ``L_out = floor((L + 2*padding - dilation*(k-1) - 1) / stride) + 1``.
+
+    PyTorch: https://pytorch.org/docs/stable/generated/torch.nn.functional.conv1d.html
+    """
+    return conv1d_forward(x, weight, bias, stride, padding, dilation, groups)[0]
+
+
+def conv1d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """:func:`conv1d` that also returns the cache for :func:`conv1d_backward`: ``(y, cache)``."""
+    name = "conv1d"
+    weight = _check_weight(name, weight, 3, "(out_channels, in_channels/groups, k)")
+    x = _check_input(name, x, 3, "(N, C, L)", weight.dtype)
+    stride, dilation = ntuple(stride, 1, "stride"), ntuple(dilation, 1, "dilation")
+    _check_positive(name, stride=stride, dilation=dilation)
+    kernel = weight.shape[2:]
+    pads = resolve_padding(padding, kernel, dilation, stride)
+    groups = _check_groups(name, groups, weight.shape[0], "out_channels (weight.shape[0])")
+    _check_channels(name, x.shape, weight.shape[1] * groups, "(N, C, L)",
+                    f" (weight {weight.shape} with groups={groups})")
+    bias = _check_bias(name, bias, weight.shape[0], weight.dtype)
+    (out_len,) = conv_output_size(name, x.shape, kernel, stride, pads, dilation, ("length",))
+    y, cache = _conv2d_forward(x[:, :, None, :], weight[:, :, None, :], bias, (1, *stride),
+                               ((0, 0), *pads), (1, *dilation), groups, (1, out_len), name)
+    return y[:, :, 0, :], cache
+
+
+def conv1d_backward(grad_out, cache):
+    """Gradients of :func:`conv1d`: ``(grad_x, grad_weight, grad_bias or None)``."""
+    grad_out = np.asarray(grad_out)
+    grad_x, grad_w, grad_b = conv2d_backward(grad_out[:, :, None, :] if grad_out.ndim == 3
+                                             else grad_out, cache)
+    return grad_x[:, :, 0, :], grad_w[:, :, 0, :], grad_b
+
+
+# -- conv_transpose2d -----------------------------------------------------------------------------
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1) -> np.ndarray:
+    """Transposed 2-D convolution, as ``torch.nn.functional.conv_transpose2d``.
+
+    The adjoint (transpose) of :func:`conv2d` with the same weight: every input pixel scatters
+    ``x[n, i, p, q] * w[i, co, :, :]`` into the output at ``(p*sh - ph, q*sw - pw)`` with taps
+    ``dilation`` apart, and overlapping contributions add up. It is the input gradient of a
+    convolution (``W.T @ x`` then col2im), so it expands the spatial size, e.g. for a decoder.
+
+    Args:
+        x: input ``(N, C_in, H, W)``; cast to the weight's dtype.
+        weight: ``(C_in, C_out / groups, kH, kW)`` (note: in_channels first), float32/float64.
+        bias: ``(C_out,)`` or None. Default: None.
+        stride: int or pair. Default: 1.
+        padding: int or pair: ``dilation*(k-1) - padding`` zeros are (in effect) added to the
+            input of the equivalent direct convolution, i.e. ``padding`` is cropped off the
+            output. Default: 0.
+        output_padding: int or pair, extra size added to one side (bottom/right) of the output,
+            smaller than stride or dilation. Default: 0.
+        groups: Default: 1. dilation: int or pair. Default: 1.
+
+    Shape:
+        - Input ``(N, C_in, H, W)``, output ``(N, C_out, H_out, W_out)`` with
+          ``H_out = (H - 1)*sh - 2*ph + dh*(kH-1) + output_padding + 1`` (likewise W_out).
+
+    PyTorch: https://pytorch.org/docs/stable/generated/torch.nn.functional.conv_transpose2d.html
+    """
+    return conv_transpose2d_forward(x, weight, bias, stride, padding, output_padding, groups,
+                                    dilation)[0]
+
+
+def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0, output_padding=0,
+                             groups=1, dilation=1):
+    """:func:`conv_transpose2d` that also returns the cache for the backward: ``(y, cache)``."""
+    name = "conv_transpose2d"
+    weight = _check_weight(name, weight, 4, "(in_channels, out_channels/groups, kH, kW)")
+    x = _check_input(name, x, 4, "(N, C, H, W)", weight.dtype)
+    stride, dilation = ntuple(stride, 2, "stride"), ntuple(dilation, 2, "dilation")
+    _check_positive(name, stride=stride, dilation=dilation)
+    output_padding = check_output_padding(name, output_padding, stride, dilation)
+    if isinstance(padding, str):
+        raise ValueError(f"{name}: padding must be an int or a pair of ints (PyTorch has no "
+                         f"string padding for transposed convolutions), got {padding!r}")
+    pads = resolve_padding(padding, weight.shape[2:], dilation, stride)
+    groups = _check_groups(name, groups, weight.shape[0], "in_channels (weight.shape[0])")
+    _check_channels(name, x.shape, weight.shape[0], "(N, C, H, W)", f" (weight {weight.shape})")
+    bias = _check_bias(name, bias, weight.shape[1] * groups, weight.dtype)
+    out_hw = conv_transpose_output_size(name, x.shape, weight.shape[2:], stride, pads, dilation,
+                                        output_padding)
+    return _conv_transpose2d_forward(x, weight, bias, stride, pads, dilation, groups, out_hw, name)
+
+
+def check_output_padding(name: str, output_padding, stride, dilation) -> tuple[int, int]:
+    """``output_padding`` as a pair; each must be smaller than the stride or the dilation."""
+    output_padding = ntuple(output_padding, len(stride), "output_padding")
+    for extra, s, d in zip(output_padding, stride, dilation):
+        if extra < 0 or (extra >= s and extra >= d):
+            raise ValueError(f"{name}: output_padding must be non-negative and smaller than "
+                             f"either stride or dilation, got output_padding={output_padding}, "
+                             f"stride={stride}, dilation={dilation}")
+    return output_padding
+
+
+def _conv_transpose2d_forward(x, weight, bias, stride, pads, dilation, groups, out_hw,
+                              name="conv_transpose2d"):
+    """conv_transpose2d on checked arguments: the input gradient of a convolution."""
+    (top, bottom), (left, right) = pads
+    padded_shape = (weight.shape[1] * groups, out_hw[0] + top + bottom,
+                    out_hw[1] + left + right, x.shape[0])
+    x_rows = _to_rows(x)  # (c_in, h, w, n)
+    out_rows_p = _correlate_input_grad(x_rows, weight, groups, stride, dilation, padded_shape)
+    y = _from_rows(out_rows_p, bias, crop=pads)  # (n, c_out, h_out, w_out)
+    cache = dict(name=name, x_rows=x_rows, weight=weight, pads=pads, stride=stride,
+                 dilation=dilation, groups=groups, has_bias=bias is not None, out_shape=y.shape)
+    return y, cache
+
+
+def conv_transpose2d_backward(grad_out, cache):
+    """Gradients of :func:`conv_transpose2d`: ``(grad_x, grad_weight, grad_bias or None)``.
+
+    ``grad_x`` is the direct convolution of ``grad_out`` with the same weight (the adjoint of
+    the adjoint), and ``grad_weight`` the convolution's weight gradient with the roles of input
+    and output gradient exchanged.
+    """
+    weight, groups, x_rows = cache["weight"], cache["groups"], cache["x_rows"]
+    grad_out = _check_grad(cache["name"], grad_out, cache["out_shape"])
+    grad_rows_p = _to_rows(grad_out, cache["pads"], dtype=weight.dtype)  # (c_out, hp, wp, n)
+    grad_x_rows, cols = _correlate(grad_rows_p, weight, groups, cache["stride"],
+                                   cache["dilation"], x_rows.shape[1:3])  # (c_in, h, w, n)
+    grad_w = _correlate_weight_grad(x_rows, cols, weight.shape, groups)
+    grad_b = grad_rows_p.reshape(grad_rows_p.shape[0], -1).sum(axis=1) if cache["has_bias"] else None
+    return _from_rows(grad_x_rows), grad_w, grad_b
