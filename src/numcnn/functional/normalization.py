@@ -1,1 +1,157 @@
-__all__ = []
+"""Batch normalisation over the batch and spatial axes, per channel.
+
+Notation::
+
+    n, c   batch size and channels
+    m      positions per sample and channel: h*w for (n, c, h, w), l for (n, c, l), 1 for (n, c)
+    N      n*m, the number of values each channel's statistics are taken over
+
+Forward, per channel::
+
+    mean = sum(x) / N            var = sum((x - mean)^2) / N          (biased, as PyTorch)
+    xhat = (x - mean) / sqrt(var + eps)
+    y    = weight * xhat + bias
+
+Backward, the compact form (every mean over the N values of a channel)::
+
+    dx      = weight / sqrt(var + eps) * (dy - mean(dy) - xhat * mean(dy * xhat))
+    dweight = sum(dy * xhat)
+    dbias   = sum(dy)
+
+Every array is viewed as ``(n, c, m)`` (a free reshape of a contiguous NCHW input): the sums over
+``m`` are matrix-vector products (BLAS) and the sums over ``n`` act on small ``(n, c)`` arrays, so
+the big array is read once per statistic and no float64 copy is made of float32 data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError
+
+__all__ = ["batch_norm", "batch_norm_forward", "batch_norm_backward"]
+
+
+def _channel_sum(x3: np.ndarray) -> np.ndarray:
+    """``sum over (0, 2)`` of an ``(n, c, m)`` array, as a BLAS product with ones, then over n."""
+    return np.matmul(x3, np.ones(x3.shape[2], dtype=x3.dtype)).sum(axis=0)   # (n, c) -> (c,)
+
+
+def _channel_dot(a3: np.ndarray, b3: np.ndarray) -> np.ndarray:
+    """``sum over (0, 2)`` of ``a3 * b3`` without forming the product array."""
+    return np.vecdot(a3, b3, axis=-1).sum(axis=0)                            # (n, c) -> (c,)
+
+
+def _per_channel(v: np.ndarray) -> np.ndarray:
+    """A ``(c,)`` vector shaped ``(c, 1)`` to broadcast over an ``(n, c, m)`` array."""
+    return v[:, None]
+
+
+def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias=None,
+                       training: bool = False, momentum: float = 0.1, eps: float = 1e-5):
+    """Normalise each channel of ``x`` ``(n, c, *)`` with batch or running statistics.
+
+    Args:
+        x: input ``(n, c)``, ``(n, c, l)``, ``(n, c, h, w)``, ...
+        running_mean, running_var: ``(c,)`` buffers or ``None``. In training they are updated in
+            place: ``running = (1 - momentum) * running + momentum * batch_stat``, the variance
+            with the unbiased batch variance ``var * N / (N - 1)``, exactly as PyTorch. Outside
+            training they are the statistics used (and must be given).
+        weight, bias: ``(c,)`` affine parameters, or ``None`` for ``1`` and ``0``.
+        training: use the batch's statistics (and update the running ones).
+        momentum: the weight of the new batch in the running averages. Default: ``0.1``.
+        eps: added to the variance for numerical stability. Default: ``1e-5``.
+
+    Returns:
+        ``(y, cache)``, ``y`` of the shape and dtype of ``x``.
+    """
+    x = np.asarray(x)
+    if x.ndim < 2:
+        raise ShapeError(f"batch_norm: expected an input (n, c, *) of at least 2 dimensions, got "
+                         f"shape {x.shape}")
+    n, c = x.shape[:2]
+    for name, vector in (("running_mean", running_mean), ("running_var", running_var),
+                         ("weight", weight), ("bias", bias)):
+        if vector is not None and np.shape(vector) != (c,):
+            raise ShapeError(f"batch_norm: {name} should have shape ({c},), one value per channel "
+                             f"of the input {x.shape}, got {np.shape(vector)}")
+    x3 = x.reshape(n, c, -1)                                  # (n, c, m)
+    count = x3.shape[0] * x3.shape[2]
+    dtype = x.dtype
+    if training:
+        if count <= 1:
+            raise ShapeError(f"batch_norm: expected more than 1 value per channel when training, "
+                             f"got input shape {x.shape}")
+        mean = _channel_sum(x3) / count                       # (c,)
+        centred = np.subtract(x3, _per_channel(mean))         # (n, c, m)
+        var = _channel_dot(centred, centred) / count          # (c,), biased
+        if running_mean is not None:
+            running_mean *= 1 - momentum
+            running_mean += momentum * mean
+        if running_var is not None:
+            running_var *= 1 - momentum
+            running_var += (momentum * count / (count - 1)) * var
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError("batch_norm: running_mean and running_var must be given when not "
+                             "training")
+        mean = np.asarray(running_mean).astype(dtype, copy=False)
+        var = np.asarray(running_var).astype(dtype, copy=False)
+    invstd = 1 / np.sqrt(var + eps)                           # (c,)
+    invstd = invstd.astype(dtype, copy=False)
+    weight = None if weight is None else np.asarray(weight).astype(dtype, copy=False)
+    scale = invstd if weight is None else invstd * weight     # (c,)
+    shift = None if bias is None else np.asarray(bias).astype(dtype, copy=False)
+    if training:
+        out = np.multiply(centred, _per_channel(scale))       # y = (x - mean) * scale + bias
+    else:                                                     # y = x * scale + (bias - mean*scale)
+        out = np.multiply(x3, _per_channel(scale))
+        shift = -mean * scale if shift is None else shift - mean * scale
+        centred = None                                        # the backward recomputes it
+    if shift is not None:
+        out += _per_channel(shift)
+    cache = dict(centred=centred, x3=x3, mean=mean, invstd=invstd, weight=weight,
+                 has_bias=bias is not None, training=training, count=count,
+                 shape=x.shape)
+    return out.reshape(x.shape), cache
+
+
+def batch_norm_backward(grad_out, cache):
+    """Gradients ``(dx, dweight, dbias)``; ``dweight``/``dbias`` are ``None`` when not given.
+
+    In training mode ``dx`` is the compact formula of the module docstring. In eval mode the
+    statistics are constants, so ``dx = dy * weight / sqrt(running_var + eps)``.
+
+    The cached centred input serves as scratch space (one array less to allocate), so the cache
+    of a training-mode forward pass can be used by one backward call only, as layers do.
+    """
+    x3, invstd, weight = cache["x3"], cache["invstd"], cache["weight"]
+    dy3 = np.asarray(grad_out).astype(x3.dtype, copy=False).reshape(x3.shape)   # (n, c, m)
+    scale = invstd if weight is None else invstd * weight
+    centred = cache["centred"]
+    need_dot = cache["training"] or weight is not None
+    if centred is None and need_dot:
+        centred = np.subtract(x3, _per_channel(cache["mean"]))
+    sum_dy = _channel_sum(dy3) if cache["training"] or cache["has_bias"] else None
+    dot = _channel_dot(dy3, centred) if need_dot else None      # sum(dy * (x - mean))
+    grad_weight = None if weight is None else dot * invstd       # sum(dy * xhat)
+    grad_bias = sum_dy if cache["has_bias"] else None
+
+    grad = np.multiply(dy3, _per_channel(scale))                  # scale * dy
+    if cache["training"]:
+        count = cache["count"]
+        # scale * (mean(dy) + xhat * mean(dy * xhat))
+        #     = centred * (scale * invstd^2 * dot / N) + scale * sum(dy) / N,
+        # built in the cached centred array (the cache is spent: backward runs once per forward)
+        np.multiply(centred, _per_channel(scale * invstd * invstd * dot / count), out=centred)
+        centred += _per_channel(scale * sum_dy / count)
+        grad -= centred
+        cache["centred"] = None
+    return grad.reshape(cache["shape"]), grad_weight, grad_bias
+
+
+def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
+               training: bool = False, momentum: float = 0.1, eps: float = 1e-5):
+    """Batch normalisation. See ``torch.nn.functional.batch_norm``."""
+    return batch_norm_forward(x, running_mean, running_var, weight, bias, training, momentum,
+                              eps)[0]

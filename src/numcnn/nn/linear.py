@@ -1,1 +1,99 @@
-__all__ = []
+"""``Flatten`` and the fully connected ``Linear`` layer."""
+
+from __future__ import annotations
+
+from .. import functional as F
+from . import init
+from .module import Module, Parameter
+
+__all__ = ["Flatten", "Linear"]
+
+
+class Flatten(Module):
+    """Merge the axes ``start_dim..end_dim`` (inclusive) into one.
+
+    The usual bridge from convolutions to a ``Linear`` layer: ``(n, c, h, w) -> (n, c*h*w)``.
+
+    Args:
+        start_dim: first axis to merge. Default: ``1`` (keeps the batch axis).
+        end_dim: last axis to merge. Default: ``-1``.
+
+    Shape:
+        - Input: ``(*, S_start, ..., S_end, *)``.
+        - Output: ``(*, S_start * ... * S_end, *)``.
+
+    See https://pytorch.org/docs/stable/generated/torch.nn.Flatten.html
+    """
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1):
+        super().__init__()
+        self.start_dim = start_dim
+        self.end_dim = end_dim
+
+    def forward(self, x):
+        self.output_shape(getattr(x, "shape", ()))   # a ShapeError naming Flatten
+        out, cache = F.flatten_forward(x, self.start_dim, self.end_dim)
+        self._keep(shape=cache)
+        return out
+
+    def backward(self, grad_out):
+        return F.flatten_backward(grad_out, self._take()["shape"])
+
+    def output_shape(self, input_shape):
+        return F.flatten_shape(input_shape, self.start_dim, self.end_dim, layer="Flatten")
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Linear(Module):
+    """Fully connected layer ``y = x W^T + b``.
+
+    Args:
+        in_features: size of each input sample (the last axis).
+        out_features: size of each output sample.
+        bias: learn an additive bias. Default: ``True``.
+
+    Shape:
+        - Input: ``(*, in_features)``, any number of leading axes.
+        - Output: ``(*, out_features)``.
+
+    Attributes:
+        weight: ``(out_features, in_features)``, initialised from
+            ``U(-1/sqrt(in_features), 1/sqrt(in_features))`` (PyTorch's
+            ``kaiming_uniform_(a=sqrt(5))``).
+        bias: ``(out_features,)`` from the same distribution, or ``None``.
+
+    An input whose last axis is not ``in_features`` raises a ShapeError that says how many
+    features per sample the layer before produces (typically a wrong flatten size).
+
+    See https://pytorch.org/docs/stable/generated/torch.nn.Linear.html
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = Parameter(init.default_weight((out_features, in_features), in_features))
+        self.bias = Parameter(init.default_bias((out_features,), in_features)) if bias else None
+
+    def forward(self, x):
+        bias = self.bias.data if self.bias is not None else None
+        out, cache = F.linear_forward(x, self.weight.data, bias)
+        self._keep(cache=cache)
+        return out
+
+    def backward(self, grad_out):
+        grad_x, grad_w, grad_b = F.linear_backward(grad_out, self._take()["cache"])
+        self.weight.grad += grad_w
+        if self.bias is not None:
+            self.bias.grad += grad_b
+        return grad_x
+
+    def output_shape(self, input_shape):
+        F.check_linear_input(input_shape, self.in_features)
+        return (*tuple(input_shape)[:-1], self.out_features)
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
