@@ -165,7 +165,7 @@ def one_hot(y, num_classes=None, dtype=np.float32) -> np.ndarray:
 # MNIST fits each digit into a 20x20 box inside the 28x28 frame and shifts its centre of mass to
 # the middle; measured on the training set, the centre of mass sits at row/column index 14.0.
 _BOX = 20 / 28
-_PAPER = 0.15  # after stretching, the faintest 15% of the ink range counts as paper (noise, shade)
+_PAPER = 0.15  # the faintest 15% from paper to stroke counts as paper (noise, shading)
 
 
 def _open_image(image):
@@ -209,11 +209,13 @@ def _mnist_style(pil, height: int, width: int) -> np.ndarray:
     gray = np.asarray(pil.convert("L"), dtype=np.float32) / 255  # 0 black .. 1 white
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     ink = 1 - gray if np.median(border) > 0.5 else gray  # dark ink on light paper -> invert
-    paper, darkest = float(np.median(ink)), float(ink.max())  # most of the picture is paper
-    if darkest - paper < 0.1:
+    paper = float(np.median(ink))  # most of the picture is paper
+    if ink.max() - paper < 0.1:
         raise DataError("prepare_image: no digit found (the image has almost no contrast)")
-    floor = paper + _PAPER * (darkest - paper)
-    ink = np.clip((ink - floor) / (darkest - floor), 0, 1)
+    # The typical stroke (not the single darkest, noisy pixel) becomes full ink, as in MNIST.
+    stroke = float(np.median(ink[ink > (paper + ink.max()) / 2]))
+    floor = paper + _PAPER * (stroke - paper)
+    ink = np.clip((ink - floor) / (stroke - floor), 0, 1)
 
     rows = np.flatnonzero(ink.any(axis=1))
     cols = np.flatnonzero(ink.any(axis=0))
