@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from numcnn.data import (Dataset, load_dataset, load_idx_folder, load_image_folder, load_npz,
-                         mnist, read_idx)
+from numcnn.data import (
+    Dataset,
+    load_dataset,
+    load_idx_folder,
+    load_image_folder,
+    load_npz,
+    mnist,
+    read_idx,
+)
 from numcnn.errors import DataError
 
 
@@ -79,7 +86,8 @@ def test_read_idx_missing_file(tmp_path):
 @pytest.mark.parametrize("test_prefix, suffix", [("t10k", ".gz"), ("test", "")])
 def test_idx_folder(tmp_path, arrays, test_prefix, suffix):
     names = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
-             "x_test": f"{test_prefix}-images-idx3-ubyte", "y_test": f"{test_prefix}-labels-idx1-ubyte"}
+             "x_test": f"{test_prefix}-images-idx3-ubyte",
+             "y_test": f"{test_prefix}-labels-idx1-ubyte"}
     for key, name in names.items():
         blob = idx_bytes(arrays[key])
         (tmp_path / (name + suffix)).write_bytes(gzip.compress(blob) if suffix else blob)
@@ -126,7 +134,8 @@ def test_npz_colour_channels_last_and_class_names(tmp_path):
 def test_npz_missing_arrays_and_pickles_are_refused(tmp_path, arrays):
     np.savez(tmp_path / "half.npz", x_train=arrays["x_train"], y_train=arrays["y_train"])
     with pytest.raises(DataError, match=r"half\.npz lacks x_test, y_test: a dataset \.npz holds "
-                                        r"x_train, y_train, x_test, y_test \(it has x_train, y_train\)"):
+                                        r"x_train, y_train, x_test, y_test "
+                                        r"\(it has x_train, y_train\)"):
         load_npz(tmp_path / "half.npz")
     np.savez(tmp_path / "obj.npz", **dict(arrays, y_test=np.array([{"a": 1}], dtype=object)))
     with pytest.raises(DataError, match=r"cannot read .*obj\.npz as \.npz"):
@@ -145,12 +154,14 @@ def test_dataset_checks_its_arrays(arrays):
     assert dataset.num_classes == 4
     with pytest.raises(DataError, match=r"toy: 10 train images but 9 labels"):
         Dataset(x, y[:9], x, y, classes, name="toy")
-    with pytest.raises(DataError, match=r"toy: y_train holds label 3, but there are only 3 classes \[.a., .b., .c.\]"):
+    with pytest.raises(DataError, match=r"toy: y_train holds label 3, but there are only 3 "
+                                        r"classes \['a', 'b', 'c'\]"):
         Dataset(x, y, x, y, classes[:3], name="toy")
     with pytest.raises(DataError, match=r"x_train: expected images of shape \(N, C, H, W\) with C "
                                         r"1 or 3, got \(10, 6, 5\)"):
         Dataset(x[:, 0], y, x, y, classes, name="toy")
-    with pytest.raises(DataError, match=r"expected integer class indices of shape \(N,\), got float64"):
+    with pytest.raises(DataError, match=r"expected integer class indices of shape \(N,\), "
+                                        r"got float64"):
         Dataset(x, y.astype(float), x, y, classes, name="toy")
     with pytest.raises(DataError, match=r"labels must be >= 0, got -1"):
         Dataset(x, y.astype(int) - 1, x, y, classes, name="toy")
@@ -240,7 +251,8 @@ def test_image_folder_errors(tmp_path):
 
 def test_load_dataset_mnist_goes_to_load_mnist(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(mnist, "load_mnist", lambda data_dir, progress: calls.append((data_dir, progress)))
+    monkeypatch.setattr(mnist, "load_mnist",
+                        lambda data_dir, progress: calls.append((data_dir, progress)))
     load_dataset("MNIST", data_dir=tmp_path, progress=False)
     assert calls == [(tmp_path, False)]
 

@@ -1,4 +1,4 @@
-"""numcnn.data: preprocessing, validation split, one-hot, augmentation, the loader, prepare_image."""
+"""numcnn.data: preprocessing, validation split, one-hot, augmentation, loader, prepare_image."""
 
 import json
 import math
@@ -8,8 +8,16 @@ import pytest
 from PIL import Image, ImageDraw
 
 import numcnn
-from numcnn.data import (Augment, Compose, DataLoader, Preprocessing, affine, one_hot,
-                         prepare_image, train_val_split)
+from numcnn.data import (
+    Augment,
+    Compose,
+    DataLoader,
+    Preprocessing,
+    affine,
+    one_hot,
+    prepare_image,
+    train_val_split,
+)
 from numcnn.errors import DataError, ShapeError
 
 IDENTITY = Preprocessing(scale=1 / 255, mean=(0.0,), std=(1.0,), input_shape=(1, 28, 28))
@@ -63,7 +71,8 @@ def test_constant_channel_gets_unit_std():
 
 
 def test_preprocessing_round_trips_through_json():
-    prep = Preprocessing.fit(np.random.default_rng(2).integers(0, 256, (9, 3, 4, 4), dtype=np.uint8))
+    x = np.random.default_rng(2).integers(0, 256, (9, 3, 4, 4), dtype=np.uint8)
+    prep = Preprocessing.fit(x)
     restored = Preprocessing.from_dict(json.loads(json.dumps(prep.to_dict())))
     assert restored == prep
 
@@ -111,7 +120,8 @@ def test_one_hot():
     assert one_hot(y, 5).shape == (4, 5) and one_hot(y).dtype == np.float32
     with pytest.raises(DataError, match=r"labels must lie in \[0, 2\), got \[0, 2\]"):
         one_hot(y, 2)
-    with pytest.raises(DataError, match=r"expected integer class indices of shape \(N,\), got float64"):
+    with pytest.raises(DataError, match=r"expected integer class indices of shape \(N,\), "
+                                        r"got float64"):
         one_hot(y.astype(float))
 
 
@@ -120,7 +130,7 @@ def test_one_hot():
 
 def affine_loop(x, angle, dy, dx, flip, fill):
     """Reference: every output pixel by itself, the inverse map and bilinear weights written out."""
-    n, channels, height, width = x.shape
+    n, _, height, width = x.shape
     cy, cx = (height - 1) / 2, (width - 1) / 2
     out = np.zeros(x.shape)
     for k in range(n):
@@ -142,7 +152,8 @@ def affine_loop(x, angle, dy, dx, flip, fill):
 def test_affine_matches_a_per_pixel_loop():
     rng = np.random.default_rng(0)
     x = rng.random((3, 2, 7, 9)).astype(np.float32)
-    angle, dy, dx = np.array([23.0, -140.0, 5.0]), np.array([0.5, -1.0, 2.25]), np.array([1, 0, -1.5])
+    angle = np.array([23.0, -140.0, 5.0])
+    dy, dx = np.array([0.5, -1.0, 2.25]), np.array([1, 0, -1.5])
     flip = np.array([False, True, True])
     got = affine(x, angle, dy, dx, flip, fill=0.3)
     assert got.dtype == np.float32 and got.shape == x.shape
@@ -335,8 +346,8 @@ def test_mnist_images_come_back_nearly_unchanged(mnist_small):
 def test_prepare_image_applies_the_model_preprocessing_and_other_shapes():
     prep = Preprocessing(scale=1 / 255, mean=(0.1307,), std=(0.3081,), input_shape=(1, 28, 28))
     drawing = np.asarray(draw_digit((60, 60), (10, 10, 50, 50), ink=0, paper=255))
-    np.testing.assert_allclose(prepare_image(drawing, prep),
-                               (prepare_image(drawing, IDENTITY) - 0.1307) / 0.3081, rtol=1e-5, atol=1e-5)
+    expected = (prepare_image(drawing, IDENTITY) - 0.1307) / 0.3081
+    np.testing.assert_allclose(prepare_image(drawing, prep), expected, rtol=1e-5, atol=1e-5)
     colour = Preprocessing(1 / 255, (0, 0, 0), (1, 1, 1), (3, 8, 6))
     rgb = np.zeros((16, 12, 3), np.uint8)
     rgb[..., 2] = 255

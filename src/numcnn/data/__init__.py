@@ -26,8 +26,21 @@ from .mnist import RestrictedUnpickler, data_dir, load_mnist
 from .preprocessing import Preprocessing, one_hot, prepare_image, train_val_split
 
 __all__ = [
-    "Dataset", "load_dataset", "load_mnist", "load_npz", "load_idx_folder", "load_image_folder",
-    "data_dir", "read_idx", "RestrictedUnpickler",
-    "Preprocessing", "train_val_split", "one_hot", "prepare_image",
-    "Augment", "Compose", "affine", "DataLoader",
+    "Augment",
+    "Compose",
+    "DataLoader",
+    "Dataset",
+    "Preprocessing",
+    "RestrictedUnpickler",
+    "affine",
+    "data_dir",
+    "load_dataset",
+    "load_idx_folder",
+    "load_image_folder",
+    "load_mnist",
+    "load_npz",
+    "one_hot",
+    "prepare_image",
+    "read_idx",
+    "train_val_split",
 ]

@@ -92,9 +92,8 @@ class Augment:
 
     def __init__(self, rotation=10.0, shift=2, hflip=False, fill=0.0):
         if rotation < 0 or shift < 0 or int(shift) != shift:
-            raise ValueError(
-                f"Augment: rotation must be >= 0 and shift a whole number >= 0, got {rotation}, {shift}"
-            )
+            raise ValueError(f"Augment: rotation must be >= 0 and shift a whole number >= 0, "
+                             f"got {rotation}, {shift}")
         self.rotation = float(rotation)
         self.shift = int(shift)
         self.hflip = bool(hflip)

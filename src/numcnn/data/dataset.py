@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import DataError
 from .idx import read_idx
 
-__all__ = ["Dataset", "load_dataset", "load_npz", "load_idx_folder", "load_image_folder"]
+__all__ = ["Dataset", "load_dataset", "load_idx_folder", "load_image_folder", "load_npz"]
 
 SPLITS = ("x_train", "y_train", "x_test", "y_test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -90,7 +90,8 @@ class Dataset:
 def _checked_images(x, what: str) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 4 or x.shape[1] not in (1, 3):
-        raise DataError(f"{what}: expected images of shape (N, C, H, W) with C 1 or 3, got {x.shape}")
+        raise DataError(
+            f"{what}: expected images of shape (N, C, H, W) with C 1 or 3, got {x.shape}")
     if x.dtype == np.uint8 or x.dtype == np.float32:
         return x
     if x.dtype == np.float64:
@@ -103,7 +104,8 @@ def _checked_labels(y, what: str) -> np.ndarray:
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1 or y.dtype.kind not in "iu":
-        raise DataError(f"{what}: expected integer class indices of shape (N,), got {y.dtype} {y.shape}")
+        raise DataError(
+            f"{what}: expected integer class indices of shape (N,), got {y.dtype} {y.shape}")
     if len(y) and y.min() < 0:
         raise DataError(f"{what}: labels must be >= 0, got {y.min()}")
     return y.astype(np.int64, copy=False)
@@ -115,14 +117,15 @@ def _default_classes(*labels: np.ndarray) -> list[str]:
 
 
 def _to_nchw(x: np.ndarray, what: str) -> np.ndarray:
-    """(N, H, W) -> (N, 1, H, W); (N, H, W, C) -> (N, C, H, W) when C is 1 or 3 and axis 1 is not."""
+    """(N, H, W) -> (N, 1, H, W); (N, H, W, C) -> (N, C, H, W) if C is 1 or 3 and axis 1 is not."""
     if x.ndim == 3:
         return x[:, None]
     if x.ndim == 4 and x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))  # (N, H, W, C) -> (N, C, H, W)
     if x.ndim == 4:
         return x
-    raise DataError(f"{what}: expected images (N, H, W), (N, C, H, W) or (N, H, W, C), got {x.shape}")
+    raise DataError(
+        f"{what}: expected images (N, H, W), (N, C, H, W) or (N, H, W, C), got {x.shape}")
 
 
 def load_dataset(spec, data_dir=None, *, image_size=None, test_fraction=0.2, seed=0,
@@ -148,7 +151,7 @@ def load_dataset(spec, data_dir=None, *, image_size=None, test_fraction=0.2, see
     if path.is_dir():
         if any(path.glob(IDX_PATTERNS["x_train"][0])):
             return load_idx_folder(path)
-        return load_image_folder(path, image_size=image_size, test_fraction=test_fraction, seed=seed)
+        return load_image_folder(path, image_size, test_fraction, seed)
     what = "no such file or folder" if not path.exists() else "not an .npz file or a folder"
     raise DataError(
         f"cannot load dataset {str(spec)!r}: {what}; expected 'mnist', an .npz file "
@@ -164,6 +167,8 @@ def load_npz(path) -> Dataset:
     class indices. An optional string array ``classes`` names the classes (default ``"0"``,
     ``"1"``, ...). Nothing in the file is unpickled.
     """
+    import zipfile
+
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
@@ -177,7 +182,7 @@ def load_npz(path) -> Dataset:
             classes = list(archive["classes"]) if "classes" in archive.files else None
     except DataError:
         raise
-    except Exception as err:  # zipfile, pickle-refusal and format errors differ by NumPy version
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # ValueError: pickles
         raise DataError(f"cannot read {path} as .npz: {err}") from None
     for key in ("x_train", "x_test"):
         arrays[key] = _to_nchw(arrays[key], f"{path}: {key}")

