@@ -211,7 +211,7 @@ def test_mirror_serving_a_wrong_file_is_refused(tmp_path, official, offline):
     message = str(caught.value)
     for mirror in mnist.MIRRORS:
         url = mirror + "train-images-idx3-ubyte.gz"
-        assert f"{url} has SHA-256 " in message
+        assert f"{url}: the file served has SHA-256 " in message
     assert f"expected {mnist.IDX_FILES['x_train'][1]}: refused" in message
     assert not (tmp_path / "mnist.npz").exists()
 

@@ -262,7 +262,7 @@ def _idx_file(root: Path, name: str, sha256: str, down: set, progress: bool) -> 
         url = mirror + name
         try:
             blob = _fetch(url, progress)
-            _check_sha256(blob, sha256, url)
+            _check_sha256(blob, sha256, "the file served")
             return blob
         except (OSError, ValueError, DataError) as err:  # URLError, timeout, HTTP error, checksum
             down.add(mirror)
