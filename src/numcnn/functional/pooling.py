@@ -45,7 +45,7 @@ __all__ = [
 
 # -- arguments, shapes and errors --------------------------------------------------------------
 def _check_map(x, name: str) -> np.ndarray:
-    """``x`` as a floating-point (n, c, h, w) array, or a ShapeError / DTypeError naming ``name``."""
+    """``x`` as a floating-point (n, c, h, w) array, else a ShapeError or DTypeError naming it."""
     x = check_input(x, 4, name, "(N, C, H, W)")
     if not np.issubdtype(x.dtype, np.floating):
         raise DTypeError(f"{name}: expected a floating-point input (float32 or float64), "

@@ -1,9 +1,10 @@
 """Pooling layers, named and used as in ``torch.nn``: thin wrappers over
 :mod:`numcnn.functional.pooling`.
 
-Every layer keeps its constructor arguments as attributes of the same name (as PyTorch does;
-``stride`` defaults to ``kernel_size``), says its output shape without running
-(``output_shape``), and raises errors that name the layer.
+Every layer keeps its constructor arguments as attributes of the same name, as PyTorch does
+(``MaxPool2d`` and ``AvgPool2d`` store ``stride=None`` as ``kernel_size``, ``LPPool2d`` keeps
+None), says its output shape without running (``output_shape``), and raises errors that name
+the layer.
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ class LPPool2d(Module):
         super().__init__()
         self.norm_type = norm_type
         self.kernel_size = kernel_size
-        self.stride = stride if stride is not None else kernel_size
+        self.stride = stride  # PyTorch keeps None here (the functional op defaults it)
         self.ceil_mode = ceil_mode
         P._lp_norm_type(type(self).__name__, norm_type)
         P._pool_args(type(self).__name__, kernel_size, self.stride, 0)
