@@ -64,7 +64,7 @@ def linear_backward(grad_out, cache):
     ``dx = dy W`` (shape of ``x``), ``dW = dy^T x`` (``(o, i)``), ``db = sum_n dy`` (``(o,)``).
     """
     x2, weight, has_bias, x_shape = cache
-    grad2 = np.asarray(grad_out).reshape(-1, weight.shape[0])   # (n, o)
+    grad2 = np.asarray(grad_out).astype(weight.dtype, copy=False).reshape(-1, weight.shape[0])
     grad_x = np.matmul(grad2, weight).reshape(x_shape)          # (n, i) -> (*, i)
     grad_w = np.matmul(grad2.T, x2)                             # (o, i)
     grad_b = grad2.sum(axis=0) if has_bias else None            # (o,)

@@ -126,7 +126,7 @@ def _element_scale(grad, reduction: str, denom, shape: tuple[int, ...], dtype, n
 
 def _reduce(losses: np.ndarray, reduction: str, denom, out_shape: tuple[int, ...], dtype):
     if reduction == "none":
-        return losses.reshape(out_shape)
+        return np.asarray(losses).reshape(out_shape)
     total = losses.sum(dtype=dtype)
     if reduction == "sum":
         return dtype.type(total)
@@ -170,7 +170,7 @@ def nll_loss_forward(input, target, weight=None, *, ignore_index: int = -100,
     losses = -w_y * _pick(x3, labels)
     denom = w_y.sum()
     cache = dict(labels=labels, valid=valid, w_y=w_y, denom=denom, reduction=reduction,
-                 shape=x.shape)
+                 shape=x.shape, loss_shape=target_shape)
     return _reduce(losses, reduction, denom, target_shape, x.dtype), cache
 
 
@@ -178,7 +178,8 @@ def nll_loss_backward(grad, cache):
     """``d loss / d input[i, c] = -w[y_i] * [c == y_i]`` times the upstream scale."""
     labels, w_y = cache["labels"], cache["w_y"]
     n, m = labels.shape
-    scale = _element_scale(grad, cache["reduction"], cache["denom"], (n, m), w_y.dtype, "NLLLoss")
+    scale = _element_scale(grad, cache["reduction"], cache["denom"], cache["loss_shape"],
+                           w_y.dtype, "NLLLoss").reshape(n, m)
     scale = np.where(cache["valid"], scale, 0)          # ignored: 0, even when the mean is nan
     grad_in = np.zeros((n, cache["shape"][1 if len(cache["shape"]) > 1 else 0], m),
                        dtype=w_y.dtype)                                       # (n, C, m)
@@ -248,7 +249,7 @@ def cross_entropy_forward(input, target, weight=None, *, ignore_index: int = -10
         denom = w_y.sum()
         cache = dict(kind="indices", labels=labels, valid=valid, w_y=w_y, weight=weight)
     cache.update(log_p=log_p, denom=denom, reduction=reduction, shape=x.shape,
-                 label_smoothing=label_smoothing)
+                 loss_shape=target_shape, label_smoothing=label_smoothing)
     return _reduce(losses, reduction, denom, target_shape, dtype), cache
 
 
@@ -257,8 +258,8 @@ def cross_entropy_backward(grad, cache):
     log_p = cache["log_p"]
     n, n_classes, m = log_p.shape
     dtype = log_p.dtype
-    scale = _element_scale(grad, cache["reduction"], cache["denom"], (n, m), dtype,
-                           "CrossEntropyLoss")                               # (n, m)
+    scale = _element_scale(grad, cache["reduction"], cache["denom"], cache["loss_shape"], dtype,
+                           "CrossEntropyLoss").reshape(n, m)
     grad_in = np.exp(log_p)                                                  # p, (n, C, m)
     if cache["kind"] == "probabilities":
         coeff = cache["coeff"]

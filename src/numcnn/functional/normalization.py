@@ -33,13 +33,17 @@ __all__ = ["batch_norm", "batch_norm_forward", "batch_norm_backward"]
 
 
 def _channel_sum(x3: np.ndarray) -> np.ndarray:
-    """``sum over (0, 2)`` of an ``(n, c, m)`` array, as a BLAS product with ones, then over n."""
-    return np.matmul(x3, np.ones(x3.shape[2], dtype=x3.dtype)).sum(axis=0)   # (n, c) -> (c,)
+    """``sum over (0, 2)`` of an ``(n, c, m)`` array: a BLAS product with ones gives the ``(n, c)``
+    partial sums, added over ``n`` in float64 (a small array; a float32 running total over
+    ``n*m`` values would lose digits when the values share a large offset)."""
+    partial = np.matmul(x3, np.ones(x3.shape[2], dtype=x3.dtype))            # (n, c)
+    return partial.sum(axis=0, dtype=np.float64).astype(x3.dtype)            # (c,)
 
 
 def _channel_dot(a3: np.ndarray, b3: np.ndarray) -> np.ndarray:
     """``sum over (0, 2)`` of ``a3 * b3`` without forming the product array."""
-    return np.vecdot(a3, b3, axis=-1).sum(axis=0)                            # (n, c) -> (c,)
+    partial = np.vecdot(a3, b3, axis=-1)                                      # (n, c)
+    return partial.sum(axis=0, dtype=np.float64).astype(a3.dtype)            # (c,)
 
 
 def _per_channel(v: np.ndarray) -> np.ndarray:
