@@ -8,7 +8,7 @@ by ``(dy[n], dx[n])`` pixels. The output is computed by the inverse map: every o
 
 where ``F`` mirrors the column when the image is flipped, and takes the bilinear mix of the four
 pixels around ``s`` (points outside the image read ``fill``). All images are done at once with
-array indexing; the only loop is over the four bilinear neighbours.
+array indexing into the batch, padded with ``fill``.
 """
 
 from __future__ import annotations
@@ -43,35 +43,40 @@ def affine(x, angle, dy, dx, flip, fill=0.0) -> np.ndarray:
     dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float32
     theta = np.deg2rad(np.asarray(angle, np.float64)).reshape(n, 1, 1)
     cos, sin = np.cos(theta), np.sin(theta)
+    mirror = np.where(np.reshape(flip, (n, 1, 1)), -1.0, 1.0)
     centre_y, centre_x = (height - 1) / 2, (width - 1) / 2
     rows = np.arange(height).reshape(1, height, 1) - centre_y - np.reshape(dy, (n, 1, 1))
     cols = np.arange(width).reshape(1, 1, width) - centre_x - np.reshape(dx, (n, 1, 1))
-    # Undo the rotation: (row, col) -> R(-angle) (row, col), with rows pointing down.
-    src_y = cos * rows + sin * cols + centre_y  # (N, H, W)
-    src_x = -sin * rows + cos * cols
-    src_x = np.where(np.reshape(flip, (n, 1, 1)), -src_x, src_x) + centre_x
+    # Undo the rotation, (row, col) -> R(-angle) (row, col) with rows pointing down, then the
+    # flip; each sum is one (N, H, 1) + (N, 1, W) broadcast.
+    src_y = ((cos * rows + centre_y).astype(dtype) + (sin * cols).astype(dtype))  # (N, H, W)
+    src_x = ((-sin * mirror * rows).astype(dtype) + (cos * mirror * cols + centre_x).astype(dtype))
 
+    # Pad with `fill` (1 row/column before, 2 after) and clamp the source points to [-1, H] x
+    # [-1, W]: a point off the image then reads only padding, so no neighbour needs a mask.
+    padded_h, padded_w = height + 3, width + 3
+    padded = np.full((n, channels, padded_h, padded_w), fill, dtype)
+    padded[:, :, 1:height + 1, 1:width + 1] = x
+    np.clip(src_y, -1, height, out=src_y)
+    np.clip(src_x, -1, width, out=src_x)
     y0 = np.floor(src_y)
     x0 = np.floor(src_x)
-    wy = (src_y - y0).astype(dtype)
-    wx = (src_x - x0).astype(dtype)
-    y0 = y0.astype(np.intp)
-    x0 = x0.astype(np.intp)
-    flat = x.reshape(n, channels, height * width)
-    out = np.zeros((n, channels, height * width), dtype)
-    outside = np.zeros((n, height * width), dtype) if fill else None
-    for oy, ox, weight in ((0, 0, (1 - wy) * (1 - wx)), (0, 1, (1 - wy) * wx),
-                           (1, 0, wy * (1 - wx)), (1, 1, wy * wx)):
-        yy, xx = y0 + oy, x0 + ox
-        inside = (yy >= 0) & (yy < height) & (xx >= 0) & (xx < width)
-        index = np.clip(yy, 0, height - 1) * width + np.clip(xx, 0, width - 1)
-        weight = (weight * inside).reshape(n, 1, height * width)
-        out += weight * np.take_along_axis(flat, index.reshape(n, 1, height * width), axis=2)
-        if outside is not None:
-            outside += weight[:, 0]
-    if outside is not None:
-        out += (fill * (1 - outside))[:, None, :]  # the weight that fell outside reads `fill`
-    return out.reshape(n, channels, height, width)
+    wy = np.subtract(src_y, y0, out=src_y).reshape(n, 1, height * width)
+    wx = np.subtract(src_x, x0, out=src_x).reshape(n, 1, height * width)
+    # Flat index of the top-left neighbour in the padded batch: row y0 + 1, column x0 + 1 of
+    # image-channel k, which starts at k * padded_h * padded_w. (N, C, H*W)
+    corner = y0.astype(np.intp)
+    corner *= padded_w
+    corner += x0.astype(np.intp)
+    first = np.arange(n * channels) * (padded_h * padded_w) + padded_w + 1
+    corner = corner.reshape(n, 1, height * width) + first.reshape(n, channels, 1)
+    flat = padded.reshape(-1)
+    top = flat[corner]
+    top += wx * (flat[corner + 1] - top)  # linear in x along the upper row ...
+    bottom = flat[corner + padded_w]
+    bottom += wx * (flat[corner + padded_w + 1] - bottom)  # ... and the lower row
+    top += wy * (bottom - top)  # then in y
+    return top.reshape(n, channels, height, width)
 
 
 class Augment:
