@@ -266,10 +266,11 @@ def load_image_folder(folder, image_size=None, test_fraction=0.2, seed=0) -> Dat
     - ``folder/<class>/*`` only: a seeded random ``test_fraction`` of all images is held out
       as the test split (:func:`~numcnn.data.train_val_split` with ``seed``; not stratified).
 
-    Classes are the training subfolder names in sorted order. If any image is in colour, all are
-    read as RGB (C = 3), else as gray (C = 1). All are resized (bilinear) to ``image_size``
-    (``(H, W)`` or one int for square), by default the most common size among the images.
-    Pixels stay uint8.
+    Classes are the training subfolder names in sorted order (other subfolders of ``folder``
+    beside ``train`` and ``test`` are ignored). If any image is stored in a colour mode (RGB,
+    RGBA, palette, ...), all are read as RGB (C = 3), else as gray (C = 1). All are resized
+    (bilinear) to ``image_size`` (``(H, W)`` or one int for square), by default the most common
+    size among the images. Pixels stay uint8.
     """
     from PIL import Image, UnidentifiedImageError
 
