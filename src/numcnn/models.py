@@ -139,10 +139,12 @@ def _to_spec(module, where: str) -> dict:
         return spec
     for arg in _init_arguments(cls):
         name = arg.name
-        if name not in module.__dict__ and name not in module._buffers:
+        try:
+            value = getattr(module, name)
+        except AttributeError:
             raise SpecError(f"{where} ({cls.__name__}): the constructor argument {name!r} is "
-                            f"kept in no attribute of the same name, so it cannot be described")
-        value = getattr(module, name)
+                            f"kept in no attribute of the same name, so it cannot be "
+                            f"described") from None
         if name == "bias" and (value is None or isinstance(value, nn.Parameter)):
             spec[name] = value is not None
         else:
@@ -157,7 +159,7 @@ def build(spec) -> nn.Module:
     Raises :class:`SpecError` with the place in the spec for an unknown type, an unknown,
     missing or bad argument.
     """
-    return _build(spec, "", 0)
+    return _build(spec, "", 0, registry())
 
 
 def _join(where: str, key: str) -> str:
@@ -166,7 +168,7 @@ def _join(where: str, key: str) -> str:
     return f"{where}{key}" if key.startswith("[") else f"{where}.{key}"
 
 
-def _build(spec, where: str, depth: int) -> nn.Module:
+def _build(spec, where: str, depth: int, classes: dict[str, type]) -> nn.Module:
     label = where or "spec"
     if depth > MAX_DEPTH:
         raise SpecError(f"{label}: nested more than {MAX_DEPTH} levels deep")
@@ -176,17 +178,16 @@ def _build(spec, where: str, depth: int) -> nn.Module:
         raise SpecError(f"{label}: expected a layer as a JSON object with a \"type\", "
                         f"got {_describe(spec)}")
     if "type" not in spec:
-        raise SpecError(f"{label}: a layer needs a \"type\" (one of {_known_types()}); "
-                        f"got the keys {sorted(map(str, spec))}")
+        raise SpecError(f"{label}: a layer needs a \"type\" (one of {', '.join(sorted(classes))});"
+                        f" got the keys {sorted(map(str, spec))}")
     type_name = spec["type"]
-    classes = registry()
     if not isinstance(type_name, str) or type_name not in classes:
         raise SpecError(f"{label}: unknown layer type {type_name!r}; known types: "
-                        f"{_known_types()}")
+                        f"{', '.join(sorted(classes))}")
     cls = classes[type_name]
     args = {key: value for key, value in spec.items() if key != "type"}
     if issubclass(cls, nn.Sequential):
-        return _build_sequential(cls, args, where, depth)
+        return _build_sequential(cls, args, where, depth, classes)
 
     allowed = {arg.name: arg for arg in _init_arguments(cls)}
     kwargs = {}
@@ -194,7 +195,7 @@ def _build(spec, where: str, depth: int) -> nn.Module:
         if key not in allowed:
             raise SpecError(f"{label}: {type_name} has no argument {key!r}; its arguments are "
                             f"{', '.join(allowed) or 'none'}")
-        kwargs[key] = _from_json_value(value, _join(where, key), depth)
+        kwargs[key] = _from_json_value(value, _join(where, key), depth, classes)
     missing = [name for name, arg in allowed.items()
                if arg.default is inspect.Parameter.empty and name not in kwargs]
     if missing:
@@ -208,7 +209,7 @@ def _build(spec, where: str, depth: int) -> nn.Module:
         raise SpecError(f"{label}: {type_name}({_format_kwargs(kwargs)}) failed: {error}") from None
 
 
-def _build_sequential(cls, args: dict, where: str, depth: int) -> nn.Module:
+def _build_sequential(cls, args: dict, where: str, depth: int, classes: dict) -> nn.Module:
     label = where or "spec"
     unknown = sorted(set(args) - {"layers", "names"})
     if unknown:
@@ -217,7 +218,7 @@ def _build_sequential(cls, args: dict, where: str, depth: int) -> nn.Module:
     layers = args.get("layers", [])
     if not isinstance(layers, list):
         raise SpecError(f"{label}: \"layers\" must be a list of layers, got {_describe(layers)}")
-    children = [_build(layer, _join(where, f"layers[{i}]"), depth + 1)
+    children = [_build(layer, _join(where, f"layers[{i}]"), depth + 1, classes)
                 for i, layer in enumerate(layers)]
     names = args.get("names")
     if names is None:
@@ -230,17 +231,18 @@ def _build_sequential(cls, args: dict, where: str, depth: int) -> nn.Module:
     return cls(OrderedDict(zip(names, children)))
 
 
-def _from_json_value(value, where: str, depth: int):
+def _from_json_value(value, where: str, depth: int, classes: dict):
     """A JSON value as a constructor argument: lists become tuples, layer specs layers."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, list):
         if depth > MAX_DEPTH:
             raise SpecError(f"{where}: nested more than {MAX_DEPTH} levels deep")
-        return tuple(_from_json_value(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value))
+        return tuple(_from_json_value(v, f"{where}[{i}]", depth + 1, classes)
+                     for i, v in enumerate(value))
     if isinstance(value, dict):
         if "type" in value:
-            return _build(value, where, depth + 1)
+            return _build(value, where, depth + 1, classes)
         raise SpecError(f"{where}: an object as an argument must be a layer with a \"type\"; "
                         f"got the keys {sorted(map(str, value))}")
     raise SpecError(f"{where}: {_describe(value)} is not a JSON value")
@@ -249,10 +251,6 @@ def _from_json_value(value, where: str, depth: int):
 def _describe(value) -> str:
     text = repr(value)
     return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
-
-
-def _known_types() -> str:
-    return ", ".join(sorted(registry()))
 
 
 def _format_kwargs(kwargs: dict) -> str:
