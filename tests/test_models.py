@@ -18,31 +18,40 @@ from tests.helpers import tol
 # (so a round trip that dropped an argument would show), and an input shape for each.
 EXAMPLES = {
     "Conv1d": [(lambda: nn.Conv1d(2, 4, 3, stride=2, padding=1, dilation=2, groups=2,
-                                  bias=False), (2, 2, 11))],
+                                  bias=False), (2, 2, 11)),
+               (lambda: nn.Conv1d(2, 3, 4, padding="same", padding_mode="circular"), (2, 2, 9))],
     "Conv2d": [(lambda: nn.Conv2d(2, 4, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2),
                                   groups=2), (2, 2, 9, 8)),
                (lambda: nn.Conv2d(3, 2, 3, padding="same", bias=False, padding_mode="reflect"),
                 (2, 3, 6, 6))],
     "ConvTranspose2d": [(lambda: nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1,
-                                                    output_padding=1), (2, 2, 4, 5))],
-    "SeparableConv2d": [(lambda: nn.SeparableConv2d(2, 4, 3, stride=1, padding=1), (2, 2, 6, 6))],
-    "MaxPool2d": [(lambda: nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True), (2, 2, 8, 7))],
+                                                    output_padding=1), (2, 2, 4, 5)),
+                        (lambda: nn.ConvTranspose2d(2, 4, (2, 3), groups=2, bias=False,
+                                                    dilation=2), (2, 2, 4, 5))],
+    "SeparableConv2d": [(lambda: nn.SeparableConv2d(2, 4, 3, stride=2, padding=1, bias=False,
+                                                    padding_mode="replicate", depth_multiplier=2),
+                         (2, 2, 7, 6))],
+    "MaxPool2d": [(lambda: nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True, split_ties=True),
+                   (2, 2, 8, 7)),
+                  (lambda: nn.MaxPool2d((2, 3), dilation=2), (2, 2, 9, 9))],
     "AvgPool2d": [(lambda: nn.AvgPool2d((3, 2), stride=(2, 1), padding=1,
-                                        count_include_pad=False), (2, 2, 8, 7))],
-    "LPPool2d": [(lambda: nn.LPPool2d(3.0, 2, stride=1), (2, 2, 6, 6))],
+                                        count_include_pad=False), (2, 2, 8, 7)),
+                  (lambda: nn.AvgPool2d(2, ceil_mode=True, divisor_override=3), (2, 2, 5, 5))],
+    "LPPool2d": [(lambda: nn.LPPool2d(3.0, 2, stride=1, ceil_mode=True), (2, 2, 6, 6))],
     "AdaptiveAvgPool2d": [(lambda: nn.AdaptiveAvgPool2d((3, 2)), (2, 2, 7, 5))],
     "AdaptiveMaxPool2d": [(lambda: nn.AdaptiveMaxPool2d(3), (2, 2, 7, 5))],
     "GlobalAvgPool2d": [(lambda: nn.GlobalAvgPool2d(), (2, 3, 4, 5))],
     "GlobalMaxPool2d": [(lambda: nn.GlobalMaxPool2d(), (2, 3, 4, 5))],
     "Flatten": [(lambda: nn.Flatten(start_dim=2), (2, 3, 4, 5))],
     "Linear": [(lambda: nn.Linear(5, 3), (4, 5)), (lambda: nn.Linear(5, 2, bias=False), (4, 5))],
-    "Dropout": [(lambda: nn.Dropout(0.3), (4, 5))],
+    "Dropout": [(lambda: nn.Dropout(0.3, inplace=True), (4, 5))],
     "Dropout2d": [(lambda: nn.Dropout2d(p=0.2), (2, 3, 4, 4))],
     "BatchNorm1d": [(lambda: nn.BatchNorm1d(5, eps=1e-3, momentum=0.2), (6, 5))],
     "BatchNorm2d": [(lambda: nn.BatchNorm2d(3, momentum=0.3), (4, 3, 5, 5)),
-                    (lambda: nn.BatchNorm2d(3, affine=False), (4, 3, 5, 5))],
-    "ReLU": [(lambda: nn.ReLU(), (3, 4))],
-    "LeakyReLU": [(lambda: nn.LeakyReLU(0.2), (3, 4))],
+                    (lambda: nn.BatchNorm2d(3, affine=False, momentum=None), (4, 3, 5, 5)),
+                    (lambda: nn.BatchNorm2d(3, track_running_stats=False), (4, 3, 5, 5))],
+    "ReLU": [(lambda: nn.ReLU(inplace=True), (3, 4))],
+    "LeakyReLU": [(lambda: nn.LeakyReLU(0.2, inplace=True), (3, 4))],
     "Sigmoid": [(lambda: nn.Sigmoid(), (3, 4))],
     "Tanh": [(lambda: nn.Tanh(), (3, 4))],
     "Gaussian": [(lambda: nn.Gaussian(), (3, 4))],
@@ -107,8 +116,8 @@ def test_spec_round_trip(name, index):
     original.eval()
     rebuilt.eval()
     x = rng.standard_normal(shape).astype(np.float32)
-    with numcnn.no_grad():
-        np.testing.assert_array_equal(rebuilt(x), original(x))
+    with numcnn.no_grad():  # copies: some layers work in place
+        np.testing.assert_array_equal(rebuilt(x.copy()), original(x.copy()))
 
 
 def test_specs_name_constructor_arguments_as_pytorch_does():
