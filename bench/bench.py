@@ -99,13 +99,8 @@ def load_mnist_arrays(path: str | None) -> tuple[np.ndarray, np.ndarray, np.ndar
             return data["x_train"], data["y_train"], data["x_test"], data["y_test"]
     from numcnn.data import load_mnist
 
-    loaded = load_mnist()
-    if isinstance(loaded, dict):
-        return loaded["x_train"], loaded["y_train"], loaded["x_test"], loaded["y_test"]
-    if len(loaded) == 2:  # ((x_train, y_train), (x_test, y_test))
-        (x_train, y_train), (x_test, y_test) = loaded
-        return x_train, y_train, x_test, y_test
-    return tuple(loaded)
+    loaded = load_mnist()  # a numcnn.data.Dataset: x_train (N, 1, 28, 28) uint8, y_train, ...
+    return loaded.x_train, loaded.y_train, loaded.x_test, loaded.y_test
 
 
 def normalise(images: np.ndarray) -> np.ndarray:
@@ -204,7 +199,19 @@ def load_weights(path: Path) -> dict:
 # -- measurements inside a worker ------------------------------------------------------------------
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, MiB (Linux reports KiB, macOS bytes)."""
+    """Peak resident memory of this process so far, MiB.
+
+    On Linux this is ``VmHWM`` from /proc/self/status, the high-water mark of this process's own
+    address space. ``getrusage(RUSAGE_SELF).ru_maxrss`` would be wrong in a worker: Linux carries
+    the parent's high-water mark across fork/vfork + exec into it, so every worker would report
+    at least the parent's peak (the parent holds MNIST). Elsewhere ``ru_maxrss`` is used.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
@@ -495,16 +502,27 @@ def help_command() -> list[str]:
     return [sys.executable, "-m", "numcnn", "--help"]
 
 
-def time_help(runs: int = 5) -> dict:
-    command = help_command()
+def _median_wall(command: list[str], runs: int) -> tuple[float, list[float], str | None]:
     times = []
     for _ in range(runs):
         start = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, env=worker_env())
         times.append(time.perf_counter() - start)
         if done.returncode != 0:
-            return {"command": " ".join(command), "error": done.stderr.strip()[-500:]}
-    return {"command": " ".join(command), "seconds": statistics.median(times), "runs": times}
+            return float("nan"), times, done.stderr.strip()[-500:]
+    return statistics.median(times), times, None
+
+
+def time_help(runs: int = 5) -> dict:
+    """Median wall time of ``numcnn --help``, and of a bare interpreter start for scale."""
+    command = help_command()
+    seconds, times, error = _median_wall(command, runs)
+    bare, _, _ = _median_wall([sys.executable, "-c", "pass"], runs)
+    result = {"command": " ".join(command), "seconds": seconds, "runs": times,
+              "bare_python_seconds": bare}
+    if error:
+        result["error"] = error
+    return result
 
 
 def machine() -> dict:
@@ -624,6 +642,7 @@ def summarise(report: dict) -> list[dict]:
         seconds = help_result.get("seconds", float("nan"))
         rows.append({"what": "numcnn --help (s)", "numcnn": seconds, "torch": None,
                      "ratio": None, "target": "< 0.5 s", "met": seconds < 0.5,
+                     "note": f"bare `python -c pass`: {help_result['bare_python_seconds']:.3f} s",
                      "error": help_result.get("error")})
     return rows
 
