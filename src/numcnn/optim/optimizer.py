@@ -86,6 +86,9 @@ class Optimizer:
             raise TypeError(f"{type(self).__name__}: params should be an iterable of Parameters or "
                             f"of dicts, but got a single {type(params).__name__}; "
                             f"use model.parameters() or [param]")
+        if isinstance(params, (set, frozenset)):
+            raise TypeError(f"{type(self).__name__}: parameters must be given in an ordered "
+                            f"collection (a list), not a set, whose order changes between runs")
         groups = list(params)
         if len(groups) == 0:
             raise ValueError(f"{type(self).__name__} got an empty parameter list")
