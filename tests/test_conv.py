@@ -14,6 +14,7 @@ import numcnn
 from numcnn import functional as F
 from numcnn import nn
 from numcnn.errors import DTypeError, NumcnnError, ShapeError
+from numcnn.functional import conv as conv_module
 from numcnn.functional.signal import convolve, correlate
 from tests.helpers import check_layer_gradients, tol
 
@@ -144,6 +145,7 @@ def assert_close(actual, expected, dtype, what=""):
 
 
 # -- functional conv2d against PyTorch ------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
 @HYPOTHESIS
 @given(conv_configs())
 def test_conv2d_forward_and_backward_match_pytorch(cfg):
@@ -197,6 +199,30 @@ def test_depthwise_and_grouped_conv2d_match_pytorch_on_a_larger_batch(dtype):
         assert_close(y, t_y, dtype, "output")
         assert_close(grad_x, t_gx, dtype, "grad x")
         assert_close(grad_w, t_gw, dtype, "grad weight")
+
+
+@pytest.mark.parametrize("block_bytes", [1, 3000, 1 << 30])
+def test_columns_built_in_blocks_of_output_rows_give_the_same_result(monkeypatch, block_bytes):
+    """The im2col matrix is built a few output rows at a time; any block size is exact."""
+    monkeypatch.setattr(conv_module, "BLOCK_BYTES", block_bytes)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 4, 11, 9))
+    w = rng.standard_normal((6, 2, 3, 2))
+    args = ((2, 1), 2, (2, 1), 2)  # stride, padding, dilation, groups
+    y, cache = F.conv2d_forward(x, w, None, *args)
+    grad_out = rng.standard_normal(y.shape)
+    t_y, (t_gx, t_gw) = torch_grads(lambda x, w: TF.conv2d(x, w, None, *args), grad_out, x, w)
+    for got, want in zip((y, *F.conv2d_backward(grad_out, cache)[:2]), (t_y, t_gx, t_gw)):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    w_t = rng.standard_normal((4, 3, 3, 2))
+    t_args = ((2, 1), 1, (1, 0), 2, (2, 1))  # stride, padding, output_padding, groups, dilation
+    y, cache = F.conv_transpose2d_forward(x, w_t, None, *t_args)
+    grad_out = rng.standard_normal(y.shape)
+    t_y, (t_gx, t_gw) = torch_grads(lambda x, w: TF.conv_transpose2d(x, w, None, *t_args),
+                                    grad_out, x, w_t)
+    for got, want in zip((y, *F.conv_transpose2d_backward(grad_out, cache)[:2]),
+                         (t_y, t_gx, t_gw)):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
 def test_float32_stays_float32_and_input_is_cast_to_the_weight_dtype():
@@ -320,6 +346,7 @@ def compare_layer(layer, t_layer, x, dtype):
         assert_close(param.grad, t_params[name].grad.numpy(), dtype, f"grad {name}")
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
 @HYPOTHESIS
 @given(st.data())
 def test_conv2d_layer_with_every_padding_mode_matches_pytorch(data):

@@ -49,7 +49,7 @@ off the result.
 Transposed convolution is the same linear map run backwards: its forward pass is the input
 gradient of a convolution whose weight has shape ``(c_in, c_out/groups, kh, kw)``, and its
 backward pass is that convolution's forward pass (and weight gradient). Both share the code
-below (``_correlate``, ``_correlate_input_grad``, ``_correlate_weight_grad``).
+below (``_correlate`` and ``_correlate_backward``).
 """
 
 from __future__ import annotations
@@ -94,80 +94,103 @@ def _from_rows(rows: np.ndarray, bias: np.ndarray | None = None, crop: Pads = NO
     return out
 
 
-def _im2col(rows_p: np.ndarray, kernel, stride, dilation, out_hw) -> np.ndarray:
-    """Every receptive field of a padded ``(c, hp, wp, n)`` array as a column.
+# The im2col matrix is built for a block of output rows at a time, of about this many bytes, in
+# one reused buffer: each block is still in cache when the matrix product reads it, and the whole
+# matrix (kh*kw times the size of the input) never exists.
+BLOCK_BYTES = 1 << 21
 
-    Returns ``cols`` of shape ``(c*kh*kw, oh*ow*n)`` with
-    ``cols[(ci, i, j), (p, q, s)] = xp[s, ci, p*sh + i*dh, q*sw + j*dw]``.
+
+def _row_blocks(channels: int, kernel, out_hw, n: int, itemsize: int) -> list[tuple[int, int]]:
+    """Blocks ``[r0, r1)`` of output rows whose columns take about ``BLOCK_BYTES``."""
+    (kh, kw), (oh, ow) = kernel, out_hw
+    step = max(1, BLOCK_BYTES // (channels * kh * kw * ow * n * itemsize))
+    return [(r0, min(oh, r0 + step)) for r0 in range(0, oh, step)]
+
+
+def _block_buffer(blocks, channels: int, kernel, out_hw, n: int, dtype) -> np.ndarray:
+    (kh, kw), (_, ow) = kernel, out_hw
+    return np.empty(channels * kh * kw * (blocks[0][1] - blocks[0][0]) * ow * n, dtype)
+
+
+def _im2col_block(view: np.ndarray, r0: int, r1: int, buffer: np.ndarray) -> np.ndarray:
+    """The columns of output rows ``[r0, r1)``: ``(c*kh*kw, (r1-r0)*ow*n)``, written to ``buffer``.
+
+    ``view`` is the ``(n, c, kh, kw, oh, ow)`` window view of the padded input (batch-last
+    memory); ``cols[(ci, i, j), (p, q, s)] = xp[s, ci, p*sh + i*dh, q*sw + j*dw]``.
     """
-    c, _, _, n = rows_p.shape
-    (kh, kw), (oh, ow) = kernel, out_hw
-    view = windows(rows_p.transpose(3, 0, 1, 2), kernel, stride, dilation, out_hw)
-    cols = np.empty((c, kh, kw, oh, ow, n), rows_p.dtype)
-    np.copyto(cols.transpose(5, 0, 1, 2, 3, 4), view)  # view: (n, c, kh, kw, oh, ow)
-    return cols.reshape(c * kh * kw, oh * ow * n)
+    n, c, kh, kw, _, ow = view.shape
+    cols = buffer[:c * kh * kw * (r1 - r0) * ow * n].reshape(c, kh, kw, r1 - r0, ow, n)
+    np.copyto(cols.transpose(5, 0, 1, 2, 3, 4), view[:, :, :, :, r0:r1])  # runs of ow*n
+    return cols.reshape(c * kh * kw, -1)
 
 
-def _col2im(cols: np.ndarray, padded_shape, kernel, stride, dilation, out_hw) -> np.ndarray:
-    """Adjoint of :func:`_im2col`: add every column entry back onto its pixel of the padded
-    ``(c, hp, wp, n)`` array ``padded_shape`` (``_windows.col2im``, one slice add per offset)."""
-    c, hp, wp, n = padded_shape
-    (kh, kw), (oh, ow) = kernel, out_hw
-    out = np.zeros(padded_shape, cols.dtype)
-    cols6 = cols.reshape(c, kh, kw, oh, ow, n).transpose(5, 0, 1, 2, 3, 4)  # (n, c, kh, kw, oh, ow)
-    col2im(cols6, (n, c, hp, wp), stride, dilation, out=out.transpose(3, 0, 1, 2))
-    return out
-
-
-def _grouped_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``(g, p, q) @ (g, q, r) -> (g, p, r)``: one BLAS product per group (a batched matmul)."""
-    if a.shape[0] == 1:
-        return np.matmul(a[0], b[0])[None]
-    return np.matmul(a, b)
+def _window_view(rows_p: np.ndarray, kernel, stride, dilation, out_hw) -> np.ndarray:
+    """``(n, c, kh, kw, oh, ow)`` view of every receptive field of a padded (c, hp, wp, n) array."""
+    return windows(rows_p.transpose(3, 0, 1, 2), kernel, stride, dilation, out_hw)
 
 
 # -- the three products every convolution is made of ----------------------------------------------
-def _correlate(rows_p: np.ndarray, weight: np.ndarray, groups: int, stride, dilation, out_hw):
+def _correlate(rows_p: np.ndarray, weight: np.ndarray, groups: int, stride, dilation, out_hw,
+               grad_rows: np.ndarray | None = None):
     """Cross-correlate a padded ``(c, hp, wp, n)`` input with ``weight (oc, cg, kh, kw)``.
 
-    Returns the output ``(oc, oh, ow, n)`` and the columns ``(c*kh*kw, oh*ow*n)`` (for the
-    weight gradient).
+    Returns the output ``(oc, oh, ow, n)``: ``W @ cols`` per group, a block of output rows at a
+    time. If ``grad_rows (oc, oh, ow, n)`` is given, also returns the weight gradient
+    ``grad @ cols.T`` (per group) from the same columns, else None.
     """
     oc, cg, kh, kw = weight.shape
-    n = rows_p.shape[3]
-    cols = _im2col(rows_p, (kh, kw), stride, dilation, out_hw)
+    c, _, _, n = rows_p.shape
+    kernel = (kh, kw)
     w_groups = weight.reshape(groups, oc // groups, cg * kh * kw)
-    out = _grouped_matmul(w_groups, cols.reshape(groups, cg * kh * kw, -1))  # (g, oc/g, oh*ow*n)
-    return out.reshape(oc, *out_hw, n), cols
+    out = np.empty((oc, *out_hw, n), rows_p.dtype)
+    grad_w = None if grad_rows is None else np.zeros(w_groups.shape, rows_p.dtype)
+    view = _window_view(rows_p, kernel, stride, dilation, out_hw)
+    blocks = _row_blocks(c, kernel, out_hw, n, rows_p.itemsize)
+    buffer = _block_buffer(blocks, c, kernel, out_hw, n, rows_p.dtype)
+    for r0, r1 in blocks:
+        cols = _im2col_block(view, r0, r1, buffer).reshape(groups, cg * kh * kw, -1)
+        np.matmul(w_groups, cols, out=out[:, r0:r1].reshape(groups, oc // groups, -1))
+        if grad_rows is not None:
+            grad_block = grad_rows[:, r0:r1].reshape(groups, oc // groups, -1)
+            grad_w += np.matmul(grad_block, cols.transpose(0, 2, 1))  # (g, oc/g, cg*kh*kw)
+    return out, None if grad_w is None else grad_w.reshape(weight.shape)
 
 
-def _correlate_input_grad(grad_rows: np.ndarray, weight: np.ndarray, groups: int, stride,
-                          dilation, padded_shape) -> np.ndarray:
-    """Gradient of :func:`_correlate` with respect to its padded input.
+def _correlate_backward(grad_rows: np.ndarray, weight: np.ndarray, groups: int, stride,
+                        dilation, padded_shape, rows_p: np.ndarray | None = None):
+    """Gradients of :func:`_correlate`: with respect to its padded input, and to the weight.
 
-    ``grad_rows (oc, oh, ow, n) -> (c, hp, wp, n)``: ``W.T @ grad`` gives each window's share
-    of the gradient, and col2im adds the shares onto the pixels they came from; together that
-    is the full convolution of the gradient with the mirrored kernel.
+    ``grad_rows (oc, oh, ow, n) -> (c, hp, wp, n)``: ``W.T @ grad`` gives each window's share of
+    the gradient, and col2im adds the shares onto the pixels they came from; together that is
+    the full convolution of the gradient with the mirrored kernel. If the padded input
+    ``rows_p`` is given, also returns the weight gradient ``grad @ cols.T`` (the columns rebuilt
+    block by block rather than kept from the forward pass), else None.
     """
     oc, cg, kh, kw = weight.shape
-    _, oh, ow, _ = grad_rows.shape
-    w_groups = weight.reshape(groups, oc // groups, cg * kh * kw)
-    grad_cols = _grouped_matmul(w_groups.transpose(0, 2, 1),
-                                grad_rows.reshape(groups, oc // groups, -1))  # (g, cg*kh*kw, L)
-    return _col2im(grad_cols, padded_shape, (kh, kw), stride, dilation, (oh, ow))
-
-
-def _correlate_weight_grad(grad_rows: np.ndarray, cols: np.ndarray, weight_shape,
-                           groups: int) -> np.ndarray:
-    """Gradient of :func:`_correlate` with respect to the weight: ``grad @ cols.T`` per group.
-
-    ``(oc, oh, ow, n)`` and ``(c*kh*kw, L)`` -> ``weight_shape (oc, cg, kh, kw)``: each weight is
-    the sum, over every position and sample, of the output gradient times the input it met.
-    """
-    oc = weight_shape[0]
-    grad_groups = grad_rows.reshape(groups, oc // groups, -1)  # (g, oc/g, L)
-    cols_groups = cols.reshape(groups, -1, grad_groups.shape[2])  # (g, cg*kh*kw, L)
-    return _grouped_matmul(grad_groups, cols_groups.transpose(0, 2, 1)).reshape(weight_shape)
+    _, oh, ow, n = grad_rows.shape
+    c = padded_shape[0]
+    kernel, (sh, _), (dh, _) = (kh, kw), stride, dilation
+    w_t = weight.reshape(groups, oc // groups, cg * kh * kw).transpose(0, 2, 1)  # (g, cg*k*k, ocg)
+    grad_p = np.zeros(padded_shape, grad_rows.dtype)
+    grad_w = None if rows_p is None else np.zeros((groups, oc // groups, cg * kh * kw),
+                                                  grad_rows.dtype)
+    blocks = _row_blocks(c, kernel, (oh, ow), n, grad_rows.itemsize)
+    buffer = _block_buffer(blocks, c, kernel, (oh, ow), n, grad_rows.dtype)
+    if rows_p is not None:
+        view = _window_view(rows_p, kernel, stride, dilation, (oh, ow))
+        col_buffer = np.empty_like(buffer)
+    for r0, r1 in blocks:
+        grad_block = grad_rows[:, r0:r1].reshape(groups, oc // groups, -1)  # (g, oc/g, L)
+        if rows_p is not None:
+            cols = _im2col_block(view, r0, r1, col_buffer).reshape(groups, cg * kh * kw, -1)
+            grad_w += np.matmul(grad_block, cols.transpose(0, 2, 1))
+        size = c * kh * kw * (r1 - r0) * ow * n
+        grad_cols = np.matmul(w_t, grad_block, out=buffer[:size].reshape(groups, cg * kh * kw, -1))
+        # col2im onto the padded rows these output rows read: r0*sh .. (r1-1)*sh + dh*(kh-1)
+        target = grad_p[:, r0 * sh:(r1 - 1) * sh + dh * (kh - 1) + 1]  # (c, rows, wp, n)
+        grad_cols = grad_cols.reshape(c, kh, kw, r1 - r0, ow, n).transpose(5, 0, 1, 2, 3, 4)
+        col2im(grad_cols, None, stride, dilation, out=target.transpose(3, 0, 1, 2))
+    return grad_p, None if grad_w is None else grad_w.reshape(weight.shape)
 
 
 # -- argument checks ------------------------------------------------------------------------------
@@ -312,9 +335,9 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
 def _conv2d_forward(x, weight, bias, stride, pads, dilation, groups, out_hw, name="conv2d"):
     """conv2d on checked arguments: ``x`` of the weight's dtype, ``pads`` as ((t, b), (l, r))."""
     rows_p = _to_rows(x, pads)  # (c, hp, wp, n)
-    out_rows, cols = _correlate(rows_p, weight, groups, stride, dilation, out_hw)
+    out_rows, _ = _correlate(rows_p, weight, groups, stride, dilation, out_hw)
     y = _from_rows(out_rows, bias)  # (n, oc, oh, ow)
-    cache = dict(name=name, cols=cols, weight=weight, padded_shape=rows_p.shape, pads=pads,
+    cache = dict(name=name, rows_p=rows_p, weight=weight, pads=pads,
                  stride=stride, dilation=dilation, groups=groups, has_bias=bias is not None,
                  out_shape=y.shape)
     return y, cache
@@ -330,10 +353,10 @@ def conv2d_backward(grad_out, cache):
     weight, groups = cache["weight"], cache["groups"]
     grad_out = _check_grad(cache["name"], grad_out, cache["out_shape"])
     grad_rows = _to_rows(grad_out, dtype=weight.dtype)  # (oc, oh, ow, n)
-    grad_w = _correlate_weight_grad(grad_rows, cache["cols"], weight.shape, groups)
+    rows_p = cache["rows_p"]
     grad_b = grad_rows.reshape(weight.shape[0], -1).sum(axis=1) if cache["has_bias"] else None
-    grad_rows_p = _correlate_input_grad(grad_rows, weight, groups, cache["stride"],
-                                        cache["dilation"], cache["padded_shape"])
+    grad_rows_p, grad_w = _correlate_backward(grad_rows, weight, groups, cache["stride"],
+                                              cache["dilation"], rows_p.shape, rows_p)
     return _from_rows(grad_rows_p, crop=cache["pads"]), grad_w, grad_b
 
 
@@ -456,7 +479,7 @@ def _conv_transpose2d_forward(x, weight, bias, stride, pads, dilation, groups, o
     padded_shape = (weight.shape[1] * groups, out_hw[0] + top + bottom,
                     out_hw[1] + left + right, x.shape[0])
     x_rows = _to_rows(x)  # (c_in, h, w, n)
-    out_rows_p = _correlate_input_grad(x_rows, weight, groups, stride, dilation, padded_shape)
+    out_rows_p, _ = _correlate_backward(x_rows, weight, groups, stride, dilation, padded_shape)
     y = _from_rows(out_rows_p, bias, crop=pads)  # (n, c_out, h_out, w_out)
     cache = dict(name=name, x_rows=x_rows, weight=weight, pads=pads, stride=stride,
                  dilation=dilation, groups=groups, has_bias=bias is not None, out_shape=y.shape)
@@ -473,8 +496,7 @@ def conv_transpose2d_backward(grad_out, cache):
     weight, groups, x_rows = cache["weight"], cache["groups"], cache["x_rows"]
     grad_out = _check_grad(cache["name"], grad_out, cache["out_shape"])
     grad_rows_p = _to_rows(grad_out, cache["pads"], dtype=weight.dtype)  # (c_out, hp, wp, n)
-    grad_x_rows, cols = _correlate(grad_rows_p, weight, groups, cache["stride"],
-                                   cache["dilation"], x_rows.shape[1:3])  # (c_in, h, w, n)
-    grad_w = _correlate_weight_grad(x_rows, cols, weight.shape, groups)
+    grad_x_rows, grad_w = _correlate(grad_rows_p, weight, groups, cache["stride"],
+                                     cache["dilation"], x_rows.shape[1:3], grad_rows=x_rows)
     grad_b = grad_rows_p.reshape(grad_rows_p.shape[0], -1).sum(axis=1) if cache["has_bias"] else None
     return _from_rows(grad_x_rows), grad_w, grad_b
