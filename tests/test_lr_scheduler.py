@@ -1,4 +1,4 @@
-"""Learning-rate schedules against torch.optim.lr_scheduler: the same lr, to the last bit, every epoch."""
+"""Learning-rate schedules against torch.optim.lr_scheduler: the same lr, bit for bit, per epoch."""
 
 import json
 import math

@@ -65,7 +65,7 @@ def group_spec(params, groups):
 
 
 def run_against_torch(name, kwargs, dtype, steps=STEPS, groups=None, seed=0, shapes=SHAPES):
-    """Step numcnn and torch side by side; compare parameters after every step and state at the end."""
+    """Step numcnn and torch side by side: parameters after every step, state at the end."""
     ours, theirs = make_params(dtype, shapes, seed=seed)
     opt = getattr(optim, name)(group_spec(ours, groups), **kwargs)
     ref = getattr(torch.optim, name)(group_spec(theirs, groups), **kwargs)
@@ -575,10 +575,11 @@ def test_bad_arguments_raise_clear_errors(make, error, message):
 
 
 def test_torch_refuses_what_numcnn_refuses():
-    """The hyperparameter checks that torch has, numcnn has too (same cases, same exception type)."""
+    """The hyperparameter checks torch has, numcnn has too (same cases, same exception type)."""
     t = [torch.zeros(2, requires_grad=True)]
     for make in [lambda: torch.optim.SGD(t, lr=-0.1), lambda: torch.optim.SGD(t, momentum=-1),
-                 lambda: torch.optim.SGD(t, weight_decay=-1), lambda: torch.optim.SGD(t, nesterov=True),
+                 lambda: torch.optim.SGD(t, weight_decay=-1),
+                 lambda: torch.optim.SGD(t, nesterov=True),
                  lambda: torch.optim.Adam(t, betas=(1.0, 0.9)), lambda: torch.optim.Adam(t, eps=-1),
                  lambda: torch.optim.SGD([], lr=0.1)]:
         with pytest.raises(ValueError):

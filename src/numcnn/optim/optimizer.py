@@ -21,7 +21,7 @@ import copy
 import math
 from collections import defaultdict
 from numbers import Integral, Real
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -105,7 +105,8 @@ class Optimizer:
         """
         name = type(self).__name__
         if not isinstance(param_group, dict):
-            raise TypeError(f"{name}: a param group must be a dict, got {type(param_group).__name__}")
+            raise TypeError(f"{name}: a param group must be a dict, "
+                            f"got {type(param_group).__name__}")
         if "params" not in param_group:
             raise ValueError(f"{name}: a param group needs a 'params' entry")
         group = dict(param_group)
