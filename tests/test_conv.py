@@ -663,3 +663,8 @@ def test_bad_inputs_to_the_functions():
     with pytest.raises(ShapeError, match=r"conv2d backward: expected grad_out of shape "
                                          r"\(1, 4, 3, 3\) \(the output's\), got \(1, 4, 3, 2\)"):
         F.conv2d_backward(np.zeros((1, 4, 3, 2)), cache)
+    layer = nn.Conv1d(2, 3, 3)
+    layer(np.zeros((1, 2, 6)))
+    with pytest.raises(ShapeError, match=r"Conv1d backward: expected grad_out of shape "
+                                         r"\(1, 3, 4\) \(the output's\), got \(1, 3, 1, 4\)"):
+        layer.backward(np.zeros((1, 3, 1, 4)))

@@ -31,6 +31,9 @@ columns back (col2im) then move runs of ``ow*n`` contiguous numbers (896 for a 1
 batch of 64) instead of ``ow`` (14), and NumPy's cost is per run. Inputs are brought into this
 channels-first, batch-last layout ``(c, h, w, n)`` by one transposing copy that also writes the
 zero padding, and the output goes back to NCHW by one transposing copy that also adds the bias.
+The columns are built for a few output rows at a time (about ``BLOCK_BYTES``) in one reused
+buffer and multiplied at once, while they are still in cache; the full matrix, ``kh*kw`` times
+the size of the input, never exists, and backward rebuilds the blocks from the padded input.
 
 Backward. With ``g = dL/dy`` (stride 1, one channel, to see the idea; the course texts 01 and
 04 derive it)::
@@ -402,10 +405,14 @@ def conv1d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
 
 def conv1d_backward(grad_out, cache):
     """Gradients of :func:`conv1d`: ``(grad_x, grad_weight, grad_bias or None)``."""
-    grad_out = np.asarray(grad_out)
-    grad_x, grad_w, grad_b = conv2d_backward(grad_out[:, :, None, :] if grad_out.ndim == 3
-                                             else grad_out, cache)
+    grad_x, grad_w, grad_b = conv2d_backward(_grad_1d_as_2d(grad_out, cache), cache)
     return grad_x[:, :, 0, :], grad_w[:, :, 0, :], grad_b
+
+
+def _grad_1d_as_2d(grad_out, cache) -> np.ndarray:
+    """A conv1d output gradient ``(n, oc, l)``, checked, as the height-1 ``(n, oc, 1, l)``."""
+    n, oc, _, length = cache["out_shape"]
+    return _check_grad(cache["name"], grad_out, (n, oc, length))[:, :, None, :]
 
 
 # -- conv_transpose2d -----------------------------------------------------------------------------

@@ -123,9 +123,8 @@ class _ConvNd(Module):
 
     def backward(self, grad_out):
         cache = self._take()["cache"]
-        grad_out = np.asarray(grad_out)
-        if self._dims == 1 and grad_out.ndim == 3:
-            grad_out = grad_out[:, :, None, :]
+        if self._dims == 1:  # (n, oc, l) -> (n, oc, 1, l)
+            grad_out = C._grad_1d_as_2d(grad_out, cache)
         grad_x, grad_w, grad_b = C.conv2d_backward(grad_out, cache)
         self.weight.grad += grad_w.reshape(self.weight.shape)
         if self.bias is not None:
