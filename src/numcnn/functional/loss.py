@@ -81,17 +81,18 @@ def _class_weight(weight, n_classes: int, dtype, name: str):
 
 
 def _class_indices(target, target_shape: tuple[int, ...], input_shape: tuple[int, ...],
-                   n_classes: int, ignore_index: int, name: str):
+                   n_classes: int, ignore_index: int, name: str, probabilities: bool = False):
     """Check class-index targets; return them as ``(n, m)`` int64 (ignored ones set to 0) and
-    the ``(n, m)`` mask of the elements that count."""
+    the ``(n, m)`` mask of the elements that count. ``probabilities``: the loss also takes
+    probability targets (mentioned in the messages)."""
     target = np.asarray(target)
     if target.shape != target_shape:
-        probs = f" or probability targets of shape {input_shape}" if name.startswith("Cross") else ""
+        probs = f" or probability targets of shape {input_shape}" if probabilities else ""
         raise ShapeError(f"{name}: an input of shape {input_shape} needs class-index targets of "
                          f"shape {target_shape}{probs}, got a target of shape {target.shape}")
     if not (np.issubdtype(target.dtype, np.integer) or target.dtype == bool):
         hint = (f" (probability targets must have the input's shape {input_shape})"
-                if name.startswith("Cross") else "")
+                if probabilities else "")
         raise DTypeError(f"{name}: class-index targets must be integers, got dtype "
                          f"{target.dtype}{hint}")
     labels = target.astype(np.int64).reshape(input_shape[0] if len(input_shape) > 1 else 1, -1)
@@ -237,7 +238,7 @@ def cross_entropy_forward(input, target, weight=None, *, ignore_index: int = -10
         cache = dict(kind="probabilities", coeff=coeff)
     else:
         labels, valid = _class_indices(target, target_shape, x.shape, n_classes, ignore_index,
-                                       name)
+                                       name, probabilities=True)
         w_y = valid.astype(dtype) if weight is None else weight[labels] * valid   # (n, m)
         losses = -(1 - label_smoothing) * w_y * _pick(log_p, labels)
         if label_smoothing:

@@ -126,8 +126,8 @@ def batch_norm_backward(grad_out, cache):
     In training mode ``dx`` is the compact formula of the module docstring. In eval mode the
     statistics are constants, so ``dx = dy * weight / sqrt(running_var + eps)``.
 
-    The cached centred input serves as scratch space (one array less to allocate), so the cache
-    of a training-mode forward pass can be used by one backward call only, as layers do.
+    The cached centred input ``x - mean`` serves as scratch space (one array less to allocate);
+    a second backward call on the same cache recomputes it from ``x``.
     """
     x3, invstd, weight = cache["x3"], cache["invstd"], cache["weight"]
     dy3 = np.asarray(grad_out).astype(x3.dtype, copy=False).reshape(x3.shape)   # (n, c, m)
@@ -146,7 +146,7 @@ def batch_norm_backward(grad_out, cache):
         count = cache["count"]
         # scale * (mean(dy) + xhat * mean(dy * xhat))
         #     = centred * (scale * invstd^2 * dot / N) + scale * sum(dy) / N,
-        # built in the cached centred array (the cache is spent: backward runs once per forward)
+        # built in the cached centred array, which is then spent
         np.multiply(centred, _per_channel(scale * invstd * invstd * dot / count), out=centred)
         centred += _per_channel(scale * sum_dy / count)
         grad -= centred

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import functional as F
 from . import init
 from .module import Module, Parameter
@@ -31,7 +33,8 @@ class Flatten(Module):
         self.end_dim = end_dim
 
     def forward(self, x):
-        self.output_shape(getattr(x, "shape", ()))   # a ShapeError naming Flatten
+        x = np.asarray(x)
+        self.output_shape(x.shape)                   # a ShapeError naming Flatten
         out, cache = F.flatten_forward(x, self.start_dim, self.end_dim)
         self._keep(shape=cache)
         return out
