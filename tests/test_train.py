@@ -32,6 +32,7 @@ def squares(n, seed, noise=0.3):
 
 TRAIN = squares(320, seed=1)
 VAL = squares(96, seed=2)
+LR = 1e-2
 
 
 def small_model(seed=0, batch_norm=True, dropout=True):
@@ -49,7 +50,7 @@ def small_model(seed=0, batch_norm=True, dropout=True):
 def setup(seed=0, scheduler=False, augment=True):
     """Model, optimiser, schedule and loader of one run; the same seed gives the same run."""
     model = small_model(seed)
-    opt = optim.Adam(model.parameters(), lr=3e-3)
+    opt = optim.Adam(model.parameters(), lr=LR)
     sched = lr_scheduler.StepLR(opt, step_size=1, gamma=0.7) if scheduler else None
     transform = Augment(rotation=10.0, shift=1) if augment else None
     loader = DataLoader(*TRAIN, batch_size=32, shuffle=True, drop_last=False, seed=seed,
@@ -179,8 +180,8 @@ def test_early_stopping_restores_the_best_weights():
 def test_learning_rate_schedule_is_stepped_once_per_epoch():
     model, opt, sched, loader = setup(scheduler=True)
     history = fit(model, loader, VAL, epochs=3, optimizer=opt, scheduler=sched, print_fn=None)
-    np.testing.assert_allclose(history["lr"], [3e-3, 3e-3 * 0.7, 3e-3 * 0.49], rtol=1e-12)
-    assert opt.param_groups[0]["lr"] == pytest.approx(3e-3 * 0.7 ** 3, rel=1e-12)
+    np.testing.assert_allclose(history["lr"], [LR, LR * 0.7, LR * 0.49], rtol=1e-12)
+    assert opt.param_groups[0]["lr"] == pytest.approx(LR * 0.7 ** 3, rel=1e-12)
 
 
 def test_reduce_on_plateau_is_given_the_monitored_value():
@@ -195,7 +196,9 @@ def test_reduce_on_plateau_is_given_the_monitored_value():
     sched = Plateau(opt, factor=0.5, patience=0, threshold=0.99)  # nothing counts as better
     history = fit(model, loader, VAL, epochs=3, optimizer=opt, scheduler=sched, print_fn=None)
     assert seen == history["val_loss"]
-    np.testing.assert_allclose(history["lr"], [3e-3, 1.5e-3, 0.75e-3], rtol=1e-12)
+    # the lr of each epoch; epoch 2 is the first without improvement, so epoch 3 has half
+    np.testing.assert_allclose(history["lr"], [LR, LR, LR / 2], rtol=1e-12)
+    assert opt.param_groups[0]["lr"] == pytest.approx(LR / 4, rel=1e-12)
 
 
 def test_same_seed_same_numbers_different_seed_different_numbers():
