@@ -15,6 +15,7 @@ import numcnn
 from numcnn import functional as F
 from numcnn import nn
 from numcnn.errors import DTypeError, ShapeError
+from numcnn.functional._windows import pair
 from tests.helpers import check_layer_gradients, tol
 
 SETTINGS = settings(max_examples=40, deadline=None,
@@ -128,25 +129,29 @@ def naive_max_pool(x, kernel, stride, padding, dilation, ceil_mode, grad_out=Non
     return out, indices, grad_x
 
 
-def naive_avg_pool(x, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override):
+def naive_avg_pool(x, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override,
+                   grad_out=None):
+    """Average pooling one window at a time with PyTorch's divisor. Returns out, grad_x."""
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     oh = torch_output_size(h, kh, sh, ph, 1, ceil_mode)
     ow = torch_output_size(w, kw, sw, pw, 1, ceil_mode)
     out = np.empty((n, c, oh, ow), x.dtype)
+    grad_x = np.zeros(x.shape, x.dtype)
     for y in range(oh):
         for z in range(ow):
             r0, q0 = y * sh - ph, z * sw - pw
             r1, q1 = min(r0 + kh, h + ph), min(q0 + kw, w + pw)
             full = (r1 - r0) * (q1 - q0)
             r0, q0, r1, q1 = max(r0, 0), max(q0, 0), min(r1, h), min(q1, w)
-            total = x[:, :, r0:r1, q0:q1].sum(axis=(2, 3))
             if divisor_override is not None:
                 divisor = divisor_override
             else:
                 divisor = full if count_include_pad else (r1 - r0) * (q1 - q0)
-            out[:, :, y, z] = total / divisor
-    return out
+            out[:, :, y, z] = x[:, :, r0:r1, q0:q1].sum(axis=(2, 3)) / divisor
+            if grad_out is not None:
+                grad_x[:, :, r0:r1, q0:q1] += grad_out[:, :, y, z, None, None] / divisor
+    return out, grad_x
 
 
 # -- max pooling ----------------------------------------------------------------------------------
@@ -272,6 +277,31 @@ def test_max_pool2d_nan_and_neg_inf_windows_as_in_torch():
     assert indices[0, 0, 0, 1] == 2 and out[0, 0, 0, 1] == -inf  # all -inf: the first
 
 
+def test_split_ties_with_nan_and_neg_inf_windows_matches_loop_reference():
+    nan, inf = np.nan, np.inf
+    x = np.array([[[[-inf, -inf, 1., 2.],
+                    [-inf, -inf, nan, 2.],
+                    [3., nan, 0., 0.],
+                    [3., 1., 0., 0.]]]])
+    for args in (dict(kernel_size=2), dict(kernel_size=2, stride=1, padding=1),
+                 dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)):
+        full = dict(dict(stride=args["kernel_size"], padding=0, ceil_mode=False), **args)
+        out, cache = F.max_pool2d_forward(x, **args, split_ties=True)
+        grad = upstream(out.shape, np.float64)
+        kernel, stride, padding = (pair(full[key]) for key in ("kernel_size", "stride", "padding"))
+        _, _, ref_grad = naive_max_pool(x, kernel, stride, padding, (1, 1), full["ceil_mode"],
+                                        grad, split_ties=True)
+        np.testing.assert_allclose(F.max_pool2d_backward(grad, cache), ref_grad, rtol=1e-12)
+    # the all -inf corner window of the padded 2x2 pooling splits among its one inside pixel
+    layer = nn.MaxPool2d(2, stride=1, padding=1, split_ties=True)
+    layer(x)
+    grad = np.zeros((1, 1, 5, 5))
+    grad[0, 0, 0, 0] = 1.0
+    expected = np.zeros((1, 1, 4, 4))
+    expected[0, 0, 0, 0] = 1.0
+    np.testing.assert_array_equal(layer.backward(grad), expected)
+
+
 def test_max_pool2d_nonfinite_upstream_gradient_stays_at_the_maximum():
     x = distinct_input((1, 2, 4, 4))
     grad = np.array([np.nan, np.inf, 1.0, -np.inf] * 2).reshape(1, 2, 2, 2)
@@ -353,9 +383,31 @@ def test_avg_pool2d_matches_torch_and_loop_reference(kernel, stride, pad_fractio
     t_out, _, t_grad = torch_run(lambda t: TF.avg_pool2d(t, **args), x, grad)
     assert_close(out, t_out, dtype)
     assert_close(grad_x, t_grad, dtype)
-    ref = naive_avg_pool(x.astype(np.float64), kernel, stride, padding, ceil_mode,
-                         count_include_pad, divisor_override)
+    ref, ref_grad = naive_avg_pool(x.astype(np.float64), kernel, stride, padding, ceil_mode,
+                                   count_include_pad, divisor_override, grad.astype(np.float64))
     np.testing.assert_allclose(out, ref, **tol(dtype))
+    np.testing.assert_allclose(grad_x, ref_grad, **tol(dtype))
+
+
+@SETTINGS
+@given(k=pairs_1_3, hw=st.tuples(st.integers(1, 9), st.integers(1, 9)), ceil_mode=st.booleans(),
+       divisor_override=st.sampled_from([None, 2]), dtype=dtypes, seed=st.integers(0, 2 ** 16))
+def test_avg_pool2d_block_fast_path_matches_loop_reference(k, hw, ceil_mode, divisor_override,
+                                                           dtype, seed):
+    if hw[0] < k[0] or hw[1] < k[1]:
+        return
+    x = make_input((2, 3, *hw), dtype, seed)
+    out, cache = F.avg_pool2d_forward(x, k, ceil_mode=ceil_mode,
+                                      divisor_override=divisor_override)
+    divides = hw[0] % k[0] == 0 and hw[1] % k[1] == 0
+    assert cache["path"] == ("blocks" if divides or not ceil_mode else "windows")
+    grad = upstream(out.shape, dtype)
+    grad_x = F.avg_pool2d_backward(grad, cache)
+    ref, ref_grad = naive_avg_pool(x.astype(np.float64), k, k, (0, 0), ceil_mode, True,
+                                   divisor_override, grad.astype(np.float64))
+    np.testing.assert_allclose(out, ref, **tol(dtype))
+    np.testing.assert_allclose(grad_x, ref_grad, **tol(dtype))
+    assert out.dtype == grad_x.dtype == dtype and grad_x.flags.c_contiguous
 
 
 # -- power-average pooling ------------------------------------------------------------------------

@@ -375,11 +375,17 @@ def _avg_pool2d_forward(name, x, kernel_size, stride, padding, ceil_mode, count_
     (kh, kw), (oh, ow) = kernel, out_hw
     pads = tuple(_pads(size, k, s, p, 1, o) for size, k, s, p, o
                  in zip((h, w), kernel, stride, padding, out_hw))
-    xp = pad2d(x, pads, mode="zeros")
-    cols = windows(xp, kernel, stride, (1, 1), out_hw)  # (n, c, kh, kw, oh, ow)
-    out = cols[:, :, 0, 0].copy()
-    for k in range(1, kh * kw):
-        np.add(out, cols[:, :, k // kw, k % kw], out=out)
+    if _is_blocks(x.shape, kernel, stride, padding, (1, 1), out_hw):
+        # fast path: sum the kw columns of each kernel row, then the kh rows
+        blocks = _blocks(x, kernel, out_hw)  # (n, c, oh, kh, ow, kw)
+        row_sum = _running_sum([blocks[..., j] for j in range(kw)])  # (n, c, oh, kh, ow)
+        out = _running_sum([row_sum[:, :, :, i] for i in range(kh)])  # (n, c, oh, ow)
+        path = "blocks"
+    else:
+        xp = pad2d(x, pads, mode="zeros")
+        cols = windows(xp, kernel, stride, (1, 1), out_hw)  # (n, c, kh, kw, oh, ow)
+        out = _running_sum([cols[:, :, i, j] for i in range(kh) for j in range(kw)])
+        path = "windows"
     if divisor_override is not None:
         divisor = np.asarray(divisor_override, dtype=x.dtype)
     else:
@@ -387,9 +393,16 @@ def _avg_pool2d_forward(name, x, kernel_size, stride, padding, ceil_mode, count_
                         in zip((h, w), kernel, stride, padding, out_hw))
         divisor = (div_h[:, None] * div_w[None, :]).astype(x.dtype)  # (oh, ow)
     out /= divisor
-    cache = dict(kernel=kernel, stride=stride, pads=pads, padded_shape=xp.shape,
+    cache = dict(path=path, x_shape=x.shape, kernel=kernel, stride=stride, pads=pads,
                  divisor=divisor)
     return out, cache
+
+
+def _running_sum(terms: list[np.ndarray]) -> np.ndarray:
+    total = terms[0].copy() if len(terms) == 1 else np.add(terms[0], terms[1])
+    for term in terms[2:]:
+        np.add(total, term, out=total)
+    return total
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
@@ -428,12 +441,21 @@ def avg_pool2d_backward(grad_out, cache) -> np.ndarray:
     """Gradient of average pooling: each output's gradient, divided by its divisor, goes back to
     every position of its window (``col2im`` of the broadcast gradient), padding cropped."""
     grad_out = np.asarray(grad_out)
-    (kh, kw), stride = cache["kernel"], cache["stride"]
-    n, c, oh, ow = grad_out.shape
+    n, c, h, w = cache["x_shape"]
+    (kh, kw), stride, pads = cache["kernel"], cache["stride"], cache["pads"]
+    oh, ow = grad_out.shape[2:]
     share = grad_out / cache["divisor"]
+    if cache["path"] == "blocks":
+        cropped = oh * kh < h or ow * kw < w
+        grad_x = (np.zeros if cropped else np.empty)((n, c, h, w), share.dtype)
+        grad_blocks = _blocks(grad_x, (kh, kw), (oh, ow), writeable=True)  # (n,c,oh,kh,ow,kw)
+        for j in range(kw):
+            grad_blocks[..., j] = share[:, :, :, None, :]
+        return grad_x
     cols = np.broadcast_to(share[:, :, None, None], (n, c, kh, kw, oh, ow))  # no copy
-    grad_xp = col2im(cols, cache["padded_shape"], stride, (1, 1))
-    return np.ascontiguousarray(pad2d_backward(grad_xp, cache["pads"], mode="zeros"))
+    (top, bottom), (left, right) = pads
+    grad_xp = col2im(cols, (n, c, h + top + bottom, w + left + right), stride, (1, 1))
+    return np.ascontiguousarray(pad2d_backward(grad_xp, pads, mode="zeros"))
 
 
 # -- power-average (L_p) pooling ------------------------------------------------------------------
