@@ -551,6 +551,13 @@ def adaptive_output_size(name: str, shape, output_size) -> tuple[int, int]:
     return int(sizes[0]), int(sizes[1])
 
 
+def _uniform_bins(shape, out_hw):
+    """The kernel (= stride) when every bin is a block of the same size (the output size divides
+    the input size): adaptive pooling is then ordinary pooling, fast path included."""
+    (h, w), (oh, ow) = shape[2:], out_hw
+    return (h // oh, w // ow) if h % oh == 0 and w % ow == 0 else None
+
+
 def _bins(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
     """PyTorch's adaptive bins: ``start = floor(i*size/out)``, ``end = ceil((i+1)*size/out)``."""
     i = np.arange(out)
@@ -580,6 +587,9 @@ def adaptive_avg_pool2d_forward(x, output_size):
 def _adaptive_avg_pool2d_forward(name, x, output_size):
     x = _check_map(x, name)
     oh, ow = adaptive_output_size(name, x.shape, output_size)
+    kernel = _uniform_bins(x.shape, (oh, ow))
+    if kernel is not None:
+        return _avg_pool2d_forward(name, x, kernel, kernel, 0, False, True, None)
     average_h = _average_matrix(x.shape[2], oh, x.dtype)  # (oh, h)
     average_w = _average_matrix(x.shape[3], ow, x.dtype)  # (ow, w)
     out = _sandwich(average_h, np.ascontiguousarray(x), average_w.T)
@@ -608,6 +618,8 @@ def adaptive_avg_pool2d(x, output_size) -> np.ndarray:
 
 def adaptive_avg_pool2d_backward(grad_out, cache) -> np.ndarray:
     """Gradient of adaptive average pooling: ``A_h^T @ grad_out @ A_w`` per plane."""
+    if "average_h" not in cache:  # the bins were uniform blocks
+        return avg_pool2d_backward(grad_out, cache)
     grad_out = np.ascontiguousarray(grad_out)
     return _sandwich(cache["average_h"].T, grad_out, cache["average_w"])
 
@@ -631,17 +643,21 @@ def _adaptive_max_pool2d_forward(name, x, output_size, return_indices, need_grad
     x = _check_map(x, name)
     n, c, h, w = x.shape
     oh, ow = adaptive_output_size(name, x.shape, output_size)
+    kernel = _uniform_bins(x.shape, (oh, ow))
+    if kernel is not None:
+        return _max_pool2d_forward(name, x, kernel, kernel, 0, 1, False, return_indices, False,
+                                   need_grad)
     need_arg = need_grad or return_indices
     rows, cols = _bin_positions(h, oh), _bin_positions(w, ow)
     # Separable, columns first (PyTorch's row-by-row scan order, as in max_pool2d): the maximum
     # of each row over every column bin, then of those over every row bin. Bins are gathered at
     # each offset into the bin; offsets past a bin's end read an appended -inf pixel.
     xp = pad2d(x, ((0, 0), (0, 1)), mode="constant", value=-np.inf)  # (n, c, h, w+1)
-    row_max, col_arg = _running_max([xp[:, :, :, cols[:, b]] for b in range(cols.shape[1])],
-                                    need_arg)  # (n, c, h, ow)
+    row_max, col_arg = _running_max([np.take(xp, cols[:, b], axis=3)
+                                     for b in range(cols.shape[1])], need_arg)  # (n, c, h, ow)
     row_max_p = pad2d(row_max, ((0, 1), (0, 0)), mode="constant", value=-np.inf)
-    out, row_arg = _running_max([row_max_p[:, :, rows[:, a], :] for a in range(rows.shape[1])],
-                                need_arg)  # (n, c, oh, ow)
+    out, row_arg = _running_max([np.take(row_max_p, rows[:, a], axis=2)
+                                 for a in range(rows.shape[1])], need_arg)  # (n, c, oh, ow)
     indices = None
     if need_arg:
         start_h, start_w = _bins(h, oh)[0], _bins(w, ow)[0]
@@ -678,6 +694,8 @@ def adaptive_max_pool2d_backward(grad_out, cache) -> np.ndarray:
     ``np.bincount`` is a vectorised scatter-add (it accumulates in float64; the result is cast
     back to the input dtype).
     """
+    if "indices" not in cache:  # the bins were uniform blocks
+        return max_pool2d_backward(grad_out, cache)
     grad_out = np.asarray(grad_out)
     n, c, h, w = cache["x_shape"]
     indices = cache["indices"]
