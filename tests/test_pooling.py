@@ -3,6 +3,7 @@ block path against a plain loop reference, tie and NaN routing, the course's exa
 
 import inspect
 import math
+import re
 
 import numpy as np
 import pytest
@@ -687,3 +688,15 @@ def test_bad_arguments_are_value_errors_naming_the_layer():
     with pytest.raises(DTypeError, match=r"MaxPool2d: expected a floating-point input .* "
                                          r"got dtype int64"):
         nn.MaxPool2d(2)(np.zeros((1, 1, 4, 4), np.int64))
+
+
+def test_backward_checks_the_gradient_shape():
+    x = make_input((2, 3, 6, 6), np.float32, 0)
+    for layer in (nn.MaxPool2d(2), nn.MaxPool2d(3, 2, 1), nn.AvgPool2d(2), nn.LPPool2d(2, 2),
+                  nn.AdaptiveAvgPool2d(4), nn.AdaptiveMaxPool2d(4), nn.GlobalAvgPool2d(),
+                  nn.GlobalMaxPool2d()):
+        out = layer(x)
+        with pytest.raises(ShapeError, match=r"_backward: grad_out has shape \(2, 3, 6, 6\), "
+                                             rf"expected the shape of the forward output "
+                                             rf"{re.escape(str(out.shape))}"):
+            layer.backward(x)

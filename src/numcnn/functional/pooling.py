@@ -113,6 +113,18 @@ def _blocks(x: np.ndarray, kernel, out_hw, writeable: bool = False) -> np.ndarra
                       strides=(s_n, s_c, kh * s_h, s_h, kw * s_w, s_w), writeable=writeable)
 
 
+def _check_grad(grad_out, cache, name: str) -> np.ndarray:
+    """``grad_out`` as an array of the forward output's shape, or a ShapeError."""
+    grad_out = np.asarray(grad_out)
+    expected = cache.get("out_shape")
+    if expected is None:  # lp_pool2d: the shape is in the cache it wraps
+        expected = (cache.get("avg_cache") or cache.get("max_cache"))["out_shape"]
+    if grad_out.shape != tuple(expected):
+        raise ShapeError(f"{name}: grad_out has shape {grad_out.shape}, expected the shape of the "
+                         f"forward output {tuple(expected)}")
+    return grad_out
+
+
 def _route(grad: np.ndarray, hit: np.ndarray, out: np.ndarray, finite: bool) -> None:
     """``out = grad where hit, else 0``. A product with the mask runs without branches (np.where
     on a random mask is several times slower) and is exact while ``grad`` is finite."""
@@ -163,8 +175,8 @@ def _max_pool(x, kernel, stride, padding, dilation, out_hw, need_arg: bool, spli
     (kh, kw), (oh, ow) = kernel, out_hw
     pads = tuple(_pads(size, k, s, p, d, o) for size, k, s, p, d, o
                  in zip((h, w), kernel, stride, padding, dilation, out_hw))
-    cache = dict(x_shape=x.shape, kernel=kernel, stride=stride, padding=padding,
-                 dilation=dilation, pads=pads, split_ties=split_ties)
+    cache = dict(x_shape=x.shape, out_shape=(n, c, oh, ow), kernel=kernel, stride=stride,
+                 padding=padding, dilation=dilation, pads=pads, split_ties=split_ties)
     if _is_blocks(x.shape, kernel, stride, padding, dilation, out_hw):
         # Fast path: maximum over the kw columns of each kernel row, then over the kh rows.
         # Columns first keeps PyTorch's row-by-row scan order for ties; the column stage reads
@@ -272,8 +284,10 @@ def max_pool2d_backward(grad_out, cache) -> np.ndarray:
     the gradients up. With ``split_ties`` each output divides its gradient evenly among all
     positions of its window equal to the maximum (all NaNs, for a NaN window), as in the course
     notes; a window of nothing but ``-inf`` splits it among its positions inside the input.
+    A window holding no input pixel at all (possible with dilation) outputs ``-inf`` and drops
+    its gradient (PyTorch 2.x gives it an index past the plane and writes out of bounds there).
     """
-    grad_out = np.asarray(grad_out)
+    grad_out = _check_grad(grad_out, cache, "max_pool2d_backward")
     n, c, h, w = cache["x_shape"]
     (kh, kw), stride, dilation, pads = (cache["kernel"], cache["stride"], cache["dilation"],
                                         cache["pads"])
@@ -393,8 +407,8 @@ def _avg_pool2d_forward(name, x, kernel_size, stride, padding, ceil_mode, count_
                         in zip((h, w), kernel, stride, padding, out_hw))
         divisor = (div_h[:, None] * div_w[None, :]).astype(x.dtype)  # (oh, ow)
     out /= divisor
-    cache = dict(path=path, x_shape=x.shape, kernel=kernel, stride=stride, pads=pads,
-                 divisor=divisor)
+    cache = dict(path=path, x_shape=x.shape, out_shape=out.shape, kernel=kernel, stride=stride,
+                 pads=pads, divisor=divisor)
     return out, cache
 
 
@@ -440,7 +454,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
 def avg_pool2d_backward(grad_out, cache) -> np.ndarray:
     """Gradient of average pooling: each output's gradient, divided by its divisor, goes back to
     every position of its window (``col2im`` of the broadcast gradient), padding cropped."""
-    grad_out = np.asarray(grad_out)
+    grad_out = _check_grad(grad_out, cache, "avg_pool2d_backward")
     n, c, h, w = cache["x_shape"]
     (kh, kw), stride, pads = cache["kernel"], cache["stride"], cache["pads"]
     oh, ow = grad_out.shape[2:]
@@ -519,7 +533,7 @@ def lp_pool2d(x, norm_type, kernel_size, stride=None, ceil_mode=False) -> np.nda
 def lp_pool2d_backward(grad_out, cache) -> np.ndarray:
     """Gradient of power-average pooling, by the chain rule through PyTorch's definition:
     ``out = (kh*kw * avg_pool(x^p))^(1/p)``, with the gradient set to zero where the sum is 0."""
-    grad_out = np.asarray(grad_out)
+    grad_out = _check_grad(grad_out, cache, "lp_pool2d_backward")
     p = cache["p"]
     if np.isinf(p):
         return max_pool2d_backward(grad_out, cache["max_cache"]) * cache["sign_x"]
@@ -593,7 +607,7 @@ def _adaptive_avg_pool2d_forward(name, x, output_size):
     average_h = _average_matrix(x.shape[2], oh, x.dtype)  # (oh, h)
     average_w = _average_matrix(x.shape[3], ow, x.dtype)  # (ow, w)
     out = _sandwich(average_h, np.ascontiguousarray(x), average_w.T)
-    return out, dict(average_h=average_h, average_w=average_w)
+    return out, dict(out_shape=out.shape, average_h=average_h, average_w=average_w)
 
 
 def adaptive_avg_pool2d(x, output_size) -> np.ndarray:
@@ -618,6 +632,7 @@ def adaptive_avg_pool2d(x, output_size) -> np.ndarray:
 
 def adaptive_avg_pool2d_backward(grad_out, cache) -> np.ndarray:
     """Gradient of adaptive average pooling: ``A_h^T @ grad_out @ A_w`` per plane."""
+    grad_out = _check_grad(grad_out, cache, "adaptive_avg_pool2d_backward")
     if "average_h" not in cache:  # the bins were uniform blocks
         return avg_pool2d_backward(grad_out, cache)
     grad_out = np.ascontiguousarray(grad_out)
@@ -664,7 +679,7 @@ def _adaptive_max_pool2d_forward(name, x, output_size, return_indices, need_grad
         row = start_h[:, None] + row_arg.astype(np.int64)  # (n, c, oh, ow)
         col = start_w + np.take_along_axis(col_arg, row, axis=2).astype(np.int64)
         indices = row * w + col
-    cache = dict(x_shape=x.shape, indices=indices)
+    cache = dict(x_shape=x.shape, out_shape=out.shape, indices=indices)
     return ((out, indices) if return_indices else out), cache
 
 
@@ -694,9 +709,9 @@ def adaptive_max_pool2d_backward(grad_out, cache) -> np.ndarray:
     ``np.bincount`` is a vectorised scatter-add (it accumulates in float64; the result is cast
     back to the input dtype).
     """
+    grad_out = _check_grad(grad_out, cache, "adaptive_max_pool2d_backward")
     if "indices" not in cache:  # the bins were uniform blocks
         return max_pool2d_backward(grad_out, cache)
-    grad_out = np.asarray(grad_out)
     n, c, h, w = cache["x_shape"]
     indices = cache["indices"]
     planes = np.arange(n * c).reshape(n, c, 1, 1) * (h * w)
@@ -715,7 +730,7 @@ def _global_avg_pool2d_forward(name, x):
     x = _check_map(x, name)
     adaptive_output_size(name, x.shape, 1)
     n, c, h, w = x.shape
-    return x.reshape(n, c, h * w).mean(axis=2), dict(x_shape=x.shape)
+    return x.reshape(n, c, h * w).mean(axis=2), dict(x_shape=x.shape, out_shape=(n, c))
 
 
 def global_avg_pool2d(x) -> np.ndarray:
@@ -732,7 +747,7 @@ def global_avg_pool2d(x) -> np.ndarray:
 
 def global_avg_pool2d_backward(grad_out, cache) -> np.ndarray:
     """Every pixel of a plane gets ``grad_out / (H W)``."""
-    grad_out = np.asarray(grad_out)
+    grad_out = _check_grad(grad_out, cache, "global_avg_pool2d_backward")
     n, c, h, w = cache["x_shape"]
     grad = np.empty((n, c, h, w), grad_out.dtype)
     grad[...] = (grad_out / (h * w))[:, :, None, None]
@@ -754,7 +769,7 @@ def _global_max_pool2d_forward(name, x):
     nan_planes = np.isnan(out)
     if nan_planes.any():  # PyTorch picks the last NaN
         arg[nan_planes] = h * w - 1 - np.isnan(planes[nan_planes][:, ::-1]).argmax(axis=1)
-    return out, dict(x_shape=x.shape, arg=arg)
+    return out, dict(x_shape=x.shape, out_shape=(n, c), arg=arg)
 
 
 def global_max_pool2d(x) -> np.ndarray:
@@ -771,7 +786,7 @@ def global_max_pool2d(x) -> np.ndarray:
 
 def global_max_pool2d_backward(grad_out, cache) -> np.ndarray:
     """Each plane's gradient goes to the pixel its maximum came from."""
-    grad_out = np.asarray(grad_out)
+    grad_out = _check_grad(grad_out, cache, "global_max_pool2d_backward")
     n, c, h, w = cache["x_shape"]
     grad = np.zeros((n, c, h * w), grad_out.dtype)
     np.put_along_axis(grad, cache["arg"][:, :, None], grad_out[:, :, None], axis=2)
