@@ -349,3 +349,13 @@ def test_predict_gives_softmax_probabilities():
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     big = np.array([[1000.0, 0.0, -1000.0]])
     np.testing.assert_allclose(softmax(big), [[1.0, 0.0, 0.0]])
+
+
+def test_progress_bar_shows_running_loss_accuracy_and_speed(capsys):
+    model, opt, _, loader = setup()
+    fit(model, loader, epochs=1, optimizer=opt, progress=True, print_fn=None)
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err and f"{len(loader)}/{len(loader)}" in err
+    assert "loss=" in err and "acc=" in err and "img_s=" in err
+    fit(model, loader, epochs=1, optimizer=opt, progress=False, print_fn=None)
+    assert capsys.readouterr().err == ""
