@@ -333,6 +333,7 @@ def cmd_train(args) -> int:
     metadata = {"preprocessing": preprocessing.to_dict(), "classes": list(dataset.classes),
                 "dataset": dataset.name, "input_shape": list(x_train.shape[1:]),
                 "settings": config}
+    _write_text(run_dir / CONFIG_FILE, _dumps(config, indent=2) + "\n")  # marks the folder a run
     say(f"{config['model']}: {model.num_parameters():,} parameters; {dataset.name}: "
         f"{len(x_train):,} training, {0 if x_val is None else len(x_val):,} validation, "
         f"{len(dataset.x_test):,} test images; run folder {run_dir}")
@@ -403,9 +404,10 @@ def _train_setup(args):
                              f"continue it with --resume {run_dir}")
         if run_dir.exists() and not run_dir.is_dir():
             raise UsageError(f"--out {run_dir} is a file, not a folder")
+    for key in ("model", "dataset"):  # files by absolute path, so that --resume finds them
+        if key in given and config[key] != "mnist" and os.path.exists(config[key]):
+            config[key] = str(Path(config[key]).resolve())
     run_dir.mkdir(parents=True, exist_ok=True)
-    if resume is None:
-        _write_text(run_dir / CONFIG_FILE, _dumps(config, indent=2) + "\n")
     return config, run_dir, resume
 
 
