@@ -86,7 +86,8 @@ def _to_rows(x: np.ndarray, pads: Pads = NO_PADS, dtype=None) -> np.ndarray:
     return rows
 
 
-def _from_rows(rows: np.ndarray, bias: np.ndarray | None = None, crop: Pads = NO_PADS) -> np.ndarray:
+def _from_rows(rows: np.ndarray, bias: np.ndarray | None = None,
+               crop: Pads = NO_PADS) -> np.ndarray:
     """``(c, hp, wp, n)`` -> NCHW, cropping ``crop`` off and adding ``bias``, in one copy."""
     c, hp, wp, n = rows.shape
     (top, bottom), (left, right) = crop
@@ -145,7 +146,7 @@ def _window_view(rows_p: np.ndarray, kernel, stride, dilation, out_hw) -> np.nda
     return windows(rows_p.transpose(3, 0, 1, 2), kernel, stride, dilation, out_hw)
 
 
-# -- the three products every convolution is made of ----------------------------------------------
+# -- the convolution and its adjoint: every op below is made of these two -------------------------
 def _correlate(rows_p: np.ndarray, weight: np.ndarray, groups: int, stride, dilation, out_hw,
                grad_rows: np.ndarray | None = None):
     """Cross-correlate a padded ``(c, hp, wp, n)`` input with ``weight (oc, cg, kh, kw)``.
@@ -518,5 +519,7 @@ def conv_transpose2d_backward(grad_out, cache):
     grad_rows_p = _to_rows(grad_out, cache["pads"], dtype=weight.dtype)  # (c_out, hp, wp, n)
     grad_x_rows, grad_w = _correlate(grad_rows_p, weight, groups, cache["stride"],
                                      cache["dilation"], x_rows.shape[1:3], grad_rows=x_rows)
-    grad_b = grad_rows_p.reshape(grad_rows_p.shape[0], -1).sum(axis=1) if cache["has_bias"] else None
+    grad_b = None
+    if cache["has_bias"]:  # the padding is zeros, so summing it changes nothing
+        grad_b = grad_rows_p.reshape(grad_rows_p.shape[0], -1).sum(axis=1)
     return _from_rows(grad_x_rows), grad_w, grad_b

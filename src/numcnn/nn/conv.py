@@ -89,9 +89,9 @@ class _ConvNd(Module):
         pads = self._pads[2 - self._dims:]
         if self.padding_mode in ("reflect", "circular"):
             for axis, size, (lo, hi) in zip(self._axes, shape[2:], pads):
-                too_big = max(lo, hi) >= size if self.padding_mode == "reflect" else max(lo, hi) > size
-                if too_big:
-                    limit = "smaller than" if self.padding_mode == "reflect" else "at most"
+                reflect = self.padding_mode == "reflect"
+                if max(lo, hi) >= size if reflect else max(lo, hi) > size:
+                    limit = "smaller than" if reflect else "at most"
                     raise ShapeError(f"{name}: padding_mode={self.padding_mode!r} needs a padding "
                                      f"{limit} the input along the {axis}, got padding "
                                      f"({lo}, {hi}) for input of shape {shape}")
