@@ -672,3 +672,15 @@ def test_bad_inputs_to_the_functions():
     with pytest.raises(ShapeError, match=r"Conv1d backward: expected grad_out of shape "
                                          r"\(1, 3, 4\) \(the output's\), got \(1, 3, 1, 4\)"):
         layer.backward(np.zeros((1, 3, 1, 4)))
+
+
+def test_an_empty_batch_gives_an_empty_output_as_in_pytorch():
+    for layer, t_layer, shape in [
+            (nn.Conv2d(2, 3, 3, padding=1), torch.nn.Conv2d(2, 3, 3, padding=1), (0, 2, 5, 5)),
+            (nn.ConvTranspose2d(2, 3, 3, stride=2), torch.nn.ConvTranspose2d(2, 3, 3, stride=2),
+             (0, 2, 5, 5)),
+            (nn.Conv1d(2, 3, 3), torch.nn.Conv1d(2, 3, 3), (0, 2, 5))]:
+        y = layer(np.zeros(shape, np.float32))
+        assert y.shape == tuple(t_layer(torch.zeros(shape)).shape) == layer.output_shape(shape)
+        assert layer.backward(y).shape == shape
+        assert not layer.weight.grad.any()

@@ -120,7 +120,7 @@ BLOCK_BYTES = 1 << 21
 def _row_blocks(channels: int, kernel, out_hw, n: int, itemsize: int) -> list[tuple[int, int]]:
     """Blocks ``[r0, r1)`` of output rows whose columns take about ``BLOCK_BYTES``."""
     (kh, kw), (oh, ow) = kernel, out_hw
-    step = max(1, BLOCK_BYTES // (channels * kh * kw * ow * n * itemsize))
+    step = max(1, BLOCK_BYTES // max(1, channels * kh * kw * ow * n * itemsize))
     return [(r0, min(oh, r0 + step)) for r0 in range(0, oh, step)]
 
 
