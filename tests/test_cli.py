@@ -101,7 +101,10 @@ def test_train_with_no_arguments_uses_convnet_bn_and_its_defaults(tmp_path, monk
     assert stdout.strip().splitlines()[-1] == f"run folder: {Path('runs') / run_dirs[0].name}"
     config = json.loads((run_dirs[0] / "config.json").read_text())
     assert (config["model"], config["epochs"], config["batch_size"], config["lr"],
-            config["optimizer"], config["seed"]) == ("convnet-bn", 3, 64, 1e-3, "adam", 0)
+            config["optimizer"], config["scheduler"], config["seed"]) == \
+        ("convnet-bn", 3, 64, 1e-3, "adam", "cosine", 0)
+    lrs = json.loads((run_dirs[0] / "history.json").read_text())["lr"]
+    np.testing.assert_allclose(lrs, [1e-3, 0.75e-3, 0.25e-3], rtol=1e-12)  # cosine, T_max 3
     assert [line.split()[:2] for line in stdout.splitlines() if line.startswith("epoch ")] == \
         [["epoch", "1/3"], ["epoch", "2/3"], ["epoch", "3/3"]]
     assert "confusion matrix" in stdout and "precision" in stdout
@@ -118,7 +121,8 @@ def test_default_epochs_depend_on_the_model(tmp_path):
 TINY_MODEL = [  # batch norm and dropout, so that resuming must restore their state
     {"type": "Conv2d", "in_channels": 1, "out_channels": 4, "kernel_size": 5, "stride": 2},
     {"type": "BatchNorm2d", "num_features": 4}, {"type": "ReLU"}, {"type": "Flatten"},
-    {"type": "Dropout", "p": 0.2}, {"type": "Linear", "in_features": 4 * 12 * 12, "out_features": 10},
+    {"type": "Dropout", "p": 0.2},
+    {"type": "Linear", "in_features": 4 * 12 * 12, "out_features": 10},
 ]
 
 

@@ -1,4 +1,4 @@
-"""Training, evaluation and prediction, in the manner of Keras's ``fit`` / ``evaluate`` / ``predict``.
+"""Training, evaluation and prediction, in the manner of Keras's ``fit``, ``evaluate``, ``predict``.
 
 >>> from numcnn.train import fit, evaluate, EarlyStopping
 >>> history = fit(model, (x_train, y_train), validation=(x_val, y_val), epochs=3, batch_size=64,
@@ -7,18 +7,19 @@
 >>> result = evaluate(model, x_test, y_test)    # loss, accuracy, confusion matrix, per-class report
 >>> print(result.format())
 
-One epoch is: every training batch (forward, loss, backward, optimiser step), then the validation set
-in eval mode under ``no_grad``, then one step of the learning-rate schedule, then the bookkeeping:
-the history, the best model, early stopping, and a checkpoint of the whole training state.
+One epoch is: every training batch (forward, loss, backward, optimiser step), then the validation
+set in eval mode under ``no_grad``, then one step of the learning-rate schedule, then the
+bookkeeping: the history, the best model, early stopping, and a checkpoint of the whole training
+state.
 
-Exact resume. The checkpoint written at the end of every epoch holds the model (weights and batch-norm
-statistics), the optimiser (moments, step counts), the schedule, the history, the early-stopping state
-and the state of every random generator the run draws from (numcnn's generator, which dropout uses,
-and the data loader's, which shuffling and augmentation use). Training resumed from it therefore
-continues with exactly the numbers an uninterrupted run would have produced. Ctrl-C (a
-``KeyboardInterrupt``) in the middle of an epoch rolls back to the end of the last finished epoch,
-writes that checkpoint and raises :class:`TrainingInterrupted`; the unfinished epoch is run again on
-resume.
+Exact resume. The checkpoint written at the end of every epoch holds the model (weights and
+batch-norm statistics), the optimiser (moments, step counts), the schedule, the history, the
+early-stopping state and the state of every random generator the run draws from (numcnn's
+generator, which dropout uses, and the data loader's epoch, which seeds shuffling and
+augmentation). Training resumed from it therefore continues with exactly the numbers an
+uninterrupted run would have produced. Ctrl-C (a ``KeyboardInterrupt``) in the middle of an epoch
+rolls back to the end of the last finished epoch, writes that checkpoint and raises
+:class:`TrainingInterrupted`; the unfinished epoch is run again on resume.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr")
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Raised by :func:`fit` after Ctrl-C, once the checkpoint of the last finished epoch is written.
+    """Raised by :func:`fit` after Ctrl-C, once the last finished epoch's checkpoint is written.
 
     Attributes: ``checkpoint`` (its path, or ``None`` when ``fit`` had no ``run_dir``), ``epoch``
     (the last finished epoch) and ``history``.
@@ -239,19 +240,19 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
         monitor: the metric that decides the best model. Default: the early-stopping monitor,
             else ``"val_loss"`` with validation data, ``"loss"`` without.
         callbacks: :class:`Callback` objects.
-        run_dir: folder for ``model.numcnn`` (the best model, with ``metadata``), ``checkpoint.ckpt``
-            (the training state after the last finished epoch) and ``history.json``.
-            Default: none (nothing is written).
+        run_dir: folder for ``model.numcnn`` (the best model, with ``metadata``),
+            ``checkpoint.ckpt`` (the training state after the last finished epoch) and
+            ``history.json``. Default: none (nothing is written).
         resume: a checkpoint written by an earlier ``fit`` of the same model, optimiser and
             schedule; training continues after its epoch and ends as the uninterrupted run would.
         metadata: stored in ``model.numcnn`` (e.g. preprocessing and class names).
         seed: seed of the loader ``fit`` makes from arrays. Default: drawn from numcnn's generator.
         transform: per-batch transform for the loader ``fit`` makes (e.g. augmentation).
-        progress: a progress bar per epoch (tqdm on stderr). Default: only when stderr is a terminal.
+        progress: a progress bar per epoch (tqdm on stderr). Default: when stderr is a terminal.
         print_fn: prints one line per epoch; ``None`` for silence.
 
     Raises:
-        TrainingInterrupted: after Ctrl-C, once the checkpoint of the last finished epoch is written.
+        TrainingInterrupted: after Ctrl-C, once the last finished epoch's checkpoint is written.
         NumcnnError: bad arguments, or a loss that is no longer finite.
     """
     from . import nn, optim  # light: already imported by the package
@@ -363,7 +364,7 @@ def _make_loader(train, batch_size, seed, transform):
         return DataLoader(x, y, batch_size=batch_size, shuffle=True, drop_last=False, seed=seed,
                           transform=transform)
     if transform is not None:
-        raise NumcnnError("fit: transform is for (x, y) arrays; give a DataLoader its own transform")
+        raise NumcnnError("fit: transform is for (x, y) arrays; a DataLoader takes its own")
     return train
 
 
