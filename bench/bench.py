@@ -295,7 +295,9 @@ def _threads(lib: str):
     if lib == "torch":
         import torch
         return torch.get_num_threads()
-    return os.cpu_count()  # OpenBLAS defaults to every core when no *_NUM_THREADS is set
+    # OpenBLAS uses every core unless OPENBLAS_NUM_THREADS (or OMP_NUM_THREADS) says otherwise.
+    limit = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    return int(limit) if limit else os.cpu_count()
 
 
 def _train(lib, preset, workdir, xs, ys, steps, warmup) -> dict:
@@ -476,17 +478,20 @@ def _profile_torch(preset, workdir, spec, xs, ys, steps, warmup) -> dict:
 
 # -- the parent: preparation, scheduling, report ---------------------------------------------------
 
-def worker_env() -> dict:
+def worker_env(threads: int | None = None) -> dict:
+    """The environment of a worker: no thread limits (every core), or ``threads`` for each."""
     env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
+    if threads:
+        env.update({name: str(threads) for name in THREAD_VARS})
     return env
 
 
 def run_worker(workdir: Path, mode: str, lib: str, preset: str, steps: int, warmup: int,
-               batch: int = BATCH) -> dict:
+               batch: int = BATCH, threads: int | None = None) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", mode, "--lib", lib,
                "--preset", preset, "--steps", str(steps), "--warmup", str(warmup),
                "--batch", str(batch), "--workdir", str(workdir)]
-    done = subprocess.run(command, capture_output=True, text=True, env=worker_env())
+    done = subprocess.run(command, capture_output=True, text=True, env=worker_env(threads))
     if done.returncode != 0:
         raise RuntimeError(f"worker {mode} {lib} {preset} failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -568,7 +573,8 @@ def run_all(args) -> dict:
               "settings": {"steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
                            "infer_steps_batch1": args.infer1_steps,
                            "infer_steps_batch1000": args.infer1000_steps,
-                           "profile_steps": args.profile_steps, "batch": BATCH, "lr": LR},
+                           "profile_steps": args.profile_steps, "batch": BATCH, "lr": LR,
+                           "threads": args.threads or f"all ({os.cpu_count()})"},
               "results": {}, "profile": {}}
     parts = set(args.parts)
     with tempfile.TemporaryDirectory(prefix="numcnn-bench-") as tmp:
@@ -585,7 +591,8 @@ def run_all(args) -> dict:
             for preset in args.presets:
                 for key, mode, steps, warmup, batch in jobs:
                     for lib in libs:
-                        result = run_worker(workdir, mode, lib, preset, steps, warmup, batch)
+                        result = run_worker(workdir, mode, lib, preset, steps, warmup, batch,
+                                            args.threads)
                         entry = report["results"].setdefault(preset, {}).setdefault(
                             key, {}).setdefault(lib, [])
                         entry.append(result)
@@ -596,7 +603,8 @@ def run_all(args) -> dict:
             for preset in args.presets:
                 for lib in ("numcnn", "torch"):
                     report["profile"].setdefault(preset, {})[lib] = run_worker(
-                        workdir, "profile", lib, preset, args.profile_steps, args.warmup)
+                        workdir, "profile", lib, preset, args.profile_steps, args.warmup,
+                        threads=args.threads)
     if "help" in parts:
         report["help"] = time_help()
     report["summary"] = summarise(report)
@@ -709,7 +717,7 @@ def format_profile(preset: str, profile: dict) -> str:
 def format_summary(report: dict) -> str:
     m = report["machine"]
     lines = [f"\nnumcnn vs PyTorch, {report['date']}, {m['cpu']} ({m['cores']} cores), "
-             f"NumPy {m['numpy']} ({m['blas']})",
+             f"NumPy {m['numpy']} ({m['blas']}), threads: {report['settings']['threads']}",
              f"command: {report['command']}"]
     header = f"{'measurement':<44} {'numcnn':>12} {'torch':>12} {'ratio':>8} {'target':>9}  met"
     lines += [header, "-" * len(header)]
@@ -752,6 +760,9 @@ def main(argv=None) -> int:
     parser.add_argument("--parts", default="train,infer,profile,help",
                         help="what to run (default train,infer,profile,help)")
     parser.add_argument("--seed", type=int, default=0, help="numcnn.manual_seed for the weights")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="limit both libraries to this many threads (a diagnostic, e.g. on a "
+                             "busy machine; default: every core, as the targets ask)")
     # Internal: one measurement in a worker process.
     parser.add_argument("--worker", choices=("train", "infer", "profile"), help=argparse.SUPPRESS)
     parser.add_argument("--lib", choices=("numcnn", "torch"), help=argparse.SUPPRESS)
