@@ -79,7 +79,8 @@ def test_harness_runs_every_part_on_real_mnist(mnist_path, tmp_path):
     done = subprocess.run(
         [sys.executable, str(BENCH), "--steps", "3", "--warmup", "1", "--repeats", "1",
          "--presets", "small-cnn", "--infer1-steps", "3", "--infer1000-steps", "1",
-         "--profile-steps", "2", "--data", str(mnist_path), "--json", str(out)],
+         "--profile-steps", "2", "--parts", "train,infer,profile", "--data", str(mnist_path),
+         "--json", str(out)],
         capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
@@ -107,6 +108,13 @@ def test_harness_runs_every_part_on_real_mnist(mnist_path, tmp_path):
         assert layers[0]["forward_flops"] == 2 * 64 * 4 * 28 * 28 * 9
         assert profile[lib]["matmul_gflops"] > 0
     whats = [row["what"] for row in report["summary"]]
-    assert "train b64 small-cnn (img/s)" in whats and "numcnn --help (s)" in whats
+    assert "train b64 small-cnn (img/s)" in whats and "train peak memory small-cnn (MiB)" in whats
     assert "infer b1000 small-cnn (img/s)" in done.stdout
     assert "Per-layer time, small-cnn" in done.stdout
+
+
+def test_help_timing_runs_the_console_script():
+    result = bench.time_help(runs=1)
+    assert "error" not in result, result.get("error")
+    assert result["seconds"] > 0 and result["bare_python_seconds"] > 0
+    assert result["command"].endswith("--help")
