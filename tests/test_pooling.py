@@ -700,3 +700,18 @@ def test_backward_checks_the_gradient_shape():
                                              rf"expected the shape of the forward output "
                                              rf"{re.escape(str(out.shape))}"):
             layer.backward(x)
+
+
+def test_cached_geometry_still_checks_each_call():
+    # the pooling geometry is cached per (arguments, shape): a float or a bad tuple after a
+    # cached int call must still be refused, and a list must give the int call's answer
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    expected = F.max_pool2d(x, 2)
+    with pytest.raises((TypeError, ValueError)):
+        F.max_pool2d(x, 2.0)
+    with pytest.raises(ValueError, match="kernel_size"):
+        F.max_pool2d(x, (2.0, 2))
+    np.testing.assert_array_equal(F.max_pool2d(x, [2, 2]), expected)
+    np.testing.assert_array_equal(F.avg_pool2d(x, 2), F.avg_pool2d(x, [2, 2]))
+    with pytest.raises(ShapeError, match="smaller than the pooling window"):
+        F.max_pool2d(x[:, :, :1], 2)  # same arguments, another shape

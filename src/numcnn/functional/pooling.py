@@ -25,6 +25,8 @@ Every operation ``op`` comes as ``op(...)`` (the output, same signature as
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -108,6 +110,9 @@ def _blocks(x: np.ndarray, kernel, out_hw, writeable: bool = False) -> np.ndarra
     """(n, c, oh, kh, ow, kw) view of the non-overlapping blocks of ``x``; rows and columns past
     ``oh*kh``, ``ow*kw`` are left out. No data is copied."""
     (kh, kw), (oh, ow) = kernel, out_hw
+    n, c, h, w = x.shape
+    if oh * kh == h and ow * kw == w and x.flags.c_contiguous:
+        return x.reshape(n, c, oh, kh, ow, kw)  # the same view, built without as_strided's cost
     s_n, s_c, s_h, s_w = x.strides
     return as_strided(x, shape=(x.shape[0], x.shape[1], oh, kh, ow, kw),
                       strides=(s_n, s_c, kh * s_h, s_h, kw * s_w, s_w), writeable=writeable)
@@ -162,10 +167,37 @@ def _running_max(candidates: list[np.ndarray], need_arg: bool):
     return best, arg
 
 
+def _is_plain(value) -> bool:
+    """An int, ``None`` or a tuple of ints: a value that hashes only like itself."""
+    kind = type(value)
+    return (value is None or kind is int or kind is bool
+            or (kind is tuple and all(type(v) is int for v in value)))
+
+
+@functools.lru_cache(maxsize=256)
+def _geometry_cached(name, shape, kernel_size, stride, padding, dilation, ceil_mode):
+    kernel, stride, padding, dilation = _pool_args(name, kernel_size, stride, padding, dilation)
+    out_hw = pool2d_output_size(name, shape, kernel, stride, padding, dilation, ceil_mode)
+    return kernel, stride, padding, dilation, out_hw
+
+
+def _geometry(name, shape, kernel_size, stride, padding, dilation, ceil_mode):
+    """Checked ``(kernel, stride, padding, dilation, out_hw)`` of a pooling call.
+
+    Layers ask this on every forward with the same arguments, so plain (int/tuple) arguments
+    are checked once and the answer cached; a float ``2.0`` must not share the cache entry of
+    ``2`` (the check rejects it), hence the plainness test. Errors are raised, never cached.
+    """
+    args = (name, shape, kernel_size, stride, padding, dilation, ceil_mode)
+    if all(_is_plain(value) for value in args[2:]):
+        return _geometry_cached(*args)
+    return _geometry_cached.__wrapped__(*args)
+
+
 def _max_pool_args(name, x, kernel_size, stride, padding, dilation, ceil_mode):
     x = _check_map(x, name)
-    kernel, stride, padding, dilation = _pool_args(name, kernel_size, stride, padding, dilation)
-    out_hw = pool2d_output_size(name, x.shape, kernel, stride, padding, dilation, ceil_mode)
+    kernel, stride, padding, dilation, out_hw = _geometry(
+        name, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     return x, kernel, stride, padding, dilation, out_hw
 
 
@@ -367,8 +399,8 @@ def _avg_divisor(size: int, k: int, s: int, p: int, out: int, count_include_pad:
 
 def _avg_pool_args(name, x, kernel_size, stride, padding, ceil_mode, divisor_override):
     x = _check_map(x, name)
-    kernel, stride, padding, dilation = _pool_args(name, kernel_size, stride, padding)
-    out_hw = pool2d_output_size(name, x.shape, kernel, stride, padding, dilation, ceil_mode)
+    kernel, stride, padding, dilation, out_hw = _geometry(
+        name, x.shape, kernel_size, stride, padding, 1, ceil_mode)
     if divisor_override is not None and divisor_override == 0:
         raise ValueError(f"{name}: divisor_override must be non-zero, got {divisor_override}")
     return x, kernel, stride, padding, out_hw
