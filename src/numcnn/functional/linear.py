@@ -11,6 +11,8 @@ its backward is two more: ``dx = dy W`` and ``dW = dy^T x``; ``db`` sums ``dy`` 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import ShapeError
@@ -90,7 +92,7 @@ def flatten_shape(shape: tuple[int, ...], start_dim: int = 0, end_dim: int = -1,
                          f"{len(shape)}-D input of shape {shape}")
     if len(shape) == 0:
         return (1,)
-    return shape[:start] + (int(np.prod(shape[start:end + 1])),) + shape[end + 1:]
+    return shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:]
 
 
 def flatten_forward(x, start_dim: int = 0, end_dim: int = -1):
