@@ -111,34 +111,50 @@ def _copy_or_add(src: np.ndarray, bias, out: np.ndarray) -> None:
         np.add(src, bias, out=out)
 
 
-# The im2col matrix is built for a block of output rows at a time, of about this many bytes, in
-# one reused buffer: each block is still in cache when the matrix product reads it, and the whole
-# matrix (kh*kw times the size of the input) never exists.
-BLOCK_BYTES = 1 << 21
+# The im2col matrix is built for a tile of output pixels at a time (whole rows, or part of one
+# row when a row alone is larger), of about this many bytes, in one reused buffer: each tile is
+# still in cache when the matrix product reads it, and the whole matrix (kh*kw times the size of
+# the input) never exists.
+BLOCK_BYTES = 1 << 20
 
 
-def _row_blocks(channels: int, kernel, out_hw, n: int, itemsize: int) -> list[tuple[int, int]]:
-    """Blocks ``[r0, r1)`` of output rows whose columns take about ``BLOCK_BYTES``."""
+def _tiles(channels: int, kernel, out_hw, n: int, itemsize: int):
+    """Tiles ``(r0, r1, q0, q1)`` of output rows and columns whose columns take about
+    ``BLOCK_BYTES``; a tile spans whole rows, or part of a single row."""
     (kh, kw), (oh, ow) = kernel, out_hw
-    step = max(1, BLOCK_BYTES // max(1, channels * kh * kw * ow * n * itemsize))
-    return [(r0, min(oh, r0 + step)) for r0 in range(0, oh, step)]
+    per_pixel = max(1, channels * kh * kw * n * itemsize)
+    pixels = max(1, BLOCK_BYTES // per_pixel)
+    if pixels >= ow:
+        step = pixels // ow
+        return [(r0, min(oh, r0 + step), 0, ow) for r0 in range(0, oh, step)]
+    return [(r, r + 1, q0, min(ow, q0 + pixels)) for r in range(oh) for q0 in range(0, ow, pixels)]
 
 
-def _block_buffer(blocks, channels: int, kernel, out_hw, n: int, dtype) -> np.ndarray:
-    (kh, kw), (_, ow) = kernel, out_hw
-    return np.empty(channels * kh * kw * (blocks[0][1] - blocks[0][0]) * ow * n, dtype)
+def _tile_buffer(tiles, channels: int, kernel, n: int, dtype) -> np.ndarray:
+    (kh, kw), (r0, r1, q0, q1) = kernel, tiles[0]
+    return np.empty(channels * kh * kw * (r1 - r0) * (q1 - q0) * n, dtype)
 
 
-def _im2col_block(view: np.ndarray, r0: int, r1: int, buffer: np.ndarray) -> np.ndarray:
-    """The columns of output rows ``[r0, r1)``: ``(c*kh*kw, (r1-r0)*ow*n)``, written to ``buffer``.
+def _im2col_tile(view: np.ndarray, tile, buffer: np.ndarray) -> np.ndarray:
+    """The columns of one tile of output pixels: ``(c*kh*kw, rows*cols*n)``, written to ``buffer``.
 
     ``view`` is the ``(n, c, kh, kw, oh, ow)`` window view of the padded input (batch-last
     memory); ``cols[(ci, i, j), (p, q, s)] = xp[s, ci, p*sh + i*dh, q*sw + j*dw]``.
     """
-    n, c, kh, kw, _, ow = view.shape
-    cols = buffer[:c * kh * kw * (r1 - r0) * ow * n].reshape(c, kh, kw, r1 - r0, ow, n)
-    np.copyto(cols.transpose(5, 0, 1, 2, 3, 4), view[:, :, :, :, r0:r1])  # runs of ow*n
+    n, c, kh, kw, _, _ = view.shape
+    r0, r1, q0, q1 = tile
+    cols = buffer[:c * kh * kw * (r1 - r0) * (q1 - q0) * n]
+    cols = cols.reshape(c, kh, kw, r1 - r0, q1 - q0, n)
+    np.copyto(cols.transpose(5, 0, 1, 2, 3, 4), view[:, :, :, :, r0:r1, q0:q1])  # runs of q*n
     return cols.reshape(c * kh * kw, -1)
+
+
+def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Batched ``(g, p, q) @ (g, q, r)``, one BLAS product per group; with ``q == 1`` (depthwise
+    convolutions) it is an outer product, which ``np.multiply`` does several times faster."""
+    if a.shape[-1] == 1:
+        return np.multiply(a, b, out=out)
+    return np.matmul(a, b, out=out)
 
 
 def _window_view(rows_p: np.ndarray, kernel, stride, dilation, out_hw) -> np.ndarray:
@@ -162,14 +178,14 @@ def _correlate(rows_p: np.ndarray, weight: np.ndarray, groups: int, stride, dila
     out = np.empty((oc, *out_hw, n), rows_p.dtype)
     grad_w = None if grad_rows is None else np.zeros(w_groups.shape, rows_p.dtype)
     view = _window_view(rows_p, kernel, stride, dilation, out_hw)
-    blocks = _row_blocks(c, kernel, out_hw, n, rows_p.itemsize)
-    buffer = _block_buffer(blocks, c, kernel, out_hw, n, rows_p.dtype)
-    for r0, r1 in blocks:
-        cols = _im2col_block(view, r0, r1, buffer).reshape(groups, cg * kh * kw, -1)
-        np.matmul(w_groups, cols, out=out[:, r0:r1].reshape(groups, oc // groups, -1))
+    tiles = _tiles(c, kernel, out_hw, n, rows_p.itemsize)
+    buffer = _tile_buffer(tiles, c, kernel, n, rows_p.dtype)
+    for r0, r1, q0, q1 in tiles:
+        cols = _im2col_tile(view, (r0, r1, q0, q1), buffer).reshape(groups, cg * kh * kw, -1)
+        _matmul(w_groups, cols, out=out[:, r0:r1, q0:q1].reshape(groups, oc // groups, -1))
         if grad_rows is not None:
-            grad_block = grad_rows[:, r0:r1].reshape(groups, oc // groups, -1)
-            grad_w += np.matmul(grad_block, cols.transpose(0, 2, 1))  # (g, oc/g, cg*kh*kw)
+            grad_tile = grad_rows[:, r0:r1, q0:q1].reshape(groups, oc // groups, -1)
+            grad_w += _matmul(grad_tile, cols.transpose(0, 2, 1))  # (g, oc/g, cg*kh*kw)
     return out, None if grad_w is None else grad_w.reshape(weight.shape)
 
 
@@ -186,27 +202,31 @@ def _correlate_backward(grad_rows: np.ndarray, weight: np.ndarray, groups: int, 
     oc, cg, kh, kw = weight.shape
     _, oh, ow, n = grad_rows.shape
     c = padded_shape[0]
-    kernel, (sh, _), (dh, _) = (kh, kw), stride, dilation
+    kernel, (sh, sw), (dh, dw) = (kh, kw), stride, dilation
     w_t = weight.reshape(groups, oc // groups, cg * kh * kw).transpose(0, 2, 1)  # (g, cg*k*k, ocg)
     grad_p = np.zeros(padded_shape, grad_rows.dtype)
     grad_w = None if rows_p is None else np.zeros((groups, oc // groups, cg * kh * kw),
                                                   grad_rows.dtype)
-    blocks = _row_blocks(c, kernel, (oh, ow), n, grad_rows.itemsize)
-    buffer = _block_buffer(blocks, c, kernel, (oh, ow), n, grad_rows.dtype)
+    tiles = _tiles(c, kernel, (oh, ow), n, grad_rows.itemsize)
+    buffer = _tile_buffer(tiles, c, kernel, n, grad_rows.dtype)
     if rows_p is not None:
         view = _window_view(rows_p, kernel, stride, dilation, (oh, ow))
         col_buffer = np.empty_like(buffer)
-    for r0, r1 in blocks:
-        grad_block = grad_rows[:, r0:r1].reshape(groups, oc // groups, -1)  # (g, oc/g, L)
+    for r0, r1, q0, q1 in tiles:
+        grad_tile = grad_rows[:, r0:r1, q0:q1].reshape(groups, oc // groups, -1)  # (g, oc/g, L)
         if rows_p is not None:
-            cols = _im2col_block(view, r0, r1, col_buffer).reshape(groups, cg * kh * kw, -1)
-            grad_w += np.matmul(grad_block, cols.transpose(0, 2, 1))
-        size = c * kh * kw * (r1 - r0) * ow * n
-        grad_cols = np.matmul(w_t, grad_block, out=buffer[:size].reshape(groups, cg * kh * kw, -1))
-        # col2im onto the padded rows these output rows read: r0*sh .. (r1-1)*sh + dh*(kh-1)
-        target = grad_p[:, r0 * sh:(r1 - 1) * sh + dh * (kh - 1) + 1]  # (c, rows, wp, n)
-        grad_cols = grad_cols.reshape(c, kh, kw, r1 - r0, ow, n).transpose(5, 0, 1, 2, 3, 4)
-        col2im(grad_cols, None, stride, dilation, out=target.transpose(3, 0, 1, 2))
+            cols = _im2col_tile(view, (r0, r1, q0, q1), col_buffer)
+            cols = cols.reshape(groups, cg * kh * kw, -1)
+            grad_w += _matmul(grad_tile, cols.transpose(0, 2, 1))  # (g, oc/g, cg*kh*kw)
+        size = c * kh * kw * (r1 - r0) * (q1 - q0) * n
+        grad_cols = _matmul(w_t, grad_tile, out=buffer[:size].reshape(groups, cg * kh * kw, -1))
+        # col2im onto the padded pixels this tile read: rows r0*sh .. (r1-1)*sh + dh*(kh-1), and
+        # columns likewise
+        target = grad_p[:, r0 * sh:(r1 - 1) * sh + dh * (kh - 1) + 1,
+                        q0 * sw:(q1 - 1) * sw + dw * (kw - 1) + 1]  # (c, rows, cols, n)
+        grad_cols = grad_cols.reshape(c, kh, kw, r1 - r0, q1 - q0, n)
+        col2im(grad_cols.transpose(5, 0, 1, 2, 3, 4), None, stride, dilation,
+               out=target.transpose(3, 0, 1, 2))
     return grad_p, None if grad_w is None else grad_w.reshape(weight.shape)
 
 
