@@ -189,8 +189,9 @@ def test_conv2d_fast_path_equals_naive_loops(cfg):
 def test_depthwise_and_grouped_conv2d_match_pytorch_on_a_larger_batch(dtype):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((8, 6, 12, 10)).astype(dtype)
-    weights = [(rng.standard_normal((12, 1, 3, 3)), 6), (rng.standard_normal((4, 3, 5, 3)), 2)]
-    for w, groups in weights:  # depthwise with 2 kernels per channel; 2 groups
+    weights = [(rng.standard_normal((6, 1, 3, 3)), 6), (rng.standard_normal((12, 1, 3, 3)), 6),
+               (rng.standard_normal((4, 3, 5, 3)), 2)]
+    for w, groups in weights:  # depthwise with 1 and 2 kernels per channel; 2 groups
         w = w.astype(dtype)
         y, cache = F.conv2d_forward(x, w, None, 1, 1, 1, groups)
         grad_out = rng.standard_normal(y.shape).astype(dtype)
