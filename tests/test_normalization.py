@@ -211,3 +211,23 @@ def test_attributes_and_defaults_follow_pytorch():
     assert nn.BatchNorm1d(3, affine=False).weight is None
     assert repr(layer) == ("BatchNorm2d(6, eps=1e-05, momentum=0.1, affine=True, "
                            "track_running_stats=True)")
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_slices_and_channel_planes(monkeypatch, training, affine):
+    # the element-wise passes walk the batch in cache-sized slices and, from a few samples on,
+    # broadcast per-channel values as (c, m) planes; tiny slices force several slices of
+    # uneven size (7 samples in slices of 2) on a small input, checked against PyTorch
+    from numcnn.functional import normalization
+    monkeypatch.setattr(normalization, "_SLICE_BYTES", 2 * 3 * 20 * 8)
+    assert len(normalization._batch_slices(np.zeros((7, 3, 20)))) == 4
+    rng = np.random.default_rng(3)
+    layer = nn.BatchNorm2d(3, affine=affine).double()
+    t_layer = torch_twin(layer, np.float64).double()
+    layer.running_mean[...] = t_layer.running_mean.numpy()[...] = rng.standard_normal(3)
+    layer.running_var[...] = t_layer.running_var.numpy()[...] = rng.uniform(0.5, 2.0, 3)
+    layer.train(training)
+    t_layer.train(training)
+    x = rng.standard_normal((7, 3, 4, 5)) * 2 + 1
+    step_both(layer, t_layer, x, rng.standard_normal(x.shape), np.float64)

@@ -64,6 +64,31 @@ def _per_channel(v: np.ndarray, x3: np.ndarray) -> np.ndarray:
     return np.repeat(column, x3.shape[2], axis=1)             # (c, m)
 
 
+# Chained element-wise passes walk the batch in slices of about this many bytes per array, so
+# that what one pass writes is still in the (L2) cache when the next pass reads it.
+_SLICE_BYTES = 1 << 18
+
+
+def _batch_slices(x3: np.ndarray) -> list[slice]:
+    """Slices of the batch axis of the ``(n, c, m)`` array ``x3``, about ``_SLICE_BYTES`` each."""
+    n = x3.shape[0]
+    step = max(1, _SLICE_BYTES // max(x3[:1].nbytes, 1))
+    return [slice(start, start + step) for start in range(0, n, step)]
+
+
+def _scale_shift(src: np.ndarray, scale: np.ndarray, shift) -> np.ndarray:
+    """``src * scale + shift`` per channel of the ``(n, c, m)`` array ``src`` (``shift`` may be
+    ``None``), into a new array, one cache-sized batch slice at a time."""
+    out = np.empty_like(src)
+    scale = _per_channel(scale, src)
+    shift = None if shift is None else _per_channel(shift, src)
+    for part in _batch_slices(src):
+        np.multiply(src[part], scale, out=out[part])
+        if shift is not None:
+            out[part] += shift
+    return out
+
+
 def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias=None,
                        training: bool = False, momentum: float = 0.1, eps: float = 1e-5):
     """Normalise each channel of ``x`` ``(n, c, *)`` with batch or running statistics.
@@ -119,16 +144,14 @@ def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias
     weight = None if weight is None else np.asarray(weight, dtype=dtype)
     scale = invstd if weight is None else invstd * weight     # (c,)
     shift = None if bias is None else np.asarray(bias, dtype=dtype)
-    if training:
-        out = np.multiply(centred, _per_channel(scale, x3))   # y = (x - mean) * scale + bias
+    if training:                                              # y = (x - mean) * scale + bias
+        out = _scale_shift(centred, scale, shift)
     else:                                                     # y = x * scale + (bias - mean*scale)
-        out = np.multiply(x3, _per_channel(scale, x3))
         shift = np.multiply(mean, scale) if shift is None else shift - mean * scale
         if bias is None:
             np.negative(shift, out=shift)
+        out = _scale_shift(x3, scale, shift)
         centred = None                                        # the backward recomputes it
-    if shift is not None:
-        out += _per_channel(shift, x3)
     cache = dict(centred=centred, x3=x3, mean=mean, invstd=invstd, weight=weight,
                  has_bias=bias is not None, training=training, count=count,
                  shape=x.shape)
@@ -156,17 +179,25 @@ def batch_norm_backward(grad_out, cache):
     grad_weight = None if weight is None else dot * invstd       # sum(dy * xhat)
     grad_bias = sum_dy if cache["has_bias"] else None
 
-    grad = np.multiply(dy3, _per_channel(scale, x3))              # scale * dy
-    if cache["training"]:
-        count = cache["count"]
-        # scale * (mean(dy) + xhat * mean(dy * xhat))
-        #     = centred * (scale * invstd^2 * dot / N) + scale * sum(dy) / N,
-        # built in the cached centred array, which is then spent
-        factor = scale * invstd * invstd * dot / count          # (c,)
-        np.multiply(centred, _per_channel(factor, x3), out=centred)
-        centred += _per_channel(scale * sum_dy / count, x3)
-        grad -= centred
-        cache["centred"] = None
+    if not cache["training"]:
+        grad = _scale_shift(dy3, scale, None)                     # scale * dy
+        return grad.reshape(cache["shape"]), grad_weight, grad_bias
+    # dx = scale * dy - scale * (mean(dy) + xhat * mean(dy * xhat))
+    #    = scale * dy - (centred * (scale * invstd^2 * dot / N) + scale * sum(dy) / N),
+    # the bracket built in the cached centred array, which is then spent; slice by slice, so
+    # each pass reads what the last one wrote from cache
+    count = cache["count"]
+    scale_plane = _per_channel(scale, x3)
+    factor = _per_channel(scale * invstd * invstd * dot / count, x3)
+    offset = _per_channel(scale * sum_dy / count, x3)
+    grad = np.empty_like(dy3)
+    for part in _batch_slices(x3):
+        grad_part, centred_part = grad[part], centred[part]
+        np.multiply(dy3[part], scale_plane, out=grad_part)
+        centred_part *= factor
+        centred_part += offset
+        grad_part -= centred_part
+    cache["centred"] = None
     return grad.reshape(cache["shape"]), grad_weight, grad_bias
 
 
