@@ -127,7 +127,8 @@ def _tiles(channels: int, kernel, out_hw, n: int, itemsize: int):
     if pixels >= ow:
         step = pixels // ow
         return [(r0, min(oh, r0 + step), 0, ow) for r0 in range(0, oh, step)]
-    return [(r, r + 1, q0, min(ow, q0 + pixels)) for r in range(oh) for q0 in range(0, ow, pixels)]
+    step = -(-ow // -(-ow // pixels))  # split each row into equal parts
+    return [(r, r + 1, q0, min(ow, q0 + step)) for r in range(oh) for q0 in range(0, ow, step)]
 
 
 def _tile_buffer(tiles, channels: int, kernel, n: int, dtype) -> np.ndarray:
