@@ -79,9 +79,14 @@ def _batch_slices(x3: np.ndarray) -> list[slice]:
 def _scale_shift(src: np.ndarray, scale: np.ndarray, shift) -> np.ndarray:
     """``src * scale + shift`` per channel of the ``(n, c, m)`` array ``src`` (``shift`` may be
     ``None``), into a new array, one cache-sized batch slice at a time."""
-    out = np.empty_like(src)
     scale = _per_channel(scale, src)
     shift = None if shift is None else _per_channel(shift, src)
+    if src.shape[0] < _PLANE_MIN_SAMPLES:                    # a few samples: no slicing needed
+        out = np.multiply(src, scale)
+        if shift is not None:
+            out += shift
+        return out
+    out = np.empty_like(src)
     for part in _batch_slices(src):
         np.multiply(src[part], scale, out=out[part])
         if shift is not None:
