@@ -34,7 +34,7 @@ class Flatten(Module):
 
     def forward(self, x):
         x = np.asarray(x)
-        out = x.reshape(self.output_shape(x.shape))  # as F.flatten_forward, a ShapeError naming Flatten
+        out = x.reshape(self.output_shape(x.shape))  # a ShapeError naming Flatten if bad
         self._keep(shape=x.shape)
         return out
 
