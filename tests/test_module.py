@@ -148,3 +148,12 @@ def test_module_without_super_init_is_explained():
 
     with pytest.raises(NumcnnError, match="must call super"):
         Broken()
+
+
+def test_window_arguments_of_the_wrong_type_get_a_clear_message():
+    from numcnn.functional._windows import pair
+
+    with pytest.raises(ValueError, match=r"kernel_size must be an int or a tuple of 2 ints, got 2.0"):
+        pair(2.0, "kernel_size")
+    with pytest.raises(ValueError, match=r"stride must be an int or a tuple of 2 ints, got \(1, 2, 3\)"):
+        pair((1, 2, 3), "stride")

@@ -36,7 +36,10 @@ def ntuple(value, n: int, name: str) -> tuple[int, ...]:
     """``3 -> (3, 3)``; a tuple of length ``n`` is checked and returned."""
     if isinstance(value, (int, np.integer)):
         return (int(value),) * n
-    value = tuple(value)
+    try:
+        value = tuple(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an int or a tuple of {n} ints, got {value!r}") from None
     if len(value) != n or not all(isinstance(v, (int, np.integer)) for v in value):
         raise ValueError(f"{name} must be an int or a tuple of {n} ints, got {value!r}")
     return tuple(int(v) for v in value)
