@@ -572,7 +572,8 @@ def cmd_evaluate(args) -> int:
 
 
 def _dataset_spec(metadata: dict) -> str:
-    name = metadata.get("settings", {}).get("dataset") or metadata.get("dataset") or "mnist"
+    settings = metadata.get("settings") if isinstance(metadata.get("settings"), dict) else {}
+    name = settings.get("dataset") or metadata.get("dataset") or "mnist"
     return "mnist" if str(name).lower() == "mnist" else name
 
 
