@@ -619,10 +619,13 @@ def summarise(report: dict) -> list[dict]:
         for key, by_lib in by_key.items():
             speed = {lib: median([r["images_per_s"] for r in runs]) for lib, runs in by_lib.items()}
             if "numcnn" in speed and "torch" in speed:
+                spread = {lib: [min(r["images_per_s"] for r in runs),
+                                max(r["images_per_s"] for r in runs)]
+                          for lib, runs in by_lib.items()}
                 rows.append({"what": f"{labels[key]} {preset} (img/s)", "numcnn": speed["numcnn"],
                              "torch": speed["torch"], "ratio": speed["numcnn"] / speed["torch"],
                              "target": ">= 1.0",
-                             "met": speed["numcnn"] / speed["torch"] >= 1.0})
+                             "met": speed["numcnn"] / speed["torch"] >= 1.0, "spread": spread})
         if "train" in by_key and len(by_key["train"]) == 2:
             peak = {lib: max(r["peak_rss_mib"] for r in runs)
                     for lib, runs in by_key["train"].items()}
@@ -729,6 +732,11 @@ def format_summary(report: dict) -> str:
                      f"{row['target']:>9}  {met}")
         if row.get("note"):
             lines.append(f"    ({row['note']})")
+        if row.get("spread") and len(row["spread"]) == 2:
+            (n_lo, n_hi), (t_lo, t_hi) = row["spread"]["numcnn"], row["spread"]["torch"]
+            if n_hi > n_lo or t_hi > t_lo:
+                lines.append(f"    (range over the repeats: numcnn {n_lo:,.0f}-{n_hi:,.0f}, "
+                             f"torch {t_lo:,.0f}-{t_hi:,.0f})")
         if "max_rel_diff_over_run" in row:
             last = row["last_loss"]
             lines.append(f"    (last loss numcnn {last['numcnn']:.4f}, torch {last['torch']:.4f}; "
