@@ -311,7 +311,7 @@ def _train(lib, preset, workdir, xs, ys, steps, warmup) -> dict:
             logits = model(xs[i % n_batches])
             loss = criterion(logits, ys[i % n_batches])
             opt.zero_grad()
-            model.backward(criterion.backward())
+            model.backward_params(criterion.backward())
             opt.step()
             return loss
     else:
@@ -420,7 +420,7 @@ def _profile_numcnn(preset, workdir, spec, xs, ys, steps, warmup) -> dict:
         t2 = time.perf_counter()
         opt.zero_grad()
         t3 = time.perf_counter()
-        model.backward(grad)
+        model.backward_params(grad)
         t4 = time.perf_counter()
         opt.step()
         t5 = time.perf_counter()

@@ -203,13 +203,14 @@ def test_depthwise_and_grouped_conv2d_match_pytorch_on_a_larger_batch(dtype):
         assert_close(grad_w, t_gw, dtype, "grad weight")
 
 
-@pytest.mark.parametrize("block_bytes, small_plane", [(1, 1), (3000, 1 << 30), (1 << 30, 1)])
+@pytest.mark.parametrize("block_bytes, keep_cols_bytes", [(1, 0), (3000, 0), (1 << 30, 0),
+                                                           (1, 1 << 30)])
 def test_columns_built_in_blocks_of_output_rows_give_the_same_result(monkeypatch, block_bytes,
-                                                                     small_plane):
-    """The im2col matrix is built a few output rows at a time, and the way back to NCHW is one
-    copy or one per channel; every choice is exact."""
+                                                                     keep_cols_bytes):
+    """The im2col matrix is built a few output rows at a time (or whole, and kept for the
+    backward pass); every choice is exact."""
     monkeypatch.setattr(conv_module, "BLOCK_BYTES", block_bytes)
-    monkeypatch.setattr(conv_module, "SMALL_PLANE", small_plane)
+    monkeypatch.setattr(conv_module, "KEEP_COLS_BYTES", keep_cols_bytes)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((3, 4, 11, 9))
     w = rng.standard_normal((6, 2, 3, 2))

@@ -388,7 +388,7 @@ def _train_one_epoch(model, loader, criterion, optimizer, callbacks, epoch, epoc
                 raise NumcnnError(f"the training loss became {batch_loss} at epoch {epoch}, "
                                   f"batch {batch + 1}; try a smaller learning rate")
             optimizer.zero_grad()
-            model.backward(criterion.backward())
+            model.backward_params(criterion.backward())
             optimizer.step()
 
             n = len(xb)

@@ -184,6 +184,31 @@ def col2im(cols: np.ndarray, padded_shape: tuple[int, int, int, int], stride: tu
     return out
 
 
+def is_batch_last(x: np.ndarray) -> bool:
+    """Whether ``x (n, c, ...)`` lies in memory batch last, as a C-contiguous ``(c, ..., n)``: the
+    layout the convolutions output (see :mod:`numcnn.functional.conv`)."""
+    return x.ndim > 2 and not x.flags.c_contiguous and np.moveaxis(x, 0, -1).flags.c_contiguous
+
+
+def new_map(shape, dtype, batch_last: bool = False, zeros: bool = False) -> np.ndarray:
+    """A new ``(n, c, ...)`` array of ``shape`` (zeros, or uninitialised), laid out NCHW or, with
+    ``batch_last``, as ``(c, ..., n)`` in memory: a layer's gradient takes its input's layout,
+    so the element-wise passes that combine the two run over contiguous memory."""
+    make = np.zeros if zeros else np.empty
+    if not batch_last:
+        return make(shape, dtype)
+    return np.moveaxis(make((*shape[1:], shape[0]), dtype), -1, 0)
+
+
+def to_layout(x: np.ndarray, batch_last: bool) -> np.ndarray:
+    """``x (n, c, ...)`` laid out NCHW or batch last (a copy only if it is not already)."""
+    if (is_batch_last(x) if batch_last else x.flags.c_contiguous):
+        return x
+    out = new_map(x.shape, x.dtype, batch_last)
+    out[...] = x
+    return out
+
+
 def check_input(x, ndim: int, layer: str, expected: str) -> np.ndarray:
     """Return ``x`` as an array, or raise a ShapeError naming the layer and the expected layout."""
     x = np.asarray(x)

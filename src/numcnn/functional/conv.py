@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._grad import is_grad_enabled
 from ..errors import DTypeError, ShapeError
 from ._windows import col2im, formula, ntuple, out_size, resolve_padding, windows
 
@@ -70,58 +71,59 @@ __all__ = [
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
 NO_PADS: Pads = ((0, 0), (0, 0))
-# Below this many numbers per channel, going back to NCHW is one copy; above, one per channel.
-SMALL_PLANE = 4096
 
 
 # -- layout: NCHW <-> channels first, batch last --------------------------------------------------
 def _to_rows(x: np.ndarray, pads: Pads = NO_PADS, dtype=None) -> np.ndarray:
-    """NCHW -> zero-padded ``(c, hp, wp, n)`` in one transposing copy (cast to ``dtype``)."""
+    """NCHW -> zero-padded ``(c, hp, wp, n)`` in one transposing copy (cast to ``dtype``).
+
+    An input that already lies in memory as ``(c, h, w, n)`` (what :func:`_from_rows` returns)
+    and needs neither padding nor a cast is used as it is, without a copy.
+    """
     n, c, h, w = x.shape
+    dtype = x.dtype if dtype is None else np.dtype(dtype)
+    rows = x.transpose(1, 2, 3, 0)  # (c, h, w, n), a view
     (top, bottom), (left, right) = pads
-    shape = (c, h + top + bottom, w + left + right, n)
-    dtype = x.dtype if dtype is None else dtype
-    rows = np.empty(shape, dtype) if top == bottom == left == right == 0 else np.zeros(shape, dtype)
-    rows[:, top:top + h, left:left + w] = x.transpose(1, 2, 3, 0)  # (c, h, w, n)
-    return rows
+    if top == bottom == left == right == 0:
+        if x.dtype == dtype and rows.flags.c_contiguous:
+            return rows
+        return np.ascontiguousarray(rows, dtype=dtype)
+    rows_p = np.zeros((c, h + top + bottom, w + left + right, n), dtype)
+    rows_p[:, top:top + h, left:left + w] = rows
+    return rows_p
 
 
 def _from_rows(rows: np.ndarray, bias: np.ndarray | None = None,
                crop: Pads = NO_PADS) -> np.ndarray:
-    """``(c, hp, wp, n)`` -> NCHW, cropping ``crop`` off and adding ``bias``, in one copy."""
+    """``(c, hp, wp, n)`` -> NCHW, cropping ``crop`` off and adding ``bias`` (in place).
+
+    No copy: the result is the NCHW view of the channels-first, batch-last memory. NumPy's
+    element-wise operations keep that memory order, and the next convolution takes it as its
+    rows without a copy (:func:`_to_rows`), so activations go from layer to layer in it.
+    """
     c, hp, wp, n = rows.shape
     (top, bottom), (left, right) = crop
     view = rows[:, top:hp - bottom, left:wp - right]  # (c, h, w, n)
-    _, h, w, _ = view.shape
-    out = np.empty((n, c, h, w), rows.dtype)
-    if h * w * n < SMALL_PLANE:
-        _copy_or_add(view.transpose(3, 0, 1, 2), None if bias is None else bias.reshape(c, 1, 1),
-                     out)
-    else:  # one (h*w, n) -> (n, h*w) transpose per channel: each stays in cache (5x faster)
-        for ci in range(c):
-            _copy_or_add(view[ci].transpose(2, 0, 1), None if bias is None else bias[ci],
-                         out[:, ci])
-    return out
-
-
-def _copy_or_add(src: np.ndarray, bias, out: np.ndarray) -> None:
-    if bias is None:
-        np.copyto(out, src)
-    else:
-        np.add(src, bias, out=out)
+    if bias is not None:
+        view += bias.reshape(c, 1, 1, 1)
+    return view.transpose(3, 0, 1, 2)
 
 
 # The im2col matrix is built for a tile of output pixels at a time (whole rows, or part of one
 # row when a row alone is larger), of about this many bytes, in one reused buffer: each tile is
 # still in cache when the matrix product reads it, and the whole matrix (kh*kw times the size of
-# the input) never exists.
-BLOCK_BYTES = 1 << 20
+# the input) never exists. In training the whole matrix is built at once and kept for the
+# backward pass (its weight gradient is one product), when it takes at most KEEP_COLS_BYTES.
+BLOCK_BYTES = 1 << 22
+KEEP_COLS_BYTES = 1 << 27
 
 
-def _tiles(channels: int, kernel, out_hw, n: int, itemsize: int):
+def _tiles(channels: int, kernel, out_hw, n: int, itemsize: int, whole: bool = False):
     """Tiles ``(r0, r1, q0, q1)`` of output rows and columns whose columns take about
-    ``BLOCK_BYTES``; a tile spans whole rows, or part of a single row."""
+    ``BLOCK_BYTES``; a tile spans whole rows, or part of a single row. ``whole``: one tile."""
     (kh, kw), (oh, ow) = kernel, out_hw
+    if whole:
+        return [(0, oh, 0, ow)]
     per_pixel = max(1, channels * kh * kw * n * itemsize)
     pixels = max(1, BLOCK_BYTES // per_pixel)
     if pixels >= ow:
@@ -150,6 +152,20 @@ def _im2col_tile(view: np.ndarray, tile, buffer: np.ndarray) -> np.ndarray:
     return cols.reshape(c * kh * kw, -1)
 
 
+def _column_tiles(rows_p: np.ndarray, kernel, stride, dilation, out_hw, whole: bool = False):
+    """Yield ``(tile, cols)``: the im2col columns of each tile of output pixels in turn.
+
+    The tiles share one buffer, so each ``cols`` is valid until the next is yielded; with
+    ``whole`` there is one tile, the whole matrix ``(c*kh*kw, oh*ow*n)`` in its own array.
+    """
+    c, _, _, n = rows_p.shape
+    view = _window_view(rows_p, kernel, stride, dilation, out_hw)
+    tiles = _tiles(c, kernel, out_hw, n, rows_p.itemsize, whole)
+    buffer = _tile_buffer(tiles, c, kernel, n, rows_p.dtype)
+    for tile in tiles:
+        yield tile, _im2col_tile(view, tile, buffer)
+
+
 def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Batched ``(g, p, q) @ (g, q, r)``, one BLAS product per group; with ``q == 1`` (depthwise
     convolutions) it is an outer product, which ``np.multiply`` does several times faster."""
@@ -165,40 +181,54 @@ def _window_view(rows_p: np.ndarray, kernel, stride, dilation, out_hw) -> np.nda
 
 # -- the convolution and its adjoint: every op below is made of these two -------------------------
 def _correlate(rows_p: np.ndarray, weight: np.ndarray, groups: int, stride, dilation, out_hw,
-               grad_rows: np.ndarray | None = None):
+               grad_rows: np.ndarray | None = None, keep_cols: bool = False):
     """Cross-correlate a padded ``(c, hp, wp, n)`` input with ``weight (oc, cg, kh, kw)``.
 
-    Returns the output ``(oc, oh, ow, n)``: ``W @ cols`` per group, a block of output rows at a
-    time. If ``grad_rows (oc, oh, ow, n)`` is given, also returns the weight gradient
-    ``grad @ cols.T`` (per group) from the same columns, else None.
+    Returns ``(out, grad_w, cols)``: the output ``(oc, oh, ow, n)``, ``W @ cols`` per group, a
+    tile of output pixels at a time. If ``grad_rows (oc, oh, ow, n)`` is given, ``grad_w`` is
+    the weight gradient ``grad @ cols.T`` (per group) from the same columns, else None. With
+    ``keep_cols`` the columns are built whole, in one tile, and returned as ``cols``
+    ``(groups, cg*kh*kw, oh*ow*n)``, else ``cols`` is None.
     """
     oc, cg, kh, kw = weight.shape
-    c, _, _, n = rows_p.shape
-    kernel = (kh, kw)
     w_groups = weight.reshape(groups, oc // groups, cg * kh * kw)
-    out = np.empty((oc, *out_hw, n), rows_p.dtype)
+    out = np.empty((oc, *out_hw, rows_p.shape[3]), rows_p.dtype)
     grad_w = None if grad_rows is None else np.zeros(w_groups.shape, rows_p.dtype)
-    view = _window_view(rows_p, kernel, stride, dilation, out_hw)
-    tiles = _tiles(c, kernel, out_hw, n, rows_p.itemsize)
-    buffer = _tile_buffer(tiles, c, kernel, n, rows_p.dtype)
-    for r0, r1, q0, q1 in tiles:
-        cols = _im2col_tile(view, (r0, r1, q0, q1), buffer).reshape(groups, cg * kh * kw, -1)
+    for (r0, r1, q0, q1), cols in _column_tiles(rows_p, (kh, kw), stride, dilation, out_hw,
+                                                whole=keep_cols):
+        cols = cols.reshape(groups, cg * kh * kw, -1)
         _matmul(w_groups, cols, out=out[:, r0:r1, q0:q1].reshape(groups, oc // groups, -1))
         if grad_rows is not None:
             grad_tile = grad_rows[:, r0:r1, q0:q1].reshape(groups, oc // groups, -1)
             grad_w += _matmul(grad_tile, cols.transpose(0, 2, 1))  # (g, oc/g, cg*kh*kw)
-    return out, None if grad_w is None else grad_w.reshape(weight.shape)
+    grad_w = None if grad_w is None else grad_w.reshape(weight.shape)
+    return out, grad_w, cols if keep_cols else None
+
+
+def _weight_grad(grad_rows: np.ndarray, weight_shape, groups: int, stride, dilation,
+                 rows_p: np.ndarray | None = None, cols: np.ndarray | None = None) -> np.ndarray:
+    """``dL/dW = grad @ cols.T`` per group: each weight gathers the inputs it multiplied, times
+    the gradient of the output they made. From the kept columns ``cols`` in one product, or
+    from the padded input ``rows_p``, the columns rebuilt a tile at a time."""
+    oc, cg, kh, kw = weight_shape
+    if cols is not None:
+        grad = grad_rows.reshape(groups, oc // groups, -1)              # (g, oc/g, oh*ow*n)
+        return _matmul(grad, cols.transpose(0, 2, 1)).reshape(weight_shape)
+    grad_w = np.zeros((groups, oc // groups, cg * kh * kw), grad_rows.dtype)
+    for (r0, r1, q0, q1), cols in _column_tiles(rows_p, (kh, kw), stride, dilation,
+                                                grad_rows.shape[1:3]):
+        grad_tile = grad_rows[:, r0:r1, q0:q1].reshape(groups, oc // groups, -1)
+        grad_w += _matmul(grad_tile, cols.reshape(groups, cg * kh * kw, -1).transpose(0, 2, 1))
+    return grad_w.reshape(weight_shape)
 
 
 def _correlate_backward(grad_rows: np.ndarray, weight: np.ndarray, groups: int, stride,
-                        dilation, padded_shape, rows_p: np.ndarray | None = None):
-    """Gradients of :func:`_correlate`: with respect to its padded input, and to the weight.
+                        dilation, padded_shape) -> np.ndarray:
+    """Gradient of :func:`_correlate` with respect to its padded input.
 
     ``grad_rows (oc, oh, ow, n) -> (c, hp, wp, n)``: ``W.T @ grad`` gives each window's share of
     the gradient, and col2im adds the shares onto the pixels they came from; together that is
-    the full convolution of the gradient with the mirrored kernel. If the padded input
-    ``rows_p`` is given, also returns the weight gradient ``grad @ cols.T`` (the columns rebuilt
-    block by block rather than kept from the forward pass), else None.
+    the full convolution of the gradient with the mirrored kernel.
     """
     oc, cg, kh, kw = weight.shape
     _, oh, ow, n = grad_rows.shape
@@ -206,19 +236,10 @@ def _correlate_backward(grad_rows: np.ndarray, weight: np.ndarray, groups: int, 
     kernel, (sh, sw), (dh, dw) = (kh, kw), stride, dilation
     w_t = weight.reshape(groups, oc // groups, cg * kh * kw).transpose(0, 2, 1)  # (g, cg*k*k, ocg)
     grad_p = np.zeros(padded_shape, grad_rows.dtype)
-    grad_w = None if rows_p is None else np.zeros((groups, oc // groups, cg * kh * kw),
-                                                  grad_rows.dtype)
     tiles = _tiles(c, kernel, (oh, ow), n, grad_rows.itemsize)
     buffer = _tile_buffer(tiles, c, kernel, n, grad_rows.dtype)
-    if rows_p is not None:
-        view = _window_view(rows_p, kernel, stride, dilation, (oh, ow))
-        col_buffer = np.empty_like(buffer)
     for r0, r1, q0, q1 in tiles:
         grad_tile = grad_rows[:, r0:r1, q0:q1].reshape(groups, oc // groups, -1)  # (g, oc/g, L)
-        if rows_p is not None:
-            cols = _im2col_tile(view, (r0, r1, q0, q1), col_buffer)
-            cols = cols.reshape(groups, cg * kh * kw, -1)
-            grad_w += _matmul(grad_tile, cols.transpose(0, 2, 1))  # (g, oc/g, cg*kh*kw)
         size = c * kh * kw * (r1 - r0) * (q1 - q0) * n
         grad_cols = _matmul(w_t, grad_tile, out=buffer[:size].reshape(groups, cg * kh * kw, -1))
         # col2im onto the padded pixels this tile read: rows r0*sh .. (r1-1)*sh + dh*(kh-1), and
@@ -228,7 +249,7 @@ def _correlate_backward(grad_rows: np.ndarray, weight: np.ndarray, groups: int, 
         grad_cols = grad_cols.reshape(c, kh, kw, r1 - r0, q1 - q0, n)
         col2im(grad_cols.transpose(5, 0, 1, 2, 3, 4), None, stride, dilation,
                out=target.transpose(3, 0, 1, 2))
-    return grad_p, None if grad_w is None else grad_w.reshape(weight.shape)
+    return grad_p
 
 
 # -- argument checks ------------------------------------------------------------------------------
@@ -370,32 +391,49 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     return _conv2d_forward(x, weight, bias, stride, pads, dilation, groups, out_hw, name)
 
 
-def _conv2d_forward(x, weight, bias, stride, pads, dilation, groups, out_hw, name="conv2d"):
-    """conv2d on checked arguments: ``x`` of the weight's dtype, ``pads`` as ((t, b), (l, r))."""
+def _conv2d_forward(x, weight, bias, stride, pads, dilation, groups, out_hw, name="conv2d",
+                    keep_cols: bool | None = None):
+    """conv2d on checked arguments: ``x`` of the weight's dtype, ``pads`` as ((t, b), (l, r)).
+
+    ``keep_cols``: keep the im2col matrix for the backward pass; by default when gradients are
+    on (not under ``numcnn.no_grad()``) and it takes at most ``KEEP_COLS_BYTES``.
+    """
     rows_p = _to_rows(x, pads)  # (c, hp, wp, n)
-    out_rows, _ = _correlate(rows_p, weight, groups, stride, dilation, out_hw)
-    y = _from_rows(out_rows, bias)  # (n, oc, oh, ow)
-    cache = dict(name=name, rows_p=rows_p, weight=weight, pads=pads,
-                 stride=stride, dilation=dilation, groups=groups, has_bias=bias is not None,
-                 out_shape=y.shape)
+    if keep_cols is None:
+        cols_bytes = rows_p.shape[0] * weight[0, 0].size * x.shape[0] * int(np.prod(out_hw))
+        keep_cols = is_grad_enabled() and cols_bytes * rows_p.itemsize <= KEEP_COLS_BYTES
+    out_rows, _, cols = _correlate(rows_p, weight, groups, stride, dilation, out_hw,
+                                   keep_cols=keep_cols)
+    if not keep_cols and np.may_share_memory(rows_p, x):
+        rows_p = rows_p.copy()  # kept for backward: later changes to x must not reach it
+    y = _from_rows(out_rows, bias)  # (n, oc, oh, ow), a view of out_rows
+    cache = dict(name=name, rows_p=None if keep_cols else rows_p, cols=cols,
+                 padded_shape=rows_p.shape, weight=weight, pads=pads, stride=stride,
+                 dilation=dilation, groups=groups, has_bias=bias is not None, out_shape=y.shape)
     return y, cache
 
 
-def conv2d_backward(grad_out, cache):
+def conv2d_backward(grad_out, cache, input_grad: bool = True):
     """Gradients of :func:`conv2d`: ``(grad_x, grad_weight, grad_bias or None)``.
 
     ``grad_weight = grad @ cols.T`` (per group); ``grad_bias`` sums ``grad`` over batch and
     positions; ``grad_x = col2im(W.T @ grad)``, cropped: the full convolution of ``grad`` with the
-    180-degree rotated kernel, for any stride, padding, dilation and groups.
+    180-degree rotated kernel, for any stride, padding, dilation and groups. With
+    ``input_grad=False`` ``grad_x`` is not computed and is None (the input is data, as images
+    that do not require a gradient in PyTorch); that saves about a third of the work.
     """
     weight, groups = cache["weight"], cache["groups"]
     grad_out = _check_grad(cache["name"], grad_out, cache["out_shape"])
-    grad_rows = _to_rows(grad_out, dtype=weight.dtype)  # (oc, oh, ow, n)
-    rows_p = cache["rows_p"]
+    grad_rows = _to_rows(grad_out, dtype=weight.dtype)  # (oc, oh, ow, n), no copy if it can
     grad_b = grad_rows.reshape(weight.shape[0], -1).sum(axis=1) if cache["has_bias"] else None
-    grad_rows_p, grad_w = _correlate_backward(grad_rows, weight, groups, cache["stride"],
-                                              cache["dilation"], rows_p.shape, rows_p)
-    return _from_rows(grad_rows_p, crop=cache["pads"]), grad_w, grad_b
+    grad_w = _weight_grad(grad_rows, weight.shape, groups, cache["stride"], cache["dilation"],
+                          rows_p=cache["rows_p"], cols=cache["cols"])
+    grad_x = None
+    if input_grad:
+        grad_rows_p = _correlate_backward(grad_rows, weight, groups, cache["stride"],
+                                          cache["dilation"], cache["padded_shape"])
+        grad_x = _from_rows(grad_rows_p, crop=cache["pads"])
+    return grad_x, grad_w, grad_b
 
 
 # -- conv1d ---------------------------------------------------------------------------------------
@@ -438,10 +476,11 @@ def conv1d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     return y[:, :, 0, :], cache
 
 
-def conv1d_backward(grad_out, cache):
-    """Gradients of :func:`conv1d`: ``(grad_x, grad_weight, grad_bias or None)``."""
-    grad_x, grad_w, grad_b = conv2d_backward(_grad_1d_as_2d(grad_out, cache), cache)
-    return grad_x[:, :, 0, :], grad_w[:, :, 0, :], grad_b
+def conv1d_backward(grad_out, cache, input_grad: bool = True):
+    """Gradients of :func:`conv1d`: ``(grad_x, grad_weight, grad_bias or None)``; ``grad_x`` is
+    None with ``input_grad=False``."""
+    grad_x, grad_w, grad_b = conv2d_backward(_grad_1d_as_2d(grad_out, cache), cache, input_grad)
+    return None if grad_x is None else grad_x[:, :, 0, :], grad_w[:, :, 0, :], grad_b
 
 
 def _grad_1d_as_2d(grad_out, cache) -> np.ndarray:
@@ -521,7 +560,9 @@ def _conv_transpose2d_forward(x, weight, bias, stride, pads, dilation, groups, o
     padded_shape = (weight.shape[1] * groups, out_hw[0] + top + bottom,
                     out_hw[1] + left + right, x.shape[0])
     x_rows = _to_rows(x)  # (c_in, h, w, n)
-    out_rows_p, _ = _correlate_backward(x_rows, weight, groups, stride, dilation, padded_shape)
+    if np.may_share_memory(x_rows, x):
+        x_rows = x_rows.copy()  # kept for backward: later changes to x must not reach it
+    out_rows_p = _correlate_backward(x_rows, weight, groups, stride, dilation, padded_shape)
     y = _from_rows(out_rows_p, bias, crop=pads)  # (n, c_out, h_out, w_out)
     cache = dict(name=name, x_rows=x_rows, weight=weight, pads=pads, stride=stride,
                  dilation=dilation, groups=groups, has_bias=bias is not None, out_shape=y.shape)
@@ -538,8 +579,8 @@ def conv_transpose2d_backward(grad_out, cache):
     weight, groups, x_rows = cache["weight"], cache["groups"], cache["x_rows"]
     grad_out = _check_grad(cache["name"], grad_out, cache["out_shape"])
     grad_rows_p = _to_rows(grad_out, cache["pads"], dtype=weight.dtype)  # (c_out, hp, wp, n)
-    grad_x_rows, grad_w = _correlate(grad_rows_p, weight, groups, cache["stride"],
-                                     cache["dilation"], x_rows.shape[1:3], grad_rows=x_rows)
+    grad_x_rows, grad_w, _ = _correlate(grad_rows_p, weight, groups, cache["stride"],
+                                        cache["dilation"], x_rows.shape[1:3], grad_rows=x_rows)
     grad_b = None
     if cache["has_bias"]:  # the padding is zeros, so summing it changes nothing
         grad_b = grad_rows_p.reshape(grad_rows_p.shape[0], -1).sum(axis=1)

@@ -18,9 +18,11 @@ Backward, the compact form (every mean over the N values of a channel)::
     dweight = sum(dy * xhat)
     dbias   = sum(dy)
 
-Every array is viewed as ``(n, c, m)`` (a free reshape of a contiguous NCHW input): the sums over
-``m`` are matrix-vector products (BLAS) and the sums over ``n`` act on small ``(n, c)`` arrays, so
-the big array is read once per statistic and no float64 copy is made of float32 data.
+Every array is viewed as ``(n, c, m)`` (a free reshape of a contiguous NCHW input), or, when its
+memory is channels first and batch last (``(c, h, w, n)``, what the convolutions output), as
+``(h, c, w*n)``: either way a free view. The sums over the last axis are matrix-vector products
+(BLAS) and the sums over the first act on small ``(n, c)`` arrays, so the big array is read once
+per statistic and no float64 copy is made of float32 data. The output has the input's layout.
 """
 
 from __future__ import annotations
@@ -28,8 +30,30 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
+from ._windows import is_batch_last
 
 __all__ = ["batch_norm", "batch_norm_forward", "batch_norm_backward"]
+
+
+def _channel_view(x: np.ndarray, batch_last: bool | None = None):
+    """``x (n, c, *)`` as a 3-D view ``(outer, c, inner)`` without a copy when the memory allows,
+    whether that is the batch-last layout, and a function that gives an array of the 3-D shape
+    back the shape of ``x``, in the same layout.
+
+    NCHW memory gives ``(n, c, h*w)``; batch-last memory ``(c, h, w, n)`` gives ``(h, c, w*n)``
+    (a transposed view; each statistic is then summed over rows of ``w*n`` values, then over
+    ``h`` in float64). ``batch_last`` None picks the layout ``x`` has (a copy to NCHW if it has
+    neither); True or False asks for that one (copying ``x`` into it if needed).
+    """
+    n, c = x.shape[:2]
+    moved = np.moveaxis(x, 0, -1)                             # (c, *, n)
+    if batch_last is None:
+        batch_last = is_batch_last(x)
+    if batch_last:
+        moved = np.ascontiguousarray(moved)
+        view = moved.reshape(c, moved.shape[1], -1).transpose(1, 0, 2)   # (h, c, w*n)
+        return view, True, lambda a: np.moveaxis(a.transpose(1, 0, 2).reshape(moved.shape), -1, 0)
+    return np.ascontiguousarray(x).reshape(n, c, -1), False, lambda a: a.reshape(x.shape)
 
 
 def _channel_sum(x3: np.ndarray) -> np.ndarray:
@@ -122,7 +146,7 @@ def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias
         if vector is not None and np.shape(vector) != (c,):
             raise ShapeError(f"batch_norm: {name} should have shape ({c},), one value per channel "
                              f"of the input {x.shape}, got {np.shape(vector)}")
-    x3 = x.reshape(n, c, -1)                                  # (n, c, m)
+    x3, batch_last, restore = _channel_view(x)                # (n, c, m) or (h, c, w*n)
     count = x3.shape[0] * x3.shape[2]
     dtype = x.dtype
     if training:
@@ -159,8 +183,8 @@ def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias
         centred = None                                        # the backward recomputes it
     cache = dict(centred=centred, x3=x3, mean=mean, invstd=invstd, weight=weight,
                  has_bias=bias is not None, training=training, count=count,
-                 shape=x.shape)
-    return out.reshape(x.shape), cache
+                 shape=x.shape, batch_last=batch_last)
+    return restore(out), cache
 
 
 def batch_norm_backward(grad_out, cache):
@@ -173,7 +197,11 @@ def batch_norm_backward(grad_out, cache):
     a second backward call on the same cache recomputes it from ``x``.
     """
     x3, invstd, weight = cache["x3"], cache["invstd"], cache["weight"]
-    dy3 = np.asarray(grad_out).astype(x3.dtype, copy=False).reshape(x3.shape)   # (n, c, m)
+    grad_out = np.asarray(grad_out)
+    if grad_out.shape != cache["shape"]:
+        raise ShapeError(f"batch_norm backward: expected grad_out of shape {cache['shape']} (the "
+                         f"output's), got {grad_out.shape}")
+    dy3, _, restore = _channel_view(grad_out.astype(x3.dtype, copy=False), cache["batch_last"])
     scale = invstd if weight is None else invstd * weight
     centred = cache["centred"]
     need_dot = cache["training"] or weight is not None
@@ -186,7 +214,7 @@ def batch_norm_backward(grad_out, cache):
 
     if not cache["training"]:
         grad = _scale_shift(dy3, scale, None)                     # scale * dy
-        return grad.reshape(cache["shape"]), grad_weight, grad_bias
+        return restore(grad), grad_weight, grad_bias
     # dx = scale * dy - scale * (mean(dy) + xhat * mean(dy * xhat))
     #    = scale * dy - (centred * (scale * invstd^2 * dot / N) + scale * sum(dy) / N),
     # the bracket built in the cached centred array, which is then spent; slice by slice, so
@@ -203,7 +231,7 @@ def batch_norm_backward(grad_out, cache):
         centred_part += offset
         grad_part -= centred_part
     cache["centred"] = None
-    return grad.reshape(cache["shape"]), grad_weight, grad_bias
+    return restore(grad), grad_weight, grad_bias
 
 
 def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,

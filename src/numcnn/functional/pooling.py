@@ -31,7 +31,8 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..errors import DTypeError, ShapeError
-from ._windows import check_input, col2im, formula, out_size, pad2d, pad2d_backward, pair, windows
+from ._windows import (check_input, col2im, formula, is_batch_last, new_map, out_size, pad2d,
+                       pad2d_backward, pair, to_layout, windows)
 
 __all__ = [
     "max_pool2d", "max_pool2d_forward", "max_pool2d_backward",
@@ -148,7 +149,8 @@ def _running_max(candidates: list[np.ndarray], need_arg: bool):
     the maximum is NaN, the last NaN. Returns ``(maximum, arg)``, ``arg`` an unsigned int array.
     """
     first = candidates[0]
-    arg = np.zeros(first.shape, np.min_scalar_type(len(candidates) - 1)) if need_arg else None
+    # zeros_like keeps the memory order of the candidates (NCHW or batch last)
+    arg = np.zeros_like(first, np.min_scalar_type(len(candidates) - 1)) if need_arg else None
     if len(candidates) == 1:
         return first.copy(), arg
     best = None
@@ -208,7 +210,8 @@ def _max_pool(x, kernel, stride, padding, dilation, out_hw, need_arg: bool, spli
     pads = tuple(_pads(size, k, s, p, d, o) for size, k, s, p, d, o
                  in zip((h, w), kernel, stride, padding, dilation, out_hw))
     cache = dict(x_shape=x.shape, out_shape=(n, c, oh, ow), kernel=kernel, stride=stride,
-                 padding=padding, dilation=dilation, pads=pads, split_ties=split_ties)
+                 padding=padding, dilation=dilation, pads=pads, split_ties=split_ties,
+                 batch_last=is_batch_last(x))
     if _is_blocks(x.shape, kernel, stride, padding, dilation, out_hw):
         # Fast path: maximum over the kw columns of each kernel row, then over the kh rows.
         # Columns first keeps PyTorch's row-by-row scan order for ties; the column stage reads
@@ -327,11 +330,12 @@ def max_pool2d_backward(grad_out, cache) -> np.ndarray:
     finite = bool(np.isfinite(grad_out).all())
     if cache["path"] == "blocks" and not cache["split_ties"]:
         row_arg, col_arg = cache["row_arg"], cache["col_arg"]
-        grad_rows = np.empty(col_arg.shape, grad_out.dtype)  # (n, c, oh, kh, ow)
+        grad_out = to_layout(grad_out, cache["batch_last"])  # that of the input and the codes
+        grad_rows = np.empty_like(col_arg, grad_out.dtype)  # (n, c, oh, kh, ow), its layout
         for i in range(kh):
             _route(grad_out, row_arg == i, grad_rows[:, :, :, i], finite)
         cropped = oh * kh < h or ow * kw < w
-        grad_x = (np.zeros if cropped else np.empty)((n, c, h, w), grad_out.dtype)
+        grad_x = new_map((n, c, h, w), grad_out.dtype, cache["batch_last"], zeros=cropped)
         grad_blocks = _blocks(grad_x, (kh, kw), (oh, ow), writeable=True)  # (n,c,oh,kh,ow,kw)
         for j in range(kw):
             _route(grad_rows, col_arg == j, grad_blocks[..., j], finite)
@@ -346,7 +350,9 @@ def max_pool2d_backward(grad_out, cache) -> np.ndarray:
             _route(grad_out, arg == k, cols[:, :, k // kw, k % kw], finite)
     (top, bottom), (left, right) = pads
     grad_xp = col2im(cols, (n, c, h + top + bottom, w + left + right), stride, dilation)
-    return np.ascontiguousarray(pad2d_backward(grad_xp, pads, mode="zeros"))
+    grad_x = new_map((n, c, h, w), grad_out.dtype, cache["batch_last"])
+    grad_x[...] = pad2d_backward(grad_xp, pads, mode="zeros")
+    return grad_x
 
 
 def _split_ties(grad_out, cache, cols, finite: bool) -> None:

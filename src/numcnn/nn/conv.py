@@ -121,17 +121,23 @@ class _ConvNd(Module):
         self._keep(cache=cache)
         return y[:, :, 0, :] if self._dims == 1 else y
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, input_grad: bool = True):
         cache = self._take()["cache"]
         if self._dims == 1:  # (n, oc, l) -> (n, oc, 1, l)
             grad_out = C._grad_1d_as_2d(grad_out, cache)
-        grad_x, grad_w, grad_b = C.conv2d_backward(grad_out, cache)
+        grad_x, grad_w, grad_b = C.conv2d_backward(grad_out, cache, input_grad)
         self.weight.grad += grad_w.reshape(self.weight.shape)
         if self.bias is not None:
             self.bias.grad += grad_b
+        if grad_x is None:
+            return None
         if self.padding_mode != "zeros":
             grad_x = pad2d_backward(grad_x, self._pads, self.padding_mode)
         return grad_x[:, :, 0, :] if self._dims == 1 else grad_x
+
+    def backward_params(self, grad_out) -> None:
+        """Parameter gradients only: the input gradient (a third of the work) is skipped."""
+        self.backward(grad_out, input_grad=False)
 
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

@@ -208,6 +208,16 @@ class Module:
     def backward(self, grad_out):
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
 
+    def backward_params(self, grad_out) -> None:
+        """Backward pass that only accumulates the parameter gradients, for a layer whose input
+        is data (images need no gradient, as tensors without ``requires_grad`` in PyTorch).
+
+        The default runs :meth:`backward` and drops the input gradient, or does nothing for a
+        layer without parameters; layers that can skip the input gradient override it.
+        """
+        if self._parameters or self._modules:
+            self.backward(grad_out)
+
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
@@ -325,10 +335,25 @@ class Sequential(Module):
                 raise ShapeError(f"{_layer_name(name, module)}: {error}") from None
         return x
 
-    def backward(self, grad_out):
-        for module in reversed(self._modules.values()):
+    def backward(self, grad_out, input_grad: bool = True):
+        """Run the layers' backward passes in reverse and return the input gradient.
+
+        With ``input_grad=False`` the first layer only accumulates its parameter gradients
+        (:meth:`Module.backward_params`) and None is returned: what training does, since the
+        images need no gradient (a convolution then skips a third of its backward work).
+        """
+        modules = list(self._modules.values())
+        if not modules:
+            return grad_out if input_grad else None
+        for module in reversed(modules[1:]):
             grad_out = module.backward(grad_out)
-        return grad_out
+        if input_grad:
+            return modules[0].backward(grad_out)
+        modules[0].backward_params(grad_out)
+        return None
+
+    def backward_params(self, grad_out) -> None:
+        self.backward(grad_out, input_grad=False)
 
     def output_shape(self, input_shape):
         shape = tuple(input_shape)
