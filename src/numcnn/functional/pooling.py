@@ -220,6 +220,8 @@ def _max_pool(x, kernel, stride, padding, dilation, out_hw, need_arg: bool, spli
         row_max, col_arg = _running_max([blocks[..., j] for j in range(kw)], need_arg)
         out, row_arg = _running_max([row_max[:, :, :, i] for i in range(kh)], need_arg)
         cache.update(path="blocks", row_arg=row_arg, col_arg=col_arg)
+        if need_arg:
+            cache.update(winner=_winner_mask(x, kernel, out_hw, row_arg, col_arg))
     else:
         xp = pad2d(x, pads, mode="constant", value=-np.inf)
         cols = windows(xp, kernel, stride, dilation, out_hw)  # (n, c, kh, kw, oh, ow)
@@ -237,6 +239,21 @@ def _max_pool(x, kernel, stride, padding, dilation, out_hw, need_arg: bool, spli
     if split_ties:
         cache.update(x=x, out=out)
     return out, cache
+
+
+def _winner_mask(x, kernel, out_hw, row_arg, col_arg) -> np.ndarray:
+    """Boolean map of the shape and layout of ``x``, true at each block's winning position:
+    ``winner[n, c, y*kh + i, x*kw + j] = (row_arg == i) & (col_arg[..., i, :] == j)``. The
+    backward pass is then one product of the mask with the upsampled gradient."""
+    (kh, kw), (oh, ow) = kernel, out_hw
+    n, c, h, w = x.shape
+    winner = new_map(x.shape, np.bool_, is_batch_last(x), zeros=oh * kh < h or ow * kw < w)
+    blocks = _blocks(winner, kernel, out_hw, writeable=True)  # (n, c, oh, kh, ow, kw)
+    for i in range(kh):
+        row_won = row_arg == i
+        for j in range(kw):
+            np.logical_and(row_won, col_arg[:, :, :, i] == j, out=blocks[:, :, :, i, :, j])
+    return winner
 
 
 def _leading_padding(out: int, s: int, p: int, d: int) -> np.ndarray:
@@ -329,16 +346,13 @@ def max_pool2d_backward(grad_out, cache) -> np.ndarray:
     oh, ow = grad_out.shape[2:]
     finite = bool(np.isfinite(grad_out).all())
     if cache["path"] == "blocks" and not cache["split_ties"]:
-        row_arg, col_arg = cache["row_arg"], cache["col_arg"]
-        grad_out = to_layout(grad_out, cache["batch_last"])  # that of the input and the codes
-        grad_rows = np.empty_like(col_arg, grad_out.dtype)  # (n, c, oh, kh, ow), its layout
-        for i in range(kh):
-            _route(grad_out, row_arg == i, grad_rows[:, :, :, i], finite)
+        # each block's gradient goes to its winner: mask * the gradient repeated over the block
+        grad_out = to_layout(grad_out, cache["batch_last"])  # that of the input and the mask
         cropped = oh * kh < h or ow * kw < w
         grad_x = new_map((n, c, h, w), grad_out.dtype, cache["batch_last"], zeros=cropped)
         grad_blocks = _blocks(grad_x, (kh, kw), (oh, ow), writeable=True)  # (n,c,oh,kh,ow,kw)
-        for j in range(kw):
-            _route(grad_rows, col_arg == j, grad_blocks[..., j], finite)
+        winner = _blocks(cache["winner"], (kh, kw), (oh, ow))
+        _route(grad_out[:, :, :, None, :, None], winner, grad_blocks, finite)
         return grad_x
 
     cols = np.empty((n, c, kh, kw, oh, ow), grad_out.dtype)
