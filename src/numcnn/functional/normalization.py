@@ -20,7 +20,7 @@ Backward, the compact form (every mean over the N values of a channel)::
 
 Every array is viewed as ``(n, c, m)`` (a free reshape of a contiguous NCHW input), or, when its
 memory is channels first and batch last (``(c, h, w, n)``, what the convolutions output), as
-``(h, c, w*n)``: either way a free view. The sums over the last axis are matrix-vector products
+``(1, c, h, w*n)``: either way a free view. The sums over the last axis are matrix-vector products
 (BLAS) and the sums over the first act on small ``(n, c)`` arrays, so the big array is read once
 per statistic and no float64 copy is made of float32 data. The output has the input's layout.
 """
@@ -36,14 +36,15 @@ __all__ = ["batch_norm", "batch_norm_forward", "batch_norm_backward"]
 
 
 def _channel_view(x: np.ndarray, batch_last: bool | None = None):
-    """``x (n, c, *)`` as a 3-D view ``(outer, c, inner)`` without a copy when the memory allows,
-    whether that is the batch-last layout, and a function that gives an array of the 3-D shape
-    back the shape of ``x``, in the same layout.
+    """``x (n, c, *)`` as an array ``(outer, c, ...)`` whose memory is C-contiguous (a view when
+    the memory allows), whether that is the batch-last layout, and a function that gives an
+    array of that shape back the shape of ``x``, in the same layout.
 
-    NCHW memory gives ``(n, c, h*w)``; batch-last memory ``(c, h, w, n)`` gives ``(h, c, w*n)``
-    (a transposed view; each statistic is then summed over rows of ``w*n`` values, then over
-    ``h`` in float64). ``batch_last`` None picks the layout ``x`` has (a copy to NCHW if it has
-    neither); True or False asks for that one (copying ``x`` into it if needed).
+    NCHW memory gives ``(n, c, h*w)``; batch-last memory ``(c, h, w, n)`` gives
+    ``(1, c, h, w*n)``, so that each channel is one contiguous block for the element-wise passes
+    and each statistic is summed over rows of ``w*n`` values, then over ``h`` in float64.
+    ``batch_last`` None picks the layout ``x`` has (a copy to NCHW if it has neither); True or
+    False asks for that one (copying ``x`` into it if needed).
     """
     n, c = x.shape[:2]
     moved = np.moveaxis(x, 0, -1)                             # (c, *, n)
@@ -51,23 +52,28 @@ def _channel_view(x: np.ndarray, batch_last: bool | None = None):
         batch_last = is_batch_last(x)
     if batch_last:
         moved = np.ascontiguousarray(moved)
-        view = moved.reshape(c, moved.shape[1], -1).transpose(1, 0, 2)   # (h, c, w*n)
-        return view, True, lambda a: np.moveaxis(a.transpose(1, 0, 2).reshape(moved.shape), -1, 0)
+        view = moved.reshape(1, c, moved.shape[1], -1)        # (1, c, h, w*n)
+        return view, True, lambda a: np.moveaxis(a.reshape(moved.shape), -1, 0)
     return np.ascontiguousarray(x).reshape(n, c, -1), False, lambda a: a.reshape(x.shape)
 
 
+def _sum_but_channels(partial: np.ndarray, dtype) -> np.ndarray:
+    """Sum a small array of partial sums ``(outer, c, ...)`` over every axis but 1, in float64."""
+    axes = (0, *range(2, partial.ndim))
+    return partial.sum(axis=axes, dtype=np.float64).astype(dtype)
+
+
 def _channel_sum(x3: np.ndarray) -> np.ndarray:
-    """``sum over (0, 2)`` of an ``(n, c, m)`` array: a BLAS product with ones gives the ``(n, c)``
-    partial sums, added over ``n`` in float64 (a small array; a float32 running total over
-    ``n*m`` values would lose digits when the values share a large offset)."""
-    partial = np.matmul(x3, np.ones(x3.shape[2], dtype=x3.dtype))            # (n, c)
-    return partial.sum(axis=0, dtype=np.float64).astype(x3.dtype)            # (c,)
+    """Per-channel sum of an ``(outer, c, ..., m)`` array: a BLAS product with ones gives the
+    partial sums over ``m``, added over the other axes in float64 (a small array; a float32
+    running total over all the values would lose digits when they share a large offset)."""
+    partial = np.matmul(x3, np.ones(x3.shape[-1], dtype=x3.dtype))          # (outer, c, ...)
+    return _sum_but_channels(partial, x3.dtype)                                # (c,)
 
 
 def _channel_dot(a3: np.ndarray, b3: np.ndarray) -> np.ndarray:
-    """``sum over (0, 2)`` of ``a3 * b3`` without forming the product array."""
-    partial = np.vecdot(a3, b3, axis=-1)                                      # (n, c)
-    return partial.sum(axis=0, dtype=np.float64).astype(a3.dtype)            # (c,)
+    """Per-channel sum of ``a3 * b3`` without forming the product array."""
+    return _sum_but_channels(np.vecdot(a3, b3, axis=-1), a3.dtype)            # (c,)
 
 
 # From this many samples on, a per-channel vector is spread into a (c, m) plane (see below).
@@ -82,7 +88,7 @@ def _per_channel(v: np.ndarray, x3: np.ndarray) -> np.ndarray:
     broadcast along ``m`` (stride 0) gets the plain loop, ~1.4x slower on ``(64, 16, 784)``
     float32. The plane is small (``c*m`` values, built once, reused by the ``n`` samples).
     """
-    column = v[:, None]                                       # (c, 1)
+    column = v.reshape(len(v), *(1,) * (x3.ndim - 2))          # (c, 1) or (c, 1, 1)
     if x3.shape[0] < _PLANE_MIN_SAMPLES:
         return column
     return np.repeat(column, x3.shape[2], axis=1)             # (c, m)
@@ -146,8 +152,8 @@ def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias
         if vector is not None and np.shape(vector) != (c,):
             raise ShapeError(f"batch_norm: {name} should have shape ({c},), one value per channel "
                              f"of the input {x.shape}, got {np.shape(vector)}")
-    x3, batch_last, restore = _channel_view(x)                # (n, c, m) or (h, c, w*n)
-    count = x3.shape[0] * x3.shape[2]
+    x3, batch_last, restore = _channel_view(x)                # (n, c, m) or (1, c, h, w*n)
+    count = x3.size // c                                      # values per channel
     dtype = x.dtype
     if training:
         if count <= 1:
