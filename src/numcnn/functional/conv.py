@@ -178,7 +178,17 @@ def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.n
 
 def _window_view(rows_p: np.ndarray, kernel, stride, dilation, out_hw) -> np.ndarray:
     """``(n, c, kh, kw, oh, ow)`` view of every receptive field of a padded (c, hp, wp, n) array."""
-    return windows(rows_p.transpose(3, 0, 1, 2), kernel, stride, dilation, out_hw)
+    if not rows_p.flags.c_contiguous:
+        return windows(rows_p.transpose(3, 0, 1, 2), kernel, stride, dilation, out_hw)
+    # the same view as windows() builds, made directly on the buffer (5x less overhead than
+    # as_strided, which counts at batch 1)
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
+    c, _, _, n = rows_p.shape
+    s_c, s_h, s_w, s_n = rows_p.strides
+    view = np.ndarray((n, c, kh, kw, oh, ow), rows_p.dtype, buffer=rows_p,
+                      strides=(s_n, s_c, dh * s_h, dw * s_w, sh * s_h, sw * s_w))
+    view.flags.writeable = False
+    return view
 
 
 # -- the convolution and its adjoint: every op below is made of these two -------------------------
