@@ -47,11 +47,10 @@ def _channel_view(x: np.ndarray, batch_last: bool | None = None):
     False asks for that one (copying ``x`` into it if needed).
     """
     n, c = x.shape[:2]
-    moved = np.moveaxis(x, 0, -1)                             # (c, *, n)
     if batch_last is None:
         batch_last = is_batch_last(x)
     if batch_last:
-        moved = np.ascontiguousarray(moved)
+        moved = np.ascontiguousarray(np.moveaxis(x, 0, -1))   # (c, *, n)
         view = moved.reshape(1, c, moved.shape[1], -1)        # (1, c, h, w*n)
         return view, True, lambda a: np.moveaxis(a.reshape(moved.shape), -1, 0)
     return np.ascontiguousarray(x).reshape(n, c, -1), False, lambda a: a.reshape(x.shape)
