@@ -392,19 +392,32 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> n
 
 def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """:func:`conv2d` that also returns the cache for :func:`conv2d_backward`: ``(y, cache)``."""
-    name = "conv2d"
-    weight = _check_weight(name, weight, 4, "(out_channels, in_channels/groups, kH, kW)")
-    x = _check_input(name, x, 4, "(N, C, H, W)", weight.dtype)
-    stride, dilation = ntuple(stride, 2, "stride"), ntuple(dilation, 2, "dilation")
+    x, weight, bias, stride, pads, dilation, groups, out_hw = _checked_conv_args(
+        "conv2d", 2, x, weight, bias, stride, padding, dilation, groups)
+    return _conv2d_forward(x, weight, bias, stride, pads, dilation, groups, out_hw, "conv2d")
+
+
+_LAYOUTS = {1: ("(N, C, L)", "(out_channels, in_channels/groups, k)", ("length",)),
+            2: ("(N, C, H, W)", "(out_channels, in_channels/groups, kH, kW)", ("height", "width"))}
+
+
+def _checked_conv_args(name, dims, x, weight, bias, stride, padding, dilation, groups):
+    """The arguments of a ``dims``-D convolution checked and normalised: ``(x, weight, bias,
+    stride, pads, dilation, groups, out_sizes)``, or a ShapeError / DTypeError / ValueError that
+    names the argument, what was expected and what came."""
+    layout, weight_layout, axes = _LAYOUTS[dims]
+    weight = _check_weight(name, weight, dims + 2, weight_layout)
+    x = _check_input(name, x, dims + 2, layout, weight.dtype)
+    stride, dilation = ntuple(stride, dims, "stride"), ntuple(dilation, dims, "dilation")
     _check_positive(name, stride=stride, dilation=dilation)
     kernel = weight.shape[2:]
     pads = resolve_padding(padding, kernel, dilation, stride)
     groups = _check_groups(name, groups, weight.shape[0], "out_channels (weight.shape[0])")
-    _check_channels(name, x.shape, weight.shape[1] * groups, "(N, C, H, W)",
+    _check_channels(name, x.shape, weight.shape[1] * groups, layout,
                     f" (weight {weight.shape} with groups={groups})")
     bias = _check_bias(name, bias, weight.shape[0], weight.dtype)
-    out_hw = conv_output_size(name, x.shape, kernel, stride, pads, dilation)
-    return _conv2d_forward(x, weight, bias, stride, pads, dilation, groups, out_hw, name)
+    out_sizes = conv_output_size(name, x.shape, kernel, stride, pads, dilation, axes)
+    return x, weight, bias, stride, pads, dilation, groups, out_sizes
 
 
 def _conv2d_forward(x, weight, bias, stride, pads, dilation, groups, out_hw, name="conv2d",
@@ -475,20 +488,10 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> n
 
 def conv1d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """:func:`conv1d` that also returns the cache for :func:`conv1d_backward`: ``(y, cache)``."""
-    name = "conv1d"
-    weight = _check_weight(name, weight, 3, "(out_channels, in_channels/groups, k)")
-    x = _check_input(name, x, 3, "(N, C, L)", weight.dtype)
-    stride, dilation = ntuple(stride, 1, "stride"), ntuple(dilation, 1, "dilation")
-    _check_positive(name, stride=stride, dilation=dilation)
-    kernel = weight.shape[2:]
-    pads = resolve_padding(padding, kernel, dilation, stride)
-    groups = _check_groups(name, groups, weight.shape[0], "out_channels (weight.shape[0])")
-    _check_channels(name, x.shape, weight.shape[1] * groups, "(N, C, L)",
-                    f" (weight {weight.shape} with groups={groups})")
-    bias = _check_bias(name, bias, weight.shape[0], weight.dtype)
-    (out_len,) = conv_output_size(name, x.shape, kernel, stride, pads, dilation, ("length",))
+    x, weight, bias, stride, pads, dilation, groups, (out_len,) = _checked_conv_args(
+        "conv1d", 1, x, weight, bias, stride, padding, dilation, groups)
     y, cache = _conv2d_forward(x[:, :, None, :], weight[:, :, None, :], bias, (1, *stride),
-                               ((0, 0), *pads), (1, *dilation), groups, (1, out_len), name)
+                               ((0, 0), *pads), (1, *dilation), groups, (1, out_len), "conv1d")
     return y[:, :, 0, :], cache
 
 
