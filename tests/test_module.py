@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import numcnn
+from numcnn import nn
 from numcnn.errors import NumcnnError, ShapeError
 from numcnn.nn import Identity, Module, Parameter, Residual, Sequential
 from tests.helpers import check_layer_gradients
@@ -157,3 +158,14 @@ def test_window_arguments_of_the_wrong_type_get_a_clear_message():
         pair(2.0, "kernel_size")
     with pytest.raises(ValueError, match=r"stride must be an int or a tuple of 2 ints, got \(1, 2, 3\)"):
         pair((1, 2, 3), "stride")
+
+
+def test_shape_errors_name_the_child_that_refused_the_shape():
+    separable = nn.SeparableConv2d(3, 4, 3)
+    with pytest.raises(ShapeError, match=r"SeparableConv2d \(depthwise\)"):
+        separable.output_shape((1, 2, 8, 8))
+    model = nn.Sequential(nn.Flatten(), nn.Sequential(nn.Linear(4, 2)))
+    with pytest.raises(ShapeError, match=r"layer 1\.0 \(Linear\)"):
+        model.summary((5,), print_fn=None)
+    with pytest.raises(ShapeError, match=r"layer 1 \(Sequential\): layer 0 \(Linear\)"):
+        model.output_shape((1, 5))

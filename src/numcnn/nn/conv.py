@@ -16,7 +16,7 @@ from ..errors import ShapeError
 from ..functional import conv as C
 from ..functional._windows import PADDING_MODES, ntuple, pad2d, pad2d_backward, resolve_padding
 from . import init
-from .module import Module, Parameter
+from .module import Module, Parameter, chain_shapes
 
 __all__ = ["Conv1d", "Conv2d", "ConvTranspose2d", "SeparableConv2d"]
 
@@ -426,23 +426,19 @@ class SeparableConv2d(Module):
         return self.depthwise.backward(self.pointwise.backward(grad_out))
 
     def output_shape(self, input_shape):
-        shape = tuple(input_shape)
-        for child_name, child in self._children():
-            try:
-                shape = child.output_shape(shape)
-            except ShapeError as error:
-                raise ShapeError(f"SeparableConv2d ({child_name}): {error}") from None
-        return shape
+        return chain_shapes(self._children(), tuple(input_shape),
+                            lambda _, child, shape: child.output_shape(shape), self._label)
 
     def _summary_rows(self, name, shape, rows):
         """One summary row per child, so the depthwise/pointwise split and its saving show."""
-        for child_name, child in self._children():
-            full = f"{name}.{child_name}" if name else child_name
-            try:
-                shape = child._summary_rows(full, shape, rows)
-            except ShapeError as error:
-                raise ShapeError(f"SeparableConv2d ({child_name}): {error}") from None
-        return shape
+        def step(child_name, child, shape):
+            return child._summary_rows(f"{name}.{child_name}" if name else child_name, shape,
+                                       rows)
+        return chain_shapes(self._children(), shape, step, self._label)
+
+    @staticmethod
+    def _label(child_name, child) -> str:
+        return f"SeparableConv2d ({child_name})"
 
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

@@ -292,6 +292,18 @@ def _layer_name(index: str, module: Module) -> str:
     return f"layer {index} ({type(module).__name__})"
 
 
+def chain_shapes(children, shape, step, label):
+    """Pass ``shape`` through ``children`` (``(name, module)`` pairs) in order, each step being
+    ``step(name, module, shape) -> shape``; a ShapeError is raised again with
+    ``label(name, module)`` in front, so the message says which child refused the shape."""
+    for name, module in children:
+        try:
+            shape = step(name, module, shape)
+        except ShapeError as error:
+            raise ShapeError(f"{label(name, module)}: {error}") from None
+    return shape
+
+
 class Sequential(Module):
     """Layers applied in order; backward runs them in reverse.
 
@@ -356,22 +368,16 @@ class Sequential(Module):
         self.backward(grad_out, input_grad=False)
 
     def output_shape(self, input_shape):
-        shape = tuple(input_shape)
-        for name, module in self._modules.items():
-            try:
-                shape = module.output_shape(shape)
-            except ShapeError as error:
-                raise ShapeError(f"{_layer_name(name, module)}: {error}") from None
-        return shape
+        return chain_shapes(self._modules.items(), tuple(input_shape),
+                            lambda _, module, shape: module.output_shape(shape), _layer_name)
 
     def _summary_rows(self, name, shape, rows):
-        for child_name, module in self._modules.items():
-            full = f"{name}.{child_name}" if name else child_name
-            try:
-                shape = module._summary_rows(full, shape, rows)
-            except ShapeError as error:
-                raise ShapeError(f"{_layer_name(full, module)}: {error}") from None
-        return shape
+        def full(child_name):
+            return f"{name}.{child_name}" if name else child_name
+        return chain_shapes(self._modules.items(), shape,
+                            lambda child, module, shape: module._summary_rows(full(child), shape,
+                                                                              rows),
+                            lambda child, module: _layer_name(full(child), module))
 
 
 class Identity(Module):
