@@ -370,3 +370,18 @@ def test_python_dash_m_numcnn_is_the_same_command():
                           capture_output=True, text=True)
     assert done.returncode == 0 and "Total params: 17,066" in done.stdout
     assert numcnn.__version__  # the package imported in the test process too
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--epochs", "0", "--epochs: expected a positive integer, got 0"),
+    ("--epochs", "two", "--epochs: expected a positive integer, got 'two'"),
+    ("--lr", "-0.5", "--lr: expected a positive number, got -0.5"),
+    ("--val-fraction", "1", "--val-fraction: expected a number in [0, 1), got 1"),
+    ("--seed", "-1", "--seed: expected an integer >= 0, got -1"),
+    ("--momentum", "-0.5", "--momentum: expected a number >= 0, got -0.5"),
+    ("--lr", "nan", "--lr: expected a positive number, got nan"),
+    ("--lr", "inf", "--lr: expected a positive number, got inf"),
+])
+def test_numeric_options_are_checked_with_one_line_errors(option, value, expected):
+    code, _, err = run(["train", option, value])
+    assert code == 2 and expected in one_line(err)
