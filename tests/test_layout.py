@@ -147,3 +147,20 @@ def test_backward_params_of_a_layer_without_parameters_does_nothing():
     relu = nn.ReLU()
     relu(np.ones((2, 3)))
     assert relu.backward_params(np.ones((2, 3))) is None
+
+
+def test_backward_params_of_a_separable_convolution_matches_its_full_backward():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 7, 7))
+    grads = []
+    for params_only in (False, True):
+        numcnn.manual_seed(0)
+        layer = nn.SeparableConv2d(3, 4, 3, padding=1).double()
+        out = layer(x)
+        if params_only:
+            assert layer.backward_params(np.ones(out.shape)) is None
+        else:
+            layer.backward(np.ones(out.shape))
+        grads.append([p.grad.copy() for p in layer.parameters()])
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

@@ -425,6 +425,9 @@ class SeparableConv2d(Module):
     def backward(self, grad_out):
         return self.depthwise.backward(self.pointwise.backward(grad_out))
 
+    def backward_params(self, grad_out) -> None:
+        self.depthwise.backward_params(self.pointwise.backward(grad_out))
+
     def output_shape(self, input_shape):
         return chain_shapes(self._children(), tuple(input_shape),
                             lambda _, child, shape: child.output_shape(shape), self._label)
