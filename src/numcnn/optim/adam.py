@@ -105,20 +105,10 @@ class Adam(Optimizer):
                 p, grad_block, exp_avg, exp_avg_sq = blocks[:4]
                 work = self._work(p, 0)
                 tmp = self._work(p, 1)
-                # the effective gradient d: grad, or (-grad) + weight_decay * param in `work`
-                d = grad_block
-                if decay is not None:
+                if decay is not None:  # AdamW: the decay shrinks the weights, not the gradient
                     p *= decay
-                elif weight_decay != 0:
-                    np.multiply(p, weight_decay, out=work)
-                    if maximize:
-                        np.subtract(work, grad_block, out=work)
-                    else:
-                        np.add(work, grad_block, out=work)
-                    d = work
-                if maximize and d is grad_block:
-                    np.negative(grad_block, out=work)
-                    d = work
+                d = self._effective_grad(p, grad_block, 0 if decay is not None else weight_decay,
+                                         maximize)
 
                 # m <- lerp(m, d, 1 - beta1), in PyTorch's two forms of lerp
                 np.subtract(d, exp_avg, out=tmp)

@@ -230,6 +230,22 @@ class Optimizer:
         for start in range(0, size, block):
             yield [a[start:start + block] for a in flat]
 
+    def _effective_grad(self, p: np.ndarray, grad: np.ndarray, weight_decay: float,
+                        maximize: bool) -> np.ndarray:
+        """The gradient an update follows, as PyTorch's optimisers form it::
+
+            d = grad + weight_decay * p        (-grad + weight_decay * p with maximize)
+
+        ``grad`` itself when there is nothing to add, else built in scratch slot 0.
+        """
+        if weight_decay == 0 and not maximize:
+            return grad
+        d = self._work(p, 0)
+        if weight_decay == 0:
+            return np.negative(grad, out=d)
+        np.multiply(p, weight_decay, out=d)
+        return (np.subtract if maximize else np.add)(d, grad, out=d)
+
     def _work(self, like: np.ndarray, slot: int) -> np.ndarray:
         """A scratch array of ``like``'s shape and dtype (contents undefined), reused every step.
 

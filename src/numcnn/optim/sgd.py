@@ -88,19 +88,7 @@ class SGD(Optimizer):
         """One block of the update: ``blocks`` is ``[param, grad]`` (+ ``[momentum_buffer]``)."""
         p, grad = blocks[0], blocks[1]
         update = self._work(p, 0)
-        # the effective gradient d: grad itself, or (-grad) + weight_decay * param in scratch
-        if weight_decay != 0:
-            np.multiply(p, weight_decay, out=update)
-            if maximize:
-                np.subtract(update, grad, out=update)
-            else:
-                np.add(update, grad, out=update)
-            d = update
-        elif maximize:
-            np.negative(grad, out=update)
-            d = update
-        else:
-            d = grad
+        d = self._effective_grad(p, grad, weight_decay, maximize)
 
         if momentum != 0:
             buf = blocks[2]
