@@ -61,6 +61,7 @@ import numpy as np
 
 from .._grad import is_grad_enabled
 from ..errors import DTypeError, ShapeError
+from . import kernels
 from ._windows import col2im, formula, ntuple, out_size, resolve_padding, windows
 
 __all__ = [
@@ -428,6 +429,17 @@ def _conv2d_forward(x, weight, bias, stride, pads, dilation, groups, out_hw, nam
     on (not under ``numcnn.no_grad()``) and it takes at most ``KEEP_COLS_BYTES``.
     """
     rows_p = _to_rows(x, pads)  # (c, hp, wp, n)
+    if kernels.applies(rows_p, weight, groups, stride, out_hw):
+        # the compiled kernel: the same sums, no column matrix (numcnn.functional.kernels)
+        out_rows = kernels.conv_forward(rows_p, weight, bias, stride, dilation, out_hw)
+        if np.may_share_memory(rows_p, x):
+            rows_p = rows_p.copy()  # kept for backward: later changes to x must not reach it
+        y = _from_rows(out_rows)  # (n, oc, oh, ow), a view of out_rows; bias already added
+        cache = dict(name=name, rows_p=rows_p, cols=None, kernels=True,
+                     padded_shape=rows_p.shape, weight=weight, pads=pads, stride=stride,
+                     dilation=dilation, groups=groups, has_bias=bias is not None,
+                     out_shape=y.shape)
+        return y, cache
     if keep_cols is None:
         cols_bytes = rows_p.shape[0] * weight[0, 0].size * x.shape[0] * int(np.prod(out_hw))
         keep_cols = is_grad_enabled() and cols_bytes * rows_p.itemsize <= KEEP_COLS_BYTES
@@ -455,6 +467,8 @@ def conv2d_backward(grad_out, cache, input_grad: bool = True):
     grad_out = _check_grad(cache["name"], grad_out, cache["out_shape"])
     grad_rows = _to_rows(grad_out, dtype=weight.dtype)  # (oc, oh, ow, n), no copy if it can
     grad_b = grad_rows.reshape(weight.shape[0], -1).sum(axis=1) if cache["has_bias"] else None
+    if cache.get("kernels"):
+        return _conv2d_backward_kernels(grad_rows, grad_b, cache, input_grad)
     grad_w = _weight_grad(grad_rows, weight.shape, groups, cache["stride"], cache["dilation"],
                           rows_p=cache["rows_p"], cols=cache["cols"])
     grad_x = None
@@ -462,6 +476,25 @@ def conv2d_backward(grad_out, cache, input_grad: bool = True):
         grad_rows_p = _correlate_backward(grad_rows, weight, groups, cache["stride"],
                                           cache["dilation"], cache["padded_shape"])
         grad_x = _from_rows(grad_rows_p, crop=cache["pads"])
+    return grad_x, grad_w, grad_b
+
+
+def _conv2d_backward_kernels(grad_rows, grad_b, cache, input_grad: bool):
+    """:func:`conv2d_backward` by the compiled kernels, for a forward pass that used them."""
+    weight, stride, dilation, pads = (cache["weight"], cache["stride"], cache["dilation"],
+                                      cache["pads"])
+    grad_w = kernels.conv_weight_grad(grad_rows, cache["rows_p"], weight.shape, stride, dilation)
+    grad_x = None
+    if input_grad:
+        (top, bottom), (left, right) = pads
+        _, hp, wp, _ = cache["padded_shape"]
+        in_hw = (hp - top - bottom, wp - left - right)
+        if stride == (1, 1):
+            grad_x = _from_rows(kernels.conv_input_grad(grad_rows, weight, dilation, pads, in_hw))
+        else:  # a strided input gradient spreads over the pixels: col2im (NumPy)
+            grad_rows_p = _correlate_backward(grad_rows, weight, 1, stride, dilation,
+                                              cache["padded_shape"])
+            grad_x = _from_rows(grad_rows_p, crop=pads)
     return grad_x, grad_w, grad_b
 
 

@@ -1,0 +1,327 @@
+/*
+ * numcnn's optional compiled kernels: the convolution computed directly on the batch-last
+ * layout, without an im2col matrix. The NumPy code in numcnn/functional/conv.py is the
+ * reference; these kernels compute the same sums (tests compare both, and both with PyTorch),
+ * only in another order and without the column matrix in memory.
+ *
+ * Layout (what numcnn.functional.conv calls "rows"): an activation is (c, h, w, n), batch
+ * innermost. For a convolution with stride 1 along the width, the numbers of one output row,
+ * (q, s) for q < ow and s < n, lie contiguously, and so do the input numbers they read for one
+ * kernel tap: output (p, q, s) reads xp[ci, p*sh + i*dh, q + j*dw, s], which for fixed (ci, i, j)
+ * is the contiguous run starting at (p*sh + i*dh, j*dw, 0). A row of ow*n numbers is therefore
+ * one long vector, and the convolution is, for every output row,
+ *
+ *     y[o, p, l] = b[o] + sum_{ci, i, j} w[o, ci, i, j] * xp[ci, p*sh + i*dh, l + j*dw*n]
+ *
+ *     dL/dw[o, ci, i, j] = sum_{p, l} g[o, p, l] * xp[ci, p*sh + i*dh, l + j*dw*n]
+ *
+ * for l < ow*n. The input gradient (stride 1) is the first formula again, applied to the padded
+ * output gradient with the mirrored kernel (numcnn/functional/conv.py builds those).
+ *
+ * The sums are register-blocked: 4 output channels times 64 positions (4 vectors of 16 floats)
+ * stay in registers while the loop runs over (ci, i, j). Written with GCC/Clang vector
+ * extensions, so the compiler picks the instruction set (-march=native at build time). OpenMP,
+ * where the compiler has it, splits the work over the cores.
+ *
+ * The file is built as the extension module numcnn._kernels (it also defines PyInit__kernels
+ * so that setuptools can build and install it), and loaded with ctypes: the functions below take
+ * plain pointers and sizes, and ctypes releases the GIL while they run.
+ */
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define VL 16 /* floats per vector */
+#ifndef FOB
+#define FOB 8 /* forward: output channels per register block */
+#endif
+#ifndef FNV
+#define FNV 2 /* forward: vectors of positions per register block */
+#endif
+#ifndef TILE
+#define TILE 128 /* forward: positions per task */
+#endif
+
+typedef float vf __attribute__((vector_size(VL * sizeof(float))));
+typedef float vfu __attribute__((vector_size(VL * sizeof(float)), aligned(4)));
+
+static inline vf load(const float *p) { return *(const vfu *)p; }
+static inline void store(float *p, vf v) { *(vfu *)p = v; }
+static inline vf splat(float a) { return (vf){0} + a; }
+static inline float hsum(vf v)
+{
+    float s = 0.0f;
+    for (int k = 0; k < VL; k++)
+        s += v[k];
+    return s;
+}
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+static int thread_count(long tasks, long flops, int threads)
+{
+#ifdef _OPENMP
+    if (threads <= 0)
+        threads = omp_get_max_threads();
+    /* below ~2 MFLOP a second thread costs more to wake than it saves */
+    if (flops < 2000000L)
+        threads = 1;
+    if (threads > tasks)
+        threads = (int)tasks;
+    return threads < 1 ? 1 : threads;
+#else
+    (void)tasks; (void)flops; (void)threads;
+    return 1;
+#endif
+}
+
+/* ---- forward ------------------------------------------------------------------------------ */
+
+/* One block: ob (<= OB) output channels times nv vectors of positions, summed over (ci, i, j).
+ * x points at the input row of this output row (p*sh) and the first position; wp at the packed
+ * weights of this channel block, (c, kh, kw, OB). */
+ALWAYS_INLINE void fwd_block(const float *x, long c, long xch, long kh, long kw, long row_step,
+                             long tap_step, const float *wp, const float *bias, int ob, int nv,
+                             float *y, long ych)
+{
+    vf acc[FOB][FNV];
+    for (int b = 0; b < ob; b++)
+        for (int v = 0; v < nv; v++)
+            acc[b][v] = splat(bias ? bias[b] : 0.0f);
+    for (long ci = 0; ci < c; ci++) {
+        for (long i = 0; i < kh; i++) {
+            const float *xi = x + ci * xch + i * row_step;
+            const float *wi = wp + (ci * kh + i) * kw * FOB;
+            for (long j = 0; j < kw; j++) {
+                const float *xj = xi + j * tap_step;
+                vf xv[FNV];
+                for (int v = 0; v < nv; v++)
+                    xv[v] = load(xj + v * VL);
+                for (int b = 0; b < ob; b++) {
+                    vf wv = splat(wi[j * FOB + b]);
+                    for (int v = 0; v < nv; v++)
+                        acc[b][v] += wv * xv[v];
+                }
+            }
+        }
+    }
+    for (int b = 0; b < ob; b++)
+        for (int v = 0; v < nv; v++)
+            store(y + b * ych + v * VL, acc[b][v]);
+}
+
+/* The same sum one position at a time, for rows shorter than one vector. */
+static void fwd_scalar(const float *x, long c, long xch, long kh, long kw, long row_step,
+                       long tap_step, const float *wp, const float *bias, int ob, long len,
+                       float *y, long ych)
+{
+    for (int b = 0; b < ob; b++)
+        for (long l = 0; l < len; l++) {
+            float s = bias ? bias[b] : 0.0f;
+            for (long ci = 0; ci < c; ci++)
+                for (long i = 0; i < kh; i++)
+                    for (long j = 0; j < kw; j++)
+                        s += wp[((ci * kh + i) * kw + j) * FOB + b]
+                             * x[ci * xch + i * row_step + j * tap_step + l];
+            y[b * ych + l] = s;
+        }
+}
+
+/* A full block of FOB channels, or the channels left over one at a time. */
+#define FWD_CASES(NV)                                                                        \
+    if (ob == FOB) {                                                                         \
+        fwd_block(xs, c, xch, kh, kw, row_step, tap_step, wp, bs, FOB, NV, ys, ych);         \
+    } else {                                                                                 \
+        for (int b = 0; b < ob; b++)                                                         \
+            fwd_block(xs, c, xch, kh, kw, row_step, tap_step, wp + b, bs ? bs + b : NULL, 1, \
+                      NV, ys + b * ych, ych);                                                \
+    }
+
+/* y[o, p, l] = b[o] + sum_{ci, i, j} w[o, ci, i, j] * x[ci, p*sh + i*dh, l + j*tap_step]
+ *
+ * x: input, channel stride xch and row stride xrow (in floats), rows contiguous;
+ * w: (oc, c, kh, kw) contiguous; bias: (oc,) or NULL; y: (oc, oh, len) contiguous.
+ * tap_step is dw*n: how far one kernel column moves along a row. */
+void numcnn_conv_forward_f32(const float *x, long c, long xch, long xrow, const float *w,
+                             long oc, long kh, long kw, const float *bias, float *y, long oh,
+                             long len, long sh, long dh, long tap_step, int threads)
+{
+    long blocks = (oc + FOB - 1) / FOB, taps = c * kh * kw;
+    float *packed = calloc((size_t)(blocks * taps * FOB), sizeof(float)); /* (blocks, c,kh,kw, FOB) */
+    if (!packed)
+        return;
+    for (long o = 0; o < oc; o++)
+        for (long t = 0; t < taps; t++)
+            packed[((o / FOB) * taps + t) * FOB + o % FOB] = w[o * taps + t];
+    /* Tasks: (lane tile, output row), rows innermost, so that consecutive tasks share kh - 1
+     * input rows; within a task every block of output channels reads the same input tile,
+     * which stays in cache (TILE lanes; the last tile of a row takes the remainder). */
+    long tiles = len / TILE > 0 ? len / TILE : 1;
+    long tasks = tiles * oh, row_step = dh * xrow, ych = oh * len;
+    int nthreads = thread_count(tasks, 2 * oc * oh * len * taps, threads);
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (long task = 0; task < tasks; task++) {
+        long t = task / oh, p = task % oh;
+        long l0 = t * TILE, l1 = t == tiles - 1 ? len : l0 + TILE;
+        const float *xrow0 = x + p * sh * xrow;
+        for (long blk = 0; blk < blocks; blk++) {
+            long o0 = blk * FOB;
+            int ob = (int)(oc - o0 < FOB ? oc - o0 : FOB);
+            const float *wp = packed + blk * taps * FOB, *bs = bias ? bias + o0 : NULL;
+            float *yrow = y + o0 * ych + p * len;
+            long l = l0;
+            for (; l + FNV * VL <= l1; l += FNV * VL) {
+                const float *xs = xrow0 + l;
+                float *ys = yrow + l;
+                FWD_CASES(FNV)
+            }
+            for (; l + VL <= l1; l += VL) {
+                const float *xs = xrow0 + l;
+                float *ys = yrow + l;
+                FWD_CASES(1)
+            }
+            if (l < l1) {
+                if (l1 - l0 >= VL) { /* the tile's last vector again, overlapping: same sums */
+                    const float *xs = xrow0 + l1 - VL;
+                    float *ys = yrow + l1 - VL;
+                    FWD_CASES(1)
+                } else {
+                    fwd_scalar(xrow0 + l, c, xch, kh, kw, row_step, tap_step, wp, bs, ob,
+                               l1 - l, yrow + l, ych);
+                }
+            }
+        }
+    }
+    free(packed);
+}
+
+/* ---- weight gradient ---------------------------------------------------------------------- */
+
+#ifndef WOB
+#define WOB 8 /* weight gradient: output channels per register block */
+#endif
+#ifndef WCJ
+#define WCJ 2 /* weight gradient: (input channel, kernel column) pairs per register block */
+#endif
+
+/* sums[a][b] += sum_l g[b][l] * x[a][l] for b < ob output channels, a < ncol input rows (one
+ * per (input channel, kernel column) pair), over one output row of len positions. */
+ALWAYS_INLINE void wgrad_block(const float *g, long gch, const float *const *xs, long len,
+                               int ob, int ncol, vf sums[][WOB], float tails[][WOB])
+{
+    vf acc[WCJ][WOB];
+    for (int a = 0; a < ncol; a++)
+        for (int b = 0; b < ob; b++)
+            acc[a][b] = splat(0.0f);
+    long full = len - len % VL;
+    for (long l = 0; l < full; l += VL) {
+        vf gv[WOB];
+        for (int b = 0; b < ob; b++)
+            gv[b] = load(g + b * gch + l);
+        for (int a = 0; a < ncol; a++) {
+            vf xv = load(xs[a] + l);
+            for (int b = 0; b < ob; b++)
+                acc[a][b] += gv[b] * xv;
+        }
+    }
+    for (int a = 0; a < ncol; a++)
+        for (int b = 0; b < ob; b++) {
+            sums[a][b] += acc[a][b];
+            for (long l = full; l < len; l++)
+                tails[a][b] += g[b * gch + l] * xs[a][l];
+        }
+}
+
+/* dw[o, ci, i, j] = sum_{p, l} g[o, p, l] * x[ci, p*sh + i*dh, l + j*tap_step]
+ *
+ * g: output gradient (oc, oh, len) contiguous; x as in numcnn_conv_forward_f32;
+ * dw: (oc, c, kh, kw) contiguous, overwritten.
+ *
+ * A task is one block of WOB output channels and one kernel row i. For every output row p it
+ * reads that row of g (kept in cache) against every input row it met, c*kw shifted runs, a
+ * register block of (WCJ runs) x (WOB channels) at a time; the vector sums are reduced once,
+ * at the end. */
+int numcnn_conv_weight_grad_f32(const float *g, const float *x, long c, long xch, long xrow,
+                                long oc, long kh, long kw, float *dw, long oh, long len,
+                                long sh, long dh, long tap_step, int threads)
+{
+    long oblocks = (oc + WOB - 1) / WOB, columns = c * kw, gch = oh * len;
+    long tasks = oblocks * kh;
+    int nthreads = thread_count(tasks, 2 * oc * c * kh * kw * oh * len, threads);
+    int failed = 0;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (long task = 0; task < tasks; task++) {
+        long obk = task / kh, i = task % kh, o0 = obk * WOB;
+        int ob = (int)(oc - o0 < WOB ? oc - o0 : WOB);
+        vf (*sums)[WOB] = aligned_alloc(64, (size_t)columns * sizeof(vf[WOB]));
+        float (*tails)[WOB] = calloc((size_t)columns, sizeof(float[WOB]));
+        if (!sums || !tails) {
+            free(sums);
+            free(tails);
+            failed = 1;
+            continue;
+        }
+        for (long col = 0; col < columns; col++)
+            for (int b = 0; b < WOB; b++)
+                sums[col][b] = splat(0.0f);
+        for (long p = 0; p < oh; p++) {
+            const float *gp = g + o0 * gch + p * len;
+            const float *xp = x + (p * sh + i * dh) * xrow;
+            for (long col0 = 0; col0 < columns; col0 += WCJ) {
+                int ncol = (int)(columns - col0 < WCJ ? columns - col0 : WCJ);
+                const float *xs[WCJ];
+                for (int a = 0; a < ncol; a++) {
+                    long ci = (col0 + a) / kw, j = (col0 + a) % kw;
+                    xs[a] = xp + ci * xch + j * tap_step;
+                }
+                vf(*sm)[WOB] = sums + col0;
+                float(*tl)[WOB] = tails + col0;
+                if (ob == WOB && ncol == WCJ) {
+                    wgrad_block(gp, gch, xs, len, WOB, WCJ, sm, tl);
+                } else if (ob == WOB) {
+                    for (int a = 0; a < ncol; a++)
+                        wgrad_block(gp, gch, xs + a, len, WOB, 1, sm + a, tl + a);
+                } else {
+                    /* the last, partial block of output channels: one channel at a time; its
+                     * sums go to column b of a scratch block, then into place */
+                    for (int b = 0; b < ob; b++) {
+                        vf one[WCJ][WOB];
+                        float one_tail[WCJ][WOB];
+                        for (int a = 0; a < ncol; a++) {
+                            one[a][0] = splat(0.0f);
+                            one_tail[a][0] = 0.0f;
+                        }
+                        for (int a = 0; a < ncol; a++)
+                            wgrad_block(gp + b * gch, gch, xs + a, len, 1, 1, one + a,
+                                        one_tail + a);
+                        for (int a = 0; a < ncol; a++) {
+                            sm[a][b] += one[a][0];
+                            tl[a][b] += one_tail[a][0];
+                        }
+                    }
+                }
+            }
+        }
+        for (long col = 0; col < columns; col++) {
+            long ci = col / kw, j = col % kw;
+            for (int b = 0; b < ob; b++)
+                dw[(((o0 + b) * c + ci) * kh + i) * kw + j] = hsum(sums[col][b]) + tails[col][b];
+        }
+        free(sums);
+        free(tails);
+    }
+    return failed ? -1 : 0;
+}
+
+/* ---- a module, so that setuptools builds and installs this file ---------------------------- */
+#include <Python.h>
+
+static struct PyModuleDef kernels_module = {
+    PyModuleDef_HEAD_INIT, "_kernels",
+    "numcnn's compiled convolution kernels, loaded with ctypes (see numcnn/_kernels.c).", -1,
+    NULL, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&kernels_module); }
