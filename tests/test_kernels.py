@@ -1,0 +1,178 @@
+"""The compiled convolution kernels against the NumPy reference path and against PyTorch.
+
+Every case is built so that the kernels apply (float32, one group, stride 1 along the width,
+output rows of at least ``kernels.MIN_ROW`` numbers), and is run twice: through the kernels and,
+with ``use_kernels(False)``, through im2col + BLAS + col2im. Both must agree with PyTorch.
+"""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import numcnn
+from numcnn import functional as F
+from numcnn import nn
+from numcnn.functional import conv as conv_module
+from numcnn.functional import kernels
+
+needs_kernels = pytest.mark.skipif(not kernels.available(),
+                                   reason="numcnn._kernels was not built (no C compiler?)")
+
+
+def test_kernels_were_built():
+    """Where a C compiler is installed, pip must have built the extension (else every other test
+    here would silently check the NumPy path twice)."""
+    if os.environ.get("NUMCNN_KERNELS") == "0":
+        pytest.skip("NUMCNN_KERNELS=0")
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler on this machine")
+    assert kernels.available()
+
+
+# (n, c, oc, h, w, kernel, stride, padding, dilation): the presets' layers, batch sizes whose
+# rows are not a whole number of vectors, channel counts that leave partial register blocks,
+# strided rows, dilation, asymmetric and 'same' padding.
+CASES = [
+    (64, 1, 16, 28, 28, (5, 5), (1, 1), (2, 2), (1, 1)),
+    (64, 16, 32, 14, 14, (5, 5), (1, 1), (2, 2), (1, 1)),
+    (64, 8, 8, 14, 14, (5, 5), (1, 1), (1, 1), (1, 1)),
+    (64, 4, 8, 28, 28, (3, 3), (1, 1), (1, 1), (1, 1)),
+    (8, 3, 5, 13, 11, (3, 3), (1, 1), (0, 0), (1, 1)),
+    (9, 5, 11, 10, 12, (3, 5), (2, 1), (1, 2), (1, 1)),
+    (6, 2, 3, 12, 15, (3, 3), (1, 1), "same", (2, 3)),
+    (7, 7, 9, 9, 17, (2, 4), (1, 1), (3, 0), (1, 2)),
+    (33, 3, 17, 6, 6, (1, 1), (1, 1), (0, 0), (1, 1)),
+    (70, 2, 4, 5, 5, (5, 5), (1, 1), "full", (1, 1)),
+    (1, 6, 10, 70, 80, (3, 3), (3, 1), (1, 1), (1, 1)),
+]
+
+
+def _run(x, w, b, stride, padding, dilation, g, use):
+    with kernels.use_kernels(use):
+        y, cache = F.conv2d_forward(x, w, b, stride, padding, dilation)
+        assert bool(cache.get("kernels")) == (use and kernels.available())
+        grad_x, grad_w, grad_b = F.conv2d_backward(g, cache)
+    return np.ascontiguousarray(y), grad_x, grad_w, grad_b
+
+
+@needs_kernels
+@pytest.mark.parametrize("case", CASES, ids=[str(c) for c in CASES])
+def test_kernels_match_numpy_and_torch(case):
+    n, c, oc, h, w, kernel, stride, padding, dilation = case
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    weight = (rng.standard_normal((oc, c, *kernel)) / np.sqrt(c * np.prod(kernel))).astype(
+        np.float32)
+    bias = rng.standard_normal(oc).astype(np.float32)
+    out_shape = F.conv2d(x[:1], weight, bias, stride, padding, dilation).shape[1:]
+    g = rng.standard_normal((n, *out_shape)).astype(np.float32)
+
+    fast = _run(x, weight, bias, stride, padding, dilation, g, True)
+    slow = _run(x, weight, bias, stride, padding, dilation, g, False)
+
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(weight, requires_grad=True)
+    bt = torch.tensor(bias, requires_grad=True)
+    torch_padding = (4, 4) if padding == "full" else padding  # PyTorch has no 'full'
+    yt = TF.conv2d(xt, wt, bt, stride, torch_padding, dilation)
+    yt.backward(torch.tensor(g))
+    expected = [yt.detach().numpy(), xt.grad.numpy(), wt.grad.numpy(), bt.grad.numpy()]
+    for name, a, b_, e in zip(["y", "grad_x", "grad_w", "grad_b"], fast, slow, expected):
+        scale = max(1.0, float(np.abs(e).max()))
+        np.testing.assert_allclose(a, e, rtol=1e-4, atol=2e-5 * scale, err_msg=f"kernels {name}")
+        np.testing.assert_allclose(b_, e, rtol=1e-4, atol=2e-5 * scale, err_msg=f"numpy {name}")
+
+
+@needs_kernels
+def test_kernels_skip_the_input_gradient_and_keep_no_columns():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((64, 1, 28, 28)).astype(np.float32)
+    w = rng.standard_normal((16, 1, 5, 5)).astype(np.float32)
+    y, cache = F.conv2d_forward(x, w, None, 1, 2)
+    assert cache["kernels"] and cache["cols"] is None and cache["rows_p"] is not None
+    grad_x, grad_w, grad_b = F.conv2d_backward(np.ones_like(y), cache, input_grad=False)
+    assert grad_x is None and grad_b is None and grad_w.shape == w.shape
+
+
+@needs_kernels
+def test_kernels_keep_their_input_apart_from_later_changes():
+    """The forward pass keeps the (padded) input for the weight gradient; an unpadded input that
+    already lies batch-last would be kept by reference, so it is copied."""
+    rng = np.random.default_rng(2)
+    rows = rng.standard_normal((4, 10, 10, 64)).astype(np.float32)  # (c, h, w, n) memory
+    x = rows.transpose(3, 0, 1, 2)                                  # its NCHW view
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    y, cache = F.conv2d_forward(x, w, None, 1, 0)
+    assert cache["kernels"]
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    _, expected, _ = F.conv2d_backward(g, cache)
+    y, cache = F.conv2d_forward(x, w, None, 1, 0)
+    rows[...] = 0.0
+    _, grad_w, _ = F.conv2d_backward(g, cache)
+    np.testing.assert_array_equal(grad_w, expected)
+
+
+@needs_kernels
+def test_training_step_is_the_same_with_and_without_kernels():
+    """A preset's whole training step (conv, batch norm, pooling, linear) through the kernels
+    and through NumPy gives the same loss and the same parameter gradients."""
+    from numcnn import models
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((64, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, 64)
+    grads = []
+    for use in (True, False):
+        numcnn.manual_seed(0)
+        model = models.preset("convnet-bn")
+        crit = nn.CrossEntropyLoss()
+        with kernels.use_kernels(use):
+            loss = crit(model(x), y)
+            model.zero_grad()
+            model.backward(crit.backward())
+        grads.append((loss, {k: p.grad.copy() for k, p in model.named_parameters()}))
+    (loss_a, grads_a), (loss_b, grads_b) = grads
+    assert loss_a == pytest.approx(loss_b, rel=1e-5)
+    # one scale for all: the conv biases before batch norm have a true gradient of 0, so theirs
+    # is rounding noise on both paths
+    scale = max(float(np.abs(g).max()) for g in grads_b.values())
+    for key in grads_a:
+        np.testing.assert_allclose(grads_a[key], grads_b[key], rtol=1e-3, atol=1e-5 * scale,
+                                   err_msg=key)
+
+
+def test_kernels_leave_other_cases_to_numpy():
+    """float64, groups, a stride along the width, and short rows (batch 1) use NumPy."""
+    rng = np.random.default_rng(4)
+    x64 = rng.standard_normal((64, 4, 8, 8))
+    cases = [
+        (x64, rng.standard_normal((4, 4, 3, 3)), dict()),
+        (x64.astype(np.float32), rng.standard_normal((4, 2, 3, 3)).astype(np.float32),
+         dict(groups=2)),
+        (x64.astype(np.float32), rng.standard_normal((4, 4, 3, 3)).astype(np.float32),
+         dict(stride=(1, 2))),
+        (x64[:1].astype(np.float32), rng.standard_normal((4, 4, 3, 3)).astype(np.float32),
+         dict()),
+    ]
+    for x, w, kwargs in cases:
+        _, cache = F.conv2d_forward(x, w, None, **kwargs)
+        assert not cache.get("kernels"), kwargs
+
+
+@needs_kernels
+def test_conv2d_layer_in_eval_under_no_grad_uses_kernels():
+    rng = np.random.default_rng(5)
+    layer = nn.Conv2d(3, 8, 3, padding=1)
+    x = rng.standard_normal((32, 3, 12, 12)).astype(np.float32)
+    with numcnn.no_grad():
+        fast = np.ascontiguousarray(layer(x))
+    with kernels.use_kernels(False), numcnn.no_grad():
+        slow = np.ascontiguousarray(layer(x))
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-5)
+    reference = conv_module.conv2d(x.astype(np.float64), layer.weight.data.astype(np.float64),
+                                   layer.bias.data.astype(np.float64), 1, 1)
+    np.testing.assert_allclose(fast, reference, rtol=1e-4, atol=1e-5)
