@@ -27,6 +27,7 @@
  * so that setuptools can build and install it), and loaded with ctypes: the functions below take
  * plain pointers and sizes, and ctypes releases the GIL while they run.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -313,6 +314,167 @@ int numcnn_conv_weight_grad_f32(const float *g, const float *x, long c, long xch
         free(tails);
     }
     return failed ? -1 : 0;
+}
+
+/* ---- element-wise layers ------------------------------------------------------------------ */
+/* These read and write memory once, split over the cores; NumPy's equivalents make a pass per
+ * operation on one core. Sizes and channel blocks are independent of the layout: numcnn hands
+ * over arrays whose memory is contiguous, each channel one block where it matters. */
+
+static int elementwise_threads(long size)
+{
+    /* memory-bound: below ~64k numbers one core is as fast */
+    return thread_count(size / 8192 + 1, size * 32, 0);
+}
+
+/* y = max(x, 0); NaN stays NaN, as in PyTorch. */
+void numcnn_relu_f32(const float *x, float *y, long size)
+{
+#pragma omp parallel for simd schedule(static) num_threads(elementwise_threads(size))
+    for (long k = 0; k < size; k++)
+        y[k] = x[k] > 0.0f || x[k] != x[k] ? x[k] : 0.0f;
+}
+
+/* dx = dy where y > 0, else 0 (y is the forward output). */
+void numcnn_relu_backward_f32(const float *y, const float *dy, float *dx, long size)
+{
+#pragma omp parallel for simd schedule(static) num_threads(elementwise_threads(size))
+    for (long k = 0; k < size; k++)
+        dx[k] = y[k] > 0.0f ? dy[k] : 0.0f;
+}
+
+/* Batch norm in training, each channel one contiguous block of `count` numbers:
+ *   mean = sum(x) / N,  var = sum((x - mean)^2) / N,  invstd = 1 / sqrt(var + eps)
+ *   y = (x - mean) * (invstd * weight) + bias
+ * Sums in double. weight, bias may be NULL (1 and 0). Writes mean and var (biased), (c,) each,
+ * in double, for the running statistics and the backward pass. */
+void numcnn_batch_norm_f32(const float *x, long c, long count, const float *weight,
+                           const float *bias, double eps, float *y, double *mean_out,
+                           double *var_out)
+{
+#pragma omp parallel for schedule(static) num_threads(thread_count(c, c * count * 8, 0))
+    for (long ch = 0; ch < c; ch++) {
+        const float *xc = x + ch * count;
+        float *yc = y + ch * count;
+        double sum = 0.0, sq = 0.0;
+#pragma omp simd reduction(+ : sum)
+        for (long k = 0; k < count; k++)
+            sum += xc[k];
+        double mean = sum / count;
+        float mean_f = (float)mean;
+#pragma omp simd reduction(+ : sq)
+        for (long k = 0; k < count; k++) {
+            float d = xc[k] - mean_f;
+            sq += (double)d * d;
+        }
+        double var = sq / count;
+        float scale = (float)(1.0 / sqrt(var + eps)) * (weight ? weight[ch] : 1.0f);
+        float shift = bias ? bias[ch] : 0.0f;
+#pragma omp simd
+        for (long k = 0; k < count; k++)
+            yc[k] = (xc[k] - mean_f) * scale + shift;
+        mean_out[ch] = mean;
+        var_out[ch] = var;
+    }
+}
+
+/* Its backward pass, per channel (xhat = (x - mean) * invstd, scale = invstd * weight):
+ *   dbias = sum(dy),  dweight = sum(dy * xhat)
+ *   dx = scale * (dy - dbias / N - xhat * dweight / N)
+ * dweight and dbias are written (c,) in double. */
+void numcnn_batch_norm_backward_f32(const float *x, const float *dy, long c, long count,
+                                    const double *mean, const double *invstd,
+                                    const float *weight, float *dx, double *dweight_out,
+                                    double *dbias_out)
+{
+#pragma omp parallel for schedule(static) num_threads(thread_count(c, c * count * 8, 0))
+    for (long ch = 0; ch < c; ch++) {
+        const float *xc = x + ch * count, *dyc = dy + ch * count;
+        float *dxc = dx + ch * count;
+        float mean_f = (float)mean[ch];
+        double sum_dy = 0.0, dot = 0.0;
+#pragma omp simd reduction(+ : sum_dy, dot)
+        for (long k = 0; k < count; k++) {
+            sum_dy += dyc[k];
+            dot += (double)dyc[k] * (xc[k] - mean_f);
+        }
+        double inv = invstd[ch], scale = inv * (weight ? weight[ch] : 1.0f);
+        /* dx = scale*dy - (x - mean) * (scale * inv^2 * dot / N) - scale * sum_dy / N */
+        float a = (float)scale, b = (float)(scale * inv * inv * dot / count);
+        float d = (float)(scale * sum_dy / count);
+#pragma omp simd
+        for (long k = 0; k < count; k++)
+            dxc[k] = a * dyc[k] - (xc[k] - mean_f) * b - d;
+        dweight_out[ch] = dot * inv;
+        dbias_out[ch] = sum_dy;
+    }
+}
+
+/* Max pooling over non-overlapping kh x kw blocks, batch last: x (c, h, w, n) -> y (c, oh, ow, n)
+ * with y[., p, q, s] the maximum of x[., p*kh + i, q*kw + j, s], scanned row by row; the winner
+ * (i*kw + j) goes to arg. As in PyTorch, the first of tied maxima wins and a NaN wins (the last
+ * NaN, if several). Rows and columns past oh*kh, ow*kw are left out. */
+void numcnn_max_pool_f32(const float *x, long c, long h, long w, long n, long kh, long kw,
+                         float *y, unsigned char *arg, long oh, long ow)
+{
+    long tasks = c * oh;
+#pragma omp parallel for schedule(static) num_threads(elementwise_threads(c * h * w * n))
+    for (long task = 0; task < tasks; task++) {
+        long ch = task / oh, p = task % oh;
+        for (long q = 0; q < ow; q++) {
+            float *yq = y + ((ch * oh + p) * ow + q) * n;
+            unsigned char *aq = arg + ((ch * oh + p) * ow + q) * n;
+            const float *x0 = x + ((ch * h + p * kh) * w + q * kw) * n;
+#pragma omp simd
+            for (long s = 0; s < n; s++) {
+                yq[s] = x0[s];
+                aq[s] = 0;
+            }
+            for (long i = 0; i < kh; i++)
+                for (long j = (i == 0); j < kw; j++) {
+                    const float *xij = x0 + (i * w + j) * n;
+                    unsigned char code = (unsigned char)(i * kw + j);
+#pragma omp simd
+                    for (long s = 0; s < n; s++) {
+                        float v = xij[s];
+                        int take = v > yq[s] || v != v;
+                        yq[s] = take ? v : yq[s];
+                        aq[s] = take ? code : aq[s];
+                    }
+                }
+        }
+    }
+}
+
+/* Its backward pass: dx[., p*kh + i, q*kw + j, s] = dy[., p, q, s] where (i, j) won, else 0;
+ * the rows and columns the blocks left out get 0. */
+void numcnn_max_pool_backward_f32(const float *dy, const unsigned char *arg, long c, long h,
+                                  long w, long n, long kh, long kw, float *dx, long oh, long ow)
+{
+    long tasks = c * h;
+#pragma omp parallel for schedule(static) num_threads(elementwise_threads(c * h * w * n))
+    for (long task = 0; task < tasks; task++) {
+        long ch = task / h, r = task % h, p = r / kh, i = r % kh;
+        float *dxr = dx + (ch * h + r) * w * n;
+        if (p >= oh) {
+            memset(dxr, 0, (size_t)(w * n) * sizeof(float));
+            continue;
+        }
+        for (long col = 0; col < w; col++) {
+            long q = col / kw, j = col % kw;
+            float *dxc = dxr + col * n;
+            if (q >= ow) {
+                memset(dxc, 0, (size_t)n * sizeof(float));
+                continue;
+            }
+            const float *dyq = dy + ((ch * oh + p) * ow + q) * n;
+            const unsigned char *aq = arg + ((ch * oh + p) * ow + q) * n;
+            unsigned char code = (unsigned char)(i * kw + j);
+#pragma omp simd
+            for (long s = 0; s < n; s++)
+                dxc[s] = aq[s] == code ? dyq[s] : 0.0f;
+        }
+    }
 }
 
 /* ---- a module, so that setuptools builds and installs this file ---------------------------- */

@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 
 from ..errors import ShapeError
+from . import kernels
 
 __all__ = [
     "relu", "relu_forward", "relu_backward",
@@ -36,12 +37,18 @@ def relu_forward(x, inplace: bool = False):
     The cache is the output: ``y > 0`` exactly where ``x > 0``.
     """
     x = np.asarray(x)
+    if kernels.elementwise_applies(x):  # one pass over all cores (numcnn.functional.kernels)
+        out = kernels.relu(x, out=x if inplace else None)
+        return out, out
     out = np.maximum(x, 0, out=x if inplace else None)
     return out, out
 
 
 def relu_backward(grad_out, cache):
     """``dx = dy * [x > 0]`` (the subgradient at 0 is 0, as in PyTorch)."""
+    grad_out = np.asarray(grad_out)
+    if kernels.elementwise_applies(cache, grad_out):
+        return kernels.relu_backward(cache, grad_out)
     return grad_out * (cache > 0)
 
 

@@ -14,6 +14,12 @@ What runs where::
     weight grad    dL/dw = correlate(xp, g)          numcnn_conv_weight_grad_f32
     input grad     dL/dx = correlate(pad(g), rot180(w).T)   the forward kernel again
 
+The element-wise layers that sit between the convolutions have kernels too, each one pass over
+memory split over the cores (NumPy makes a pass per operation, on one core): ReLU and its
+backward; batch norm in training (batch statistics, normalisation, and the compact backward)
+when each channel is one block of memory (the batch-last layout); max pooling over
+non-overlapping blocks in the batch-last layout. The same formulas as the NumPy code beside them.
+
 ``NUMCNN_KERNELS=0`` in the environment (read on import) or :func:`use_kernels` (``False``)
 keeps numcnn on NumPy alone; :func:`available` tells whether the extension is there.
 
@@ -36,7 +42,8 @@ import os
 import numpy as np
 
 __all__ = ["available", "enabled", "use_kernels", "conv_forward", "conv_weight_grad",
-           "conv_input_grad", "applies"]
+           "conv_input_grad", "applies", "relu", "relu_backward", "batch_norm_train",
+           "batch_norm_train_backward", "max_pool_blocks", "max_pool_blocks_backward"]
 
 # Rows shorter than this many numbers (ow * n) stay on NumPy: the kernels vectorise along the
 # row, and a batch-1 image row (28 numbers) leaves most of a vector empty.
@@ -60,6 +67,19 @@ def _load():
     lib.numcnn_conv_weight_grad_f32.argtypes = [ptr, ptr, size, size, size, size, size, size,
                                                 ptr, size, size, size, size, size, ctypes.c_int]
     lib.numcnn_conv_weight_grad_f32.restype = ctypes.c_int
+    double = ctypes.c_double
+    lib.numcnn_relu_f32.argtypes = [ptr, ptr, size]
+    lib.numcnn_relu_backward_f32.argtypes = [ptr, ptr, ptr, size]
+    lib.numcnn_batch_norm_f32.argtypes = [ptr, size, size, ptr, ptr, double, ptr, ptr, ptr]
+    lib.numcnn_batch_norm_backward_f32.argtypes = [ptr, ptr, size, size, ptr, ptr, ptr, ptr,
+                                                   ptr, ptr]
+    lib.numcnn_max_pool_f32.argtypes = [ptr, size, size, size, size, size, size, ptr, ptr, size,
+                                        size]
+    lib.numcnn_max_pool_backward_f32.argtypes = [ptr, ptr, size, size, size, size, size, size,
+                                                 ptr, size, size]
+    for name in ("relu", "relu_backward", "batch_norm", "batch_norm_backward", "max_pool",
+                 "max_pool_backward"):
+        getattr(lib, f"numcnn_{name}_f32").restype = None
     return lib
 
 
@@ -191,3 +211,106 @@ def conv_input_grad(grad_rows: np.ndarray, weight: np.ndarray, dilation, pads,
             grad_rows[:, r0:r1, q0:q1]
     mirrored = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (c, oc, kh, kw)
     return conv_forward(grad_p, mirrored, None, (1, 1), dilation, (h, w))
+
+
+# -- element-wise layers -------------------------------------------------------------------------
+# Below this many numbers NumPy's single pass costs less than a call into the kernels.
+MIN_ELEMENTWISE = 4096
+
+
+def _memory_order(a: np.ndarray) -> np.ndarray | None:
+    """``a`` as the 1-D run of its memory, if that memory is dense (C order, or any permutation
+    of the axes, such as the batch-last layout), else None. A view, never a copy."""
+    if a.flags.c_contiguous:
+        return a.reshape(-1)
+    permuted = a.transpose(np.argsort(a.strides, kind="stable")[::-1])
+    return permuted.reshape(-1) if permuted.flags.c_contiguous else None
+
+
+def elementwise_applies(*arrays: np.ndarray) -> bool:
+    """Whether the element-wise kernels take these arrays: float32, dense, laid out alike."""
+    first = arrays[0]
+    return (_ENABLED and first.size >= MIN_ELEMENTWISE
+            and all(a.dtype == np.float32 and a.strides == first.strides for a in arrays)
+            and _memory_order(first) is not None)
+
+
+def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``max(x, 0)`` into ``out`` (a new array laid out as ``x`` by default; may be ``x``)."""
+    out = np.empty_like(x) if out is None else out
+    _LIB.numcnn_relu_f32(_ptr(_memory_order(x)), _ptr(_memory_order(out)), x.size)
+    return out
+
+
+def relu_backward(y: np.ndarray, grad_out: np.ndarray) -> np.ndarray:
+    """``grad_out * [y > 0]`` in one pass; ``y`` and ``grad_out`` laid out alike."""
+    grad = np.empty_like(y)
+    _LIB.numcnn_relu_backward_f32(_ptr(_memory_order(y)), _ptr(_memory_order(grad_out)),
+                                  _ptr(_memory_order(grad)), y.size)
+    return grad
+
+
+def batch_norm_applies(x3: np.ndarray) -> bool:
+    """Batch norm's kernels take a float32 ``(1, c, ...)`` channel view: one block per channel."""
+    return (_ENABLED and x3.dtype == np.float32 and x3.shape[0] == 1 and x3.flags.c_contiguous
+            and x3.size >= MIN_ELEMENTWISE)
+
+
+def batch_norm_train(x3: np.ndarray, weight, bias, eps: float):
+    """Batch statistics and normalisation of the ``(1, c, ...)`` view ``x3``:
+    ``(y3, mean, var)``, ``mean`` and the biased ``var`` in float64, ``(c,)`` each."""
+    c = x3.shape[1]
+    y3 = np.empty_like(x3)
+    mean, var = np.empty(c), np.empty(c)
+    weight = None if weight is None else np.ascontiguousarray(weight, np.float32)
+    bias = None if bias is None else np.ascontiguousarray(bias, np.float32)
+    _LIB.numcnn_batch_norm_f32(_ptr(x3), c, x3.size // c, _ptr(weight), _ptr(bias), eps,
+                               _ptr(y3), _ptr(mean), _ptr(var))
+    return y3, mean, var
+
+
+def batch_norm_train_backward(dy3: np.ndarray, x3: np.ndarray, mean, invstd, weight):
+    """The compact backward of batch norm in training: ``(dx3, dweight, dbias)``, the last two
+    ``(c,)`` in float64 (``dweight`` = sum(dy * xhat), ``dbias`` = sum(dy))."""
+    c = x3.shape[1]
+    dy3 = np.ascontiguousarray(dy3, np.float32)
+    dx3 = np.empty_like(x3)
+    dweight, dbias = np.empty(c), np.empty(c)
+    mean = np.ascontiguousarray(mean, np.float64)
+    invstd = np.ascontiguousarray(invstd, np.float64)
+    weight = None if weight is None else np.ascontiguousarray(weight, np.float32)
+    _LIB.numcnn_batch_norm_backward_f32(_ptr(x3), _ptr(dy3), c, x3.size // c, _ptr(mean),
+                                        _ptr(invstd), _ptr(weight), _ptr(dx3), _ptr(dweight),
+                                        _ptr(dbias))
+    return dx3, dweight, dbias
+
+
+def max_pool_applies(x: np.ndarray, kernel) -> bool:
+    """Max pooling's kernels take float32 maps laid out batch last (``(c, h, w, n)`` memory),
+    non-overlapping blocks of at most 255 positions."""
+    return (_ENABLED and x.dtype == np.float32 and x.ndim == 4 and kernel[0] * kernel[1] <= 255
+            and x.size >= MIN_ELEMENTWISE and x.transpose(1, 2, 3, 0).flags.c_contiguous)
+
+
+def max_pool_blocks(x: np.ndarray, kernel, out_hw):
+    """Maximum of each non-overlapping ``kh x kw`` block of the batch-last map ``x``:
+    ``(y, arg)``, ``y`` the NCHW view of ``(c, oh, ow, n)`` memory and ``arg`` the winner codes
+    ``i*kw + j`` (uint8, ``(c, oh, ow, n)``)."""
+    n, c, h, w = x.shape
+    (kh, kw), (oh, ow) = kernel, out_hw
+    rows = x.transpose(1, 2, 3, 0)  # (c, h, w, n), C-contiguous
+    y = np.empty((c, oh, ow, n), np.float32)
+    arg = np.empty((c, oh, ow, n), np.uint8)
+    _LIB.numcnn_max_pool_f32(_ptr(rows), c, h, w, n, kh, kw, _ptr(y), _ptr(arg), oh, ow)
+    return y.transpose(3, 0, 1, 2), arg
+
+
+def max_pool_blocks_backward(grad_out: np.ndarray, arg: np.ndarray, x_shape, kernel):
+    """Each block's gradient to its winner; the input gradient, batch last like the input."""
+    n, c, h, w = x_shape
+    (kh, kw), (_, oh, ow, _) = kernel, arg.shape
+    grad_rows = np.ascontiguousarray(grad_out.transpose(1, 2, 3, 0), np.float32)
+    grad_x = np.empty((c, h, w, n), np.float32)
+    _LIB.numcnn_max_pool_backward_f32(_ptr(grad_rows), _ptr(arg), c, h, w, n, kh, kw,
+                                      _ptr(grad_x), oh, ow)
+    return grad_x.transpose(3, 0, 1, 2)

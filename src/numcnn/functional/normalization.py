@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
+from . import kernels
 from ._windows import is_batch_last
 
 __all__ = ["batch_norm", "batch_norm_forward", "batch_norm_backward"]
@@ -154,6 +155,9 @@ def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias
     x3, batch_last, restore = _channel_view(x)                # (n, c, m) or (1, c, h, w*n)
     count = x3.size // c                                      # values per channel
     dtype = x.dtype
+    if training and count > 1 and kernels.batch_norm_applies(x3):
+        return _batch_norm_train_kernels(x3, restore, running_mean, running_var, weight, bias,
+                                         momentum, eps, x.shape, batch_last)
     if training:
         if count <= 1:
             raise ShapeError(f"batch_norm: expected more than 1 value per channel when training, "
@@ -161,12 +165,7 @@ def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias
         mean = _channel_sum(x3) / count                       # (c,)
         centred = np.subtract(x3, _per_channel(mean, x3))     # (n, c, m)
         var = _channel_dot(centred, centred) / count          # (c,), biased
-        if running_mean is not None:
-            running_mean *= 1 - momentum
-            running_mean += momentum * mean
-        if running_var is not None:
-            running_var *= 1 - momentum
-            running_var += (momentum * count / (count - 1)) * var
+        _update_running(running_mean, running_var, mean, var, count, momentum)
     else:
         if running_mean is None or running_var is None:
             raise ValueError("batch_norm: running_mean and running_var must be given when not "
@@ -192,6 +191,34 @@ def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias
     return restore(out), cache
 
 
+def _update_running(running_mean, running_var, mean, var, count: int, momentum: float):
+    """``running = (1 - momentum) * running + momentum * batch_stat`` (unbiased variance)."""
+    if running_mean is not None:
+        running_mean *= 1 - momentum
+        running_mean += momentum * mean
+    if running_var is not None:
+        running_var *= 1 - momentum
+        running_var += (momentum * count / (count - 1)) * var
+
+
+def _batch_norm_train_kernels(x3, restore, running_mean, running_var, weight, bias, momentum,
+                              eps, shape, batch_last):
+    """Training-mode batch norm by the compiled kernels: the same formulas, one pass per
+    statistic and one for the output, over all cores; nothing but ``x`` kept for backward."""
+    c = x3.shape[1]
+    count = x3.size // c
+    weight = None if weight is None else np.asarray(weight, dtype=np.float32)
+    y3, mean, var = kernels.batch_norm_train(x3, weight, bias, eps)
+    dtype = running_mean.dtype if running_mean is not None else np.float32
+    _update_running(running_mean, running_var, mean.astype(dtype), var.astype(dtype), count,
+                    momentum)
+    invstd = 1.0 / np.sqrt(var + eps)                         # (c,), float64
+    cache = dict(kernels=True, x3=x3, mean=mean, invstd=invstd, weight=weight,
+                 has_bias=bias is not None, training=True, count=count, shape=shape,
+                 batch_last=batch_last)
+    return restore(y3), cache
+
+
 def batch_norm_backward(grad_out, cache):
     """Gradients ``(dx, dweight, dbias)``; ``dweight``/``dbias`` are ``None`` when not given.
 
@@ -207,6 +234,11 @@ def batch_norm_backward(grad_out, cache):
         raise ShapeError(f"batch_norm backward: expected grad_out of shape {cache['shape']} (the "
                          f"output's), got {grad_out.shape}")
     dy3, _, restore = _channel_view(grad_out.astype(x3.dtype, copy=False), cache["batch_last"])
+    if cache.get("kernels"):
+        dx3, grad_weight, grad_bias = kernels.batch_norm_train_backward(
+            dy3, x3, cache["mean"], invstd, weight)
+        return (restore(dx3), None if weight is None else grad_weight.astype(weight.dtype),
+                grad_bias.astype(x3.dtype) if cache["has_bias"] else None)
     scale = invstd if weight is None else invstd * weight
     centred = cache["centred"]
     need_dot = cache["training"] or weight is not None

@@ -31,6 +31,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..errors import DTypeError, ShapeError
+from . import kernels
 from ._windows import (check_input, col2im, formula, is_batch_last, new_map, out_size, pad2d,
                        pad2d_backward, pair, to_layout, windows)
 
@@ -203,8 +204,10 @@ def _max_pool_args(name, x, kernel_size, stride, padding, dilation, ceil_mode):
     return x, kernel, stride, padding, dilation, out_hw
 
 
-def _max_pool(x, kernel, stride, padding, dilation, out_hw, need_arg: bool, split_ties=False):
-    """Output of max pooling and the cache of its backward pass (winner codes if ``need_arg``)."""
+def _max_pool(x, kernel, stride, padding, dilation, out_hw, need_arg: bool, split_ties=False,
+              use_kernels: bool = True):
+    """Output of max pooling and the cache of its backward pass (winner codes if ``need_arg``).
+    ``use_kernels``: the compiled kernel may be used (it keeps winners in its own form)."""
     n, c, h, w = x.shape
     (kh, kw), (oh, ow) = kernel, out_hw
     pads = tuple(_pads(size, k, s, p, d, o) for size, k, s, p, d, o
@@ -212,7 +215,12 @@ def _max_pool(x, kernel, stride, padding, dilation, out_hw, need_arg: bool, spli
     cache = dict(x_shape=x.shape, out_shape=(n, c, oh, ow), kernel=kernel, stride=stride,
                  padding=padding, dilation=dilation, pads=pads, split_ties=split_ties,
                  batch_last=is_batch_last(x))
-    if _is_blocks(x.shape, kernel, stride, padding, dilation, out_hw):
+    if (use_kernels and not split_ties and kernels.max_pool_applies(x, kernel)
+            and _is_blocks(x.shape, kernel, stride, padding, dilation, out_hw)):
+        # the compiled kernel: blocks of a batch-last map, winner codes kept (uint8)
+        out, arg = kernels.max_pool_blocks(x, kernel, out_hw)
+        cache.update(path="kernels", arg=arg)
+    elif _is_blocks(x.shape, kernel, stride, padding, dilation, out_hw):
         # Fast path: maximum over the kw columns of each kernel row, then over the kh rows.
         # Columns first keeps PyTorch's row-by-row scan order for ties; the column stage reads
         # the input once, with strides NumPy merges into one long loop.
@@ -285,7 +293,8 @@ def _max_pool2d_forward(name, x, kernel_size, stride, padding, dilation, ceil_mo
     x, kernel, stride, padding, dilation, out_hw = _max_pool_args(
         name, x, kernel_size, stride, padding, dilation, ceil_mode)
     need_arg = return_indices or (need_grad and not split_ties)
-    out, cache = _max_pool(x, kernel, stride, padding, dilation, out_hw, need_arg, split_ties)
+    out, cache = _max_pool(x, kernel, stride, padding, dilation, out_hw, need_arg, split_ties,
+                           use_kernels=not return_indices)
     if return_indices:
         return (out, _max_indices(cache)), cache
     return out, cache
@@ -344,6 +353,8 @@ def max_pool2d_backward(grad_out, cache) -> np.ndarray:
     (kh, kw), stride, dilation, pads = (cache["kernel"], cache["stride"], cache["dilation"],
                                         cache["pads"])
     oh, ow = grad_out.shape[2:]
+    if cache["path"] == "kernels":
+        return kernels.max_pool_blocks_backward(grad_out, cache["arg"], (n, c, h, w), (kh, kw))
     finite = bool(np.isfinite(grad_out).all())
     if cache["path"] == "blocks" and not cache["split_ties"]:
         # each block's gradient goes to its winner: mask * the gradient repeated over the block
