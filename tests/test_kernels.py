@@ -176,3 +176,135 @@ def test_conv2d_layer_in_eval_under_no_grad_uses_kernels():
     reference = conv_module.conv2d(x.astype(np.float64), layer.weight.data.astype(np.float64),
                                    layer.bias.data.astype(np.float64), 1, 1)
     np.testing.assert_allclose(fast, reference, rtol=1e-4, atol=1e-5)
+
+
+# -- element-wise layers ----------------------------------------------------------------------------
+def _batch_last(a: np.ndarray) -> np.ndarray:
+    """``a (n, c, h, w)`` laid out in memory as ``(c, h, w, n)``, what convolutions output."""
+    return np.moveaxis(np.ascontiguousarray(np.moveaxis(a, 0, -1)), -1, 0)
+
+
+def _both_paths(fn):
+    """``fn()`` through the kernels and through NumPy."""
+    with kernels.use_kernels(True):
+        fast = fn()
+    with kernels.use_kernels(False):
+        slow = fn()
+    return fast, slow
+
+
+@needs_kernels
+@pytest.mark.parametrize("layout", ["nchw", "batch_last"])
+def test_relu_kernel_matches_numpy_and_torch(layout):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((32, 5, 9, 11)).astype(np.float32)
+    x[0, 0, 0, :3] = [np.nan, 0.0, -0.0]
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    if layout == "batch_last":
+        x, g = _batch_last(x), _batch_last(g)
+    assert kernels.elementwise_applies(x, g)
+
+    def run():
+        y, cache = F.relu_forward(x)
+        return y, F.relu_backward(g, cache)
+
+    (y, dx), (y_ref, dx_ref) = _both_paths(run)
+    xt = torch.tensor(np.ascontiguousarray(x), requires_grad=True)
+    yt = torch.relu(xt)
+    yt.backward(torch.tensor(np.ascontiguousarray(g)))
+    for a in (y, y_ref):
+        np.testing.assert_array_equal(a, yt.detach().numpy())
+    for a in (dx, dx_ref):
+        np.testing.assert_array_equal(a, xt.grad.numpy())
+    assert y.strides == x.strides and dx.strides == x.strides  # the input's layout is kept
+
+
+@needs_kernels
+def test_relu_kernel_in_place():
+    x = _batch_last(np.random.default_rng(7).standard_normal((16, 4, 10, 10)).astype(np.float32))
+    expected = np.maximum(x, 0)
+    y, _ = F.relu_forward(x, inplace=True)
+    assert y is x
+    np.testing.assert_array_equal(x, expected)
+
+
+@needs_kernels
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_kernels_match_numpy_and_torch(affine):
+    rng = np.random.default_rng(8)
+    # an offset far from zero: the statistics must not lose digits to it
+    x = _batch_last((rng.standard_normal((64, 6, 7, 9)) * 3 + 50).astype(np.float32))
+    g = _batch_last(rng.standard_normal(x.shape).astype(np.float32))
+    weight = rng.standard_normal(6).astype(np.float32) if affine else None
+    bias = rng.standard_normal(6).astype(np.float32) if affine else None
+
+    def run():
+        mean, var = np.zeros(6, np.float32), np.ones(6, np.float32)
+        y, cache = F.batch_norm_forward(x, mean, var, weight, bias, training=True)
+        assert bool(cache.get("kernels")) == kernels.enabled()
+        return (np.ascontiguousarray(y), mean, var, *F.batch_norm_backward(g, cache))
+
+    fast, slow = _both_paths(run)
+    xt = torch.tensor(np.ascontiguousarray(x), requires_grad=True)
+    wt = torch.tensor(weight, requires_grad=True) if affine else None
+    bt = torch.tensor(bias, requires_grad=True) if affine else None
+    mean_t, var_t = torch.zeros(6), torch.ones(6)
+    yt = TF.batch_norm(xt, mean_t, var_t, wt, bt, training=True)
+    yt.backward(torch.tensor(np.ascontiguousarray(g)))
+    expected = [yt.detach().numpy(), mean_t.numpy(), var_t.numpy(), xt.grad.numpy()]
+    if affine:
+        expected += [wt.grad.numpy(), bt.grad.numpy()]
+    for result in (fast, slow):
+        got = [a for a in result if a is not None]
+        assert len(got) == len(expected)
+        for a, e in zip(got, expected):
+            np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4 * max(1, np.abs(e).max()))
+
+
+@needs_kernels
+def test_batch_norm_kernels_leave_eval_and_nchw_to_numpy():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((16, 4, 8, 8)).astype(np.float32)
+    mean, var = np.zeros(4, np.float32), np.ones(4, np.float32)
+    assert not F.batch_norm_forward(x, mean, var, training=True)[1].get("kernels")  # NCHW
+    assert not F.batch_norm_forward(_batch_last(x), mean, var)[1].get("kernels")  # eval
+    assert F.batch_norm_forward(_batch_last(x), mean, var, training=True)[1].get("kernels")
+
+
+@needs_kernels
+@pytest.mark.parametrize("kernel, shape", [((2, 2), (64, 8, 14, 14)), ((2, 2), (29, 3, 7, 9)),
+                                           ((3, 2), (20, 4, 10, 7)), ((1, 3), (33, 3, 5, 12))])
+def test_max_pool_kernels_match_numpy_and_torch(kernel, shape):
+    rng = np.random.default_rng(10)
+    # few distinct values, so that windows hold ties; and NaNs, which win (the last one)
+    x = rng.integers(0, 4, shape).astype(np.float32)
+    x[0, 0, 0, :4] = np.nan
+    x[1, 0, :2, :2] = [[np.nan, 1.0], [np.nan, 5.0]]
+    x = _batch_last(x)
+    assert kernels.max_pool_applies(x, kernel)
+    out_shape = TF.max_pool2d(torch.tensor(np.ascontiguousarray(x[:1])), kernel).shape[1:]
+    g = rng.standard_normal((shape[0], *out_shape)).astype(np.float32)
+
+    def run():
+        y, cache = F.max_pool2d_forward(x, kernel)
+        assert (cache["path"] == "kernels") == kernels.enabled()
+        return np.ascontiguousarray(y), F.max_pool2d_backward(g, cache)
+
+    fast, slow = _both_paths(run)
+    xt = torch.tensor(np.ascontiguousarray(x), requires_grad=True)
+    yt = TF.max_pool2d(xt, kernel)
+    yt.backward(torch.tensor(g))
+    for y, dx in (fast, slow):
+        np.testing.assert_array_equal(y, yt.detach().numpy())
+        np.testing.assert_array_equal(dx, xt.grad.numpy())
+
+
+@needs_kernels
+def test_max_pool_kernels_leave_other_cases_to_numpy():
+    x = _batch_last(np.random.default_rng(11).standard_normal((16, 4, 8, 8)).astype(np.float32))
+    assert F.max_pool2d_forward(x, 2)[1]["path"] == "kernels"
+    assert F.max_pool2d_forward(np.ascontiguousarray(x), 2)[1]["path"] != "kernels"   # NCHW
+    assert F.max_pool2d_forward(x, 3, stride=2)[1]["path"] != "kernels"   # overlapping windows
+    assert F.max_pool2d_forward(x, 2, split_ties=True)[1]["path"] != "kernels"
+    (_, indices), cache = F.max_pool2d_forward(x, 2, return_indices=True)
+    assert cache["path"] != "kernels"

@@ -335,12 +335,13 @@ void numcnn_relu_f32(const float *x, float *y, long size)
         y[k] = x[k] > 0.0f || x[k] != x[k] ? x[k] : 0.0f;
 }
 
-/* dx = dy where y > 0, else 0 (y is the forward output). */
+/* dx = 0 where y <= 0, else dy (y is the forward output; a NaN passes the gradient, as in
+ * PyTorch). */
 void numcnn_relu_backward_f32(const float *y, const float *dy, float *dx, long size)
 {
 #pragma omp parallel for simd schedule(static) num_threads(elementwise_threads(size))
     for (long k = 0; k < size; k++)
-        dx[k] = y[k] > 0.0f ? dy[k] : 0.0f;
+        dx[k] = y[k] <= 0.0f ? 0.0f : dy[k];
 }
 
 /* Batch norm in training, each channel one contiguous block of `count` numbers:

@@ -45,11 +45,12 @@ def relu_forward(x, inplace: bool = False):
 
 
 def relu_backward(grad_out, cache):
-    """``dx = dy * [x > 0]`` (the subgradient at 0 is 0, as in PyTorch)."""
+    """``dx = dy * [x > 0]`` (the subgradient at 0 is 0; where ``y`` is NaN the gradient passes,
+    as in PyTorch, whose rule is ``0 if y <= 0 else dy``)."""
     grad_out = np.asarray(grad_out)
     if kernels.elementwise_applies(cache, grad_out):
         return kernels.relu_backward(cache, grad_out)
-    return grad_out * (cache > 0)
+    return grad_out * ~(cache <= 0)
 
 
 def relu(x, inplace: bool = False):
