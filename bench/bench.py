@@ -295,9 +295,21 @@ def _threads(lib: str):
     if lib == "torch":
         import torch
         return torch.get_num_threads()
-    # OpenBLAS uses every core unless OPENBLAS_NUM_THREADS (or OMP_NUM_THREADS) says otherwise.
-    limit = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    # numcnn's compiled kernels use OpenMP's threads (every core unless OMP_NUM_THREADS says
+    # otherwise); NumPy-only, OpenBLAS's (OPENBLAS_NUM_THREADS or OMP_NUM_THREADS).
+    limit = os.environ.get("OMP_NUM_THREADS")
+    if not _numcnn_kernels():
+        limit = os.environ.get("OPENBLAS_NUM_THREADS") or limit
     return int(limit) if limit else os.cpu_count()
+
+
+def _numcnn_kernels() -> bool:
+    """Whether numcnn runs its compiled kernels here (else NumPy alone)."""
+    try:
+        from numcnn.functional import kernels
+    except ImportError:
+        return False
+    return kernels.enabled()
 
 
 def _train(lib, preset, workdir, xs, ys, steps, warmup) -> dict:
@@ -431,8 +443,22 @@ def _profile_numcnn(preset, workdir, spec, xs, ys, steps, warmup) -> dict:
     rows = _layer_rows(spec, children, shapes, fwd, bwd, steps)
     return {"layers": rows,
             "other_ms": {k: 1e3 * statistics.median(v[-steps:]) for k, v in other.items()},
-            "matmul_gflops": matmul_gflops(
-                np.matmul, lambda n: np.random.default_rng(0).random((n, n), dtype=np.float32))}
+            "matmul_gflops": _numpy_matmul_peak(),
+            "kernels": _numcnn_kernels()}
+
+
+def _numpy_matmul_peak() -> float:
+    """NumPy's float32 matmul GFLOP/s with every core. numcnn holds the BLAS to one thread once
+    its kernels run (numcnn.functional.kernels), so the limit is lifted for this measurement."""
+    def measure():
+        return matmul_gflops(
+            np.matmul, lambda n: np.random.default_rng(0).random((n, n), dtype=np.float32))
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return measure()
+    with threadpool_limits(limits=os.cpu_count(), user_api="blas"):
+        return measure()
 
 
 def _profile_torch(preset, workdir, spec, xs, ys, steps, warmup) -> dict:
@@ -545,8 +571,12 @@ def machine() -> dict:
         blas = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]
     except Exception:  # older NumPy: no dict mode
         pass
+    kernels = "compiled kernels" if _numcnn_kernels() else "NumPy only"
+    if os.environ.get("NUMCNN_KERNELS") == "0":
+        kernels = "NumPy only (NUMCNN_KERNELS=0)"
     return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
-            "numpy": numpy.__version__, "blas": blas, "platform": platform.platform()}
+            "numpy": numpy.__version__, "blas": blas, "platform": platform.platform(),
+            "numcnn_kernels": kernels}
 
 
 def prepare(args, workdir: Path) -> None:
@@ -720,7 +750,8 @@ def format_profile(preset: str, profile: dict) -> str:
 def format_summary(report: dict) -> str:
     m = report["machine"]
     lines = [f"\nnumcnn vs PyTorch, {report['date']}, {m['cpu']} ({m['cores']} cores), "
-             f"NumPy {m['numpy']} ({m['blas']}), threads: {report['settings']['threads']}",
+             f"NumPy {m['numpy']} ({m['blas']}), threads: {report['settings']['threads']}, "
+             f"numcnn: {m.get('numcnn_kernels', '?')}",
              f"command: {report['command']}"]
     header = f"{'measurement':<44} {'numcnn':>12} {'torch':>12} {'ratio':>8} {'target':>9}  met"
     lines += [header, "-" * len(header)]
