@@ -197,7 +197,7 @@ def _both_paths(fn):
 @pytest.mark.parametrize("layout", ["nchw", "batch_last"])
 def test_relu_kernel_matches_numpy_and_torch(layout):
     rng = np.random.default_rng(6)
-    x = rng.standard_normal((32, 5, 9, 11)).astype(np.float32)
+    x = rng.standard_normal((64, 6, 9, 11)).astype(np.float32)
     x[0, 0, 0, :3] = [np.nan, 0.0, -0.0]
     g = rng.standard_normal(x.shape).astype(np.float32)
     if layout == "batch_last":
@@ -221,7 +221,7 @@ def test_relu_kernel_matches_numpy_and_torch(layout):
 
 @needs_kernels
 def test_relu_kernel_in_place():
-    x = _batch_last(np.random.default_rng(7).standard_normal((16, 4, 10, 10)).astype(np.float32))
+    x = _batch_last(np.random.default_rng(7).standard_normal((64, 8, 10, 10)).astype(np.float32))
     expected = np.maximum(x, 0)
     y, _ = F.relu_forward(x, inplace=True)
     assert y is x
@@ -233,7 +233,7 @@ def test_relu_kernel_in_place():
 def test_batch_norm_kernels_match_numpy_and_torch(affine):
     rng = np.random.default_rng(8)
     # an offset far from zero: the statistics must not lose digits to it
-    x = _batch_last((rng.standard_normal((64, 6, 7, 9)) * 3 + 50).astype(np.float32))
+    x = _batch_last((rng.standard_normal((64, 6, 9, 11)) * 3 + 50).astype(np.float32))
     g = _batch_last(rng.standard_normal(x.shape).astype(np.float32))
     weight = rng.standard_normal(6).astype(np.float32) if affine else None
     bias = rng.standard_normal(6).astype(np.float32) if affine else None
@@ -264,7 +264,7 @@ def test_batch_norm_kernels_match_numpy_and_torch(affine):
 @needs_kernels
 def test_batch_norm_kernels_leave_eval_and_nchw_to_numpy():
     rng = np.random.default_rng(9)
-    x = rng.standard_normal((16, 4, 8, 8)).astype(np.float32)
+    x = rng.standard_normal((128, 4, 8, 8)).astype(np.float32)
     mean, var = np.zeros(4, np.float32), np.ones(4, np.float32)
     assert not F.batch_norm_forward(x, mean, var, training=True)[1].get("kernels")  # NCHW
     assert not F.batch_norm_forward(_batch_last(x), mean, var)[1].get("kernels")  # eval
@@ -272,8 +272,8 @@ def test_batch_norm_kernels_leave_eval_and_nchw_to_numpy():
 
 
 @needs_kernels
-@pytest.mark.parametrize("kernel, shape", [((2, 2), (64, 8, 14, 14)), ((2, 2), (29, 3, 7, 9)),
-                                           ((3, 2), (20, 4, 10, 7)), ((1, 3), (33, 3, 5, 12))])
+@pytest.mark.parametrize("kernel, shape", [((2, 2), (64, 8, 14, 14)), ((2, 2), (96, 7, 7, 9)),
+                                           ((3, 2), (48, 10, 10, 7)), ((1, 3), (37, 15, 5, 12))])
 def test_max_pool_kernels_match_numpy_and_torch(kernel, shape):
     rng = np.random.default_rng(10)
     # few distinct values, so that windows hold ties; and NaNs, which win (the last one)
@@ -301,8 +301,9 @@ def test_max_pool_kernels_match_numpy_and_torch(kernel, shape):
 
 @needs_kernels
 def test_max_pool_kernels_leave_other_cases_to_numpy():
-    x = _batch_last(np.random.default_rng(11).standard_normal((16, 4, 8, 8)).astype(np.float32))
+    x = _batch_last(np.random.default_rng(11).standard_normal((32, 16, 8, 8)).astype(np.float32))
     assert F.max_pool2d_forward(x, 2)[1]["path"] == "kernels"
+    assert F.max_pool2d_forward(x[:1], 2)[1]["path"] != "kernels"  # a single image
     assert F.max_pool2d_forward(np.ascontiguousarray(x), 2)[1]["path"] != "kernels"   # NCHW
     assert F.max_pool2d_forward(x, 3, stride=2)[1]["path"] != "kernels"   # overlapping windows
     assert F.max_pool2d_forward(x, 2, split_ties=True)[1]["path"] != "kernels"

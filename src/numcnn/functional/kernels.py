@@ -214,8 +214,10 @@ def conv_input_grad(grad_rows: np.ndarray, weight: np.ndarray, dilation, pads,
 
 
 # -- element-wise layers -------------------------------------------------------------------------
-# Below this many numbers NumPy's single pass costs less than a call into the kernels.
-MIN_ELEMENTWISE = 4096
+# Below this many numbers NumPy's single pass costs less than a call into the kernels (~5 us).
+MIN_ELEMENTWISE = 1 << 15
+# Max pooling vectorises along the batch: smaller batches (a single image) stay on NumPy.
+MIN_POOL_BATCH = 16
 
 
 def _memory_order(a: np.ndarray) -> np.ndarray | None:
@@ -286,10 +288,11 @@ def batch_norm_train_backward(dy3: np.ndarray, x3: np.ndarray, mean, invstd, wei
 
 
 def max_pool_applies(x: np.ndarray, kernel) -> bool:
-    """Max pooling's kernels take float32 maps laid out batch last (``(c, h, w, n)`` memory),
-    non-overlapping blocks of at most 255 positions."""
+    """Max pooling's kernels take float32 maps laid out batch last (``(c, h, w, n)`` memory) of
+    at least ``MIN_POOL_BATCH`` samples, non-overlapping blocks of at most 255 positions."""
     return (_ENABLED and x.dtype == np.float32 and x.ndim == 4 and kernel[0] * kernel[1] <= 255
-            and x.size >= MIN_ELEMENTWISE and x.transpose(1, 2, 3, 0).flags.c_contiguous)
+            and x.shape[0] >= MIN_POOL_BATCH and x.size >= MIN_ELEMENTWISE
+            and x.transpose(1, 2, 3, 0).flags.c_contiguous)
 
 
 def max_pool_blocks(x: np.ndarray, kernel, out_hw):
