@@ -145,8 +145,42 @@ def test_training_step_is_the_same_with_and_without_kernels():
                                    err_msg=key)
 
 
+# Rows too short for the main kernel (a single image, or strided rows): the forward kernel that
+# vectorises over output channels; (n, c, oc, h, w, kernel, stride, padding, dilation)
+SMALL_CASES = [
+    (1, 1, 16, 28, 28, (5, 5), (1, 1), (2, 2), (1, 1)),
+    (1, 16, 32, 14, 14, (5, 5), (1, 1), (2, 2), (1, 1)),
+    (1, 3, 20, 9, 11, (3, 3), (2, 2), (1, 0), (1, 1)),
+    (3, 5, 40, 8, 7, (2, 3), (1, 2), (0, 1), (2, 1)),
+    (2, 4, 7, 6, 6, (1, 1), (1, 1), (0, 0), (1, 1)),
+    (64, 8, 17, 10, 10, (3, 3), (2, 2), (1, 1), (1, 1)),
+]
+
+
+@needs_kernels
+@pytest.mark.parametrize("case", SMALL_CASES, ids=[str(c) for c in SMALL_CASES])
+def test_small_row_kernel_matches_numpy_and_torch(case):
+    n, c, oc, h, w, kernel, stride, padding, dilation = case
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    weight = rng.standard_normal((oc, c, *kernel)).astype(np.float32)
+    bias = rng.standard_normal(oc).astype(np.float32)
+    assert kernels.small_applies(x, weight, 1)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = TF.conv2d(xt, torch.tensor(weight), torch.tensor(bias), stride, padding, dilation)
+    g = rng.standard_normal(yt.shape).astype(np.float32)
+    yt.backward(torch.tensor(g))
+    for use in (True, False):
+        with kernels.use_kernels(use):
+            y, cache = F.conv2d_forward(x, weight, bias, stride, padding, dilation)
+            grad_x, _, _ = F.conv2d_backward(g, cache)  # NumPy's, from the kept input
+        np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(grad_x, xt.grad.numpy(), rtol=1e-4, atol=1e-4)
+
+
 def test_kernels_leave_other_cases_to_numpy():
-    """float64, groups, a stride along the width, and short rows (batch 1) use NumPy."""
+    """float64, groups, a stride along the width, and short rows (batch 1) take NumPy's
+    backward pass (float32 short or strided rows go forward by the small-row kernel)."""
     rng = np.random.default_rng(4)
     x64 = rng.standard_normal((64, 4, 8, 8))
     cases = [

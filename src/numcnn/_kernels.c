@@ -198,6 +198,86 @@ void numcnn_conv_forward_f32(const float *x, long c, long xch, long xrow, const 
     free(packed);
 }
 
+/* ---- forward, few positions per row (a single image) ---------------------------------------- */
+/* With a batch of one, a row holds ow numbers (14 for a 14-pixel map), less than a vector: this
+ * kernel vectorises over the output channels instead. The weights are packed (c, kh, kw, oc),
+ * channels innermost and padded to whole vectors; a register block is SOV vectors of channels
+ * times SNP output positions, each position a broadcast input value per tap. Any stride. */
+
+#define SOV 2 /* vectors of output channels per register block */
+#define SNP 6 /* output positions per register block */
+
+ALWAYS_INLINE void small_block(const float *const *xs, long c, long xch, long kh, long kw,
+                               long row_step, long tap_step, const float *wp, long ocp, int ov,
+                               vf acc[SNP][SOV])
+{
+    for (int pp = 0; pp < SNP; pp++)
+        for (int v = 0; v < ov; v++)
+            acc[pp][v] = splat(0.0f);
+    for (long ci = 0; ci < c; ci++)
+        for (long i = 0; i < kh; i++)
+            for (long j = 0; j < kw; j++) {
+                long off = ci * xch + i * row_step + j * tap_step;
+                const float *wt = wp + ((ci * kh + i) * kw + j) * ocp;
+                vf wv[SOV];
+                for (int v = 0; v < ov; v++)
+                    wv[v] = load(wt + v * VL);
+                for (int pp = 0; pp < SNP; pp++) {
+                    vf xv = splat(xs[pp][off]);
+                    for (int v = 0; v < ov; v++)
+                        acc[pp][v] += wv[v] * xv;
+                }
+            }
+}
+
+/* y[o, p, q, s] = b[o] + sum_{ci,i,j} w[o,ci,i,j] * x[ci, p*sh + i*dh, q*sw + j*dw, s]
+ * x: (c, hp, wp, n) contiguous; y: (oc, oh, ow, n) contiguous. */
+int numcnn_conv_forward_small_f32(const float *x, long c, long hp, long wp, long n,
+                                  const float *w, long oc, long kh, long kw, const float *bias,
+                                  float *y, long oh, long ow, long sh, long sw, long dh, long dw)
+{
+    long ocp = (oc + VL - 1) / VL * VL, taps = c * kh * kw, positions = oh * ow * n;
+    float *packed = aligned_alloc(64, (size_t)(taps * ocp) * sizeof(float)); /* (taps, ocp) */
+    if (!packed)
+        return -1;
+    for (long t = 0; t < taps; t++)
+        for (long o = 0; o < ocp; o++)
+            packed[t * ocp + o] = o < oc ? w[o * taps + t] : 0.0f;
+    long xch = hp * wp * n, xrow = wp * n, blocks = (positions + SNP - 1) / SNP;
+    long oblocks = (ocp / VL + SOV - 1) / SOV;
+    int nthreads = thread_count(blocks, 2 * oc * positions * taps, 0);
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (long blk = 0; blk < blocks; blk++) {
+        const float *xs[SNP];
+        long pos[SNP];
+        for (int pp = 0; pp < SNP; pp++) {
+            long k = blk * SNP + pp;
+            pos[pp] = k < positions ? k : positions - 1; /* past the end: repeat the last */
+            long s = pos[pp] % n, q = pos[pp] / n % ow, p = pos[pp] / n / ow;
+            xs[pp] = x + p * sh * xrow + q * sw * n + s;
+        }
+        int valid = (int)(positions - blk * SNP < SNP ? positions - blk * SNP : SNP);
+        for (long ob = 0; ob < oblocks; ob++) {
+            long o0 = ob * SOV * VL;
+            int ov = (int)((ocp - o0) / VL < SOV ? (ocp - o0) / VL : SOV);
+            vf acc[SNP][SOV];
+            if (ov == SOV)
+                small_block(xs, c, xch, kh, kw, dh * xrow, dw * n, packed + o0, ocp, SOV, acc);
+            else
+                small_block(xs, c, xch, kh, kw, dh * xrow, dw * n, packed + o0, ocp, 1, acc);
+            for (int pp = 0; pp < valid; pp++)
+                for (int v = 0; v < ov; v++)
+                    for (int k = 0; k < VL; k++) {
+                        long o = o0 + v * VL + k;
+                        if (o < oc)
+                            y[o * positions + pos[pp]] = acc[pp][v][k] + (bias ? bias[o] : 0.0f);
+                    }
+        }
+    }
+    free(packed);
+    return 0;
+}
+
 /* ---- weight gradient ---------------------------------------------------------------------- */
 
 #ifndef WOB

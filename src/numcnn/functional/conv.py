@@ -429,28 +429,27 @@ def _conv2d_forward(x, weight, bias, stride, pads, dilation, groups, out_hw, nam
     on (not under ``numcnn.no_grad()``) and it takes at most ``KEEP_COLS_BYTES``.
     """
     rows_p = _to_rows(x, pads)  # (c, hp, wp, n)
-    if kernels.applies(rows_p, weight, groups, stride, out_hw):
-        # the compiled kernel: the same sums, no column matrix (numcnn.functional.kernels)
-        out_rows = kernels.conv_forward(rows_p, weight, bias, stride, dilation, out_hw)
-        if np.may_share_memory(rows_p, x):
-            rows_p = rows_p.copy()  # kept for backward: later changes to x must not reach it
-        y = _from_rows(out_rows)  # (n, oc, oh, ow), a view of out_rows; bias already added
-        cache = dict(name=name, rows_p=rows_p, cols=None, kernels=True,
-                     padded_shape=rows_p.shape, weight=weight, pads=pads, stride=stride,
-                     dilation=dilation, groups=groups, has_bias=bias is not None,
-                     out_shape=y.shape)
-        return y, cache
-    if keep_cols is None:
-        cols_bytes = rows_p.shape[0] * weight[0, 0].size * x.shape[0] * int(np.prod(out_hw))
-        keep_cols = is_grad_enabled() and cols_bytes * rows_p.itemsize <= KEEP_COLS_BYTES
-    out_rows, _, cols = _correlate(rows_p, weight, groups, stride, dilation, out_hw,
-                                   keep_cols=keep_cols)
+    has_bias = bias is not None
+    use_kernels = kernels.applies(rows_p, weight, groups, stride, out_hw)
+    if use_kernels or kernels.small_applies(rows_p, weight, groups):
+        # the compiled kernels: the same sums, no column matrix (numcnn.functional.kernels);
+        # rows of a few numbers (a single image) by the kernel that vectorises over channels,
+        # whose backward pass is NumPy's
+        forward = kernels.conv_forward if use_kernels else kernels.conv_forward_small
+        out_rows = forward(rows_p, weight, bias, stride, dilation, out_hw)
+        keep_cols, cols, bias = False, None, None  # bias already added
+    else:
+        if keep_cols is None:
+            cols_bytes = rows_p.shape[0] * weight[0, 0].size * x.shape[0] * int(np.prod(out_hw))
+            keep_cols = is_grad_enabled() and cols_bytes * rows_p.itemsize <= KEEP_COLS_BYTES
+        out_rows, _, cols = _correlate(rows_p, weight, groups, stride, dilation, out_hw,
+                                       keep_cols=keep_cols)
     if not keep_cols and np.may_share_memory(rows_p, x):
         rows_p = rows_p.copy()  # kept for backward: later changes to x must not reach it
     y = _from_rows(out_rows, bias)  # (n, oc, oh, ow), a view of out_rows
-    cache = dict(name=name, rows_p=None if keep_cols else rows_p, cols=cols,
+    cache = dict(name=name, rows_p=None if keep_cols else rows_p, cols=cols, kernels=use_kernels,
                  padded_shape=rows_p.shape, weight=weight, pads=pads, stride=stride,
-                 dilation=dilation, groups=groups, has_bias=bias is not None, out_shape=y.shape)
+                 dilation=dilation, groups=groups, has_bias=has_bias, out_shape=y.shape)
     return y, cache
 
 

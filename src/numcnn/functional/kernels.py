@@ -67,6 +67,10 @@ def _load():
     lib.numcnn_conv_weight_grad_f32.argtypes = [ptr, ptr, size, size, size, size, size, size,
                                                 ptr, size, size, size, size, size, ctypes.c_int]
     lib.numcnn_conv_weight_grad_f32.restype = ctypes.c_int
+    lib.numcnn_conv_forward_small_f32.argtypes = [ptr, size, size, size, size, ptr, size, size,
+                                                  size, ptr, ptr, size, size, size, size, size,
+                                                  size]
+    lib.numcnn_conv_forward_small_f32.restype = ctypes.c_int
     double = ctypes.c_double
     lib.numcnn_relu_f32.argtypes = [ptr, ptr, size]
     lib.numcnn_relu_backward_f32.argtypes = [ptr, ptr, ptr, size]
@@ -112,8 +116,8 @@ def use_kernels(flag: bool):
 
 
 def applies(rows_p: np.ndarray, weight: np.ndarray, groups: int, stride, out_hw) -> bool:
-    """Whether the kernels compute this convolution: float32, one group, stride 1 along the
-    width, and output rows of at least ``MIN_ROW`` numbers."""
+    """Whether the kernels compute this convolution, forward and backward: float32, one group,
+    stride 1 along the width, and output rows of at least ``MIN_ROW`` numbers."""
     return (_ENABLED and groups == 1 and stride[1] == 1 and rows_p.dtype == np.float32
             and weight.dtype == np.float32 and out_hw[1] * rows_p.shape[3] >= MIN_ROW)
 
@@ -134,6 +138,13 @@ def _one_blas_thread() -> None:
     except ImportError:  # an install without it: the kernels still work, sharing the cores
         return
     threadpool_limits(1, user_api="blas")
+
+
+def small_applies(rows_p: np.ndarray, weight: np.ndarray, groups: int) -> bool:
+    """Whether the forward kernel for short rows computes this convolution (any stride):
+    float32 and one group. Its backward pass is NumPy's."""
+    return (_ENABLED and groups == 1 and rows_p.dtype == np.float32
+            and weight.dtype == np.float32)
 
 
 def _ptr(a: np.ndarray | None):
@@ -162,6 +173,24 @@ def conv_forward(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray | None
     _check(_LIB.numcnn_conv_forward_f32(_ptr(rows_p), c, hp * wp * n, wp * n, _ptr(weight), oc,
                                         kh, kw, _ptr(bias), _ptr(out), oh, ow * n, sh, dh,
                                         dw * n, 0), "forward")
+    return out
+
+
+def conv_forward_small(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                       stride, dilation, out_hw) -> np.ndarray:
+    """:func:`conv_forward` for rows too short to vectorise along (a single image), and any
+    stride: vectorised over the output channels instead. ``(oc, oh, ow, n)``."""
+    _one_blas_thread()
+    c, hp, wp, n = rows_p.shape
+    oc, _, kh, kw = weight.shape
+    (oh, ow), (sh, sw), (dh, dw) = out_hw, stride, dilation
+    rows_p = np.ascontiguousarray(rows_p)
+    weight = np.ascontiguousarray(weight)
+    bias = None if bias is None else np.ascontiguousarray(bias, np.float32)
+    out = np.empty((oc, oh, ow, n), np.float32)
+    _check(_LIB.numcnn_conv_forward_small_f32(_ptr(rows_p), c, hp, wp, n, _ptr(weight), oc, kh,
+                                              kw, _ptr(bias), _ptr(out), oh, ow, sh, sw, dh, dw),
+           "forward")
     return out
 
 
