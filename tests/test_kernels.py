@@ -48,6 +48,7 @@ CASES = [
     (33, 3, 17, 6, 6, (1, 1), (1, 1), (0, 0), (1, 1)),
     (70, 2, 4, 5, 5, (5, 5), (1, 1), "full", (1, 1)),
     (1, 6, 10, 70, 80, (3, 3), (3, 1), (1, 1), (1, 1)),
+    (8, 3, 4, 2, 1, (3, 9), (1, 1), "full", (1, 1)),  # input-gradient rows shorter than a vector
 ]
 
 
@@ -77,8 +78,11 @@ def test_kernels_match_numpy_and_torch(case):
     xt = torch.tensor(x, requires_grad=True)
     wt = torch.tensor(weight, requires_grad=True)
     bt = torch.tensor(bias, requires_grad=True)
-    torch_padding = (4, 4) if padding == "full" else padding  # PyTorch has no 'full'
-    yt = TF.conv2d(xt, wt, bt, stride, torch_padding, dilation)
+    if padding == "full":  # PyTorch has no 'full': dilation * (k - 1) on each side
+        padding_t = tuple(d * (k - 1) for d, k in zip(dilation, kernel))
+    else:
+        padding_t = padding
+    yt = TF.conv2d(xt, wt, bt, stride, padding_t, dilation)
     yt.backward(torch.tensor(g))
     expected = [yt.detach().numpy(), xt.grad.numpy(), wt.grad.numpy(), bt.grad.numpy()]
     for name, a, b_, e in zip(["y", "grad_x", "grad_w", "grad_b"], fast, slow, expected):
