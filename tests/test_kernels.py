@@ -216,7 +216,7 @@ def test_conv2d_layer_in_eval_under_no_grad_uses_kernels():
     np.testing.assert_allclose(fast, reference, rtol=1e-4, atol=1e-5)
 
 
-# -- element-wise layers ----------------------------------------------------------------------------
+# -- element-wise layers --------------------------------------------------------------------------
 def _batch_last(a: np.ndarray) -> np.ndarray:
     """``a (n, c, h, w)`` laid out in memory as ``(c, h, w, n)``, what convolutions output."""
     return np.moveaxis(np.ascontiguousarray(np.moveaxis(a, 0, -1)), -1, 0)

@@ -156,20 +156,25 @@ def _check(status: int, what: str) -> None:
         raise MemoryError(f"numcnn kernels: out of memory in the {what}")
 
 
+def _forward_operands(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, out_hw):
+    """What a forward kernel is handed: the input, weight and bias as contiguous float32 arrays,
+    and a new ``(oc, oh, ow, n)`` output."""
+    _one_blas_thread()
+    out = np.empty((weight.shape[0], *out_hw, rows_p.shape[3]), np.float32)
+    bias = None if bias is None else np.ascontiguousarray(bias, np.float32)
+    return np.ascontiguousarray(rows_p), np.ascontiguousarray(weight), bias, out
+
+
 def conv_forward(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride,
                  dilation, out_hw) -> np.ndarray:
     """``out[o, p, q, s] = b[o] + sum_{ci,i,j} w[o,ci,i,j] * xp[ci, p*sh + i*dh, q + j*dw, s]``.
 
     ``rows_p (c, hp, wp, n)`` padded input, C-contiguous; returns ``(oc, oh, ow, n)``.
     """
-    _one_blas_thread()
+    rows_p, weight, bias, out = _forward_operands(rows_p, weight, bias, out_hw)
     c, hp, wp, n = rows_p.shape
     oc, _, kh, kw = weight.shape
     (oh, ow), (sh, _), (dh, dw) = out_hw, stride, dilation
-    rows_p = np.ascontiguousarray(rows_p)
-    weight = np.ascontiguousarray(weight)
-    bias = None if bias is None else np.ascontiguousarray(bias, np.float32)
-    out = np.empty((oc, oh, ow, n), np.float32)
     _check(_LIB.numcnn_conv_forward_f32(_ptr(rows_p), c, hp * wp * n, wp * n, _ptr(weight), oc,
                                         kh, kw, _ptr(bias), _ptr(out), oh, ow * n, sh, dh,
                                         dw * n, 0), "forward")
@@ -180,14 +185,10 @@ def conv_forward_small(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray 
                        stride, dilation, out_hw) -> np.ndarray:
     """:func:`conv_forward` for rows too short to vectorise along (a single image), and any
     stride: vectorised over the output channels instead. ``(oc, oh, ow, n)``."""
-    _one_blas_thread()
+    rows_p, weight, bias, out = _forward_operands(rows_p, weight, bias, out_hw)
     c, hp, wp, n = rows_p.shape
     oc, _, kh, kw = weight.shape
     (oh, ow), (sh, sw), (dh, dw) = out_hw, stride, dilation
-    rows_p = np.ascontiguousarray(rows_p)
-    weight = np.ascontiguousarray(weight)
-    bias = None if bias is None else np.ascontiguousarray(bias, np.float32)
-    out = np.empty((oc, oh, ow, n), np.float32)
     _check(_LIB.numcnn_conv_forward_small_f32(_ptr(rows_p), c, hp, wp, n, _ptr(weight), oc, kh,
                                               kw, _ptr(bias), _ptr(out), oh, ow, sh, sw, dh, dw),
            "forward")
@@ -238,7 +239,8 @@ def conv_input_grad(grad_rows: np.ndarray, weight: np.ndarray, dilation, pads,
     if r1 > r0 and q1 > q0:
         grad_p[:, r0 + shift_h:r1 + shift_h, q0 + shift_w:q1 + shift_w] = \
             grad_rows[:, r0:r1, q0:q1]
-    mirrored = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (c, oc, kh, kw)
+    mirrored = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (c, oc, kh, kw), rot180
+    mirrored = np.ascontiguousarray(mirrored)
     return conv_forward(grad_p, mirrored, None, (1, 1), dilation, (h, w))
 
 
