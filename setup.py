@@ -26,7 +26,8 @@ class OptionalKernels(build_ext):
     def build_extension(self, ext):
         flag_sets = FLAG_SETS
         if os.environ.get("NUMCNN_BUILD_FLAGS"):
-            flag_sets = [(os.environ["NUMCNN_BUILD_FLAGS"].split(), [])]
+            flags = os.environ["NUMCNN_BUILD_FLAGS"].split()
+            flag_sets = [(flags, flags)]  # compile and link alike (-fopenmp needs both)
         for compile_args, link_args in flag_sets:
             ext.extra_compile_args, ext.extra_link_args = compile_args, link_args
             try:

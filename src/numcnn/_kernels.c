@@ -34,9 +34,23 @@
 #include <omp.h>
 #endif
 
-#define VL 16 /* floats per vector */
+/* floats per vector: what the instruction set the compiler targets holds in one register */
+#if defined(__AVX512F__)
+#define VL 16
+#elif defined(__AVX__)
+#define VL 8
+#else
+#define VL 4
+#endif
+/* Register blocks, sized for 32 vector registers (AVX-512); half that with fewer, wider-spilled
+ * ones (AVX2 and SSE have 16). */
+#if VL == 16
+#define BLOCK_CHANNELS 8
+#else
+#define BLOCK_CHANNELS 4
+#endif
 #ifndef FOB
-#define FOB 8 /* forward: output channels per register block */
+#define FOB BLOCK_CHANNELS /* forward: output channels per register block */
 #endif
 #ifndef FNV
 #define FNV 2 /* forward: vectors of positions per register block */
@@ -60,6 +74,19 @@ static inline float hsum(vf v)
 }
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* Memory for vectors: 64-byte aligned, the size rounded up to whole 64-byte lines (as
+ * aligned_alloc asks). */
+static void *alloc_aligned(size_t bytes)
+{
+    return aligned_alloc(64, (bytes + 63) / 64 * 64);
+}
+
+#ifdef _OPENMP
+#define UNUSED_WITHOUT_OPENMP(x)
+#else
+#define UNUSED_WITHOUT_OPENMP(x) (void)(x)
+#endif
 
 static int thread_count(long tasks, long flops, int threads)
 {
@@ -150,7 +177,8 @@ void numcnn_conv_forward_f32(const float *x, long c, long xch, long xrow, const 
                              long len, long sh, long dh, long tap_step, int threads)
 {
     long blocks = (oc + FOB - 1) / FOB, taps = c * kh * kw;
-    float *packed = calloc((size_t)(blocks * taps * FOB), sizeof(float)); /* (blocks, c,kh,kw, FOB) */
+    /* (blocks, c, kh, kw, FOB) */
+    float *packed = calloc((size_t)(blocks * taps * FOB), sizeof(float));
     if (!packed)
         return;
     for (long o = 0; o < oc; o++)
@@ -162,6 +190,7 @@ void numcnn_conv_forward_f32(const float *x, long c, long xch, long xrow, const 
     long tiles = len / TILE > 0 ? len / TILE : 1;
     long tasks = tiles * oh, row_step = dh * xrow, ych = oh * len;
     int nthreads = thread_count(tasks, 2 * oc * oh * len * taps, threads);
+    UNUSED_WITHOUT_OPENMP(nthreads);
 #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (long task = 0; task < tasks; task++) {
         long t = task / oh, p = task % oh;
@@ -237,7 +266,7 @@ int numcnn_conv_forward_small_f32(const float *x, long c, long hp, long wp, long
                                   float *y, long oh, long ow, long sh, long sw, long dh, long dw)
 {
     long ocp = (oc + VL - 1) / VL * VL, taps = c * kh * kw, positions = oh * ow * n;
-    float *packed = aligned_alloc(64, (size_t)(taps * ocp) * sizeof(float)); /* (taps, ocp) */
+    float *packed = alloc_aligned((size_t)(taps * ocp) * sizeof(float)); /* (taps, ocp) */
     if (!packed)
         return -1;
     for (long t = 0; t < taps; t++)
@@ -246,6 +275,7 @@ int numcnn_conv_forward_small_f32(const float *x, long c, long hp, long wp, long
     long xch = hp * wp * n, xrow = wp * n, blocks = (positions + SNP - 1) / SNP;
     long oblocks = (ocp / VL + SOV - 1) / SOV;
     int nthreads = thread_count(blocks, 2 * oc * positions * taps, 0);
+    UNUSED_WITHOUT_OPENMP(nthreads);
 #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (long blk = 0; blk < blocks; blk++) {
         const float *xs[SNP];
@@ -281,7 +311,7 @@ int numcnn_conv_forward_small_f32(const float *x, long c, long hp, long wp, long
 /* ---- weight gradient ---------------------------------------------------------------------- */
 
 #ifndef WOB
-#define WOB 8 /* weight gradient: output channels per register block */
+#define WOB BLOCK_CHANNELS /* weight gradient: output channels per register block */
 #endif
 #ifndef WCJ
 #define WCJ 2 /* weight gradient: (input channel, kernel column) pairs per register block */
@@ -331,12 +361,13 @@ int numcnn_conv_weight_grad_f32(const float *g, const float *x, long c, long xch
     long oblocks = (oc + WOB - 1) / WOB, columns = c * kw, gch = oh * len;
     long tasks = oblocks * kh;
     int nthreads = thread_count(tasks, 2 * oc * c * kh * kw * oh * len, threads);
+    UNUSED_WITHOUT_OPENMP(nthreads);
     int failed = 0;
 #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (long task = 0; task < tasks; task++) {
         long obk = task / kh, i = task % kh, o0 = obk * WOB;
         int ob = (int)(oc - o0 < WOB ? oc - o0 : WOB);
-        vf (*sums)[WOB] = aligned_alloc(64, (size_t)columns * sizeof(vf[WOB]));
+        vf (*sums)[WOB] = alloc_aligned((size_t)columns * sizeof(vf[WOB]));
         float (*tails)[WOB] = calloc((size_t)columns, sizeof(float[WOB]));
         if (!sums || !tails) {
             free(sums);
