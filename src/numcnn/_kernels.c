@@ -171,16 +171,17 @@ static void fwd_scalar(const float *x, long c, long xch, long kh, long kw, long 
  *
  * x: input, channel stride xch and row stride xrow (in floats), rows contiguous;
  * w: (oc, c, kh, kw) contiguous; bias: (oc,) or NULL; y: (oc, oh, len) contiguous.
- * tap_step is dw*n: how far one kernel column moves along a row. */
-void numcnn_conv_forward_f32(const float *x, long c, long xch, long xrow, const float *w,
-                             long oc, long kh, long kw, const float *bias, float *y, long oh,
-                             long len, long sh, long dh, long tap_step, int threads)
+ * tap_step is dw*n: how far one kernel column moves along a row. Returns 0, or -1 when out of
+ * memory. */
+int numcnn_conv_forward_f32(const float *x, long c, long xch, long xrow, const float *w,
+                            long oc, long kh, long kw, const float *bias, float *y, long oh,
+                            long len, long sh, long dh, long tap_step, int threads)
 {
     long blocks = (oc + FOB - 1) / FOB, taps = c * kh * kw;
     /* (blocks, c, kh, kw, FOB) */
     float *packed = calloc((size_t)(blocks * taps * FOB), sizeof(float));
     if (!packed)
-        return;
+        return -1;
     for (long o = 0; o < oc; o++)
         for (long t = 0; t < taps; t++)
             packed[((o / FOB) * taps + t) * FOB + o % FOB] = w[o * taps + t];
@@ -225,6 +226,7 @@ void numcnn_conv_forward_f32(const float *x, long c, long xch, long xrow, const 
         }
     }
     free(packed);
+    return 0;
 }
 
 /* ---- forward, few positions per row (a single image) ---------------------------------------- */
@@ -260,7 +262,8 @@ ALWAYS_INLINE void small_block(const float *const *xs, long c, long xch, long kh
 }
 
 /* y[o, p, q, s] = b[o] + sum_{ci,i,j} w[o,ci,i,j] * x[ci, p*sh + i*dh, q*sw + j*dw, s]
- * x: (c, hp, wp, n) contiguous; y: (oc, oh, ow, n) contiguous. */
+ * x: (c, hp, wp, n) contiguous; y: (oc, oh, ow, n) contiguous. Returns 0, or -1 when out of
+ * memory. */
 int numcnn_conv_forward_small_f32(const float *x, long c, long hp, long wp, long n,
                                   const float *w, long oc, long kh, long kw, const float *bias,
                                   float *y, long oh, long ow, long sh, long sw, long dh, long dw)
@@ -348,7 +351,7 @@ ALWAYS_INLINE void wgrad_block(const float *g, long gch, const float *const *xs,
 /* dw[o, ci, i, j] = sum_{p, l} g[o, p, l] * x[ci, p*sh + i*dh, l + j*tap_step]
  *
  * g: output gradient (oc, oh, len) contiguous; x as in numcnn_conv_forward_f32;
- * dw: (oc, c, kh, kw) contiguous, overwritten.
+ * dw: (oc, c, kh, kw) contiguous, overwritten. Returns 0, or -1 when out of memory.
  *
  * A task is one block of WOB output channels and one kernel row i. For every output row p it
  * reads that row of g (kept in cache) against every input row it met, c*kw shifted runs, a
