@@ -1,8 +1,9 @@
 /*
  * numcnn's optional compiled kernels: the convolution computed directly on the batch-last
- * layout, without an im2col matrix. The NumPy code in numcnn/functional/conv.py is the
- * reference; these kernels compute the same sums (tests compare both, and both with PyTorch),
- * only in another order and without the column matrix in memory.
+ * layout, without an im2col matrix, and the element-wise layers between convolutions in one pass
+ * each. The NumPy code in numcnn/functional/ is the reference; these kernels compute the same
+ * sums (tests compare both, and both with PyTorch), only in another order and without the column
+ * matrix in memory.
  *
  * Layout (what numcnn.functional.conv calls "rows"): an activation is (c, h, w, n), batch
  * innermost. For a convolution with stride 1 along the width, the numbers of one output row,
@@ -16,12 +17,14 @@
  *     dL/dw[o, ci, i, j] = sum_{p, l} g[o, p, l] * xp[ci, p*sh + i*dh, l + j*dw*n]
  *
  * for l < ow*n. The input gradient (stride 1) is the first formula again, applied to the padded
- * output gradient with the mirrored kernel (numcnn/functional/conv.py builds those).
+ * output gradient with the mirrored kernel (numcnn/functional/kernels.py builds those). Rows too
+ * short for a vector (a single image) have a forward kernel of their own that vectorises over the
+ * output channels instead.
  *
- * The sums are register-blocked: 4 output channels times 64 positions (4 vectors of 16 floats)
- * stay in registers while the loop runs over (ci, i, j). Written with GCC/Clang vector
- * extensions, so the compiler picks the instruction set (-march=native at build time). OpenMP,
- * where the compiler has it, splits the work over the cores.
+ * The sums are register-blocked: FOB output channels times FNV vectors of positions stay in
+ * registers while the loop runs over (ci, i, j) (8 x 32 with AVX-512). Written with GCC/Clang
+ * vector extensions, so the compiler picks the instructions (-march=native at build time; the
+ * vector width VL follows). OpenMP, where the compiler has it, splits the work over the cores.
  *
  * The file is built as the extension module numcnn._kernels (it also defines PyInit__kernels
  * so that setuptools can build and install it), and loaded with ctypes: the functions below take
@@ -42,8 +45,8 @@
 #else
 #define VL 4
 #endif
-/* Register blocks, sized for 32 vector registers (AVX-512); half that with fewer, wider-spilled
- * ones (AVX2 and SSE have 16). */
+/* Register blocks are sized for AVX-512's 32 vector registers; AVX2 and SSE have 16, so their
+ * blocks hold half as many output channels. */
 #if VL == 16
 #define BLOCK_CHANNELS 8
 #else
@@ -107,9 +110,9 @@ static int thread_count(long tasks, long flops, int threads)
 
 /* ---- forward ------------------------------------------------------------------------------ */
 
-/* One block: ob (<= OB) output channels times nv vectors of positions, summed over (ci, i, j).
- * x points at the input row of this output row (p*sh) and the first position; wp at the packed
- * weights of this channel block, (c, kh, kw, OB). */
+/* One block: ob (<= FOB) output channels times nv vectors of positions, summed over
+ * (ci, i, j). x points at the input row of this output row (p*sh) and the first position; wp at
+ * the packed weights of this channel block, (c, kh, kw, FOB). */
 ALWAYS_INLINE void fwd_block(const float *x, long c, long xch, long kh, long kw, long row_step,
                              long tap_step, const float *wp, const float *bias, int ob, int nv,
                              float *y, long ych)
