@@ -347,3 +347,28 @@ def test_max_pool_kernels_leave_other_cases_to_numpy():
     assert F.max_pool2d_forward(x, 2, split_ties=True)[1]["path"] != "kernels"
     (_, indices), cache = F.max_pool2d_forward(x, 2, return_indices=True)
     assert cache["path"] != "kernels"
+
+
+def _conv_sum(seed: int) -> float:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((64, 16, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((32, 16, 5, 5)).astype(np.float32)
+    y, cache = F.conv2d_forward(x, w, None, 1, 2)
+    assert cache["kernels"]
+    return float(np.asarray(y, np.float64).sum())
+
+
+@needs_kernels
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_kernels_run_in_a_forked_child():
+    """A child forked after the parent's OpenMP threads ran must not wait for them (GNU OpenMP
+    would hang): numcnn runs its kernels there on one thread."""
+    import multiprocessing
+
+    expected = _conv_sum(0)  # the parent's threads have run
+    pool = multiprocessing.get_context("fork").Pool(2)
+    try:
+        results = pool.map_async(_conv_sum, [0, 0]).get(timeout=60)
+    finally:
+        pool.terminate()
+    assert results == [pytest.approx(expected, rel=1e-6)] * 2

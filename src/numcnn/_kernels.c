@@ -91,11 +91,20 @@ static void *alloc_aligned(size_t bytes)
 #define UNUSED_WITHOUT_OPENMP(x) (void)(x)
 #endif
 
+/* At most this many threads, when set (> 0): numcnn sets 1 in a process forked from one whose
+ * OpenMP threads have run, since the child has none of them (GNU OpenMP would wait on them
+ * forever). */
+static int max_threads = 0;
+
+void numcnn_set_max_threads(int n) { max_threads = n; }
+
 static int thread_count(long tasks, long flops, int threads)
 {
 #ifdef _OPENMP
     if (threads <= 0)
         threads = omp_get_max_threads();
+    if (max_threads > 0 && threads > max_threads)
+        threads = max_threads;
     /* below ~2 MFLOP a second thread costs more to wake than it saves */
     if (flops < 2000000L)
         threads = 1;

@@ -29,7 +29,9 @@ a while waiting for the next one; numcnn's kernels starting then find every core
 ``convnet-bn`` training step measured 36 ms instead of 16. So the first time a kernel runs, numcnn
 limits the BLAS to one thread (with ``threadpoolctl``): the convolutions, numcnn's heavy work, are
 then threaded by numcnn itself. This holds for the whole process, NumPy code outside numcnn
-included; ``NUMCNN_BLAS_THREADS=keep`` in the environment leaves the BLAS alone.
+included; ``NUMCNN_BLAS_THREADS=keep`` in the environment leaves the BLAS alone. A process forked
+from one whose kernels have run (``multiprocessing`` with ``fork``) runs its kernels on one
+thread: it has none of its parent's OpenMP threads, and GNU OpenMP would wait for them forever.
 """
 
 from __future__ import annotations
@@ -89,6 +91,18 @@ def _load():
 
 _LIB = _load()
 _ENABLED = _LIB is not None
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has none of its parent's OpenMP threads, and GNU OpenMP would wait for
+    them forever: its kernels run on one thread."""
+    _LIB.numcnn_set_max_threads(1)
+
+
+if _LIB is not None:
+    _LIB.numcnn_set_max_threads.argtypes = [ctypes.c_int]
+    _LIB.numcnn_set_max_threads.restype = None
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def available() -> bool:
