@@ -1,18 +1,23 @@
-"""The optional compiled convolution kernels (``numcnn/_kernels.c``) and when they are used.
+"""numcnn's optional compiled kernels (``numcnn/_kernels.c``) and when they are used.
 
-The NumPy code of :mod:`numcnn.functional.conv` (im2col, one matrix product, col2im) is the
-reference and runs everywhere. Where the C extension ``numcnn._kernels`` was built at install
-time (a C compiler was there; see ``setup.py``), float32 convolutions with stride 1 along the
-width and one group are computed by it instead: directly on the batch-last layout, summing over
-``(ci, i, j)`` with the accumulators in registers, and without a column matrix in memory. The
-sums are the same (the tests compare the two paths with each other and with PyTorch); only the
-order of the additions differs, as between any two BLAS libraries.
+The NumPy code of :mod:`numcnn.functional` (for convolutions im2col, one matrix product, col2im)
+is the reference and runs everywhere. Where the C extension ``numcnn._kernels`` was built at
+install time (a C compiler was there; see ``setup.py``), float32 convolutions with one group are
+computed by it instead: directly on the batch-last layout, summing over ``(ci, i, j)`` with the
+accumulators in registers, and without a column matrix in memory. The sums are the same (the
+tests compare the two paths with each other and with PyTorch); only the order of the additions
+differs, as between any two BLAS libraries.
 
-What runs where::
+What runs where (stride 1 along the width, rows of at least ``MIN_ROW`` numbers)::
 
-    forward        y = correlate(xp, w) + b          numcnn_conv_forward_f32
-    weight grad    dL/dw = correlate(xp, g)          numcnn_conv_weight_grad_f32
-    input grad     dL/dx = correlate(pad(g), rot180(w).T)   the forward kernel again
+    forward        y = correlate(xp, w) + b                  numcnn_conv_forward_f32
+    weight grad    dL/dw = correlate(xp, g)                  numcnn_conv_weight_grad_f32
+    input grad     dL/dx = correlate(pad(g), rot180(w).T)    the forward kernel again
+                   (stride 1; a strided input gradient is NumPy's col2im)
+
+Shorter rows (a single image) or a stride along the width: the forward pass by
+``numcnn_conv_forward_small_f32``, which vectorises over the output channels, and the backward
+pass by NumPy.
 
 The element-wise layers that sit between the convolutions have kernels too, each one pass over
 memory split over the cores (NumPy makes a pass per operation, on one core): ReLU and its
@@ -43,12 +48,15 @@ import os
 
 import numpy as np
 
-__all__ = ["available", "enabled", "use_kernels", "conv_forward", "conv_weight_grad",
-           "conv_input_grad", "applies", "relu", "relu_backward", "batch_norm_train",
-           "batch_norm_train_backward", "max_pool_blocks", "max_pool_blocks_backward"]
+__all__ = ["available", "enabled", "use_kernels", "applies", "small_applies", "conv_forward",
+           "conv_forward_small", "conv_weight_grad", "conv_input_grad", "elementwise_applies",
+           "relu", "relu_backward", "batch_norm_applies", "batch_norm_train",
+           "batch_norm_train_backward", "max_pool_applies", "max_pool_blocks",
+           "max_pool_blocks_backward"]
 
-# Rows shorter than this many numbers (ow * n) stay on NumPy: the kernels vectorise along the
-# row, and a batch-1 image row (28 numbers) leaves most of a vector empty.
+# Output rows shorter than this many numbers (ow * n) go to the forward kernel that vectorises
+# over the output channels: the main kernels vectorise along the row, and a batch-1 image row
+# (28 numbers) would leave most of a vector empty.
 MIN_ROW = 64
 
 
@@ -60,8 +68,15 @@ def _load():
         return None
     try:
         lib = ctypes.CDLL(spec.origin)
-    except OSError:
+        _declare(lib)
+    except (OSError, AttributeError):  # not loadable, or built from another version of the file
         return None
+    os.register_at_fork(after_in_child=lambda: lib.numcnn_set_max_threads(1))
+    return lib
+
+
+def _declare(lib) -> None:
+    """The C signatures of the kernels (ctypes converts the arguments by them)."""
     ptr, size = ctypes.c_void_p, ctypes.c_long
     lib.numcnn_conv_forward_f32.argtypes = [ptr, size, size, size, ptr, size, size, size, ptr,
                                             ptr, size, size, size, size, size, ctypes.c_int]
@@ -86,23 +101,14 @@ def _load():
     for name in ("relu", "relu_backward", "batch_norm", "batch_norm_backward", "max_pool",
                  "max_pool_backward"):
         getattr(lib, f"numcnn_{name}_f32").restype = None
-    return lib
+    # a forked child has none of its parent's OpenMP threads, and GNU OpenMP would wait for
+    # them forever: the child's kernels run on one thread (registered in _load)
+    lib.numcnn_set_max_threads.argtypes = [ctypes.c_int]
+    lib.numcnn_set_max_threads.restype = None
 
 
 _LIB = _load()
 _ENABLED = _LIB is not None
-
-
-def _after_fork_in_child() -> None:
-    """A forked child has none of its parent's OpenMP threads, and GNU OpenMP would wait for
-    them forever: its kernels run on one thread."""
-    _LIB.numcnn_set_max_threads(1)
-
-
-if _LIB is not None:
-    _LIB.numcnn_set_max_threads.argtypes = [ctypes.c_int]
-    _LIB.numcnn_set_max_threads.restype = None
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def available() -> bool:
