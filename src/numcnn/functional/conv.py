@@ -49,6 +49,12 @@ each of its pixels contributed, and col2im adds those back onto the pixels (the 
 copying them out), which is the full convolution with the mirrored kernel. Padding is cropped
 off the result.
 
+Compiled kernels. Where numcnn's C extension was built (:mod:`numcnn.functional.kernels`),
+float32 convolutions with one group are computed there instead: the same two formulas, summed
+directly on the ``(c, h, w, n)`` layout without a column matrix (a row of ``ow*n`` outputs is one
+long vector, and so is the input each tap reads). The code below stays the reference that runs
+everywhere and that the tests hold the kernels to.
+
 Transposed convolution is the same linear map run backwards: its forward pass is the input
 gradient of a convolution whose weight has shape ``(c_in, c_out/groups, kh, kw)``, and its
 backward pass is that convolution's forward pass (and weight gradient). Both share the code
