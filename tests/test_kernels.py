@@ -300,13 +300,43 @@ def test_batch_norm_kernels_match_numpy_and_torch(affine):
 
 
 @needs_kernels
-def test_batch_norm_kernels_leave_eval_and_nchw_to_numpy():
+def test_batch_norm_kernels_leave_nchw_batches_to_numpy():
     rng = np.random.default_rng(9)
     x = rng.standard_normal((128, 4, 8, 8)).astype(np.float32)
     mean, var = np.zeros(4, np.float32), np.ones(4, np.float32)
     assert not F.batch_norm_forward(x, mean, var, training=True)[1].get("kernels")  # NCHW
-    assert not F.batch_norm_forward(_batch_last(x), mean, var)[1].get("kernels")  # eval
     assert F.batch_norm_forward(_batch_last(x), mean, var, training=True)[1].get("kernels")
+
+
+@needs_kernels
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_eval_kernel_matches_numpy_and_torch(affine):
+    rng = np.random.default_rng(13)
+    x = _batch_last((rng.standard_normal((64, 6, 9, 11)) * 3 + 5).astype(np.float32))
+    g = _batch_last(rng.standard_normal(x.shape).astype(np.float32))
+    mean = rng.standard_normal(6).astype(np.float32)
+    var = rng.uniform(0.5, 2.0, 6).astype(np.float32)
+    weight = rng.standard_normal(6).astype(np.float32) if affine else None
+    bias = rng.standard_normal(6).astype(np.float32) if affine else None
+    assert kernels.batch_norm_applies(F.normalization._channel_view(x)[0])
+
+    def run():
+        y, cache = F.batch_norm_forward(x, mean, var, weight, bias, training=False)
+        return (np.ascontiguousarray(y), *F.batch_norm_backward(g, cache))
+
+    fast, slow = _both_paths(run)
+    xt = torch.tensor(np.ascontiguousarray(x), requires_grad=True)
+    wt = torch.tensor(weight, requires_grad=True) if affine else None
+    bt = torch.tensor(bias, requires_grad=True) if affine else None
+    yt = TF.batch_norm(xt, torch.tensor(mean), torch.tensor(var), wt, bt, training=False)
+    yt.backward(torch.tensor(np.ascontiguousarray(g)))
+    expected = [yt.detach().numpy(), xt.grad.numpy()]
+    if affine:
+        expected += [wt.grad.numpy(), bt.grad.numpy()]
+    for result in (fast, slow):
+        got = [a for a in result if a is not None]
+        for a, e in zip(got, expected, strict=True):
+            np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4 * max(1, np.abs(e).max()))
 
 
 @needs_kernels
@@ -335,6 +365,22 @@ def test_max_pool_kernels_match_numpy_and_torch(kernel, shape):
     for y, dx in (fast, slow):
         np.testing.assert_array_equal(y, yt.detach().numpy())
         np.testing.assert_array_equal(dx, xt.grad.numpy())
+
+
+@needs_kernels
+def test_max_pool_kernel_without_gradients_keeps_no_winners():
+    rng = np.random.default_rng(14)
+    x = _batch_last(rng.integers(0, 3, (32, 16, 8, 8)).astype(np.float32))
+    layer = nn.MaxPool2d(2)
+    with_grad = np.ascontiguousarray(layer(x))
+    layer.backward(np.ones_like(with_grad))
+    with numcnn.no_grad():
+        y, cache = F.pooling._max_pool2d_forward("max_pool2d", x, 2, None, 0, 1, False, False,
+                                                 False, need_grad=False)
+    assert cache["path"] == "kernels" and cache["arg"] is None
+    np.testing.assert_array_equal(np.ascontiguousarray(y), with_grad)
+    with pytest.raises(numcnn.NumcnnError, match="kept no winners"):
+        F.max_pool2d_backward(np.ones_like(with_grad), cache)
 
 
 @needs_kernels

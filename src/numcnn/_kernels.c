@@ -537,10 +537,66 @@ void numcnn_batch_norm_backward_f32(const float *x, const float *dy, long c, lon
     }
 }
 
+/* Batch norm outside training, with the running statistics: per channel
+ *   y = (x - mean) * (weight / sqrt(var + eps)) + bias
+ * each channel one contiguous block of `count` numbers; weight, bias may be NULL (1 and 0). */
+void numcnn_batch_norm_eval_f32(const float *x, long c, long count, const float *mean,
+                                const float *var, const float *weight, const float *bias,
+                                double eps, float *y)
+{
+#pragma omp parallel for schedule(static) num_threads(thread_count(c, c * count * 8, 0))
+    for (long ch = 0; ch < c; ch++) {
+        const float *xc = x + ch * count;
+        float *yc = y + ch * count;
+        float scale = (float)((weight ? weight[ch] : 1.0) / sqrt((double)var[ch] + eps));
+        float shift = bias ? bias[ch] : 0.0f, mean_f = mean[ch];
+#pragma omp simd
+        for (long k = 0; k < count; k++)
+            yc[k] = (xc[k] - mean_f) * scale + shift;
+    }
+}
+
 /* Max pooling over non-overlapping kh x kw blocks, batch last: x (c, h, w, n) -> y (c, oh, ow, n)
  * with y[., p, q, s] the maximum of x[., p*kh + i, q*kw + j, s], scanned row by row; the winner
- * (i*kw + j) goes to arg. As in PyTorch, the first of tied maxima wins and a NaN wins (the last
- * NaN, if several). Rows and columns past oh*kh, ow*kw are left out. */
+ * (i*kw + j) goes to arg, unless arg is NULL (no backward pass to come). As in PyTorch, the first
+ * of tied maxima wins and a NaN wins (the last NaN, if several). Rows and columns past oh*kh,
+ * ow*kw are left out. Vectorised along the batch. */
+
+/* one output row: y[q*n + s] (and arg) from the block rows starting at x0, for q < ow, s < n */
+ALWAYS_INLINE void max_pool_row(const float *x0, long w, long n, long kh, long kw, long ow,
+                                float *y, unsigned char *arg)
+{
+    for (long q = 0; q < ow; q++) /* the block's first position, (0, 0), to start with */
+        memcpy(y + q * n, x0 + q * kw * n, (size_t)n * sizeof(float));
+    if (arg)
+        memset(arg, 0, (size_t)(ow * n));
+    for (long i = 0; i < kh; i++)
+        for (long j = (i == 0); j < kw; j++) {
+            const float *xij = x0 + (i * w + j) * n;
+            unsigned char code = (unsigned char)(i * kw + j);
+            for (long q = 0; q < ow; q++) {
+                const float *xq = xij + q * kw * n;
+                float *yq = y + q * n;
+                if (arg) {
+                    unsigned char *aq = arg + q * n;
+#pragma omp simd
+                    for (long s = 0; s < n; s++) {
+                        float v = xq[s];
+                        int take = v > yq[s] || v != v;
+                        yq[s] = take ? v : yq[s];
+                        aq[s] = take ? code : aq[s];
+                    }
+                } else {
+#pragma omp simd
+                    for (long s = 0; s < n; s++) {
+                        float v = xq[s];
+                        yq[s] = v > yq[s] || v != v ? v : yq[s];
+                    }
+                }
+            }
+        }
+}
+
 void numcnn_max_pool_f32(const float *x, long c, long h, long w, long n, long kh, long kw,
                          float *y, unsigned char *arg, long oh, long ow)
 {
@@ -548,28 +604,10 @@ void numcnn_max_pool_f32(const float *x, long c, long h, long w, long n, long kh
 #pragma omp parallel for schedule(static) num_threads(elementwise_threads(c * h * w * n))
     for (long task = 0; task < tasks; task++) {
         long ch = task / oh, p = task % oh;
-        for (long q = 0; q < ow; q++) {
-            float *yq = y + ((ch * oh + p) * ow + q) * n;
-            unsigned char *aq = arg + ((ch * oh + p) * ow + q) * n;
-            const float *x0 = x + ((ch * h + p * kh) * w + q * kw) * n;
-#pragma omp simd
-            for (long s = 0; s < n; s++) {
-                yq[s] = x0[s];
-                aq[s] = 0;
-            }
-            for (long i = 0; i < kh; i++)
-                for (long j = (i == 0); j < kw; j++) {
-                    const float *xij = x0 + (i * w + j) * n;
-                    unsigned char code = (unsigned char)(i * kw + j);
-#pragma omp simd
-                    for (long s = 0; s < n; s++) {
-                        float v = xij[s];
-                        int take = v > yq[s] || v != v;
-                        yq[s] = take ? v : yq[s];
-                        aq[s] = take ? code : aq[s];
-                    }
-                }
-        }
+        const float *x0 = x + (ch * h + p * kh) * w * n;
+        float *yp = y + (ch * oh + p) * ow * n;
+        unsigned char *ap = arg ? arg + (ch * oh + p) * ow * n : NULL;
+        max_pool_row(x0, w, n, kh, kw, ow, yp, ap);
     }
 }
 

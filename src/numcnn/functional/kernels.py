@@ -51,7 +51,7 @@ import numpy as np
 __all__ = ["available", "enabled", "use_kernels", "applies", "small_applies", "conv_forward",
            "conv_forward_small", "conv_weight_grad", "conv_input_grad", "elementwise_applies",
            "relu", "relu_backward", "batch_norm_applies", "batch_norm_train",
-           "batch_norm_train_backward", "max_pool_applies", "max_pool_blocks",
+           "batch_norm_train_backward", "batch_norm_eval", "max_pool_applies", "max_pool_blocks",
            "max_pool_blocks_backward"]
 
 # Output rows shorter than this many numbers (ow * n) go to the forward kernel that vectorises
@@ -94,12 +94,13 @@ def _declare(lib) -> None:
     lib.numcnn_batch_norm_f32.argtypes = [ptr, size, size, ptr, ptr, double, ptr, ptr, ptr]
     lib.numcnn_batch_norm_backward_f32.argtypes = [ptr, ptr, size, size, ptr, ptr, ptr, ptr,
                                                    ptr, ptr]
+    lib.numcnn_batch_norm_eval_f32.argtypes = [ptr, size, size, ptr, ptr, ptr, ptr, double, ptr]
     lib.numcnn_max_pool_f32.argtypes = [ptr, size, size, size, size, size, size, ptr, ptr, size,
                                         size]
     lib.numcnn_max_pool_backward_f32.argtypes = [ptr, ptr, size, size, size, size, size, size,
                                                  ptr, size, size]
-    for name in ("relu", "relu_backward", "batch_norm", "batch_norm_backward", "max_pool",
-                 "max_pool_backward"):
+    for name in ("relu", "relu_backward", "batch_norm", "batch_norm_backward",
+                 "batch_norm_eval", "max_pool", "max_pool_backward"):
         getattr(lib, f"numcnn_{name}_f32").restype = None
     # a forked child has none of its parent's OpenMP threads, and GNU OpenMP would wait for
     # them forever: the child's kernels run on one thread (registered in _load)
@@ -304,7 +305,8 @@ def relu_backward(y: np.ndarray, grad_out: np.ndarray) -> np.ndarray:
 
 
 def batch_norm_applies(x3: np.ndarray) -> bool:
-    """Batch norm's kernels take a float32 ``(1, c, ...)`` channel view: one block per channel."""
+    """Batch norm's kernels take a float32 ``(1, c, ...)`` channel view: one block per channel,
+    of at least ``MIN_ELEMENTWISE`` numbers in all."""
     return (_ENABLED and x3.dtype == np.float32 and x3.shape[0] == 1 and x3.flags.c_contiguous
             and x3.size >= MIN_ELEMENTWISE)
 
@@ -320,6 +322,19 @@ def batch_norm_train(x3: np.ndarray, weight, bias, eps: float):
     _LIB.numcnn_batch_norm_f32(_ptr(x3), c, x3.size // c, _ptr(weight), _ptr(bias), eps,
                                _ptr(y3), _ptr(mean), _ptr(var))
     return y3, mean, var
+
+
+def batch_norm_eval(x3: np.ndarray, running_mean, running_var, weight, bias,
+                    eps: float) -> np.ndarray:
+    """Batch norm with the running statistics, of the ``(1, c, ...)`` view ``x3``:
+    ``(x - mean) * weight / sqrt(var + eps) + bias`` per channel, in one pass."""
+    c = x3.shape[1]
+    y3 = np.empty_like(x3)
+    vectors = [None if v is None else np.ascontiguousarray(v, np.float32)
+               for v in (running_mean, running_var, weight, bias)]
+    _LIB.numcnn_batch_norm_eval_f32(_ptr(x3), c, x3.size // c, *map(_ptr, vectors), eps,
+                                    _ptr(y3))
+    return y3
 
 
 def batch_norm_train_backward(dy3: np.ndarray, x3: np.ndarray, mean, invstd, weight):
@@ -346,15 +361,15 @@ def max_pool_applies(x: np.ndarray, kernel) -> bool:
             and x.transpose(1, 2, 3, 0).flags.c_contiguous)
 
 
-def max_pool_blocks(x: np.ndarray, kernel, out_hw):
+def max_pool_blocks(x: np.ndarray, kernel, out_hw, need_arg: bool = True):
     """Maximum of each non-overlapping ``kh x kw`` block of the batch-last map ``x``:
     ``(y, arg)``, ``y`` the NCHW view of ``(c, oh, ow, n)`` memory and ``arg`` the winner codes
-    ``i*kw + j`` (uint8, ``(c, oh, ow, n)``)."""
+    ``i*kw + j`` (uint8, ``(c, oh, ow, n)``), or None without ``need_arg``."""
     n, c, h, w = x.shape
     (kh, kw), (oh, ow) = kernel, out_hw
     rows = x.transpose(1, 2, 3, 0)  # (c, h, w, n), C-contiguous
     y = np.empty((c, oh, ow, n), np.float32)
-    arg = np.empty((c, oh, ow, n), np.uint8)
+    arg = np.empty((c, oh, ow, n), np.uint8) if need_arg else None
     _LIB.numcnn_max_pool_f32(_ptr(rows), c, h, w, n, kh, kw, _ptr(y), _ptr(arg), oh, ow)
     return y.transpose(3, 0, 1, 2), arg
 

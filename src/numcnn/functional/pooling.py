@@ -30,7 +30,7 @@ import functools
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ..errors import DTypeError, ShapeError
+from ..errors import DTypeError, NumcnnError, ShapeError
 from . import kernels
 from ._windows import (check_input, col2im, formula, is_batch_last, new_map, out_size, pad2d,
                        pad2d_backward, pair, to_layout, windows)
@@ -218,7 +218,7 @@ def _max_pool(x, kernel, stride, padding, dilation, out_hw, need_arg: bool, spli
     if (use_kernels and not split_ties and kernels.max_pool_applies(x, kernel)
             and _is_blocks(x.shape, kernel, stride, padding, dilation, out_hw)):
         # the compiled kernel: blocks of a batch-last map, winner codes kept (uint8)
-        out, arg = kernels.max_pool_blocks(x, kernel, out_hw)
+        out, arg = kernels.max_pool_blocks(x, kernel, out_hw, need_arg)
         cache.update(path="kernels", arg=arg)
     elif _is_blocks(x.shape, kernel, stride, padding, dilation, out_hw):
         # Fast path: maximum over the kw columns of each kernel row, then over the kh rows.
@@ -354,6 +354,9 @@ def max_pool2d_backward(grad_out, cache) -> np.ndarray:
                                         cache["pads"])
     oh, ow = grad_out.shape[2:]
     if cache["path"] == "kernels":
+        if cache["arg"] is None:
+            raise NumcnnError("max_pool2d_backward: the forward pass kept no winners (it ran "
+                              "without gradients, e.g. under numcnn.no_grad())")
         return kernels.max_pool_blocks_backward(grad_out, cache["arg"], (n, c, h, w), (kh, kw))
     finite = bool(np.isfinite(grad_out).all())
     if cache["path"] == "blocks" and not cache["split_ties"]:
