@@ -22,8 +22,10 @@ pass by NumPy.
 The element-wise layers that sit between the convolutions have kernels too, each one pass over
 memory split over the cores (NumPy makes a pass per operation, on one core): ReLU and its
 backward; batch norm in training (batch statistics, normalisation, and the compact backward)
-when each channel is one block of memory (the batch-last layout); max pooling over
-non-overlapping blocks in the batch-last layout. The same formulas as the NumPy code beside them.
+and outside training (the running statistics), when each channel is one block of memory (the
+batch-last layout); max pooling over non-overlapping blocks in the batch-last layout. The same
+formulas as the NumPy code beside them. Small arrays (a single image) stay on NumPy, whose pass
+costs less than a call through ctypes.
 
 ``NUMCNN_KERNELS=0`` in the environment (read on import) or :func:`use_kernels` (``False``)
 keeps numcnn on NumPy alone; :func:`available` tells whether the extension is there.
