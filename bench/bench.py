@@ -448,17 +448,10 @@ def _profile_numcnn(preset, workdir, spec, xs, ys, steps, warmup) -> dict:
 
 
 def _numpy_matmul_peak() -> float:
-    """NumPy's float32 matmul GFLOP/s with every core. numcnn holds the BLAS to one thread once
-    its kernels run (numcnn.functional.kernels), so the limit is lifted for this measurement."""
-    def measure():
-        return matmul_gflops(
-            np.matmul, lambda n: np.random.default_rng(0).random((n, n), dtype=np.float32))
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return measure()
-    with threadpool_limits(limits=os.cpu_count(), user_api="blas"):
-        return measure()
+    """NumPy's float32 matmul GFLOP/s (every core: numcnn holds the BLAS to one thread only
+    inside its own products, numcnn.functional.kernels.blas_one_thread)."""
+    return matmul_gflops(
+        np.matmul, lambda n: np.random.default_rng(0).random((n, n), dtype=np.float32))
 
 
 def _profile_torch(preset, workdir, spec, xs, ys, steps, warmup) -> dict:

@@ -418,3 +418,46 @@ def test_kernels_run_in_a_forked_child():
     finally:
         pool.terminate()
     assert results == [pytest.approx(expected, rel=1e-6)] * 2
+
+
+# -- NumPy's BLAS beside the kernels --------------------------------------------------------------
+def _blas_threads() -> list[int]:
+    import threadpoolctl
+
+    return [lib["num_threads"] for lib in threadpoolctl.threadpool_info()
+            if lib["user_api"] == "blas"]
+
+
+@needs_kernels
+def test_blas_keeps_its_threads_outside_numcnn(monkeypatch):
+    """numcnn's float32 products run on one BLAS thread (their spinning threads would take the
+    cores from the kernels), and the BLAS has its threads back after each."""
+    from numcnn import models
+
+    if not kernels._blas_controllers() or max(_blas_threads()) < 2:
+        pytest.skip("no multi-threaded BLAS that threadpoolctl controls")
+    before = _blas_threads()
+    seen = []
+    matmul = np.matmul
+
+    def spy(*args, **kwargs):
+        seen.append(max(_blas_threads()))
+        return matmul(*args, **kwargs)
+
+    monkeypatch.setattr(np, "matmul", spy)
+    model = models.preset("convnet-bn")  # its linear layer makes BLAS products
+    crit = nn.CrossEntropyLoss()
+    x = np.random.default_rng(15).standard_normal((16, 1, 28, 28)).astype(np.float32)
+    crit(model(x), np.arange(16) % 10)
+    model.backward_params(crit.backward())
+    assert seen and set(seen) == {1}
+    assert _blas_threads() == before
+
+    seen.clear()  # float64: no kernels to make room for, the BLAS keeps its threads
+    layer = nn.Linear(8, 4).double()
+    layer(np.ones((3, 8)))
+    assert seen and min(seen) >= 2
+    seen.clear()
+    with kernels.use_kernels(False):
+        nn.Linear(8, 4)(np.ones((3, 8), np.float32))
+    assert seen and min(seen) >= 2

@@ -27,6 +27,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..errors import ShapeError
+from . import kernels
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 _NUMPY_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
@@ -147,7 +148,8 @@ def pad2d_backward(grad_padded: np.ndarray, pads: tuple[tuple[int, int], tuple[i
         return grad_padded[..., t:t + h, l:l + w]
     p_h = _padding_matrix(h, t, b, mode, grad_padded.dtype)  # (hp, h)
     p_w = _padding_matrix(w, l, r, mode, grad_padded.dtype)  # (wp, w)
-    return p_h.T @ grad_padded @ p_w
+    with kernels.blas_one_thread(grad_padded.dtype):  # beside the kernels (see there)
+        return p_h.T @ grad_padded @ p_w
 
 
 def windows(xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],

@@ -180,7 +180,8 @@ def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.n
     convolutions) it is an outer product, which ``np.multiply`` does several times faster."""
     if a.shape[-1] == 1:
         return np.multiply(a, b, out=out)
-    return np.matmul(a, b, out=out)
+    with kernels.blas_one_thread(a.dtype):  # beside the kernels (see there)
+        return np.matmul(a, b, out=out)
 
 
 def _window_view(rows_p: np.ndarray, kernel, stride, dilation, out_hw) -> np.ndarray:

@@ -31,14 +31,13 @@ costs less than a call through ctypes.
 keeps numcnn on NumPy alone; :func:`available` tells whether the extension is there.
 
 Threads. The kernels split their work over every core with OpenMP (``OMP_NUM_THREADS`` caps
-them). NumPy's BLAS (OpenBLAS) keeps its own threads, which after each call spin on the cores for
-a while waiting for the next one; numcnn's kernels starting then find every core busy, and a
-``convnet-bn`` training step measured 36 ms instead of 16. So the first time a kernel runs, numcnn
-limits the BLAS to one thread (with ``threadpoolctl``): the convolutions, numcnn's heavy work, are
-then threaded by numcnn itself. This holds for the whole process, NumPy code outside numcnn
-included; ``NUMCNN_BLAS_THREADS=keep`` in the environment leaves the BLAS alone. A process forked
-from one whose kernels have run (``multiprocessing`` with ``fork``) runs its kernels on one
-thread: it has none of its parent's OpenMP threads, and GNU OpenMP would wait for them forever.
+them). NumPy's BLAS (OpenBLAS) keeps threads of its own, which after each product spin on the
+cores for a while; numcnn's kernels starting then find every core busy. So numcnn's own float32
+BLAS products (the linear layers, and convolutions the kernels leave to NumPy) run on one BLAS
+thread while the kernels are on (:func:`blas_one_thread`, with ``threadpoolctl``), and wake none;
+the BLAS keeps its threads for everything else. A process forked from one whose kernels have run
+(``multiprocessing`` with ``fork``) runs its kernels on one thread: it has none of its parent's
+OpenMP threads, and GNU OpenMP would wait for them forever.
 """
 
 from __future__ import annotations
@@ -50,7 +49,7 @@ import os
 
 import numpy as np
 
-__all__ = ["available", "enabled", "use_kernels", "applies", "small_applies", "conv_forward",
+__all__ = ["available", "enabled", "use_kernels", "blas_one_thread", "applies", "small_applies", "conv_forward",
            "conv_forward_small", "conv_weight_grad", "conv_input_grad", "elementwise_applies",
            "relu", "relu_backward", "batch_norm_applies", "batch_norm_train",
            "batch_norm_train_backward", "batch_norm_eval", "max_pool_applies", "max_pool_blocks",
@@ -145,29 +144,73 @@ def applies(rows_p: np.ndarray, weight: np.ndarray, groups: int, stride, out_hw)
             and weight.dtype == np.float32 and out_hw[1] * rows_p.shape[3] >= MIN_ROW)
 
 
-_blas_limited = False
-
-
-def _one_blas_thread() -> None:
-    """Limit the BLAS to one thread, once (see the module docstring)."""
-    global _blas_limited
-    if _blas_limited:
-        return
-    _blas_limited = True
-    if os.environ.get("NUMCNN_BLAS_THREADS") == "keep":
-        return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # an install without it: the kernels still work, sharing the cores
-        return
-    threadpool_limits(1, user_api="blas")
-
-
 def small_applies(rows_p: np.ndarray, weight: np.ndarray, groups: int) -> bool:
     """Whether the forward kernel for short rows computes this convolution (any stride):
     float32 and one group. Its backward pass is NumPy's."""
     return (_ENABLED and groups == 1 and rows_p.dtype == np.float32
             and weight.dtype == np.float32)
+
+
+# -- NumPy's BLAS beside the kernels -------------------------------------------------------------
+_blas_controllers_found = None  # threadpoolctl's controllers of the BLAS libraries, on first use
+_blas_depth = 0                 # how many blas_one_thread() blocks are open
+
+
+def _blas_controllers() -> list:
+    global _blas_controllers_found
+    if _blas_controllers_found is None:
+        _blas_controllers_found = []
+        if os.environ.get("NUMCNN_BLAS_THREADS") != "keep":
+            try:
+                from threadpoolctl import ThreadpoolController
+            except ImportError:  # an install without it: the kernels share the cores
+                pass
+            else:
+                controller = ThreadpoolController().select(user_api="blas")
+                _blas_controllers_found = list(controller.lib_controllers)
+    return _blas_controllers_found
+
+
+class _OneBlasThread:
+    """The BLAS on one thread inside the block (the outermost block sets and restores it)."""
+
+    __slots__ = ("saved",)
+
+    def __enter__(self):
+        global _blas_depth
+        _blas_depth += 1
+        if _blas_depth == 1:
+            self.saved = [(lib, lib.get_num_threads()) for lib in _blas_controllers()]
+            for lib, threads in self.saved:
+                if threads != 1:
+                    lib.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        global _blas_depth
+        _blas_depth -= 1
+        if _blas_depth == 0:
+            for lib, threads in self.saved:
+                if threads != 1:
+                    lib.set_num_threads(threads)
+
+
+_NO_LIMIT = contextlib.nullcontext()
+
+
+def blas_one_thread(dtype):
+    """``with blas_one_thread(x.dtype): x @ w``: numcnn's own BLAS products in float32, the
+    precision its kernels run in, use one BLAS thread while the kernels are on.
+
+    OpenBLAS's threads, once woken by a product, spin on the cores for a while waiting for the
+    next one; numcnn's kernels starting then find every core busy (a ``convnet-bn`` training
+    step measured 45 ms instead of 10, the linear layer's products waking them). Products made
+    on one thread wake none. Outside these blocks the BLAS keeps its threads, for numcnn's
+    float64 code and for everyone else's. ``NUMCNN_BLAS_THREADS=keep`` turns this off.
+    """
+    if not (_ENABLED and dtype == np.float32 and _blas_controllers()):
+        return _NO_LIMIT
+    return _OneBlasThread()
 
 
 def _ptr(a: np.ndarray | None):
@@ -182,7 +225,6 @@ def _check(status: int, what: str) -> None:
 def _forward_operands(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, out_hw):
     """What a forward kernel is handed: the input, weight and bias as contiguous float32 arrays,
     and a new ``(oc, oh, ow, n)`` output."""
-    _one_blas_thread()
     out = np.empty((weight.shape[0], *out_hw, rows_p.shape[3]), np.float32)
     bias = None if bias is None else np.ascontiguousarray(bias, np.float32)
     return np.ascontiguousarray(rows_p), np.ascontiguousarray(weight), bias, out

@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from ..errors import ShapeError
+from . import kernels
 
 __all__ = [
     "linear", "linear_forward", "linear_backward", "check_linear_input",
@@ -54,7 +55,8 @@ def linear_forward(x, weight, bias=None):
     out_features, in_features = weight.shape
     check_linear_input(x.shape, in_features)
     x2 = x.reshape(-1, in_features)                  # (n, i)
-    out = np.matmul(x2, weight.T)                    # (n, o); W^T is a view, BLAS transposes it
+    with kernels.blas_one_thread(weight.dtype):      # beside the kernels (see there)
+        out = np.matmul(x2, weight.T)                # (n, o); W^T is a view, BLAS transposes it
     if bias is not None:
         out += bias
     return out.reshape(*x.shape[:-1], out_features), (x2, weight, bias is not None, x.shape)
@@ -67,8 +69,9 @@ def linear_backward(grad_out, cache):
     """
     x2, weight, has_bias, x_shape = cache
     grad2 = np.asarray(grad_out).astype(weight.dtype, copy=False).reshape(-1, weight.shape[0])
-    grad_x = np.matmul(grad2, weight).reshape(x_shape)          # (n, i) -> (*, i)
-    grad_w = np.matmul(grad2.T, x2)                             # (o, i)
+    with kernels.blas_one_thread(weight.dtype):
+        grad_x = np.matmul(grad2, weight).reshape(x_shape)      # (n, i) -> (*, i)
+        grad_w = np.matmul(grad2.T, x2)                         # (o, i)
     grad_b = grad2.sum(axis=0) if has_bias else None            # (o,)
     return grad_x, grad_w, grad_b
 

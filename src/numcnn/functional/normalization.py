@@ -67,7 +67,8 @@ def _channel_sum(x3: np.ndarray) -> np.ndarray:
     """Per-channel sum of an ``(outer, c, ..., m)`` array: a BLAS product with ones gives the
     partial sums over ``m``, added over the other axes in float64 (a small array; a float32
     running total over all the values would lose digits when they share a large offset)."""
-    partial = np.matmul(x3, np.ones(x3.shape[-1], dtype=x3.dtype))          # (outer, c, ...)
+    with kernels.blas_one_thread(x3.dtype):                                # beside the kernels
+        partial = np.matmul(x3, np.ones(x3.shape[-1], dtype=x3.dtype))      # (outer, c, ...)
     return _sum_but_channels(partial, x3.dtype)                                # (c,)
 
 

@@ -655,8 +655,9 @@ def _average_matrix(size: int, out: int, dtype) -> np.ndarray:
 def _sandwich(left: np.ndarray, x: np.ndarray, right_t: np.ndarray) -> np.ndarray:
     """``left @ plane @ right_t`` for every (h, w) plane of an (n, c, h, w) array."""
     n, c, h, w = x.shape
-    y = (x.reshape(-1, w) @ right_t).reshape(n, c, h, right_t.shape[1])  # (n, c, h, ow)
-    return np.matmul(left, y)  # (n, c, oh, ow)
+    with kernels.blas_one_thread(x.dtype):  # beside the kernels (see there)
+        y = (x.reshape(-1, w) @ right_t).reshape(n, c, h, right_t.shape[1])  # (n, c, h, ow)
+        return np.matmul(left, y)  # (n, c, oh, ow)
 
 
 def adaptive_avg_pool2d_forward(x, output_size):
