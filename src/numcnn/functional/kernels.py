@@ -49,11 +49,11 @@ import os
 
 import numpy as np
 
-__all__ = ["available", "enabled", "use_kernels", "blas_one_thread", "applies", "small_applies", "conv_forward",
-           "conv_forward_small", "conv_weight_grad", "conv_input_grad", "elementwise_applies",
-           "relu", "relu_backward", "batch_norm_applies", "batch_norm_train",
-           "batch_norm_train_backward", "batch_norm_eval", "max_pool_applies", "max_pool_blocks",
-           "max_pool_blocks_backward"]
+__all__ = ["available", "enabled", "use_kernels", "blas_one_thread", "applies", "small_applies",
+           "conv_forward", "conv_forward_small", "conv_weight_grad", "conv_input_grad",
+           "elementwise_applies", "relu", "relu_backward", "batch_norm_applies",
+           "batch_norm_train", "batch_norm_train_backward", "batch_norm_eval", "max_pool_applies",
+           "max_pool_blocks", "max_pool_blocks_backward"]
 
 # Output rows shorter than this many numbers (ow * n) go to the forward kernel that vectorises
 # over the output channels: the main kernels vectorise along the row, and a batch-1 image row
