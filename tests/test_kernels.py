@@ -52,6 +52,17 @@ CASES = [
 ]
 
 
+def _random_conv(case, seed: int):
+    """``(rng, x, weight, bias)`` for a case ``(n, c, oc, h, w, kernel, ...)``, float32; the
+    weights scaled by 1/sqrt(fan-in), as a layer's initialisation would."""
+    n, c, oc, h, w, kernel = case[:6]
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    weight = rng.standard_normal((oc, c, *kernel)) / np.sqrt(c * np.prod(kernel))
+    bias = rng.standard_normal(oc).astype(np.float32)
+    return rng, x, weight.astype(np.float32), bias
+
+
 def _run(x, w, b, stride, padding, dilation, g, use):
     with kernels.use_kernels(use):
         y, cache = F.conv2d_forward(x, w, b, stride, padding, dilation)
@@ -64,11 +75,7 @@ def _run(x, w, b, stride, padding, dilation, g, use):
 @pytest.mark.parametrize("case", CASES, ids=[str(c) for c in CASES])
 def test_kernels_match_numpy_and_torch(case):
     n, c, oc, h, w, kernel, stride, padding, dilation = case
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
-    weight = (rng.standard_normal((oc, c, *kernel)) / np.sqrt(c * np.prod(kernel))).astype(
-        np.float32)
-    bias = rng.standard_normal(oc).astype(np.float32)
+    rng, x, weight, bias = _random_conv(case, seed=0)
     out_shape = F.conv2d(x[:1], weight, bias, stride, padding, dilation).shape[1:]
     g = rng.standard_normal((n, *out_shape)).astype(np.float32)
 
@@ -165,10 +172,7 @@ SMALL_CASES = [
 @pytest.mark.parametrize("case", SMALL_CASES, ids=[str(c) for c in SMALL_CASES])
 def test_small_row_kernel_matches_numpy_and_torch(case):
     n, c, oc, h, w, kernel, stride, padding, dilation = case
-    rng = np.random.default_rng(12)
-    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
-    weight = rng.standard_normal((oc, c, *kernel)).astype(np.float32)
-    bias = rng.standard_normal(oc).astype(np.float32)
+    rng, x, weight, bias = _random_conv(case, seed=12)
     assert kernels.small_applies(x, weight, 1)
     xt = torch.tensor(x, requires_grad=True)
     yt = TF.conv2d(xt, torch.tensor(weight), torch.tensor(bias), stride, padding, dilation)
