@@ -314,18 +314,20 @@ def test_batch_norm_kernels_leave_nchw_batches_to_numpy():
 
 @needs_kernels
 @pytest.mark.parametrize("affine", [True, False])
-def test_batch_norm_eval_kernel_matches_numpy_and_torch(affine):
+@pytest.mark.parametrize("n", [64, 1])  # a batch laid out batch last; a single image
+def test_batch_norm_eval_kernel_matches_numpy_and_torch(affine, n):
     rng = np.random.default_rng(13)
-    x = _batch_last((rng.standard_normal((64, 6, 9, 11)) * 3 + 5).astype(np.float32))
+    x = _batch_last((rng.standard_normal((n, 6, 9, 11)) * 3 + 5).astype(np.float32))
     g = _batch_last(rng.standard_normal(x.shape).astype(np.float32))
     mean = rng.standard_normal(6).astype(np.float32)
     var = rng.uniform(0.5, 2.0, 6).astype(np.float32)
     weight = rng.standard_normal(6).astype(np.float32) if affine else None
     bias = rng.standard_normal(6).astype(np.float32) if affine else None
-    assert kernels.batch_norm_applies(F.normalization._channel_view(x)[0])
+    assert kernels.batch_norm_applies(F.normalization._channel_view(x)[0], training=False)
 
     def run():
         y, cache = F.batch_norm_forward(x, mean, var, weight, bias, training=False)
+        assert (cache["centred"] is None and cache["invstd"].shape == (6,))
         return (np.ascontiguousarray(y), *F.batch_norm_backward(g, cache))
 
     fast, slow = _both_paths(run)

@@ -171,6 +171,9 @@ def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias
         if running_mean is None or running_var is None:
             raise ValueError("batch_norm: running_mean and running_var must be given when not "
                              "training")
+        if kernels.batch_norm_applies(x3, training=False):  # one pass, by the kernel
+            return _batch_norm_eval_kernels(x3, restore, running_mean, running_var, weight, bias,
+                                            eps, x.shape, batch_last)
         mean = np.asarray(running_mean, dtype=dtype)
         var = np.asarray(running_var, dtype=dtype)
     invstd = np.sqrt(var + eps)                               # (c,)
@@ -180,9 +183,6 @@ def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias
     shift = None if bias is None else np.asarray(bias, dtype=dtype)
     if training:                                              # y = (x - mean) * scale + bias
         out = _scale_shift(centred, scale, shift)
-    elif kernels.batch_norm_applies(x3):                      # one pass, by the kernel
-        out = kernels.batch_norm_eval(x3, mean, var, weight, bias, eps)
-        centred = None
     else:                                                     # y = x * scale + (bias - mean*scale)
         shift = np.multiply(mean, scale) if shift is None else shift - mean * scale
         if bias is None:
@@ -221,6 +221,20 @@ def _batch_norm_train_kernels(x3, restore, running_mean, running_var, weight, bi
                  has_bias=bias is not None, training=True, count=count, shape=shape,
                  batch_last=batch_last)
     return restore(y3), cache
+
+
+def _batch_norm_eval_kernels(x3, restore, running_mean, running_var, weight, bias, eps, shape,
+                             batch_last):
+    """Batch norm with the running statistics by the compiled kernel, in one pass; the cache is
+    the NumPy path's (its backward pass is NumPy's)."""
+    out = kernels.batch_norm_eval(x3, running_mean, running_var, weight, bias, eps)
+    dtype = x3.dtype
+    invstd = 1.0 / np.sqrt(np.asarray(running_var, dtype=dtype) + eps)   # (c,)
+    cache = dict(centred=None, x3=x3, mean=np.asarray(running_mean, dtype=dtype), invstd=invstd,
+                 weight=None if weight is None else np.asarray(weight, dtype=dtype),
+                 has_bias=bias is not None, training=False, count=x3.size // x3.shape[1],
+                 shape=shape, batch_last=batch_last)
+    return restore(out), cache
 
 
 def batch_norm_backward(grad_out, cache):
