@@ -186,6 +186,25 @@ def test_small_row_kernel_matches_numpy_and_torch(case):
         np.testing.assert_allclose(grad_x, xt.grad.numpy(), rtol=1e-4, atol=1e-4)
 
 
+@needs_kernels
+@pytest.mark.parametrize("case", [c for c in SMALL_CASES if c[6] == (1, 1)] +
+                         [(1, 2, 5, 2, 3, (3, 3), (1, 1), (1, 1), (1, 1))],  # rows < a vector
+                         ids=str)
+def test_both_short_row_kernels_match_torch(case):
+    """Stride 1: the channel-vectorised kernel and the rows-end-to-end one, each called
+    directly (the dispatch picks one of them by the number of output channels)."""
+    n, c, oc, h, w, kernel, stride, padding, dilation = case
+    _, x, weight, bias = _random_conv(case, seed=16)
+    expected = TF.conv2d(torch.tensor(x), torch.tensor(weight), torch.tensor(bias), stride,
+                         padding, dilation).numpy()
+    (top, bottom), (left, right) = conv_module.resolve_padding(padding, kernel, dilation, stride)
+    rows_p = conv_module._to_rows(x, ((top, bottom), (left, right)))
+    out_hw = expected.shape[2:]
+    for out in (kernels.conv_forward_flat(rows_p, weight, bias, dilation, out_hw),
+                kernels.conv_forward_small(rows_p, weight, bias, stride, dilation, out_hw)):
+        np.testing.assert_allclose(out.transpose(3, 0, 1, 2), expected, rtol=1e-4, atol=1e-4)
+
+
 def test_kernels_leave_other_cases_to_numpy():
     """float64, groups, a stride along the width, and short rows (batch 1) take NumPy's
     backward pass (float32 short or strided rows go forward by the small-row kernel)."""

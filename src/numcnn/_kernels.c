@@ -91,6 +91,9 @@ static void *alloc_aligned(size_t bytes)
 #define UNUSED_WITHOUT_OPENMP(x) (void)(x)
 #endif
 
+/* How many floats a vector holds here (16 with AVX-512): numcnn picks kernels by it. */
+int numcnn_vector_floats(void) { return VL; }
+
 /* At most this many threads, when set (> 0): numcnn sets 1 in a process forked from one whose
  * OpenMP threads have run, since the child has none of them (GNU OpenMP would wait on them
  * forever). */
@@ -199,15 +202,22 @@ int numcnn_conv_forward_f32(const float *x, long c, long xch, long xrow, const f
             packed[((o / FOB) * taps + t) * FOB + o % FOB] = w[o * taps + t];
     /* Tasks: (lane tile, output row), rows innermost, so that consecutive tasks share kh - 1
      * input rows; within a task every block of output channels reads the same input tile,
-     * which stays in cache (TILE lanes; the last tile of a row takes the remainder). */
-    long tiles = len / TILE > 0 ? len / TILE : 1;
+     * which stays in cache (tiles of TILE lanes; the last tile of a row takes the remainder). */
+    long tile = TILE;
+    if (oh < 4) { /* few rows (a single image on its padded grid): tiles of a quarter row, so
+                   * that every thread has some, when that is shorter than TILE */
+        long quarter = len / 4 / (FNV * VL) * (FNV * VL);
+        if (quarter < TILE)
+            tile = quarter > FNV * VL ? quarter : FNV * VL;
+    }
+    long tiles = len / tile > 0 ? len / tile : 1;
     long tasks = tiles * oh, row_step = dh * xrow, ych = oh * len;
     int nthreads = thread_count(tasks, 2 * oc * oh * len * taps, threads);
     UNUSED_WITHOUT_OPENMP(nthreads);
 #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (long task = 0; task < tasks; task++) {
         long t = task / oh, p = task % oh;
-        long l0 = t * TILE, l1 = t == tiles - 1 ? len : l0 + TILE;
+        long l0 = t * tile, l1 = t == tiles - 1 ? len : l0 + tile;
         const float *xrow0 = x + p * sh * xrow;
         for (long blk = 0; blk < blocks; blk++) {
             long o0 = blk * FOB;

@@ -440,9 +440,9 @@ def _conv2d_forward(x, weight, bias, stride, pads, dilation, groups, out_hw, nam
     use_kernels = kernels.applies(rows_p, weight, groups, stride, out_hw)
     if use_kernels or kernels.small_applies(rows_p, weight, groups):
         # the compiled kernels: the same sums, no column matrix (numcnn.functional.kernels);
-        # rows of a few numbers (a single image) by the kernel that vectorises over channels,
-        # whose backward pass is NumPy's
-        forward = kernels.conv_forward if use_kernels else kernels.conv_forward_small
+        # rows of a few numbers (a single image) by a kernel for short rows, whose backward
+        # pass is NumPy's
+        forward = kernels.conv_forward if use_kernels else kernels.conv_forward_short_rows
         out_rows = forward(rows_p, weight, bias, stride, dilation, out_hw)
         keep_cols, cols, bias = False, None, None  # bias already added
     else:

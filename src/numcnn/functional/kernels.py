@@ -51,7 +51,8 @@ import os
 import numpy as np
 
 __all__ = ["available", "enabled", "use_kernels", "blas_one_thread", "applies", "small_applies",
-           "conv_forward", "conv_forward_small", "conv_weight_grad", "conv_input_grad",
+           "conv_forward", "conv_forward_short_rows", "conv_forward_flat", "conv_forward_small",
+           "conv_weight_grad", "conv_input_grad",
            "elementwise_applies", "relu", "relu_backward", "batch_norm_applies",
            "batch_norm_train", "batch_norm_train_backward", "batch_norm_eval", "max_pool_applies",
            "max_pool_blocks", "max_pool_blocks_backward"]
@@ -108,10 +109,13 @@ def _declare(lib) -> None:
     # them forever: the child's kernels run on one thread (registered in _load)
     lib.numcnn_set_max_threads.argtypes = [ctypes.c_int]
     lib.numcnn_set_max_threads.restype = None
+    lib.numcnn_vector_floats.argtypes = []
+    lib.numcnn_vector_floats.restype = ctypes.c_int
 
 
 _LIB = _load()
 _ENABLED = _LIB is not None
+VECTOR_FLOATS = _LIB.numcnn_vector_floats() if _LIB is not None else 0  # floats a vector holds
 
 
 def available() -> bool:
@@ -146,10 +150,21 @@ def applies(rows_p: np.ndarray, weight: np.ndarray, groups: int, stride, out_hw)
 
 
 def small_applies(rows_p: np.ndarray, weight: np.ndarray, groups: int) -> bool:
-    """Whether the forward kernel for short rows computes this convolution (any stride):
-    float32 and one group. Its backward pass is NumPy's."""
+    """Whether a forward kernel for short rows computes this convolution (any stride): float32
+    and one group. Its backward pass is NumPy's."""
     return (_ENABLED and groups == 1 and rows_p.dtype == np.float32
             and weight.dtype == np.float32)
+
+
+def conv_forward_short_rows(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                            stride, dilation, out_hw) -> np.ndarray:
+    """The forward pass of a convolution whose rows are short (a single image), by the kernel
+    that suits it: vectorised over the output channels (:func:`conv_forward_small`) when they
+    fill its register block (``2 * VECTOR_FLOATS``, 32 with AVX-512) or the stride is not 1;
+    else the image's rows laid end to end (:func:`conv_forward_flat`)."""
+    if stride == (1, 1) and weight.shape[0] < 2 * VECTOR_FLOATS:
+        return conv_forward_flat(rows_p, weight, bias, dilation, out_hw)
+    return conv_forward_small(rows_p, weight, bias, stride, dilation, out_hw)
 
 
 # -- NumPy's BLAS beside the kernels -------------------------------------------------------------
@@ -256,6 +271,31 @@ def conv_forward(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray | None
                                         kh, kw, _ptr(bias), _ptr(out), oh, ow * n, sh, dh,
                                         dw * n, 0), "forward")
     return out
+
+
+def conv_forward_flat(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                      dilation, out_hw) -> np.ndarray:
+    """:func:`conv_forward` for a stride-1 convolution whose rows are short (a single image),
+    computed as one long row: ``(oc, oh, ow, n)``.
+
+    On the padded grid every output ``(p, q, s)`` with ``q < wp`` sits at ``l = (p*wp + q)*n + s``
+    and reads ``xp`` at ``l + (i*dh*wp + j*dw)*n``: the image's rows laid end to end are one row
+    of the main kernel, whose outputs at ``q >= ow`` (``(kw-1)*dw`` a row) are computed and
+    dropped. The last valid output ends the row, so that no read passes the input's end.
+    """
+    rows_p, weight, bias, _ = _forward_operands(rows_p, weight, bias, (0, 0))
+    c, hp, wp, n = rows_p.shape
+    oc, _, kh, kw = weight.shape
+    (oh, ow), (dh, dw) = out_hw, dilation
+    length = ((oh - 1) * wp + ow) * n
+    flat = np.empty((oc, length), np.float32)
+    _check(_LIB.numcnn_conv_forward_f32(_ptr(rows_p), c, hp * wp * n, wp * n, _ptr(weight), oc,
+                                        kh, kw, _ptr(bias), _ptr(flat), 1, length, 1, dh,
+                                        dw * n, 0), "forward")
+    size = flat.itemsize
+    grid = np.ndarray((oc, oh, ow, n), np.float32, buffer=flat,  # the valid outputs
+                      strides=(length * size, wp * n * size, n * size, size))
+    return np.ascontiguousarray(grid)
 
 
 def conv_forward_small(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
