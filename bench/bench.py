@@ -443,15 +443,9 @@ def _profile_numcnn(preset, workdir, spec, xs, ys, steps, warmup) -> dict:
     rows = _layer_rows(spec, children, shapes, fwd, bwd, steps)
     return {"layers": rows,
             "other_ms": {k: 1e3 * statistics.median(v[-steps:]) for k, v in other.items()},
-            "matmul_gflops": _numpy_matmul_peak(),
+            "matmul_gflops": matmul_gflops(
+                np.matmul, lambda n: np.random.default_rng(0).random((n, n), dtype=np.float32)),
             "kernels": _numcnn_kernels()}
-
-
-def _numpy_matmul_peak() -> float:
-    """NumPy's float32 matmul GFLOP/s (every core: numcnn holds the BLAS to one thread only
-    inside its own products, numcnn.functional.kernels.blas_one_thread)."""
-    return matmul_gflops(
-        np.matmul, lambda n: np.random.default_rng(0).random((n, n), dtype=np.float32))
 
 
 def _profile_torch(preset, workdir, spec, xs, ys, steps, warmup) -> dict:

@@ -229,6 +229,8 @@ def test_conv2d_layer_in_eval_under_no_grad_uses_kernels():
     rng = np.random.default_rng(5)
     layer = nn.Conv2d(3, 8, 3, padding=1)
     x = rng.standard_normal((32, 3, 12, 12)).astype(np.float32)
+    rows_p = conv_module._to_rows(x, ((1, 1), (1, 1)))
+    assert kernels.applies(rows_p, layer.weight.data, 1, (1, 1), (12, 12))
     with numcnn.no_grad():
         fast = np.ascontiguousarray(layer(x))
     with kernels.use_kernels(False), numcnn.no_grad():

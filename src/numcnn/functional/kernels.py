@@ -249,12 +249,21 @@ def _check(status: int, what: str) -> None:
         raise MemoryError(f"numcnn kernels: out of memory in the {what}")
 
 
-def _forward_operands(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, out_hw):
-    """What a forward kernel is handed: the input, weight and bias as contiguous float32 arrays,
-    and a new ``(oc, oh, ow, n)`` output."""
-    out = np.empty((weight.shape[0], *out_hw, rows_p.shape[3]), np.float32)
+def _forward_operands(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray | None):
+    """What a forward kernel is handed: the input, weight and bias as contiguous float32 arrays."""
     bias = None if bias is None else np.ascontiguousarray(bias, np.float32)
-    return np.ascontiguousarray(rows_p), np.ascontiguousarray(weight), bias, out
+    return np.ascontiguousarray(rows_p), np.ascontiguousarray(weight), bias
+
+
+def _main_forward(rows_p, weight, bias, out, rows: int, length: int, sh: int, dilation) -> None:
+    """``numcnn_conv_forward_f32`` into ``out`` (``(oc, rows, length)`` memory): ``rows``
+    output rows of ``length`` numbers, the input rows ``sh`` apart."""
+    c, hp, wp, n = rows_p.shape
+    oc, _, kh, kw = weight.shape
+    dh, dw = dilation
+    _check(_LIB.numcnn_conv_forward_f32(_ptr(rows_p), c, hp * wp * n, wp * n, _ptr(weight), oc,
+                                        kh, kw, _ptr(bias), _ptr(out), rows, length, sh, dh,
+                                        dw * n, 0), "forward")
 
 
 def conv_forward(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride,
@@ -263,13 +272,10 @@ def conv_forward(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray | None
 
     ``rows_p (c, hp, wp, n)`` padded input, C-contiguous; returns ``(oc, oh, ow, n)``.
     """
-    rows_p, weight, bias, out = _forward_operands(rows_p, weight, bias, out_hw)
-    c, hp, wp, n = rows_p.shape
-    oc, _, kh, kw = weight.shape
-    (oh, ow), (sh, _), (dh, dw) = out_hw, stride, dilation
-    _check(_LIB.numcnn_conv_forward_f32(_ptr(rows_p), c, hp * wp * n, wp * n, _ptr(weight), oc,
-                                        kh, kw, _ptr(bias), _ptr(out), oh, ow * n, sh, dh,
-                                        dw * n, 0), "forward")
+    rows_p, weight, bias = _forward_operands(rows_p, weight, bias)
+    (oh, ow), n = out_hw, rows_p.shape[3]
+    out = np.empty((weight.shape[0], oh, ow, n), np.float32)
+    _main_forward(rows_p, weight, bias, out, oh, ow * n, stride[0], dilation)
     return out
 
 
@@ -283,15 +289,12 @@ def conv_forward_flat(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray |
     of the main kernel, whose outputs at ``q >= ow`` (``(kw-1)*dw`` a row) are computed and
     dropped. The last valid output ends the row, so that no read passes the input's end.
     """
-    rows_p, weight, bias, _ = _forward_operands(rows_p, weight, bias, (0, 0))
-    c, hp, wp, n = rows_p.shape
-    oc, _, kh, kw = weight.shape
-    (oh, ow), (dh, dw) = out_hw, dilation
+    rows_p, weight, bias = _forward_operands(rows_p, weight, bias)
+    _, _, wp, n = rows_p.shape
+    oc, (oh, ow) = weight.shape[0], out_hw
     length = ((oh - 1) * wp + ow) * n
     flat = np.empty((oc, length), np.float32)
-    _check(_LIB.numcnn_conv_forward_f32(_ptr(rows_p), c, hp * wp * n, wp * n, _ptr(weight), oc,
-                                        kh, kw, _ptr(bias), _ptr(flat), 1, length, 1, dh,
-                                        dw * n, 0), "forward")
+    _main_forward(rows_p, weight, bias, flat, 1, length, 1, dilation)
     size = flat.itemsize
     grid = np.ndarray((oc, oh, ow, n), np.float32, buffer=flat,  # the valid outputs
                       strides=(length * size, wp * n * size, n * size, size))
@@ -302,10 +305,11 @@ def conv_forward_small(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray 
                        stride, dilation, out_hw) -> np.ndarray:
     """:func:`conv_forward` for rows too short to vectorise along (a single image), and any
     stride: vectorised over the output channels instead. ``(oc, oh, ow, n)``."""
-    rows_p, weight, bias, out = _forward_operands(rows_p, weight, bias, out_hw)
+    rows_p, weight, bias = _forward_operands(rows_p, weight, bias)
     c, hp, wp, n = rows_p.shape
     oc, _, kh, kw = weight.shape
     (oh, ow), (sh, sw), (dh, dw) = out_hw, stride, dilation
+    out = np.empty((oc, oh, ow, n), np.float32)
     _check(_LIB.numcnn_conv_forward_small_f32(_ptr(rows_p), c, hp, wp, n, _ptr(weight), oc, kh,
                                               kw, _ptr(bias), _ptr(out), oh, ow, sh, sw, dh, dw),
            "forward")

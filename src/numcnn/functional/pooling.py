@@ -215,12 +215,12 @@ def _max_pool(x, kernel, stride, padding, dilation, out_hw, need_arg: bool, spli
     cache = dict(x_shape=x.shape, out_shape=(n, c, oh, ow), kernel=kernel, stride=stride,
                  padding=padding, dilation=dilation, pads=pads, split_ties=split_ties,
                  batch_last=is_batch_last(x))
-    if (use_kernels and not split_ties and kernels.max_pool_applies(x, kernel)
-            and _is_blocks(x.shape, kernel, stride, padding, dilation, out_hw)):
+    blocks = _is_blocks(x.shape, kernel, stride, padding, dilation, out_hw)
+    if blocks and use_kernels and not split_ties and kernels.max_pool_applies(x, kernel):
         # the compiled kernel: blocks of a batch-last map, winner codes kept (uint8)
         out, arg = kernels.max_pool_blocks(x, kernel, out_hw, need_arg)
         cache.update(path="kernels", arg=arg)
-    elif _is_blocks(x.shape, kernel, stride, padding, dilation, out_hw):
+    elif blocks:
         # Fast path: maximum over the kw columns of each kernel row, then over the kh rows.
         # Columns first keeps PyTorch's row-by-row scan order for ties; the column stage reads
         # the input once, with strides NumPy merges into one long loop.
