@@ -345,7 +345,9 @@ def worker(args) -> dict:
     workdir = Path(args.workdir)
     lib, preset, mode = args.lib, args.preset, args.worker
     if lib == "numcnn":
-        import numcnn  # noqa: F401
+        import numcnn
+
+        numcnn.tune_malloc()  # the allocator setting numcnn train uses too (numcnn._memory)
     else:
         import torch  # noqa: F401
     result = {"lib": lib, "preset": preset, "mode": mode, "rss_after_imports_mib": peak_rss_mib()}
@@ -383,10 +385,10 @@ def _threads(lib: str):
 def _numcnn_kernels() -> bool:
     """Whether numcnn runs its compiled kernels here (else NumPy alone)."""
     try:
-        from numcnn.functional import kernels
+        from numcnn import backend
     except ImportError:
         return False
-    return kernels.enabled()
+    return backend.enabled()
 
 
 def _train(lib, preset, workdir, xs, ys, steps, warmup) -> dict:

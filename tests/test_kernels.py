@@ -1,7 +1,7 @@
 """The compiled convolution kernels against the NumPy reference path and against PyTorch.
 
 Every case is built so that the kernels apply (float32, one group, stride 1 along the width,
-output rows of at least ``kernels.MIN_ROW`` numbers), and is run twice: through the kernels and,
+output rows of at least ``policy.MIN_ROW`` numbers), and is run twice: through the kernels and,
 with ``use_kernels(False)``, through im2col + BLAS + col2im. Both must agree with PyTorch.
 """
 
@@ -16,10 +16,11 @@ import torch.nn.functional as TF
 import numcnn
 from numcnn import functional as F
 from numcnn import nn
+from numcnn import backend
+from numcnn.backend import kernels, layout, policy
 from numcnn.functional import conv as conv_module
-from numcnn.functional import kernels
 
-needs_kernels = pytest.mark.skipif(not kernels.available(),
+needs_kernels = pytest.mark.skipif(not backend.available(),
                                    reason="numcnn._kernels was not built (no C compiler?)")
 
 
@@ -30,7 +31,7 @@ def test_kernels_were_built():
         pytest.skip("NUMCNN_KERNELS=0")
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler on this machine")
-    assert kernels.available()
+    assert backend.available()
 
 
 # (n, c, oc, h, w, kernel, stride, padding, dilation): the presets' layers, batch sizes whose
@@ -64,9 +65,9 @@ def _random_conv(case, seed: int):
 
 
 def _run(x, w, b, stride, padding, dilation, g, use):
-    with kernels.use_kernels(use):
+    with backend.use_kernels(use):
         y, cache = F.conv2d_forward(x, w, b, stride, padding, dilation)
-        assert bool(cache.get("kernels")) == (use and kernels.available())
+        assert (cache["impl"] == policy.KERNELS) == (use and backend.available())
         grad_x, grad_w, grad_b = F.conv2d_backward(g, cache)
     return np.ascontiguousarray(y), grad_x, grad_w, grad_b
 
@@ -104,7 +105,7 @@ def test_kernels_skip_the_input_gradient_and_keep_no_columns():
     x = rng.standard_normal((64, 1, 28, 28)).astype(np.float32)
     w = rng.standard_normal((16, 1, 5, 5)).astype(np.float32)
     y, cache = F.conv2d_forward(x, w, None, 1, 2)
-    assert cache["kernels"] and cache["cols"] is None and cache["rows_p"] is not None
+    assert cache["impl"] == policy.KERNELS and cache["cols"] is None and cache["rows_p"] is not None
     grad_x, grad_w, grad_b = F.conv2d_backward(np.ones_like(y), cache, input_grad=False)
     assert grad_x is None and grad_b is None and grad_w.shape == w.shape
 
@@ -118,7 +119,7 @@ def test_kernels_keep_their_input_apart_from_later_changes():
     x = rows.transpose(3, 0, 1, 2)                                  # its NCHW view
     w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
     y, cache = F.conv2d_forward(x, w, None, 1, 0)
-    assert cache["kernels"]
+    assert cache["impl"] == policy.KERNELS
     g = rng.standard_normal(y.shape).astype(np.float32)
     _, expected, _ = F.conv2d_backward(g, cache)
     y, cache = F.conv2d_forward(x, w, None, 1, 0)
@@ -141,7 +142,7 @@ def test_training_step_is_the_same_with_and_without_kernels():
         numcnn.manual_seed(0)
         model = models.preset("convnet-bn")
         crit = nn.CrossEntropyLoss()
-        with kernels.use_kernels(use):
+        with backend.use_kernels(use):
             loss = crit(model(x), y)
             model.zero_grad()
             model.backward(crit.backward())
@@ -173,14 +174,14 @@ SMALL_CASES = [
 def test_small_row_kernel_matches_numpy_and_torch(case):
     n, c, oc, h, w, kernel, stride, padding, dilation = case
     rng, x, weight, bias = _random_conv(case, seed=12)
-    assert kernels.small_applies(x, weight, 1)
     xt = torch.tensor(x, requires_grad=True)
     yt = TF.conv2d(xt, torch.tensor(weight), torch.tensor(bias), stride, padding, dilation)
     g = rng.standard_normal(yt.shape).astype(np.float32)
     yt.backward(torch.tensor(g))
     for use in (True, False):
-        with kernels.use_kernels(use):
+        with backend.use_kernels(use):
             y, cache = F.conv2d_forward(x, weight, bias, stride, padding, dilation)
+            assert cache["impl"] == (policy.KERNELS_SHORT_ROWS if use else policy.NUMPY)
             grad_x, _, _ = F.conv2d_backward(g, cache)  # NumPy's, from the kept input
         np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(grad_x, xt.grad.numpy(), rtol=1e-4, atol=1e-4)
@@ -198,7 +199,7 @@ def test_both_short_row_kernels_match_torch(case):
     expected = TF.conv2d(torch.tensor(x), torch.tensor(weight), torch.tensor(bias), stride,
                          padding, dilation).numpy()
     (top, bottom), (left, right) = conv_module.resolve_padding(padding, kernel, dilation, stride)
-    rows_p = conv_module._to_rows(x, ((top, bottom), (left, right)))
+    rows_p = layout.to_chwn(x, ((top, bottom), (left, right)))
     out_hw = expected.shape[2:]
     for out in (kernels.conv_forward_flat(rows_p, weight, bias, dilation, out_hw),
                 kernels.conv_forward_small(rows_p, weight, bias, stride, dilation, out_hw)):
@@ -221,7 +222,7 @@ def test_kernels_leave_other_cases_to_numpy():
     ]
     for x, w, kwargs in cases:
         _, cache = F.conv2d_forward(x, w, None, **kwargs)
-        assert not cache.get("kernels"), kwargs
+        assert cache["impl"] != policy.KERNELS, kwargs
 
 
 @needs_kernels
@@ -229,11 +230,11 @@ def test_conv2d_layer_in_eval_under_no_grad_uses_kernels():
     rng = np.random.default_rng(5)
     layer = nn.Conv2d(3, 8, 3, padding=1)
     x = rng.standard_normal((32, 3, 12, 12)).astype(np.float32)
-    rows_p = conv_module._to_rows(x, ((1, 1), (1, 1)))
-    assert kernels.applies(rows_p, layer.weight.data, 1, (1, 1), (12, 12))
+    rows_p = layout.to_chwn(x, ((1, 1), (1, 1)))
+    assert policy.conv2d(rows_p, layer.weight.data, 1, (1, 1), (12, 12)) == policy.KERNELS
     with numcnn.no_grad():
         fast = np.ascontiguousarray(layer(x))
-    with kernels.use_kernels(False), numcnn.no_grad():
+    with backend.use_kernels(False), numcnn.no_grad():
         slow = np.ascontiguousarray(layer(x))
     np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-5)
     reference = conv_module.conv2d(x.astype(np.float64), layer.weight.data.astype(np.float64),
@@ -249,9 +250,9 @@ def _batch_last(a: np.ndarray) -> np.ndarray:
 
 def _both_paths(fn):
     """``fn()`` through the kernels and through NumPy."""
-    with kernels.use_kernels(True):
+    with backend.use_kernels(True):
         fast = fn()
-    with kernels.use_kernels(False):
+    with backend.use_kernels(False):
         slow = fn()
     return fast, slow
 
@@ -265,7 +266,7 @@ def test_relu_kernel_matches_numpy_and_torch(layout):
     g = rng.standard_normal(x.shape).astype(np.float32)
     if layout == "batch_last":
         x, g = _batch_last(x), _batch_last(g)
-    assert kernels.elementwise_applies(x, g)
+    assert policy.elementwise(x, g) == policy.KERNELS
 
     def run():
         y, cache = F.relu_forward(x)
@@ -304,7 +305,7 @@ def test_batch_norm_kernels_match_numpy_and_torch(affine):
     def run():
         mean, var = np.zeros(6, np.float32), np.ones(6, np.float32)
         y, cache = F.batch_norm_forward(x, mean, var, weight, bias, training=True)
-        assert bool(cache.get("kernels")) == kernels.enabled()
+        assert (cache["impl"] == policy.KERNELS) == backend.enabled()
         return (np.ascontiguousarray(y), mean, var, *F.batch_norm_backward(g, cache))
 
     fast, slow = _both_paths(run)
@@ -329,8 +330,8 @@ def test_batch_norm_kernels_leave_nchw_batches_to_numpy():
     rng = np.random.default_rng(9)
     x = rng.standard_normal((128, 4, 8, 8)).astype(np.float32)
     mean, var = np.zeros(4, np.float32), np.ones(4, np.float32)
-    assert not F.batch_norm_forward(x, mean, var, training=True)[1].get("kernels")  # NCHW
-    assert F.batch_norm_forward(_batch_last(x), mean, var, training=True)[1].get("kernels")
+    assert F.batch_norm_forward(x, mean, var, training=True)[1]["impl"] != policy.KERNELS  # NCHW
+    assert F.batch_norm_forward(_batch_last(x), mean, var, training=True)[1]["impl"] == policy.KERNELS
 
 
 @needs_kernels
@@ -344,7 +345,7 @@ def test_batch_norm_eval_kernel_matches_numpy_and_torch(affine, n):
     var = rng.uniform(0.5, 2.0, 6).astype(np.float32)
     weight = rng.standard_normal(6).astype(np.float32) if affine else None
     bias = rng.standard_normal(6).astype(np.float32) if affine else None
-    assert kernels.batch_norm_applies(F.normalization._channel_view(x)[0], training=False)
+    assert policy.batch_norm(F.normalization._channel_view(x)[0], False) == policy.KERNELS_EVAL
 
     def run():
         y, cache = F.batch_norm_forward(x, mean, var, weight, bias, training=False)
@@ -376,13 +377,13 @@ def test_max_pool_kernels_match_numpy_and_torch(kernel, shape):
     x[0, 0, 0, :4] = np.nan
     x[1, 0, :2, :2] = [[np.nan, 1.0], [np.nan, 5.0]]
     x = _batch_last(x)
-    assert kernels.max_pool_applies(x, kernel)
+    assert policy.max_pool(x, kernel, True, False, False) == policy.KERNELS
     out_shape = TF.max_pool2d(torch.tensor(np.ascontiguousarray(x[:1])), kernel).shape[1:]
     g = rng.standard_normal((shape[0], *out_shape)).astype(np.float32)
 
     def run():
         y, cache = F.max_pool2d_forward(x, kernel)
-        assert (cache["path"] == "kernels") == kernels.enabled()
+        assert (cache["impl"] == policy.KERNELS) == backend.enabled()
         return np.ascontiguousarray(y), F.max_pool2d_backward(g, cache)
 
     fast, slow = _both_paths(run)
@@ -404,7 +405,7 @@ def test_max_pool_kernel_without_gradients_keeps_no_winners():
     with numcnn.no_grad():
         y, cache = F.pooling._max_pool2d_forward("max_pool2d", x, 2, None, 0, 1, False, False,
                                                  False, need_grad=False)
-    assert cache["path"] == "kernels" and cache["arg"] is None
+    assert cache["impl"] == policy.KERNELS and cache["arg"] is None
     np.testing.assert_array_equal(np.ascontiguousarray(y), with_grad)
     with pytest.raises(numcnn.NumcnnError, match="kept no winners"):
         F.max_pool2d_backward(np.ones_like(with_grad), cache)
@@ -413,13 +414,13 @@ def test_max_pool_kernel_without_gradients_keeps_no_winners():
 @needs_kernels
 def test_max_pool_kernels_leave_other_cases_to_numpy():
     x = _batch_last(np.random.default_rng(11).standard_normal((32, 16, 8, 8)).astype(np.float32))
-    assert F.max_pool2d_forward(x, 2)[1]["path"] == "kernels"
-    assert F.max_pool2d_forward(x[:1], 2)[1]["path"] != "kernels"  # a single image
-    assert F.max_pool2d_forward(np.ascontiguousarray(x), 2)[1]["path"] != "kernels"   # NCHW
-    assert F.max_pool2d_forward(x, 3, stride=2)[1]["path"] != "kernels"   # overlapping windows
-    assert F.max_pool2d_forward(x, 2, split_ties=True)[1]["path"] != "kernels"
+    assert F.max_pool2d_forward(x, 2)[1]["impl"] == policy.KERNELS
+    assert F.max_pool2d_forward(x[:1], 2)[1]["impl"] != policy.KERNELS  # a single image
+    assert F.max_pool2d_forward(np.ascontiguousarray(x), 2)[1]["impl"] != policy.KERNELS   # NCHW
+    assert F.max_pool2d_forward(x, 3, stride=2)[1]["impl"] != policy.KERNELS   # overlapping windows
+    assert F.max_pool2d_forward(x, 2, split_ties=True)[1]["impl"] != policy.KERNELS
     (_, indices), cache = F.max_pool2d_forward(x, 2, return_indices=True)
-    assert cache["path"] != "kernels"
+    assert cache["impl"] != policy.KERNELS
 
 
 def _conv_sum(seed: int) -> float:
@@ -427,7 +428,7 @@ def _conv_sum(seed: int) -> float:
     x = rng.standard_normal((64, 16, 14, 14)).astype(np.float32)
     w = rng.standard_normal((32, 16, 5, 5)).astype(np.float32)
     y, cache = F.conv2d_forward(x, w, None, 1, 2)
-    assert cache["kernels"]
+    assert cache["impl"] == policy.KERNELS
     return float(np.asarray(y, np.float64).sum())
 
 
@@ -461,7 +462,7 @@ def test_blas_keeps_its_threads_outside_numcnn(monkeypatch):
     cores from the kernels), and the BLAS has its threads back after each."""
     from numcnn import models
 
-    if not kernels._blas_controllers() or max(_blas_threads()) < 2:
+    if not backend.blas._controllers() or max(_blas_threads()) < 2:
         pytest.skip("no multi-threaded BLAS that threadpoolctl controls")
     before = _blas_threads()
     seen = []
@@ -485,6 +486,6 @@ def test_blas_keeps_its_threads_outside_numcnn(monkeypatch):
     layer(np.ones((3, 8)))
     assert seen and min(seen) >= 2
     seen.clear()
-    with kernels.use_kernels(False):
+    with backend.use_kernels(False):
         nn.Linear(8, 4)(np.ones((3, 8), np.float32))
     assert seen and min(seen) >= 2

@@ -11,12 +11,12 @@ import torch
 import numcnn
 from numcnn import nn
 from numcnn.functional import conv as conv_module
-from numcnn.functional._windows import is_batch_last, new_map, to_layout
+from numcnn.backend.layout import is_chwn as is_batch_last, new_map, to_chwn, to_layout
 
 
 def batch_last_copy(x: np.ndarray) -> np.ndarray:
     """The same values as ``x (n, c, ...)``, in batch-last memory."""
-    out = new_map(x.shape, x.dtype, batch_last=True)
+    out = new_map(x.shape, x.dtype, chwn=True)
     out[...] = x
     assert is_batch_last(out) and not out.flags.c_contiguous
     return out
@@ -69,7 +69,7 @@ def test_convolution_output_is_batch_last_and_the_next_one_reads_it_without_a_co
     conv = nn.Conv2d(2, 3, 3, padding=1)
     y = conv(np.ones((4, 2, 5, 5), np.float32))
     assert y.shape == (4, 3, 5, 5) and is_batch_last(y)
-    rows = conv_module._to_rows(y)
+    rows = to_chwn(y)
     assert np.shares_memory(rows, y)
     np.testing.assert_array_equal(rows, y.transpose(1, 2, 3, 0))
     # what the chain of layers hands back has the layout of what it got
@@ -84,11 +84,11 @@ def test_convolution_output_is_batch_last_and_the_next_one_reads_it_without_a_co
 
 def test_to_layout_copies_only_when_needed():
     x = np.arange(2 * 3 * 4 * 5.0).reshape(2, 3, 4, 5)
-    assert to_layout(x, batch_last=False) is x
-    bl = to_layout(x, batch_last=True)
-    assert is_batch_last(bl) and to_layout(bl, batch_last=True) is bl
+    assert to_layout(x, chwn=False) is x
+    bl = to_layout(x, chwn=True)
+    assert is_batch_last(bl) and to_layout(bl, chwn=True) is bl
     np.testing.assert_array_equal(bl, x)
-    np.testing.assert_array_equal(to_layout(bl, batch_last=False), x)
+    np.testing.assert_array_equal(to_layout(bl, chwn=False), x)
 
 
 def test_a_kept_input_is_not_changed_by_later_writes_to_the_caller_s_array(monkeypatch):

@@ -226,7 +226,7 @@ def test_max_pool2d_block_fast_path_matches_loop_reference(k, hw, ceil_mode, tie
     x = make_input((2, 3, *hw), dtype, seed, ties=ties, specials=specials)
     (out, indices), cache = F.max_pool2d_forward(x, k, ceil_mode=ceil_mode, return_indices=True)
     divides = hw[0] % k[0] == 0 and hw[1] % k[1] == 0
-    assert cache["path"] == ("blocks" if divides or not ceil_mode else "windows")
+    assert cache["impl"] == ("numpy-blocks" if divides or not ceil_mode else "numpy-windows")
     grad = upstream(out.shape, dtype)
     grad_x = F.max_pool2d_backward(grad, cache)
     ref_out, ref_indices, ref_grad = naive_max_pool(x, k, k, (0, 0), (1, 1), ceil_mode, grad)
@@ -240,10 +240,10 @@ def test_max_pool2d_tie_goes_to_the_first_in_row_major_order_as_in_torch():
     # the maxima at (0, 1) and (1, 0) tie: PyTorch scans row by row, so (0, 1) wins (a pass
     # over columns before rows would pick (1, 0))
     x = np.array([[[[0., 5.], [5., 1.]]]])
-    for path, args in (("blocks", dict(kernel_size=2)),
-                       ("windows", dict(kernel_size=2, stride=1, padding=1))):
+    for path, args in (("numpy-blocks", dict(kernel_size=2)),
+                       ("numpy-windows", dict(kernel_size=2, stride=1, padding=1))):
         (out, indices), cache = F.max_pool2d_forward(x, **args, return_indices=True)
-        assert cache["path"] == path
+        assert cache["impl"] == path
         grad = np.ones_like(out)
         grad_x = F.max_pool2d_backward(grad, cache)
         t_out, t_indices, t_grad = torch_run(
@@ -401,7 +401,7 @@ def test_avg_pool2d_block_fast_path_matches_loop_reference(k, hw, ceil_mode, div
     out, cache = F.avg_pool2d_forward(x, k, ceil_mode=ceil_mode,
                                       divisor_override=divisor_override)
     divides = hw[0] % k[0] == 0 and hw[1] % k[1] == 0
-    assert cache["path"] == ("blocks" if divides or not ceil_mode else "windows")
+    assert cache["impl"] == ("numpy-blocks" if divides or not ceil_mode else "numpy-windows")
     grad = upstream(out.shape, dtype)
     grad_x = F.avg_pool2d_backward(grad, cache)
     ref, ref_grad = naive_avg_pool(x.astype(np.float64), k, k, (0, 0), ceil_mode, True,

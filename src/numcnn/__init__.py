@@ -4,15 +4,13 @@
 >>> from numcnn import nn, optim
 """
 
-from . import functional, nn, optim  # noqa: F401
-from ._memory import tune_malloc
+from . import backend, functional, nn, optim  # noqa: F401
 from ._grad import is_grad_enabled, no_grad  # noqa: F401
+from ._memory import tune_malloc  # noqa: F401
 from ._random import get_rng, manual_seed  # noqa: F401
 from .errors import DataError, DTypeError, ModelFileError, NumcnnError, ShapeError  # noqa: F401
 
 __version__ = "0.1.0"
-
-tune_malloc()  # reuse freed activation memory (see numcnn._memory; NUMCNN_MALLOC_TUNING=0: off)
 
 
 def __getattr__(name):

@@ -7,10 +7,12 @@ free memory at the top of the heap back above ``M_TRIM_THRESHOLD``: every new ar
 page fault per 4 KiB page, which the benchmark measured as a quarter of a ``convnet-bn`` training
 step (1,290 images/s against 1,677 with the settings below, same peak memory).
 
-So on import, on Linux with glibc, numcnn raises both thresholds (``mallopt``), the way a caching
-allocator reuses freed blocks. Arrays up to ``MMAP_THRESHOLD`` come from the heap and freed
-memory is kept for reuse, up to ``TRIM_THRESHOLD``. Set ``NUMCNN_MALLOC_TUNING=0`` in the
-environment before importing numcnn to keep the system's defaults.
+So numcnn can raise both thresholds (``mallopt``), the way a caching allocator reuses freed
+blocks: arrays up to ``MMAP_THRESHOLD`` then come from the heap and freed memory is kept for
+reuse, up to ``TRIM_THRESHOLD``. That changes the allocator of the whole process, so it is
+never done on import: ``numcnn train`` (and the other CLI commands) and ``bench/bench.py`` opt
+in, and a program embedding numcnn calls ``numcnn.tune_malloc()`` if it wants the same. Set
+``NUMCNN_MALLOC_TUNING=0`` in the environment to keep the system's defaults even then.
 """
 
 from __future__ import annotations

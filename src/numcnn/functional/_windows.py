@@ -26,8 +26,8 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from ..backend.blas import matmul
 from ..errors import ShapeError
-from . import kernels
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 _NUMPY_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
@@ -148,8 +148,7 @@ def pad2d_backward(grad_padded: np.ndarray, pads: tuple[tuple[int, int], tuple[i
         return grad_padded[..., t:t + h, l:l + w]
     p_h = _padding_matrix(h, t, b, mode, grad_padded.dtype)  # (hp, h)
     p_w = _padding_matrix(w, l, r, mode, grad_padded.dtype)  # (wp, w)
-    with kernels.blas_one_thread(grad_padded.dtype):  # beside the kernels (see there)
-        return p_h.T @ grad_padded @ p_w
+    return matmul(matmul(p_h.T, grad_padded), p_w)
 
 
 def windows(xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
@@ -183,31 +182,6 @@ def col2im(cols: np.ndarray, padded_shape: tuple[int, int, int, int], stride: tu
         for j in range(kw):
             out[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
                 j * dw:j * dw + sw * (ow - 1) + 1:sw] += cols[:, :, i, j]
-    return out
-
-
-def is_batch_last(x: np.ndarray) -> bool:
-    """Whether ``x (n, c, ...)`` lies in memory batch last, as a C-contiguous ``(c, ..., n)``: the
-    layout the convolutions output (see :mod:`numcnn.functional.conv`)."""
-    return x.ndim > 2 and not x.flags.c_contiguous and np.moveaxis(x, 0, -1).flags.c_contiguous
-
-
-def new_map(shape, dtype, batch_last: bool = False, zeros: bool = False) -> np.ndarray:
-    """A new ``(n, c, ...)`` array of ``shape`` (zeros, or uninitialised), laid out NCHW or, with
-    ``batch_last``, as ``(c, ..., n)`` in memory: a layer's gradient takes its input's layout,
-    so the element-wise passes that combine the two run over contiguous memory."""
-    make = np.zeros if zeros else np.empty
-    if not batch_last:
-        return make(shape, dtype)
-    return np.moveaxis(make((*shape[1:], shape[0]), dtype), -1, 0)
-
-
-def to_layout(x: np.ndarray, batch_last: bool) -> np.ndarray:
-    """``x (n, c, ...)`` laid out NCHW or batch last (a copy only if it is not already)."""
-    if (is_batch_last(x) if batch_last else x.flags.c_contiguous):
-        return x
-    out = new_map(x.shape, x.dtype, batch_last)
-    out[...] = x
     return out
 
 

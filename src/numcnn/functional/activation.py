@@ -17,7 +17,8 @@ import warnings
 import numpy as np
 
 from ..errors import ShapeError
-from . import kernels
+from ..backend import kernels, policy
+from ..backend.layout import is_chwn, to_layout
 
 __all__ = [
     "relu", "relu_forward", "relu_backward",
@@ -34,23 +35,28 @@ __all__ = [
 def relu_forward(x, inplace: bool = False):
     """``y = max(0, x)``; with ``inplace`` the result is written into ``x``.
 
-    The cache is the output: ``y > 0`` exactly where ``x > 0``.
+    The cache keeps the output (``y > 0`` exactly where ``x > 0``) and the implementation
+    (``cache["impl"]``: the kernels' one pass over all cores, or NumPy; numcnn.backend.policy).
     """
     x = np.asarray(x)
-    if kernels.elementwise_applies(x):  # one pass over all cores (numcnn.functional.kernels)
+    impl = policy.elementwise(x)
+    if impl == policy.KERNELS:
         out = kernels.relu(x, out=x if inplace else None)
-        return out, out
-    out = np.maximum(x, 0, out=x if inplace else None)
-    return out, out
+    else:
+        out = np.maximum(x, 0, out=x if inplace else None)
+    return out, dict(impl=impl, y=out)
 
 
 def relu_backward(grad_out, cache):
     """``dx = dy * [x > 0]`` (the subgradient at 0 is 0; where ``y`` is NaN the gradient passes,
     as in PyTorch, whose rule is ``0 if y <= 0 else dy``)."""
+    y = cache["y"]
     grad_out = np.asarray(grad_out)
-    if kernels.elementwise_applies(cache, grad_out):
-        return kernels.relu_backward(cache, grad_out)
-    return grad_out * ~(cache <= 0)
+    if cache["impl"] == policy.KERNELS and grad_out.shape == y.shape:
+        # the kernel reads both in one pass: the gradient laid out as the output
+        grad_out = to_layout(grad_out.astype(y.dtype, copy=False), is_chwn(y))
+        return kernels.relu_backward(y, grad_out)
+    return grad_out * ~(y <= 0)
 
 
 def relu(x, inplace: bool = False):

@@ -49,7 +49,7 @@ each of its pixels contributed, and col2im adds those back onto the pixels (the 
 copying them out), which is the full convolution with the mirrored kernel. Padding is cropped
 off the result.
 
-Compiled kernels. Where numcnn's C extension was built (:mod:`numcnn.functional.kernels`),
+Compiled kernels. Where numcnn's C extension was built (:mod:`numcnn.backend`),
 float32 convolutions with one group are computed there instead: the same two formulas, summed
 directly on the ``(c, h, w, n)`` layout without a column matrix (a row of ``ow*n`` outputs is one
 long vector, and so is the input each tap reads). The code below stays the reference that runs
@@ -66,8 +66,10 @@ from __future__ import annotations
 import numpy as np
 
 from .._grad import is_grad_enabled
+from ..backend import kernels, policy
+from ..backend.blas import matmul
+from ..backend.layout import NO_PADS, Pads, from_chwn, to_chwn  # noqa: F401
 from ..errors import DTypeError, ShapeError
-from . import kernels
 from ._windows import col2im, formula, ntuple, out_size, resolve_padding, windows
 
 __all__ = [
@@ -75,46 +77,6 @@ __all__ = [
     "conv1d", "conv1d_forward", "conv1d_backward",
     "conv_transpose2d", "conv_transpose2d_forward", "conv_transpose2d_backward",
 ]
-
-Pads = tuple[tuple[int, int], tuple[int, int]]
-NO_PADS: Pads = ((0, 0), (0, 0))
-
-
-# -- layout: NCHW <-> channels first, batch last --------------------------------------------------
-def _to_rows(x: np.ndarray, pads: Pads = NO_PADS, dtype=None) -> np.ndarray:
-    """NCHW -> zero-padded ``(c, hp, wp, n)`` in one transposing copy (cast to ``dtype``).
-
-    An input that already lies in memory as ``(c, h, w, n)`` (what :func:`_from_rows` returns)
-    and needs neither padding nor a cast is used as it is, without a copy.
-    """
-    n, c, h, w = x.shape
-    dtype = x.dtype if dtype is None else np.dtype(dtype)
-    rows = x.transpose(1, 2, 3, 0)  # (c, h, w, n), a view
-    (top, bottom), (left, right) = pads
-    if top == bottom == left == right == 0:
-        if x.dtype == dtype and rows.flags.c_contiguous:
-            return rows
-        return np.ascontiguousarray(rows, dtype=dtype)
-    rows_p = np.zeros((c, h + top + bottom, w + left + right, n), dtype)
-    rows_p[:, top:top + h, left:left + w] = rows
-    return rows_p
-
-
-def _from_rows(rows: np.ndarray, bias: np.ndarray | None = None,
-               crop: Pads = NO_PADS) -> np.ndarray:
-    """``(c, hp, wp, n)`` -> NCHW, cropping ``crop`` off and adding ``bias`` (in place).
-
-    No copy: the result is the NCHW view of the channels-first, batch-last memory. NumPy's
-    element-wise operations keep that memory order, and the next convolution takes it as its
-    rows without a copy (:func:`_to_rows`), so activations go from layer to layer in it.
-    """
-    c, hp, wp, n = rows.shape
-    (top, bottom), (left, right) = crop
-    view = rows[:, top:hp - bottom, left:wp - right]  # (c, h, w, n)
-    if bias is not None:
-        view += bias.reshape(c, 1, 1, 1)
-    return view.transpose(3, 0, 1, 2)
-
 
 # The im2col matrix (kh*kw times the size of the input) is built for a tile of output pixels at
 # a time (whole rows, or part of one row when a row alone is larger) of at most this many bytes,
@@ -180,8 +142,7 @@ def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.n
     convolutions) it is an outer product, which ``np.multiply`` does several times faster."""
     if a.shape[-1] == 1:
         return np.multiply(a, b, out=out)
-    with kernels.blas_one_thread(a.dtype):  # beside the kernels (see there)
-        return np.matmul(a, b, out=out)
+    return matmul(a, b, out=out)  # under the BLAS-thread rule (numcnn.backend.blas)
 
 
 def _window_view(rows_p: np.ndarray, kernel, stride, dilation, out_hw) -> np.ndarray:
@@ -435,14 +396,15 @@ def _conv2d_forward(x, weight, bias, stride, pads, dilation, groups, out_hw, nam
     ``keep_cols``: keep the im2col matrix for the backward pass; by default when gradients are
     on (not under ``numcnn.no_grad()``) and it takes at most ``KEEP_COLS_BYTES``.
     """
-    rows_p = _to_rows(x, pads)  # (c, hp, wp, n)
+    rows_p = to_chwn(x, pads)  # (c, hp, wp, n)
     has_bias = bias is not None
-    use_kernels = kernels.applies(rows_p, weight, groups, stride, out_hw)
-    if use_kernels or kernels.small_applies(rows_p, weight, groups):
-        # the compiled kernels: the same sums, no column matrix (numcnn.functional.kernels);
+    impl = policy.conv2d(rows_p, weight, groups, stride, out_hw)
+    if impl != policy.NUMPY:
+        # the compiled kernels: the same sums, no column matrix (numcnn.backend.kernels);
         # rows of a few numbers (a single image) by a kernel for short rows, whose backward
         # pass is NumPy's
-        forward = kernels.conv_forward if use_kernels else kernels.conv_forward_short_rows
+        forward = (kernels.conv_forward if impl == policy.KERNELS
+                   else kernels.conv_forward_short_rows)
         out_rows = forward(rows_p, weight, bias, stride, dilation, out_hw)
         keep_cols, cols, bias = False, None, None  # bias already added
     else:
@@ -453,8 +415,8 @@ def _conv2d_forward(x, weight, bias, stride, pads, dilation, groups, out_hw, nam
                                        keep_cols=keep_cols)
     if not keep_cols and np.may_share_memory(rows_p, x):
         rows_p = rows_p.copy()  # kept for backward: later changes to x must not reach it
-    y = _from_rows(out_rows, bias)  # (n, oc, oh, ow), a view of out_rows
-    cache = dict(name=name, rows_p=None if keep_cols else rows_p, cols=cols, kernels=use_kernels,
+    y = from_chwn(out_rows, bias)  # (n, oc, oh, ow), a view of out_rows
+    cache = dict(name=name, impl=impl, rows_p=None if keep_cols else rows_p, cols=cols,
                  padded_shape=rows_p.shape, weight=weight, pads=pads, stride=stride,
                  dilation=dilation, groups=groups, has_bias=has_bias, out_shape=y.shape)
     return y, cache
@@ -471,9 +433,9 @@ def conv2d_backward(grad_out, cache, input_grad: bool = True):
     """
     weight, groups = cache["weight"], cache["groups"]
     grad_out = _check_grad(cache["name"], grad_out, cache["out_shape"])
-    grad_rows = _to_rows(grad_out, dtype=weight.dtype)  # (oc, oh, ow, n), no copy if it can
+    grad_rows = to_chwn(grad_out, dtype=weight.dtype)  # (oc, oh, ow, n), no copy if it can
     grad_b = grad_rows.reshape(weight.shape[0], -1).sum(axis=1) if cache["has_bias"] else None
-    if cache.get("kernels"):
+    if cache["impl"] == policy.KERNELS:
         return _conv2d_backward_kernels(grad_rows, grad_b, cache, input_grad)
     grad_w = _weight_grad(grad_rows, weight.shape, groups, cache["stride"], cache["dilation"],
                           rows_p=cache["rows_p"], cols=cache["cols"])
@@ -481,7 +443,7 @@ def conv2d_backward(grad_out, cache, input_grad: bool = True):
     if input_grad:
         grad_rows_p = _correlate_backward(grad_rows, weight, groups, cache["stride"],
                                           cache["dilation"], cache["padded_shape"])
-        grad_x = _from_rows(grad_rows_p, crop=cache["pads"])
+        grad_x = from_chwn(grad_rows_p, crop=cache["pads"])
     return grad_x, grad_w, grad_b
 
 
@@ -496,11 +458,11 @@ def _conv2d_backward_kernels(grad_rows, grad_b, cache, input_grad: bool):
         _, hp, wp, _ = cache["padded_shape"]
         in_hw = (hp - top - bottom, wp - left - right)
         if stride == (1, 1):
-            grad_x = _from_rows(kernels.conv_input_grad(grad_rows, weight, dilation, pads, in_hw))
+            grad_x = from_chwn(kernels.conv_input_grad(grad_rows, weight, dilation, pads, in_hw))
         else:  # a strided input gradient spreads over the pixels: col2im (NumPy)
             grad_rows_p = _correlate_backward(grad_rows, weight, 1, stride, dilation,
                                               cache["padded_shape"])
-            grad_x = _from_rows(grad_rows_p, crop=pads)
+            grad_x = from_chwn(grad_rows_p, crop=pads)
     return grad_x, grad_w, grad_b
 
 
@@ -617,12 +579,12 @@ def _conv_transpose2d_forward(x, weight, bias, stride, pads, dilation, groups, o
     (top, bottom), (left, right) = pads
     padded_shape = (weight.shape[1] * groups, out_hw[0] + top + bottom,
                     out_hw[1] + left + right, x.shape[0])
-    x_rows = _to_rows(x)  # (c_in, h, w, n)
+    x_rows = to_chwn(x)  # (c_in, h, w, n)
     if np.may_share_memory(x_rows, x):
         x_rows = x_rows.copy()  # kept for backward: later changes to x must not reach it
     out_rows_p = _correlate_backward(x_rows, weight, groups, stride, dilation, padded_shape)
-    y = _from_rows(out_rows_p, bias, crop=pads)  # (n, c_out, h_out, w_out)
-    cache = dict(name=name, x_rows=x_rows, weight=weight, pads=pads, stride=stride,
+    y = from_chwn(out_rows_p, bias, crop=pads)  # (n, c_out, h_out, w_out)
+    cache = dict(name=name, impl=policy.NUMPY, x_rows=x_rows, weight=weight, pads=pads, stride=stride,
                  dilation=dilation, groups=groups, has_bias=bias is not None, out_shape=y.shape)
     return y, cache
 
@@ -636,10 +598,10 @@ def conv_transpose2d_backward(grad_out, cache):
     """
     weight, groups, x_rows = cache["weight"], cache["groups"], cache["x_rows"]
     grad_out = _check_grad(cache["name"], grad_out, cache["out_shape"])
-    grad_rows_p = _to_rows(grad_out, cache["pads"], dtype=weight.dtype)  # (c_out, hp, wp, n)
+    grad_rows_p = to_chwn(grad_out, cache["pads"], dtype=weight.dtype)  # (c_out, hp, wp, n)
     grad_x_rows, grad_w, _ = _correlate(grad_rows_p, weight, groups, cache["stride"],
                                         cache["dilation"], x_rows.shape[1:3], grad_rows=x_rows)
     grad_b = None
     if cache["has_bias"]:  # the padding is zeros, so summing it changes nothing
         grad_b = grad_rows_p.reshape(grad_rows_p.shape[0], -1).sum(axis=1)
-    return _from_rows(grad_x_rows), grad_w, grad_b
+    return from_chwn(grad_x_rows), grad_w, grad_b

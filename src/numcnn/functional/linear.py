@@ -16,7 +16,8 @@ import math
 import numpy as np
 
 from ..errors import ShapeError
-from . import kernels
+from ..backend import policy
+from ..backend.blas import matmul
 
 __all__ = [
     "linear", "linear_forward", "linear_backward", "check_linear_input",
@@ -55,11 +56,12 @@ def linear_forward(x, weight, bias=None):
     out_features, in_features = weight.shape
     check_linear_input(x.shape, in_features)
     x2 = x.reshape(-1, in_features)                  # (n, i)
-    with kernels.blas_one_thread(weight.dtype):      # beside the kernels (see there)
-        out = np.matmul(x2, weight.T)                # (n, o); W^T is a view, BLAS transposes it
+    out = matmul(x2, weight.T)                       # (n, o); W^T is a view, BLAS transposes it
     if bias is not None:
         out += bias
-    return out.reshape(*x.shape[:-1], out_features), (x2, weight, bias is not None, x.shape)
+    cache = dict(impl=policy.NUMPY, x2=x2, weight=weight, has_bias=bias is not None,
+                 x_shape=x.shape)
+    return out.reshape(*x.shape[:-1], out_features), cache
 
 
 def linear_backward(grad_out, cache):
@@ -67,11 +69,11 @@ def linear_backward(grad_out, cache):
 
     ``dx = dy W`` (shape of ``x``), ``dW = dy^T x`` (``(o, i)``), ``db = sum_n dy`` (``(o,)``).
     """
-    x2, weight, has_bias, x_shape = cache
+    x2, weight, x_shape = cache["x2"], cache["weight"], cache["x_shape"]
+    has_bias = cache["has_bias"]
     grad2 = np.asarray(grad_out).astype(weight.dtype, copy=False).reshape(-1, weight.shape[0])
-    with kernels.blas_one_thread(weight.dtype):
-        grad_x = np.matmul(grad2, weight).reshape(x_shape)      # (n, i) -> (*, i)
-        grad_w = np.matmul(grad2.T, x2)                         # (o, i)
+    grad_x = matmul(grad2, weight).reshape(x_shape)             # (n, i) -> (*, i)
+    grad_w = matmul(grad2.T, x2)                                # (o, i)
     grad_b = grad2.sum(axis=0) if has_bias else None            # (o,)
     return grad_x, grad_w, grad_b
 

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backend import kernels, policy
+from ..backend.blas import matmul
+from ..backend.layout import is_chwn
 from ..errors import ShapeError
-from . import kernels
-from ._windows import is_batch_last
 
 __all__ = ["batch_norm", "batch_norm_forward", "batch_norm_backward"]
 
@@ -49,7 +50,7 @@ def _channel_view(x: np.ndarray, batch_last: bool | None = None):
     """
     n, c = x.shape[:2]
     if batch_last is None:
-        batch_last = is_batch_last(x)
+        batch_last = is_chwn(x)
     if batch_last:
         moved = np.ascontiguousarray(np.moveaxis(x, 0, -1))   # (c, *, n)
         view = moved.reshape(1, c, moved.shape[1], -1)        # (1, c, h, w*n)
@@ -67,8 +68,7 @@ def _channel_sum(x3: np.ndarray) -> np.ndarray:
     """Per-channel sum of an ``(outer, c, ..., m)`` array: a BLAS product with ones gives the
     partial sums over ``m``, added over the other axes in float64 (a small array; a float32
     running total over all the values would lose digits when they share a large offset)."""
-    with kernels.blas_one_thread(x3.dtype):                                # beside the kernels
-        partial = np.matmul(x3, np.ones(x3.shape[-1], dtype=x3.dtype))      # (outer, c, ...)
+    partial = matmul(x3, np.ones(x3.shape[-1], dtype=x3.dtype))             # (outer, c, ...)
     return _sum_but_channels(partial, x3.dtype)                                # (c,)
 
 
@@ -156,7 +156,8 @@ def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias
     x3, batch_last, restore = _channel_view(x)                # (n, c, m) or (1, c, h, w*n)
     count = x3.size // c                                      # values per channel
     dtype = x.dtype
-    if training and count > 1 and kernels.batch_norm_applies(x3):
+    impl = policy.batch_norm(x3, training)
+    if training and count > 1 and impl == policy.KERNELS:
         return _batch_norm_train_kernels(x3, restore, running_mean, running_var, weight, bias,
                                          momentum, eps, x.shape, batch_last)
     if training:
@@ -171,7 +172,7 @@ def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias
         if running_mean is None or running_var is None:
             raise ValueError("batch_norm: running_mean and running_var must be given when not "
                              "training")
-        if kernels.batch_norm_applies(x3, training=False):  # one pass, by the kernel
+        if impl == policy.KERNELS_EVAL:  # one pass, by the kernel
             return _batch_norm_eval_kernels(x3, restore, running_mean, running_var, weight, bias,
                                             eps, x.shape, batch_last)
         mean = np.asarray(running_mean, dtype=dtype)
@@ -189,7 +190,8 @@ def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias
             np.negative(shift, out=shift)
         out = _scale_shift(x3, scale, shift)
         centred = None                                        # the backward recomputes it
-    cache = dict(centred=centred, x3=x3, mean=mean, invstd=invstd, weight=weight,
+    cache = dict(impl=policy.NUMPY, centred=centred, x3=x3, mean=mean, invstd=invstd,
+                 weight=weight,
                  has_bias=bias is not None, training=training, count=count,
                  shape=x.shape, batch_last=batch_last)
     return restore(out), cache
@@ -217,7 +219,7 @@ def _batch_norm_train_kernels(x3, restore, running_mean, running_var, weight, bi
     _update_running(running_mean, running_var, mean.astype(dtype), var.astype(dtype), count,
                     momentum)
     invstd = 1.0 / np.sqrt(var + eps)                         # (c,), float64
-    cache = dict(kernels=True, x3=x3, mean=mean, invstd=invstd, weight=weight,
+    cache = dict(impl=policy.KERNELS, x3=x3, mean=mean, invstd=invstd, weight=weight,
                  has_bias=bias is not None, training=True, count=count, shape=shape,
                  batch_last=batch_last)
     return restore(y3), cache
@@ -225,12 +227,13 @@ def _batch_norm_train_kernels(x3, restore, running_mean, running_var, weight, bi
 
 def _batch_norm_eval_kernels(x3, restore, running_mean, running_var, weight, bias, eps, shape,
                              batch_last):
-    """Batch norm with the running statistics by the compiled kernel, in one pass; the cache is
-    the NumPy path's (its backward pass is NumPy's)."""
+    """Batch norm with the running statistics by the compiled kernel, in one pass. Its backward
+    pass (a per-channel scale) is NumPy's: the cache holds what that needs."""
     out = kernels.batch_norm_eval(x3, running_mean, running_var, weight, bias, eps)
     dtype = x3.dtype
     invstd = 1.0 / np.sqrt(np.asarray(running_var, dtype=dtype) + eps)   # (c,)
-    cache = dict(centred=None, x3=x3, mean=np.asarray(running_mean, dtype=dtype), invstd=invstd,
+    cache = dict(impl=policy.KERNELS_EVAL, centred=None, x3=x3,
+                 mean=np.asarray(running_mean, dtype=dtype), invstd=invstd,
                  weight=None if weight is None else np.asarray(weight, dtype=dtype),
                  has_bias=bias is not None, training=False, count=x3.size // x3.shape[1],
                  shape=shape, batch_last=batch_last)
@@ -252,7 +255,7 @@ def batch_norm_backward(grad_out, cache):
         raise ShapeError(f"batch_norm backward: expected grad_out of shape {cache['shape']} (the "
                          f"output's), got {grad_out.shape}")
     dy3, _, restore = _channel_view(grad_out.astype(x3.dtype, copy=False), cache["batch_last"])
-    if cache.get("kernels"):
+    if cache["impl"] == policy.KERNELS:  # training, by the kernel; else NumPy's formulas
         dx3, grad_weight, grad_bias = kernels.batch_norm_train_backward(
             dy3, x3, cache["mean"], invstd, weight)
         return (restore(dx3), None if weight is None else grad_weight.astype(weight.dtype),

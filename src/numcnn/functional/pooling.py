@@ -30,10 +30,11 @@ import functools
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from ..backend import kernels, policy
+from ..backend.blas import matmul
+from ..backend.layout import is_chwn, new_map, to_layout
 from ..errors import DTypeError, NumcnnError, ShapeError
-from . import kernels
-from ._windows import (check_input, col2im, formula, is_batch_last, new_map, out_size, pad2d,
-                       pad2d_backward, pair, to_layout, windows)
+from ._windows import check_input, col2im, formula, out_size, pad2d, pad2d_backward, pair, windows
 
 __all__ = [
     "max_pool2d", "max_pool2d_forward", "max_pool2d_backward",
@@ -205,29 +206,32 @@ def _max_pool_args(name, x, kernel_size, stride, padding, dilation, ceil_mode):
 
 
 def _max_pool(x, kernel, stride, padding, dilation, out_hw, need_arg: bool, split_ties=False,
-              use_kernels: bool = True):
+              return_indices: bool = False):
     """Output of max pooling and the cache of its backward pass (winner codes if ``need_arg``).
-    ``use_kernels``: the compiled kernel may be used (it keeps winners in its own form)."""
+    ``cache["impl"]`` names the strategy (numcnn.backend.policy): the compiled kernel, NumPy
+    over non-overlapping blocks, or NumPy over any windows."""
     n, c, h, w = x.shape
     (kh, kw), (oh, ow) = kernel, out_hw
     pads = tuple(_pads(size, k, s, p, d, o) for size, k, s, p, d, o
                  in zip((h, w), kernel, stride, padding, dilation, out_hw))
     cache = dict(x_shape=x.shape, out_shape=(n, c, oh, ow), kernel=kernel, stride=stride,
                  padding=padding, dilation=dilation, pads=pads, split_ties=split_ties,
-                 batch_last=is_batch_last(x))
+                 batch_last=is_chwn(x))
     blocks = _is_blocks(x.shape, kernel, stride, padding, dilation, out_hw)
-    if blocks and use_kernels and not split_ties and kernels.max_pool_applies(x, kernel):
-        # the compiled kernel: blocks of a batch-last map, winner codes kept (uint8)
+    impl = policy.max_pool(x, kernel, blocks, split_ties, return_indices)
+    cache.update(impl=impl)
+    if impl == policy.KERNELS:
+        # the compiled kernel: blocks of a CHWN map, winner codes kept (uint8)
         out, arg = kernels.max_pool_blocks(x, kernel, out_hw, need_arg)
-        cache.update(path="kernels", arg=arg)
-    elif blocks:
+        cache.update(arg=arg)
+    elif impl == policy.NUMPY_BLOCKS:
         # Fast path: maximum over the kw columns of each kernel row, then over the kh rows.
         # Columns first keeps PyTorch's row-by-row scan order for ties; the column stage reads
         # the input once, with strides NumPy merges into one long loop.
         blocks = _blocks(x, kernel, out_hw)  # (n, c, oh, kh, ow, kw)
         row_max, col_arg = _running_max([blocks[..., j] for j in range(kw)], need_arg)
         out, row_arg = _running_max([row_max[:, :, :, i] for i in range(kh)], need_arg)
-        cache.update(path="blocks", row_arg=row_arg, col_arg=col_arg)
+        cache.update(row_arg=row_arg, col_arg=col_arg)
         if need_arg:
             cache.update(winner=_winner_mask(x, kernel, out_hw, row_arg, col_arg))
     else:
@@ -243,7 +247,7 @@ def _max_pool(x, kernel, stride, padding, dilation, out_hw, need_arg: bool, spli
                 lead_w = _leading_padding(ow, stride[1], padding[1], dilation[1])
                 first = (lead_h[:, None] * kw + lead_w[None, :]).astype(arg.dtype)  # (oh, ow)
                 np.copyto(arg, np.broadcast_to(first, out.shape), where=empty)
-        cache.update(path="windows", arg=arg)
+        cache.update(arg=arg)
     if split_ties:
         cache.update(x=x, out=out)
     return out, cache
@@ -255,7 +259,7 @@ def _winner_mask(x, kernel, out_hw, row_arg, col_arg) -> np.ndarray:
     backward pass is then one product of the mask with the upsampled gradient."""
     (kh, kw), (oh, ow) = kernel, out_hw
     n, c, h, w = x.shape
-    winner = new_map(x.shape, np.bool_, is_batch_last(x), zeros=oh * kh < h or ow * kw < w)
+    winner = new_map(x.shape, np.bool_, is_chwn(x), zeros=oh * kh < h or ow * kw < w)
     blocks = _blocks(winner, kernel, out_hw, writeable=True)  # (n, c, oh, kh, ow, kw)
     for i in range(kh):
         row_won = row_arg == i
@@ -275,7 +279,7 @@ def _max_indices(cache) -> np.ndarray:
     w = cache["x_shape"][3]
     (kh, kw), stride, padding, dilation = (cache["kernel"], cache["stride"], cache["padding"],
                                            cache["dilation"])
-    if cache["path"] == "blocks":
+    if cache["impl"] == policy.NUMPY_BLOCKS:
         row_arg, col_arg = cache["row_arg"], cache["col_arg"]
         oh, ow = row_arg.shape[2:]
         col = np.take_along_axis(col_arg, row_arg[:, :, :, None, :], axis=3)[:, :, :, 0, :]
@@ -294,7 +298,7 @@ def _max_pool2d_forward(name, x, kernel_size, stride, padding, dilation, ceil_mo
         name, x, kernel_size, stride, padding, dilation, ceil_mode)
     need_arg = return_indices or (need_grad and not split_ties)
     out, cache = _max_pool(x, kernel, stride, padding, dilation, out_hw, need_arg, split_ties,
-                           use_kernels=not return_indices)
+                           return_indices=return_indices)
     if return_indices:
         return (out, _max_indices(cache)), cache
     return out, cache
@@ -353,13 +357,13 @@ def max_pool2d_backward(grad_out, cache) -> np.ndarray:
     (kh, kw), stride, dilation, pads = (cache["kernel"], cache["stride"], cache["dilation"],
                                         cache["pads"])
     oh, ow = grad_out.shape[2:]
-    if cache["path"] == "kernels":
+    if cache["impl"] == policy.KERNELS:
         if cache["arg"] is None:
             raise NumcnnError("max_pool2d_backward: the forward pass kept no winners (it ran "
                               "without gradients, e.g. under numcnn.no_grad())")
         return kernels.max_pool_blocks_backward(grad_out, cache["arg"], (n, c, h, w), (kh, kw))
     finite = bool(np.isfinite(grad_out).all())
-    if cache["path"] == "blocks" and not cache["split_ties"]:
+    if cache["impl"] == policy.NUMPY_BLOCKS and not cache["split_ties"]:
         # each block's gradient goes to its winner: mask * the gradient repeated over the block
         grad_out = to_layout(grad_out, cache["batch_last"])  # that of the input and the mask
         cropped = oh * kh < h or ow * kw < w
@@ -460,12 +464,12 @@ def _avg_pool2d_forward(name, x, kernel_size, stride, padding, ceil_mode, count_
         blocks = _blocks(x, kernel, out_hw)  # (n, c, oh, kh, ow, kw)
         row_sum = _running_sum([blocks[..., j] for j in range(kw)])  # (n, c, oh, kh, ow)
         out = _running_sum([row_sum[:, :, :, i] for i in range(kh)])  # (n, c, oh, ow)
-        path = "blocks"
+        impl = policy.NUMPY_BLOCKS
     else:
         xp = pad2d(x, pads, mode="zeros")
         cols = windows(xp, kernel, stride, (1, 1), out_hw)  # (n, c, kh, kw, oh, ow)
         out = _running_sum([cols[:, :, i, j] for i in range(kh) for j in range(kw)])
-        path = "windows"
+        impl = policy.NUMPY_WINDOWS
     if divisor_override is not None:
         divisor = np.asarray(divisor_override, dtype=x.dtype)
     else:
@@ -473,7 +477,7 @@ def _avg_pool2d_forward(name, x, kernel_size, stride, padding, ceil_mode, count_
                         in zip((h, w), kernel, stride, padding, out_hw))
         divisor = (div_h[:, None] * div_w[None, :]).astype(x.dtype)  # (oh, ow)
     out /= divisor
-    cache = dict(path=path, x_shape=x.shape, out_shape=out.shape, kernel=kernel, stride=stride,
+    cache = dict(impl=impl, x_shape=x.shape, out_shape=out.shape, kernel=kernel, stride=stride,
                  pads=pads, divisor=divisor)
     return out, cache
 
@@ -525,7 +529,7 @@ def avg_pool2d_backward(grad_out, cache) -> np.ndarray:
     (kh, kw), stride, pads = cache["kernel"], cache["stride"], cache["pads"]
     oh, ow = grad_out.shape[2:]
     share = grad_out / cache["divisor"]
-    if cache["path"] == "blocks":
+    if cache["impl"] == policy.NUMPY_BLOCKS:
         cropped = oh * kh < h or ow * kw < w
         grad_x = (np.zeros if cropped else np.empty)((n, c, h, w), share.dtype)
         grad_blocks = _blocks(grad_x, (kh, kw), (oh, ow), writeable=True)  # (n,c,oh,kh,ow,kw)
@@ -655,9 +659,8 @@ def _average_matrix(size: int, out: int, dtype) -> np.ndarray:
 def _sandwich(left: np.ndarray, x: np.ndarray, right_t: np.ndarray) -> np.ndarray:
     """``left @ plane @ right_t`` for every (h, w) plane of an (n, c, h, w) array."""
     n, c, h, w = x.shape
-    with kernels.blas_one_thread(x.dtype):  # beside the kernels (see there)
-        y = (x.reshape(-1, w) @ right_t).reshape(n, c, h, right_t.shape[1])  # (n, c, h, ow)
-        return np.matmul(left, y)  # (n, c, oh, ow)
+    y = matmul(x.reshape(-1, w), right_t).reshape(n, c, h, right_t.shape[1])  # (n, c, h, ow)
+    return matmul(left, y)  # (n, c, oh, ow)
 
 
 def adaptive_avg_pool2d_forward(x, output_size):

@@ -35,6 +35,9 @@ class Flatten(Module):
     def forward(self, x):
         x = np.asarray(x)
         out = x.reshape(self.output_shape(x.shape))  # a ShapeError naming Flatten if bad
+        # a CHWN map (a convolution's output) flattens to a column-major view; the layers
+        # after Flatten take plain C-ordered arrays (the CHWN layout stays inside the maps)
+        out = np.ascontiguousarray(out)
         self._keep(shape=x.shape)
         return out
 

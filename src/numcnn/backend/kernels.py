@@ -1,14 +1,14 @@
-"""numcnn's optional compiled kernels (``numcnn/_kernels.c``) and when they are used.
+"""The ctypes bindings of numcnn's compiled kernels (``numcnn/backend/_kernels.c``).
 
 The NumPy code of :mod:`numcnn.functional` (for convolutions im2col, one matrix product, col2im)
-is the reference and runs everywhere. Where the C extension ``numcnn._kernels`` was built at
+is the reference and runs everywhere. Where the C extension was built at
 install time (a C compiler was there; see ``setup.py``), float32 convolutions with one group are
 computed by it instead: directly on the batch-last layout, summing over ``(ci, i, j)`` with the
 accumulators in registers, and without a column matrix in memory. The sums are the same (the
 tests compare the two paths with each other and with PyTorch); only the order of the additions
 differs, as between any two BLAS libraries.
 
-What runs where (stride 1 along the width, rows of at least ``MIN_ROW`` numbers)::
+What runs where (stride 1 along the width, rows of at least ``policy.MIN_ROW`` numbers)::
 
     forward        y = correlate(xp, w) + b                  numcnn_conv_forward_f32
     weight grad    dL/dw = correlate(xp, g)                  numcnn_conv_weight_grad_f32
@@ -28,205 +28,30 @@ formulas as the NumPy code beside them. Small arrays (a single image) stay on Nu
 costs less than a call through ctypes; batch norm outside training, a dozen small NumPy
 operations, takes its kernel at any size.
 
-``NUMCNN_KERNELS=0`` in the environment (read on import) or :func:`use_kernels` (``False``)
-keeps numcnn on NumPy alone; :func:`available` tells whether the extension is there.
+When each runs is decided in :mod:`numcnn.backend.policy`; which build of the C file is
+loaded (baseline, AVX2, AVX-512) in :mod:`numcnn.backend._lib`; the switch
+(``use_kernels``) in :mod:`numcnn.backend.switch`; the BLAS-thread rule in
+:mod:`numcnn.backend.blas`. The functions here only call the C code: they take arrays the
+policy has accepted, in the layouts they name, and return new arrays.
 
-Threads. The kernels split their work over every core with OpenMP (``OMP_NUM_THREADS`` caps
-them). NumPy's BLAS (OpenBLAS) keeps threads of its own, which after each product spin on the
-cores for a while; numcnn's kernels starting then find every core busy. So numcnn's own float32
-BLAS products (the linear layers, and convolutions the kernels leave to NumPy) run on one BLAS
-thread while the kernels are on (:func:`blas_one_thread`, with ``threadpoolctl``), and wake none;
-the BLAS keeps its threads for everything else. A process forked from one whose kernels have run
-(``multiprocessing`` with ``fork``) runs its kernels on one thread: it has none of its parent's
-OpenMP threads, and GNU OpenMP would wait for them forever.
+Threads: the kernels split their work over every core with OpenMP (``OMP_NUM_THREADS`` caps
+them). A process forked from one whose kernels have run runs its kernels on one thread: it has
+none of its parent's OpenMP threads, and GNU OpenMP would wait for them forever.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import importlib.util
-import os
 
 import numpy as np
 
-__all__ = ["available", "enabled", "use_kernels", "blas_one_thread", "applies", "small_applies",
-           "conv_forward", "conv_forward_short_rows", "conv_forward_flat", "conv_forward_small",
-           "conv_weight_grad", "conv_input_grad",
-           "elementwise_applies", "relu", "relu_backward", "batch_norm_applies",
-           "batch_norm_train", "batch_norm_train_backward", "batch_norm_eval", "max_pool_applies",
-           "max_pool_blocks", "max_pool_blocks_backward"]
+from ._lib import LIB as _LIB, VECTOR_FLOATS
+from .layout import memory_run
 
-# Output rows shorter than this many numbers (ow * n) go to the forward kernel that vectorises
-# over the output channels: the main kernels vectorise along the row, and a batch-1 image row
-# (28 numbers) would leave most of a vector empty.
-MIN_ROW = 64
-
-
-def _load():
-    if os.environ.get("NUMCNN_KERNELS", "1") == "0":
-        return None
-    spec = importlib.util.find_spec("numcnn._kernels")
-    if spec is None or spec.origin is None:
-        return None
-    try:
-        lib = ctypes.CDLL(spec.origin)
-        _declare(lib)
-    except (OSError, AttributeError):  # not loadable, or built from another version of the file
-        return None
-    os.register_at_fork(after_in_child=lambda: lib.numcnn_set_max_threads(1))
-    return lib
-
-
-def _declare(lib) -> None:
-    """The C signatures of the kernels (ctypes converts the arguments by them)."""
-    ptr, size = ctypes.c_void_p, ctypes.c_long
-    lib.numcnn_conv_forward_f32.argtypes = [ptr, size, size, size, ptr, size, size, size, ptr,
-                                            ptr, size, size, size, size, size, ctypes.c_int]
-    lib.numcnn_conv_forward_f32.restype = ctypes.c_int
-    lib.numcnn_conv_weight_grad_f32.argtypes = [ptr, ptr, size, size, size, size, size, size,
-                                                ptr, size, size, size, size, size, ctypes.c_int]
-    lib.numcnn_conv_weight_grad_f32.restype = ctypes.c_int
-    lib.numcnn_conv_forward_small_f32.argtypes = [ptr, size, size, size, size, ptr, size, size,
-                                                  size, ptr, ptr, size, size, size, size, size,
-                                                  size]
-    lib.numcnn_conv_forward_small_f32.restype = ctypes.c_int
-    double = ctypes.c_double
-    lib.numcnn_relu_f32.argtypes = [ptr, ptr, size]
-    lib.numcnn_relu_backward_f32.argtypes = [ptr, ptr, ptr, size]
-    lib.numcnn_batch_norm_f32.argtypes = [ptr, size, size, ptr, ptr, double, ptr, ptr, ptr]
-    lib.numcnn_batch_norm_backward_f32.argtypes = [ptr, ptr, size, size, ptr, ptr, ptr, ptr,
-                                                   ptr, ptr]
-    lib.numcnn_batch_norm_eval_f32.argtypes = [ptr, size, size, ptr, ptr, ptr, ptr, double, ptr]
-    lib.numcnn_max_pool_f32.argtypes = [ptr, size, size, size, size, size, size, ptr, ptr, size,
-                                        size]
-    lib.numcnn_max_pool_backward_f32.argtypes = [ptr, ptr, size, size, size, size, size, size,
-                                                 ptr, size, size]
-    for name in ("relu", "relu_backward", "batch_norm", "batch_norm_backward",
-                 "batch_norm_eval", "max_pool", "max_pool_backward"):
-        getattr(lib, f"numcnn_{name}_f32").restype = None
-    # a forked child has none of its parent's OpenMP threads, and GNU OpenMP would wait for
-    # them forever: the child's kernels run on one thread (registered in _load)
-    lib.numcnn_set_max_threads.argtypes = [ctypes.c_int]
-    lib.numcnn_set_max_threads.restype = None
-    lib.numcnn_vector_floats.argtypes = []
-    lib.numcnn_vector_floats.restype = ctypes.c_int
-
-
-_LIB = _load()
-_ENABLED = _LIB is not None
-VECTOR_FLOATS = _LIB.numcnn_vector_floats() if _LIB is not None else 0  # floats a vector holds
-
-
-def available() -> bool:
-    """True if the compiled kernels were built and loaded (and not turned off by
-    ``NUMCNN_KERNELS=0``)."""
-    return _LIB is not None
-
-
-def enabled() -> bool:
-    """True if convolutions use the compiled kernels where they apply."""
-    return _ENABLED
-
-
-@contextlib.contextmanager
-def use_kernels(flag: bool):
-    """``with use_kernels(False):`` runs the NumPy reference path (``True``: the kernels, where
-    available). Restores the previous setting on exit."""
-    global _ENABLED
-    previous = _ENABLED
-    _ENABLED = bool(flag) and _LIB is not None
-    try:
-        yield
-    finally:
-        _ENABLED = previous
-
-
-def applies(rows_p: np.ndarray, weight: np.ndarray, groups: int, stride, out_hw) -> bool:
-    """Whether the kernels compute this convolution, forward and backward: float32, one group,
-    stride 1 along the width, and output rows of at least ``MIN_ROW`` numbers."""
-    return (_ENABLED and groups == 1 and stride[1] == 1 and rows_p.dtype == np.float32
-            and weight.dtype == np.float32 and out_hw[1] * rows_p.shape[3] >= MIN_ROW)
-
-
-def small_applies(rows_p: np.ndarray, weight: np.ndarray, groups: int) -> bool:
-    """Whether a forward kernel for short rows computes this convolution (any stride): float32
-    and one group. Its backward pass is NumPy's."""
-    return (_ENABLED and groups == 1 and rows_p.dtype == np.float32
-            and weight.dtype == np.float32)
-
-
-def conv_forward_short_rows(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
-                            stride, dilation, out_hw) -> np.ndarray:
-    """The forward pass of a convolution whose rows are short (a single image), by the kernel
-    that suits it: vectorised over the output channels (:func:`conv_forward_small`) when they
-    fill its register block (``2 * VECTOR_FLOATS``, 32 with AVX-512) or the stride is not 1;
-    else the image's rows laid end to end (:func:`conv_forward_flat`)."""
-    if stride == (1, 1) and weight.shape[0] < 2 * VECTOR_FLOATS:
-        return conv_forward_flat(rows_p, weight, bias, dilation, out_hw)
-    return conv_forward_small(rows_p, weight, bias, stride, dilation, out_hw)
-
-
-# -- NumPy's BLAS beside the kernels -------------------------------------------------------------
-_blas_controllers_found = None  # threadpoolctl's controllers of the BLAS libraries, on first use
-_blas_depth = 0                 # how many blas_one_thread() blocks are open
-
-
-def _blas_controllers() -> list:
-    global _blas_controllers_found
-    if _blas_controllers_found is None:
-        _blas_controllers_found = []
-        if os.environ.get("NUMCNN_BLAS_THREADS") != "keep":
-            try:
-                from threadpoolctl import ThreadpoolController
-            except ImportError:  # an install without it: the kernels share the cores
-                pass
-            else:
-                controller = ThreadpoolController().select(user_api="blas")
-                _blas_controllers_found = list(controller.lib_controllers)
-    return _blas_controllers_found
-
-
-class _OneBlasThread:
-    """The BLAS on one thread inside the block (the outermost block sets and restores it)."""
-
-    __slots__ = ("saved",)
-
-    def __enter__(self):
-        global _blas_depth
-        _blas_depth += 1
-        if _blas_depth == 1:
-            self.saved = [(lib, lib.get_num_threads()) for lib in _blas_controllers()]
-            for lib, threads in self.saved:
-                if threads != 1:
-                    lib.set_num_threads(1)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        global _blas_depth
-        _blas_depth -= 1
-        if _blas_depth == 0:
-            for lib, threads in self.saved:
-                if threads != 1:
-                    lib.set_num_threads(threads)
-
-
-_NO_LIMIT = contextlib.nullcontext()
-
-
-def blas_one_thread(dtype):
-    """``with blas_one_thread(x.dtype): x @ w``: numcnn's own BLAS products in float32, the
-    precision its kernels run in, use one BLAS thread while the kernels are on.
-
-    OpenBLAS's threads, once woken by a product, spin on the cores for a while waiting for the
-    next one; numcnn's kernels starting then find every core busy (a ``convnet-bn`` training
-    step measured 45 ms instead of 10, the linear layer's products waking them). Products made
-    on one thread wake none. Outside these blocks the BLAS keeps its threads, for numcnn's
-    float64 code and for everyone else's. ``NUMCNN_BLAS_THREADS=keep`` turns this off.
-    """
-    if not (_ENABLED and dtype == np.float32 and _blas_controllers()):
-        return _NO_LIMIT
-    return _OneBlasThread()
+__all__ = ["conv_forward", "conv_forward_short_rows", "conv_forward_flat", "conv_forward_small",
+           "conv_weight_grad", "conv_input_grad", "relu", "relu_backward", "batch_norm_train",
+           "batch_norm_train_backward", "batch_norm_eval", "max_pool_blocks",
+           "max_pool_blocks_backward"]
 
 
 def _ptr(a: np.ndarray | None):
@@ -316,6 +141,17 @@ def conv_forward_small(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray 
     return out
 
 
+def conv_forward_short_rows(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                            stride, dilation, out_hw) -> np.ndarray:
+    """The forward pass of a convolution whose rows are short (a single image), by the kernel
+    that suits it: vectorised over the output channels (:func:`conv_forward_small`) when they
+    fill its register block (``2 * VECTOR_FLOATS``, 32 with AVX-512) or the stride is not 1
+    along either axis; else the image's rows laid end to end (:func:`conv_forward_flat`)."""
+    if tuple(stride) == (1, 1) and weight.shape[0] < 2 * VECTOR_FLOATS:
+        return conv_forward_flat(rows_p, weight, bias, dilation, out_hw)
+    return conv_forward_small(rows_p, weight, bias, stride, dilation, out_hw)
+
+
 def conv_weight_grad(grad_rows: np.ndarray, rows_p: np.ndarray, weight_shape, stride,
                      dilation) -> np.ndarray:
     """``dL/dw[o,ci,i,j] = sum_{p,q,s} g[o,p,q,s] * xp[ci, p*sh + i*dh, q + j*dw, s]``.
@@ -365,51 +201,19 @@ def conv_input_grad(grad_rows: np.ndarray, weight: np.ndarray, dilation, pads,
     return conv_forward(grad_p, mirrored, None, (1, 1), dilation, (h, w))
 
 
-# -- element-wise layers -------------------------------------------------------------------------
-# Below this many numbers NumPy's single pass costs less than a call into the kernels (~5 us).
-MIN_ELEMENTWISE = 1 << 15
-# Max pooling vectorises along the batch: smaller batches (a single image) stay on NumPy.
-MIN_POOL_BATCH = 16
-
-
-def _memory_order(a: np.ndarray) -> np.ndarray | None:
-    """``a`` as the 1-D run of its memory, if that memory is dense (C order, or any permutation
-    of the axes, such as the batch-last layout), else None. A view, never a copy."""
-    if a.flags.c_contiguous:
-        return a.reshape(-1)
-    permuted = a.transpose(np.argsort(a.strides, kind="stable")[::-1])
-    return permuted.reshape(-1) if permuted.flags.c_contiguous else None
-
-
-def elementwise_applies(*arrays: np.ndarray) -> bool:
-    """Whether the element-wise kernels take these arrays: float32, dense, laid out alike."""
-    first = arrays[0]
-    return (_ENABLED and first.size >= MIN_ELEMENTWISE
-            and all(a.dtype == np.float32 and a.strides == first.strides for a in arrays)
-            and _memory_order(first) is not None)
-
-
 def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``max(x, 0)`` into ``out`` (a new array laid out as ``x`` by default; may be ``x``)."""
     out = np.empty_like(x) if out is None else out
-    _LIB.numcnn_relu_f32(_ptr(_memory_order(x)), _ptr(_memory_order(out)), x.size)
+    _LIB.numcnn_relu_f32(_ptr(memory_run(x)), _ptr(memory_run(out)), x.size)
     return out
 
 
 def relu_backward(y: np.ndarray, grad_out: np.ndarray) -> np.ndarray:
     """``grad_out * [y > 0]`` in one pass; ``y`` and ``grad_out`` laid out alike."""
     grad = np.empty_like(y)
-    _LIB.numcnn_relu_backward_f32(_ptr(_memory_order(y)), _ptr(_memory_order(grad_out)),
-                                  _ptr(_memory_order(grad)), y.size)
+    _LIB.numcnn_relu_backward_f32(_ptr(memory_run(y)), _ptr(memory_run(grad_out)),
+                                  _ptr(memory_run(grad)), y.size)
     return grad
-
-
-def batch_norm_applies(x3: np.ndarray, training: bool = True) -> bool:
-    """Batch norm's kernels take a float32 ``(1, c, ...)`` channel view: one block per channel,
-    of at least ``MIN_ELEMENTWISE`` numbers in all in training (outside training any size: one
-    call costs less than NumPy's dozen small operations on a single image)."""
-    return (_ENABLED and x3.dtype == np.float32 and x3.shape[0] == 1 and x3.flags.c_contiguous
-            and (x3.size >= MIN_ELEMENTWISE or not training))
 
 
 def batch_norm_train(x3: np.ndarray, weight, bias, eps: float):
@@ -452,14 +256,6 @@ def batch_norm_train_backward(dy3: np.ndarray, x3: np.ndarray, mean, invstd, wei
                                         _ptr(invstd), _ptr(weight), _ptr(dx3), _ptr(dweight),
                                         _ptr(dbias))
     return dx3, dweight, dbias
-
-
-def max_pool_applies(x: np.ndarray, kernel) -> bool:
-    """Max pooling's kernels take float32 maps laid out batch last (``(c, h, w, n)`` memory) of
-    at least ``MIN_POOL_BATCH`` samples, non-overlapping blocks of at most 255 positions."""
-    return (_ENABLED and x.dtype == np.float32 and x.ndim == 4 and kernel[0] * kernel[1] <= 255
-            and x.shape[0] >= MIN_POOL_BATCH and x.size >= MIN_ELEMENTWISE
-            and x.transpose(1, 2, 3, 0).flags.c_contiguous)
 
 
 def max_pool_blocks(x: np.ndarray, kernel, out_hw, need_arg: bool = True):

@@ -17,17 +17,18 @@
  *     dL/dw[o, ci, i, j] = sum_{p, l} g[o, p, l] * xp[ci, p*sh + i*dh, l + j*dw*n]
  *
  * for l < ow*n. The input gradient (stride 1) is the first formula again, applied to the padded
- * output gradient with the mirrored kernel (numcnn/functional/kernels.py builds those). Rows too
+ * output gradient with the mirrored kernel (numcnn/backend/kernels.py builds those). Rows too
  * short for a vector (a single image) have a forward kernel of their own that vectorises over the
  * output channels instead.
  *
  * The sums are register-blocked: FOB output channels times FNV vectors of positions stay in
  * registers while the loop runs over (ci, i, j) (8 x 32 with AVX-512). Written with GCC/Clang
- * vector extensions, so the compiler picks the instructions (-march=native at build time; the
+ * vector extensions, so the compiler picks the instructions (the variant's -m flags at build time; the
  * vector width VL follows). OpenMP, where the compiler has it, splits the work over the cores.
  *
- * The file is built as the extension module numcnn._kernels (it also defines PyInit__kernels
- * so that setuptools can build and install it), and loaded with ctypes: the functions below take
+ * The file is built once per instruction-set variant (baseline x86-64, AVX2, AVX-512; see setup.py
+ * and numcnn/backend/_lib.py, which loads the best one the CPU runs), each as an extension module
+ * so that setuptools can build and install it, and loaded with ctypes: the functions below take
  * plain pointers and sizes, and ctypes releases the GIL while they run.
  */
 #include <math.h>
@@ -652,13 +653,43 @@ void numcnn_max_pool_backward_f32(const float *dy, const unsigned char *arg, lon
     }
 }
 
+/* ---- which variant the CPU can run ----------------------------------------------------------- */
+/* 3: AVX-512 (F, BW, DQ, VL) and FMA; 2: AVX2 and FMA; 1: the x86-64 baseline (or another
+ * architecture). libgcc's checks include the operating system's support (XGETBV), so a variant
+ * whose registers the OS does not save is never chosen. numcnn asks this of the baseline build
+ * and loads the highest variant built (numcnn/backend/_lib.py). */
+int numcnn_cpu_level(void)
+{
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+        && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")
+        && __builtin_cpu_supports("fma"))
+        return 3;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return 2;
+#endif
+    return 1;
+}
+
 /* ---- a module, so that setuptools builds and installs this file ---------------------------- */
+/* The file is compiled once per instruction-set variant, each as its own extension module
+ * (numcnn.backend._kernels_baseline, _kernels_avx2, _kernels_avx512; see setup.py): the small
+ * file of each variant defines NUMCNN_MODULE and includes this one. */
 #include <Python.h>
 
+#ifndef NUMCNN_MODULE
+#define NUMCNN_MODULE _kernels_baseline
+#endif
+#define NUMCNN_CAT_(a, b) a##b
+#define NUMCNN_CAT(a, b) NUMCNN_CAT_(a, b)
+#define NUMCNN_STR_(a) #a
+#define NUMCNN_STR(a) NUMCNN_STR_(a)
+
 static struct PyModuleDef kernels_module = {
-    PyModuleDef_HEAD_INIT, "_kernels",
-    "numcnn's compiled convolution kernels, loaded with ctypes (see numcnn/_kernels.c).", -1,
-    NULL, NULL, NULL, NULL, NULL,
+    PyModuleDef_HEAD_INIT, NUMCNN_STR(NUMCNN_MODULE),
+    "numcnn's compiled convolution kernels, loaded with ctypes (see numcnn/backend/_kernels.c).",
+    -1, NULL, NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&kernels_module); }
+PyMODINIT_FUNC NUMCNN_CAT(PyInit_, NUMCNN_MODULE)(void) { return PyModule_Create(&kernels_module); }

@@ -1,0 +1,97 @@
+"""Which implementation runs for which shapes: every choice between the NumPy reference and the
+compiled kernels is made here, once, in the forward pass.
+
+Each functional op asks the function of its name below, records the answer in its cache under
+the one key ``"impl"``, and its backward pass branches on that key alone. The answers:
+
+    NUMPY               the reference code of numcnn.functional (im2col + BLAS + col2im, ...)
+    KERNELS             the compiled kernels, forward and backward
+    KERNELS_SHORT_ROWS  convolution: the forward by a kernel for short rows (a single image),
+                        the backward by NumPy
+    KERNELS_EVAL        batch norm outside training: the forward by the kernel, the backward
+                        (a per-channel scale) by NumPy
+    NUMPY_BLOCKS        max pooling over non-overlapping blocks, in NumPy
+    NUMPY_WINDOWS       max pooling over any windows, in NumPy
+
+What the kernels take (float32 everywhere; the thresholds were measured, see
+docs/benchmark.md): a convolution with one group and stride 1 along the width whose output rows
+hold at least ``MIN_ROW`` numbers (``ow * n``), forward and backward (a strided input gradient
+is NumPy's col2im); shorter rows, or any stride, the forward kernel for short rows; element-wise
+passes over at least ``MIN_ELEMENTWISE`` numbers laid out NCHW or CHWN (below that NumPy's
+single pass costs less than a call through ctypes); batch norm on CHWN maps (each channel one
+block); max pooling over non-overlapping blocks of at most 255 positions, CHWN, at least
+``MIN_POOL_BATCH`` samples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .layout import is_chwn, memory_run
+from .switch import enabled
+
+NUMPY = "numpy"
+KERNELS = "kernels"
+KERNELS_SHORT_ROWS = "kernels-short-rows"
+KERNELS_EVAL = "kernels-eval"
+NUMPY_BLOCKS = "numpy-blocks"
+NUMPY_WINDOWS = "numpy-windows"
+
+# Output rows shorter than this many numbers (ow * n) go to the forward kernel for short rows:
+# the main kernels vectorise along the row, and a batch-1 image row (28 numbers) would leave
+# most of a vector empty.
+MIN_ROW = 64
+# Below this many numbers NumPy's single pass costs less than a call into the kernels (~5 us).
+MIN_ELEMENTWISE = 1 << 15
+# Max pooling vectorises along the batch: smaller batches (a single image) stay on NumPy.
+MIN_POOL_BATCH = 16
+
+
+def conv2d(rows_p: np.ndarray, weight: np.ndarray, groups: int, stride, out_hw) -> str:
+    """The convolution of the padded CHWN input ``rows_p (c, hp, wp, n)`` with ``weight``:
+    KERNELS, KERNELS_SHORT_ROWS or NUMPY."""
+    if not (enabled() and groups == 1 and rows_p.dtype == np.float32
+            and weight.dtype == np.float32):
+        return NUMPY
+    if stride[1] == 1 and out_hw[1] * rows_p.shape[3] >= MIN_ROW:
+        return KERNELS
+    return KERNELS_SHORT_ROWS
+
+
+def elementwise(*arrays: np.ndarray) -> str:
+    """An element-wise pass (ReLU) over ``arrays``: KERNELS if all are float32, dense, laid out
+    alike (NCHW or CHWN) and large enough, else NUMPY."""
+    first = arrays[0]
+    if (enabled() and first.size >= MIN_ELEMENTWISE
+            and all(a.dtype == np.float32 and a.strides == first.strides for a in arrays)
+            and (first.flags.c_contiguous or is_chwn(first))
+            and memory_run(first) is not None):
+        return KERNELS
+    return NUMPY
+
+
+def batch_norm(x3: np.ndarray, training: bool) -> str:
+    """Batch norm of the ``(outer, c, ...)`` channel view ``x3``: the kernels take a float32
+    ``(1, c, ...)`` view (each channel one block of memory: CHWN), of at least
+    ``MIN_ELEMENTWISE`` numbers in training (outside training any size: one call costs less than
+    NumPy's dozen small operations on a single image). KERNELS, KERNELS_EVAL or NUMPY."""
+    if not (enabled() and x3.dtype == np.float32 and x3.shape[0] == 1
+            and x3.flags.c_contiguous):
+        return NUMPY
+    if not training:
+        return KERNELS_EVAL
+    return KERNELS if x3.size >= MIN_ELEMENTWISE else NUMPY
+
+
+def max_pool(x: np.ndarray, kernel, blocks: bool, split_ties: bool,
+             return_indices: bool) -> str:
+    """Max pooling of ``x (n, c, h, w)``: KERNELS, NUMPY_BLOCKS (non-overlapping blocks) or
+    NUMPY_WINDOWS (any windows). The kernel keeps winners in a form of its own, so it serves
+    neither ``return_indices`` nor ``split_ties``."""
+    if not blocks:
+        return NUMPY_WINDOWS
+    if (enabled() and not split_ties and not return_indices and x.dtype == np.float32
+            and x.ndim == 4 and kernel[0] * kernel[1] <= 255 and x.shape[0] >= MIN_POOL_BATCH
+            and x.size >= MIN_ELEMENTWISE and x.transpose(1, 2, 3, 0).flags.c_contiguous):
+        return KERNELS
+    return NUMPY_BLOCKS
