@@ -57,6 +57,8 @@ CASES = [
     # a stride along the height: the input gradient one phase at a time (dilation 1), or col2im
     (1, 3, 5, 9, 70, (3, 3), (2, 1), (1, 1), (1, 1)),
     (16, 3, 4, 12, 10, (3, 3), (2, 1), (2, 2), (2, 1)),
+    # weight-gradient rows longer than a chunk (WCHUNK) whose last piece ends mid-vector
+    (33, 4, 9, 8, 20, (3, 3), (1, 1), (1, 1), (1, 1)),
 ]
 
 

@@ -48,7 +48,7 @@ import ctypes
 import numpy as np
 
 from ._lib import LIB as _LIB, VECTOR_FLOATS
-from .layout import memory_run
+from .layout import memory_run, zero_border
 
 __all__ = ["conv_forward", "conv_forward_short_rows", "conv_forward_flat", "conv_forward_small",
            "conv_weight_grad", "conv_input_grad", "width_phases", "phase_weight",
@@ -192,13 +192,17 @@ def conv_input_grad(grad_rows: np.ndarray, weight: np.ndarray, dilation, pads,
     (dh, dw), ((top, _), (left, _)), (h, w) = dilation, pads, in_hw
     frame_h, frame_w = h + (kh - 1) * dh, w + (kw - 1) * dw
     shift_h, shift_w = (kh - 1) * dh - top, (kw - 1) * dw - left
-    grad_p = np.zeros((oc, frame_h, frame_w, n), np.float32)
     # rows r of grad land at r + shift_h; keep those inside the frame
     r0, r1 = max(0, -shift_h), min(oh, frame_h - shift_h)
     q0, q1 = max(0, -shift_w), min(ow, frame_w - shift_w)
     if r1 > r0 and q1 > q0:
+        grad_p = np.empty((oc, frame_h, frame_w, n), np.float32)
         grad_p[:, r0 + shift_h:r1 + shift_h, q0 + shift_w:q1 + shift_w] = \
             grad_rows[:, r0:r1, q0:q1]
+        zero_border(grad_p, ((r0 + shift_h, frame_h - r1 - shift_h),
+                             (q0 + shift_w, frame_w - q1 - shift_w)))
+    else:
+        grad_p = np.zeros((oc, frame_h, frame_w, n), np.float32)
     mirrored = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (c, oc, kh, kw), rot180
     mirrored = np.ascontiguousarray(mirrored)
     return conv_forward(grad_p, mirrored, None, (1, 1), dilation, (h, w))
