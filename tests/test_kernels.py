@@ -50,6 +50,10 @@ CASES = [
     (70, 2, 4, 5, 5, (5, 5), (1, 1), "full", (1, 1)),
     (1, 6, 10, 70, 80, (3, 3), (3, 1), (1, 1), (1, 1)),
     (8, 3, 4, 2, 1, (3, 9), (1, 1), "full", (1, 1)),  # input-gradient rows shorter than a vector
+    # uneven 'same' padding: a (3, 2) kernel pads (1, 1) rows and (0, 1) columns, so cropping
+    # the input gradient by the left padding twice, or by the right, is seen
+    (64, 4, 8, 9, 10, (3, 2), (1, 1), "same", (1, 1)),
+    (64, 3, 5, 7, 8, (2, 4), (1, 1), "same", (1, 1)),
 ]
 
 
@@ -166,6 +170,10 @@ SMALL_CASES = [
     (3, 5, 40, 8, 7, (2, 3), (1, 2), (0, 1), (2, 1)),
     (2, 4, 7, 6, 6, (1, 1), (1, 1), (0, 0), (1, 1)),
     (64, 8, 17, 10, 10, (3, 3), (2, 2), (1, 1), (1, 1)),
+    # a single image strided along the height only: the dispatch must look at both strides
+    (1, 4, 8, 12, 11, (3, 3), (2, 1), (1, 1), (1, 1)),
+    (1, 3, 6, 13, 9, (3, 2), (3, 1), (0, 1), (1, 1)),
+    (1, 2, 40, 10, 10, (3, 3), (2, 1), (1, 1), (1, 1)),
 ]
 
 
