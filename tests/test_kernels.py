@@ -21,7 +21,7 @@ from numcnn.backend import kernels, layout, policy
 from numcnn.functional import conv as conv_module
 
 needs_kernels = pytest.mark.skipif(not backend.available(),
-                                   reason="numcnn._kernels was not built (no C compiler?)")
+                                   reason="the compiled kernels were not built or are off (no C compiler, NUMCNN_KERNELS=0?)")
 
 
 def test_kernels_were_built():
