@@ -411,7 +411,7 @@ def test_max_pool_kernel_without_gradients_keeps_no_winners():
     with_grad = np.ascontiguousarray(layer(x))
     layer.backward(np.ones_like(with_grad))
     with numcnn.no_grad():
-        y, cache = F.pooling._max_pool2d_forward("max_pool2d", x, 2, None, 0, 1, False, False,
+        y, cache = F.pooling.max_pool._max_pool2d_forward("max_pool2d", x, 2, None, 0, 1, False, False,
                                                  False, need_grad=False)
     assert cache["impl"] == policy.KERNELS and cache["arg"] is None
     np.testing.assert_array_equal(np.ascontiguousarray(y), with_grad)
