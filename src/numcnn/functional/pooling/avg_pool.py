@@ -44,7 +44,7 @@ def _avg_pool2d_forward(name, x, kernel_size, stride, padding, ceil_mode, count_
     x, kernel, stride, padding, out_hw = _avg_pool_args(
         name, x, kernel_size, stride, padding, ceil_mode, divisor_override)
     n, c, h, w = x.shape
-    (kh, kw), (oh, ow) = kernel, out_hw
+    kh, kw = kernel
     pads = tuple(_pads(size, k, s, p, 1, o) for size, k, s, p, o
                  in zip((h, w), kernel, stride, padding, out_hw))
     if _is_blocks(x.shape, kernel, stride, padding, (1, 1), out_hw):

@@ -50,49 +50,70 @@ def _max_pool_args(name, x, kernel_size, stride, padding, dilation, ceil_mode):
 def _max_pool(x, kernel, stride, padding, dilation, out_hw, need_arg: bool, split_ties=False,
               return_indices: bool = False):
     """Output of max pooling and the cache of its backward pass (winner codes if ``need_arg``).
-    ``cache["impl"]`` names the strategy (numcnn.backend.policy): the compiled kernel, NumPy
-    over non-overlapping blocks, or NumPy over any windows."""
+
+    The policy (:func:`numcnn.backend.policy.max_pool`) names the strategy, recorded as
+    ``cache["impl"]``, and the strategy of that name in ``STRATEGIES`` computes it.
+    """
     n, c, h, w = x.shape
-    (kh, kw), (oh, ow) = kernel, out_hw
+    oh, ow = out_hw
     pads = tuple(_pads(size, k, s, p, d, o) for size, k, s, p, d, o
                  in zip((h, w), kernel, stride, padding, dilation, out_hw))
-    cache = dict(x_shape=x.shape, out_shape=(n, c, oh, ow), kernel=kernel, stride=stride,
-                 padding=padding, dilation=dilation, pads=pads, split_ties=split_ties,
-                 batch_last=is_chwn(x))
     blocks = _is_blocks(x.shape, kernel, stride, padding, dilation, out_hw)
     impl = policy.max_pool(x, kernel, blocks, split_ties, return_indices)
-    cache.update(impl=impl)
-    if impl == policy.KERNELS:
-        # the compiled kernel: blocks of a CHWN map, winner codes kept (uint8)
-        out, arg = kernels.max_pool_blocks(x, kernel, out_hw, need_arg)
-        cache.update(arg=arg)
-    elif impl == policy.NUMPY_BLOCKS:
-        # Fast path: maximum over the kw columns of each kernel row, then over the kh rows.
-        # Columns first keeps PyTorch's row-by-row scan order for ties; the column stage reads
-        # the input once, with strides NumPy merges into one long loop.
-        blocks = _blocks(x, kernel, out_hw)  # (n, c, oh, kh, ow, kw)
-        row_max, col_arg = _running_max([blocks[..., j] for j in range(kw)], need_arg)
-        out, row_arg = _running_max([row_max[:, :, :, i] for i in range(kh)], need_arg)
-        cache.update(row_arg=row_arg, col_arg=col_arg)
-        if need_arg:
-            cache.update(winner=_winner_mask(x, kernel, out_hw, row_arg, col_arg))
-    else:
-        xp = pad2d(x, pads, mode="constant", value=-np.inf)
-        cols = windows(xp, kernel, stride, dilation, out_hw)  # (n, c, kh, kw, oh, ow)
-        out, arg = _running_max([cols[:, :, i, j] for i in range(kh) for j in range(kw)],
-                                need_arg)
-        if need_arg and padding != (0, 0):
-            # a window of nothing but -inf: PyTorch keeps its first position inside the input
-            empty = np.isneginf(out)
-            if empty.any():
-                lead_h = _leading_padding(oh, stride[0], padding[0], dilation[0])
-                lead_w = _leading_padding(ow, stride[1], padding[1], dilation[1])
-                first = (lead_h[:, None] * kw + lead_w[None, :]).astype(arg.dtype)  # (oh, ow)
-                np.copyto(arg, np.broadcast_to(first, out.shape), where=empty)
-        cache.update(arg=arg)
+    cache = dict(impl=impl, x_shape=x.shape, out_shape=(n, c, oh, ow), kernel=kernel,
+                 stride=stride, padding=padding, dilation=dilation, pads=pads,
+                 split_ties=split_ties, batch_last=is_chwn(x))
+    out = STRATEGIES[impl](x, cache, out_hw, need_arg)
     if split_ties:
         cache.update(x=x, out=out)
     return out, cache
+
+
+def _max_pool_kernels(x, cache, out_hw, need_arg: bool) -> np.ndarray:
+    """The compiled kernel: non-overlapping blocks of a CHWN map, winner codes kept (uint8)."""
+    out, arg = kernels.max_pool_blocks(x, cache["kernel"], out_hw, need_arg)
+    cache.update(arg=arg)
+    return out
+
+
+def _max_pool_blocks(x, cache, out_hw, need_arg: bool) -> np.ndarray:
+    """Non-overlapping blocks in NumPy: the maximum over the kw columns of each kernel row,
+    then over the kh rows. Columns first keeps PyTorch's row-by-row scan order for ties; the
+    column stage reads the input once, with strides NumPy merges into one long loop."""
+    kernel = cache["kernel"]
+    kh, kw = kernel
+    blocks = _blocks(x, kernel, out_hw)  # (n, c, oh, kh, ow, kw)
+    row_max, col_arg = _running_max([blocks[..., j] for j in range(kw)], need_arg)
+    out, row_arg = _running_max([row_max[:, :, :, i] for i in range(kh)], need_arg)
+    cache.update(row_arg=row_arg, col_arg=col_arg)
+    if need_arg:
+        cache.update(winner=_winner_mask(x, kernel, out_hw, row_arg, col_arg))
+    return out
+
+
+def _max_pool_windows(x, cache, out_hw, need_arg: bool) -> np.ndarray:
+    """Any windows (stride, padding, dilation) in NumPy: the maximum over the ``kh*kw`` views
+    of the ``-inf``-padded input, in PyTorch's scan order."""
+    (kh, kw), stride, padding, dilation = (cache["kernel"], cache["stride"], cache["padding"],
+                                           cache["dilation"])
+    oh, ow = out_hw
+    xp = pad2d(x, cache["pads"], mode="constant", value=-np.inf)
+    cols = windows(xp, (kh, kw), stride, dilation, out_hw)  # (n, c, kh, kw, oh, ow)
+    out, arg = _running_max([cols[:, :, i, j] for i in range(kh) for j in range(kw)], need_arg)
+    if need_arg and padding != (0, 0):
+        # a window of nothing but -inf: PyTorch keeps its first position inside the input
+        empty = np.isneginf(out)
+        if empty.any():
+            lead_h = _leading_padding(oh, stride[0], padding[0], dilation[0])
+            lead_w = _leading_padding(ow, stride[1], padding[1], dilation[1])
+            first = (lead_h[:, None] * kw + lead_w[None, :]).astype(arg.dtype)  # (oh, ow)
+            np.copyto(arg, np.broadcast_to(first, out.shape), where=empty)
+    cache.update(arg=arg)
+    return out
+
+
+STRATEGIES = {policy.KERNELS: _max_pool_kernels, policy.NUMPY_BLOCKS: _max_pool_blocks,
+              policy.NUMPY_WINDOWS: _max_pool_windows}
 
 
 def _winner_mask(x, kernel, out_hw, row_arg, col_arg) -> np.ndarray:
