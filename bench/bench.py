@@ -3,23 +3,25 @@
 Usage (from the repository root, with the test extra installed)::
 
     python bench/bench.py                        # both presets, 100 steps, 3 repeats
+    python bench/bench.py --presets resnet-cifar # the ResNet of issue 9
     python bench/bench.py --steps 200 --repeats 5 --presets convnet-bn --json out.json
     python bench/bench.py --data path/to/mnist.npz
 
 What it measures, each measurement in its own fresh worker process (``--worker``, JSON on stdout),
 numcnn and PyTorch in alternation (ABBA order over the repeats), both with every core:
 
-- training: batch 64, Adam (lr 1e-3), cross-entropy, ``--steps`` timed steps after ``--warmup``
-  untimed ones, images/s; both libraries start from the SAME weights (numcnn's initialisation,
+- training: batch 64, Adam (lr 1e-3) for the MNIST presets; for ``resnet-cifar`` batch 128, SGD
+  (lr 0.01, momentum 0.9) on the digits padded to 3x32x32 (see ``CONFIGS``); cross-entropy,
+  ``--steps`` timed steps after ``--warmup`` untimed ones, images/s; both libraries start from the SAME weights (numcnn's initialisation,
   copied into the PyTorch twin built from the numcnn model's spec) and see the same batches, so
   their losses agree step by step, which the report checks;
-- inference in eval mode at batch 1 and batch 1,000 (numcnn under ``numcnn.no_grad()``, PyTorch
-  under ``torch.inference_mode()``), images/s;
+- inference in eval mode at batch 1 and batch 1,000 (the ResNet: batch 500; numcnn under
+  ``numcnn.no_grad()``, PyTorch under ``torch.inference_mode()``), images/s;
 - peak memory of each worker (``ru_maxrss``), and its baseline after the imports;
 - the wall time of ``numcnn --help`` (median of 5 runs);
-- numcnn's time per layer, forward and backward, with FLOPs and effective GFLOP/s, beside the
-  float32 matrix-multiply peak of NumPy and PyTorch measured in the same run; PyTorch's per-layer
-  times (each layer run alone on the activations it sees in the model) for comparison.
+- numcnn's time per leaf layer (a Residual's block and shortcut taken apart), forward and
+  backward, with FLOPs and effective GFLOP/s and their share of the float32 matrix-multiply peak
+  of NumPy (and PyTorch's peak) measured in the same run; PyTorch's per-layer times (each layer run alone on the activations it sees in the model) for comparison.
 
 The figures are medians over ``--repeats``; the ratio is numcnn / PyTorch for speeds (>= 1.0 means
 numcnn is at least as fast) and numcnn / PyTorch for memory (<= 1.0 means numcnn uses no more).
@@ -48,6 +50,33 @@ BATCH = 64
 LR = 1e-3
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 PRESETS = ("convnet-bn", "small-cnn")
+# Per preset: the training batch and optimizer, and the inference batches. The MNIST presets
+# train at batch 64 with Adam; the ResNet (issue 9) at batch 128 with SGD and momentum, its
+# images being the same MNIST digits padded to 32x32 and repeated over 3 channels (CIFAR's
+# shape; the speed does not depend on what the pixels show).
+CONFIGS = {
+    "convnet-bn": {"batch": BATCH, "optimizer": "adam", "infer_batches": (1, 1000)},
+    "small-cnn": {"batch": BATCH, "optimizer": "adam", "infer_batches": (1, 1000)},
+    "resnet-cifar": {"batch": 128, "optimizer": "sgd", "infer_batches": (500,),
+                     "input_shape": (3, 32, 32)},
+}
+SGD_LR, SGD_MOMENTUM = 0.01, 0.9
+
+
+def config(preset: str) -> dict:
+    return CONFIGS.get(preset, CONFIGS["convnet-bn"])
+
+
+def as_input(images: np.ndarray, preset: str) -> np.ndarray:
+    """MNIST batches (..., 1, 28, 28) as the preset's input: unchanged, or padded to 32x32 with
+    the background value and repeated over 3 channels for a (3, 32, 32) model."""
+    shape = config(preset).get("input_shape", (1, 28, 28))
+    if shape == (1, 28, 28):
+        return images
+    background = np.float32(-MNIST_MEAN / MNIST_STD)
+    pad = [(0, 0)] * (images.ndim - 2) + [(2, 2), (2, 2)]
+    padded = np.pad(images, pad, constant_values=background)
+    return np.ascontiguousarray(np.repeat(padded, shape[0], axis=-3))
 # Thread limits that would keep a worker from using every core; the workers run without them.
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -112,13 +141,14 @@ def normalise(images: np.ndarray) -> np.ndarray:
     return (x - np.float32(MNIST_MEAN)) / np.float32(MNIST_STD)
 
 
-def write_batches(arrays, n_train_batches: int, path: Path) -> None:
-    """Save the training batches (b, 64, 1, 28, 28) and the first 1,000 test images, float32."""
+def write_batches(arrays, n_train_batches: int, path: Path, batch: int = BATCH) -> None:
+    """Save the training images for ``n_train_batches`` batches of ``batch`` (n, 1, 28, 28) and
+    the first 1,000 test images, float32 (each worker cuts its preset's batches)."""
     x_train, y_train, x_test, y_test = arrays
-    n_train_batches = min(n_train_batches, len(x_train) // BATCH)
-    n = n_train_batches * BATCH
-    x = normalise(x_train[:n]).reshape(n_train_batches, BATCH, 1, 28, 28)
-    y = np.asarray(y_train[:n], dtype=np.int64).reshape(n_train_batches, BATCH)
+    n_train_batches = min(n_train_batches, len(x_train) // batch)
+    n = n_train_batches * batch
+    x = normalise(x_train[:n])
+    y = np.asarray(y_train[:n], dtype=np.int64)
     np.savez(path, x_train=x, y_train=y, x_test=normalise(x_test[:1000]),
              y_test=np.asarray(y_test[:1000], dtype=np.int64))
 
@@ -156,24 +186,59 @@ def _layer_kwargs(layer: dict) -> dict:
 
 
 def torch_model(spec: dict):
-    """The PyTorch twin of a numcnn spec: the same layer types with the same keyword arguments."""
+    """The PyTorch twin of a numcnn spec: the same layer types with the same keyword arguments
+    (``Residual`` and ``GlobalAvgPool2d``, which torch.nn lacks, by the small modules below)."""
+    if spec.get("type", "Sequential") != "Sequential":
+        raise ValueError(f"only Sequential specs are supported, got {spec.get('type')!r}")
+    import torch
+
+    return torch.nn.Sequential(*[_torch_layer(layer) for layer in spec["layers"]])
+
+
+def _torch_layer(layer: dict):
     import inspect
 
     import torch
 
-    if spec.get("type", "Sequential") != "Sequential":
-        raise ValueError(f"only Sequential specs are supported, got {spec.get('type')!r}")
-    layers = []
-    for layer in spec["layers"]:
-        if layer.get("type") == "Sequential":
-            layers.append(torch_model(layer))
-            continue
-        cls = getattr(torch.nn, layer["type"])
-        accepted = inspect.signature(cls).parameters
-        kwargs = {k: (tuple(v) if isinstance(v, list) else v)
-                  for k, v in _layer_kwargs(layer).items() if k in accepted}
-        layers.append(cls(**kwargs))
-    return torch.nn.Sequential(*layers)
+    kind = layer.get("type")
+    if kind == "Sequential":
+        return torch_model(layer)
+    if kind == "Residual":
+        shortcut = layer.get("shortcut")
+        return _torch_classes()["Residual"](_torch_layer(layer["fn"]),
+                                            None if shortcut is None else _torch_layer(shortcut))
+    if kind == "GlobalAvgPool2d":
+        return _torch_classes()["GlobalAvgPool2d"]()
+    cls = getattr(torch.nn, kind)
+    accepted = inspect.signature(cls).parameters
+    kwargs = {k: (tuple(v) if isinstance(v, list) else v)
+              for k, v in _layer_kwargs(layer).items() if k in accepted}
+    return cls(**kwargs)
+
+
+_TORCH_CLASSES = {}
+
+
+def _torch_classes() -> dict:
+    """``y = fn(x) + shortcut(x)`` and the mean over the plane, as torch modules (made on first
+    use, so that the parent process need not import torch)."""
+    if not _TORCH_CLASSES:
+        import torch
+
+        class Residual(torch.nn.Module):
+            def __init__(self, fn, shortcut=None):
+                super().__init__()
+                self.fn, self.shortcut = fn, shortcut
+
+            def forward(self, x):
+                return self.fn(x) + (x if self.shortcut is None else self.shortcut(x))
+
+        class GlobalAvgPool2d(torch.nn.Module):
+            def forward(self, x):
+                return x.mean(dim=(2, 3))
+
+        _TORCH_CLASSES.update(Residual=Residual, GlobalAvgPool2d=GlobalAvgPool2d)
+    return _TORCH_CLASSES
 
 
 def load_into_torch(model, state: dict) -> None:
@@ -254,7 +319,10 @@ def _numcnn_train_setup(preset: str, workdir: Path):
     model, _ = numcnn_model(preset)
     model.load_state_dict(load_weights(workdir / f"{preset}.weights.npz"))
     criterion = nn.CrossEntropyLoss()
-    opt = optim.Adam(model.parameters(), lr=LR)
+    if config(preset)["optimizer"] == "sgd":
+        opt = optim.SGD(model.parameters(), lr=SGD_LR, momentum=SGD_MOMENTUM)
+    else:
+        opt = optim.Adam(model.parameters(), lr=LR)
     return numcnn, model, criterion, opt
 
 
@@ -265,7 +333,10 @@ def _torch_train_setup(preset: str, workdir: Path):
     model = torch_model(spec)
     load_into_torch(model, load_weights(workdir / f"{preset}.weights.npz"))
     criterion = torch.nn.CrossEntropyLoss()
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    if config(preset)["optimizer"] == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=SGD_LR, momentum=SGD_MOMENTUM)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=LR)
     return torch, model, criterion, opt
 
 
@@ -282,6 +353,12 @@ def worker(args) -> dict:
     result = {"lib": lib, "preset": preset, "mode": mode, "rss_after_imports_mib": peak_rss_mib()}
     with np.load(workdir / "data.npz") as data:
         xs, ys, x_test = data["x_train"], data["y_train"], data["x_test"]
+    batch = config(preset)["batch"]
+    n_batches = len(xs) // batch
+    xs = as_input(xs[:n_batches * batch], preset)
+    xs = xs.reshape(n_batches, batch, *xs.shape[1:])
+    ys = ys[:n_batches * batch].reshape(n_batches, batch)
+    x_test = as_input(x_test, preset)
     if mode == "train":
         result.update(_train(lib, preset, workdir, xs, ys, args.steps, args.warmup))
     elif mode == "infer":
@@ -347,14 +424,15 @@ def _train(lib, preset, workdir, xs, ys, steps, warmup) -> dict:
         losses.append(step(i))
     elapsed = time.perf_counter() - start
     losses = [float(loss) for loss in losses]
-    return {"seconds": elapsed, "images_per_s": steps * BATCH / elapsed, "losses": losses}
+    return {"seconds": elapsed, "images_per_s": steps * xs.shape[1] / elapsed, "losses": losses}
 
 
 def _infer(lib, preset, workdir, x_test, batch, steps, warmup) -> dict:
     if batch == 1:
         inputs = [x_test[i % len(x_test)][None] for i in range(warmup + steps)]
     else:
-        inputs = [x_test[:batch]] * (warmup + steps)
+        inputs = [np.ascontiguousarray(np.resize(x_test, (batch, *x_test.shape[1:])))] * (
+            warmup + steps)
     if lib == "numcnn":
         numcnn, model, _, _ = _numcnn_train_setup(preset, workdir)
         model.eval()
@@ -391,13 +469,43 @@ def _timed(fn, sink: list):
     return wrapper
 
 
-def _layer_rows(spec, children, shapes, fwd, bwd, steps) -> list[dict]:
+def leaf_specs(spec: dict, prefix: str = "") -> list[tuple[str, dict]]:
+    """``(name, layer spec)`` of every leaf layer of a spec, in the order they run, named as in
+    the state dict (``"5.fn.0"``): the layers of the containers (Sequential, Residual's block and
+    shortcut) taken apart, so each convolution of a ResNet gets its row."""
+    leaves = []
+    kind = spec.get("type")
+    if kind == "Sequential":
+        names = spec.get("names") or [str(i) for i in range(len(spec["layers"]))]
+        for name, layer in zip(names, spec["layers"]):
+            leaves += leaf_specs(layer, f"{prefix}{name}.")
+    elif kind == "Residual":
+        leaves += leaf_specs(spec["fn"], f"{prefix}fn.")
+        if spec.get("shortcut") is not None:
+            leaves += leaf_specs(spec["shortcut"], f"{prefix}shortcut.")
+    else:
+        leaves.append((prefix[:-1], spec))
+    return leaves
+
+
+def _leaf_modules(model, names) -> list:
+    """The modules of ``model`` (numcnn or torch) under the dotted ``names``."""
+    modules = []
+    for name in names:
+        module = model
+        for part in name.split("."):
+            module = getattr(module, part) if not part.isdigit() else module[int(part)]
+        modules.append(module)
+    return modules
+
+
+def _layer_rows(leaves, shapes, fwd, bwd, steps) -> list[dict]:
     rows = []
-    for index, (layer, child) in enumerate(zip(spec["layers"], children)):
+    for index, (name, layer) in enumerate(leaves):
         in_shape, out_shape = shapes[index]
         flops = layer_flops(layer["type"], _layer_kwargs(layer), in_shape, out_shape)
         rows.append({
-            "index": index, "type": layer["type"], "out_shape": list(out_shape),
+            "index": index, "name": name, "type": layer["type"], "out_shape": list(out_shape),
             "forward_ms": 1e3 * statistics.median(fwd[index][-steps:]),
             "backward_ms": 1e3 * statistics.median(bwd[index][-steps:]),
             "forward_flops": flops, "backward_flops": backward_flops(index, flops),
@@ -407,7 +515,8 @@ def _layer_rows(spec, children, shapes, fwd, bwd, steps) -> list[dict]:
 
 def _profile_numcnn(preset, workdir, spec, xs, ys, steps, warmup) -> dict:
     _, model, criterion, opt = _numcnn_train_setup(preset, workdir)
-    children = list(model.children())
+    leaves = leaf_specs(spec)
+    children = _leaf_modules(model, [name for name, _ in leaves])
     fwd = [[] for _ in children]
     bwd = [[] for _ in children]
     shapes = [None] * len(children)
@@ -442,7 +551,7 @@ def _profile_numcnn(preset, workdir, spec, xs, ys, steps, warmup) -> dict:
         other["zero_grad"].append(t3 - t2)
         other["optimizer"].append(t5 - t4)
         other["step"].append(t5 - t0)
-    rows = _layer_rows(spec, children, shapes, fwd, bwd, steps)
+    rows = _layer_rows(leaves, shapes, fwd, bwd, steps)
     return {"layers": rows,
             "other_ms": {k: 1e3 * statistics.median(v[-steps:]) for k, v in other.items()},
             "matmul_gflops": matmul_gflops(
@@ -455,18 +564,26 @@ def _profile_torch(preset, workdir, spec, xs, ys, steps, warmup) -> dict:
     autograd, as in training; the images need no gradient). Plus the whole step, for scale."""
     torch, model, criterion, opt = _torch_train_setup(preset, workdir)
     model.train()
-    children = list(model.children())
+    leaves = leaf_specs(spec)
+    children = _leaf_modules(model, [name for name, _ in leaves])
     t_xs, t_ys = torch.from_numpy(xs), torch.from_numpy(ys)
+    seen = {}  # leaf index -> (its input, its output) in the model's forward pass
+
+    def hook(index):
+        def keep(module, inputs, output):  # returns None: the output stays as it is
+            seen.setdefault(index, (inputs[0], output))
+        return keep
+    handles = [child.register_forward_hook(hook(i)) for i, child in enumerate(children)]
     with torch.no_grad():
-        activations = [t_xs[0]]
-        for child in children:
-            activations.append(child(activations[-1]))
+        model(t_xs[0])
+    for handle in handles:
+        handle.remove()
     fwd = [[] for _ in children]
     bwd = [[] for _ in children]
     shapes = []
     for index, child in enumerate(children):
-        x = activations[index].detach().clone().requires_grad_(index > 0)
-        grad_out = torch.randn_like(activations[index + 1])
+        x = seen[index][0].detach().clone().requires_grad_(index > 0)
+        grad_out = torch.randn_like(seen[index][1])
         shapes.append((tuple(x.shape), tuple(grad_out.shape)))
         for _ in range(warmup + steps):
             t0 = time.perf_counter()
@@ -486,7 +603,7 @@ def _profile_torch(preset, workdir, spec, xs, ys, steps, warmup) -> dict:
         loss.backward()
         opt.step()
         step_times.append(time.perf_counter() - t0)
-    rows = _layer_rows(spec, children, shapes, fwd, bwd, steps)
+    rows = _layer_rows(leaves, shapes, fwd, bwd, steps)
     return {"layers": rows, "other_ms": {"step": 1e3 * statistics.median(step_times[-steps:])},
             "matmul_gflops": matmul_gflops(torch.mm, lambda n: torch.rand(n, n))}
 
@@ -571,7 +688,8 @@ def machine() -> dict:
 def prepare(args, workdir: Path) -> None:
     """Write the batches and, per preset, the spec and the initial weights both workers load."""
     arrays = load_mnist_arrays(args.data)
-    write_batches(arrays, args.warmup + max(args.steps, args.profile_steps), workdir / "data.npz")
+    write_batches(arrays, args.warmup + max(args.steps, args.profile_steps), workdir / "data.npz",
+                  max(config(preset)["batch"] for preset in args.presets))
     import numcnn
 
     for preset in args.presets:
@@ -585,6 +703,20 @@ def median(values):
     return statistics.median(values) if values else float("nan")
 
 
+def _jobs(args, preset: str, parts) -> list[tuple]:
+    """``(key, mode, steps, warmup, batch)`` of each measurement of ``preset``."""
+    jobs = []
+    if "train" in parts:
+        jobs.append(("train", "train", args.steps, args.warmup, config(preset)["batch"]))
+    if "infer" in parts:
+        for batch in config(preset)["infer_batches"]:
+            if batch == 1:
+                jobs.append(("infer_b1", "infer", args.infer1_steps, args.warmup, 1))
+            else:
+                jobs.append((f"infer_b{batch}", "infer", args.infer1000_steps, 1, batch))
+    return jobs
+
+
 def run_all(args) -> dict:
     started = datetime.datetime.now().astimezone()
     report = {"date": started.isoformat(timespec="seconds"), "machine": machine(),
@@ -592,23 +724,21 @@ def run_all(args) -> dict:
               "settings": {"steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
                            "infer_steps_batch1": args.infer1_steps,
                            "infer_steps_batch1000": args.infer1000_steps,
-                           "profile_steps": args.profile_steps, "batch": BATCH, "lr": LR,
+                           "profile_steps": args.profile_steps,
+                           "train": {p: {"batch": config(p)["batch"],
+                                         "optimizer": config(p)["optimizer"]}
+                                     for p in args.presets},
+                           "adam_lr": LR, "sgd_lr": SGD_LR, "sgd_momentum": SGD_MOMENTUM,
                            "threads": args.threads or f"all ({os.cpu_count()})"},
               "results": {}, "profile": {}}
     parts = set(args.parts)
     with tempfile.TemporaryDirectory(prefix="numcnn-bench-") as tmp:
         workdir = Path(tmp)
         prepare(args, workdir)
-        jobs = []  # (key, mode, steps, warmup, batch)
-        if "train" in parts:
-            jobs.append(("train", "train", args.steps, args.warmup, BATCH))
-        if "infer" in parts:
-            jobs.append(("infer_b1", "infer", args.infer1_steps, args.warmup, 1))
-            jobs.append(("infer_b1000", "infer", args.infer1000_steps, 1, 1000))
         for repeat in range(args.repeats):
             libs = ("numcnn", "torch") if repeat % 2 == 0 else ("torch", "numcnn")
             for preset in args.presets:
-                for key, mode, steps, warmup, batch in jobs:
+                for key, mode, steps, warmup, batch in _jobs(args, preset, parts):
                     for lib in libs:
                         result = run_worker(workdir, mode, lib, preset, steps, warmup, batch,
                                             args.threads)
@@ -633,7 +763,6 @@ def run_all(args) -> dict:
 def summarise(report: dict) -> list[dict]:
     """Median figures, ratios and targets: one row per comparison."""
     rows = []
-    labels = {"train": "train b64", "infer_b1": "infer b1", "infer_b1000": "infer b1000"}
     for preset, by_key in report["results"].items():
         for key, by_lib in by_key.items():
             speed = {lib: median([r["images_per_s"] for r in runs]) for lib, runs in by_lib.items()}
@@ -641,7 +770,9 @@ def summarise(report: dict) -> list[dict]:
                 spread = {lib: [min(r["images_per_s"] for r in runs),
                                 max(r["images_per_s"] for r in runs)]
                           for lib, runs in by_lib.items()}
-                rows.append({"what": f"{labels[key]} {preset} (img/s)", "numcnn": speed["numcnn"],
+                label = (f"train b{config(preset)['batch']}" if key == "train"
+                         else key.replace("_", " "))
+                rows.append({"what": f"{label} {preset} (img/s)", "numcnn": speed["numcnn"],
                              "torch": speed["torch"], "ratio": speed["numcnn"] / speed["torch"],
                              "target": ">= 1.0",
                              "met": speed["numcnn"] / speed["torch"] >= 1.0, "spread": spread})
@@ -690,10 +821,13 @@ def _fmt(value, digits=1) -> str:
 def format_profile(preset: str, profile: dict) -> str:
     lines = []
     numcnn_prof, torch_prof = profile.get("numcnn"), profile.get("torch")
-    lines.append(f"\nPer-layer time, {preset}, training step at batch {BATCH} (median ms per step)")
-    header = (f"{'#':>2} {'layer':<12} {'out shape':<16} {'fwd ms':>8} {'bwd ms':>8} "
-              f"{'MFLOP f+b':>10} {'GFLOP/s':>8} | {'torch fwd':>9} {'torch bwd':>9} "
-              f"{'GFLOP/s':>8} {'numcnn/torch time':>17}")
+    peak = numcnn_prof["matmul_gflops"]
+    lines.append(f"\nPer-layer time, {preset}, training step at batch {config(preset)['batch']} "
+                 f"(median ms per step; %peak: numcnn's GFLOP/s over NumPy's float32 matmul "
+                 f"peak of this run, {peak:.0f} GFLOP/s)")
+    header = (f"{'#':>2} {'layer':<22} {'out shape':<12} {'fwd ms':>8} {'bwd ms':>8} "
+              f"{'MFLOP f+b':>10} {'GFLOP/s':>8} {'%peak':>5} | {'torch fwd':>9} "
+              f"{'torch bwd':>9} {'GFLOP/s':>8} {'numcnn/torch time':>17}")
     lines.append(header)
     lines.append("-" * len(header))
     t_rows = torch_prof["layers"] if torch_prof else [None] * len(numcnn_prof["layers"])
@@ -705,9 +839,11 @@ def format_profile(preset: str, profile: dict) -> str:
         totals[0] += row["forward_ms"]
         totals[1] += row["backward_ms"]
         shape = "x".join(str(s) for s in row["out_shape"][1:])
-        line = (f"{row['index']:>2} {row['type']:<12} {shape:<16} {row['forward_ms']:>8.3f} "
+        label = f"{row.get('name', row['index'])} {row['type']}"
+        share = f"{100 * gflops / peak:.0f}%" if gflops and peak else "-"
+        line = (f"{row['index']:>2} {label[:22]:<22} {shape:<12} {row['forward_ms']:>8.3f} "
                 f"{row['backward_ms']:>8.3f} {flops / 1e6 if flops else 0:>10.1f} "
-                f"{_fmt(gflops, 2):>8}")
+                f"{_fmt(gflops, 2):>8} {share:>5}")
         if t_row:
             t_ms = t_row["forward_ms"] + t_row["backward_ms"]
             totals[2] += t_row["forward_ms"]
@@ -717,13 +853,14 @@ def format_profile(preset: str, profile: dict) -> str:
                      f"{_fmt(t_gflops, 2):>8} {ms / t_ms if t_ms else float('nan'):>17.2f}")
         lines.append(line)
     lines.append("-" * len(header))
-    line = f"{'':>2} {'layers total':<12} {'':<16} {totals[0]:>8.3f} {totals[1]:>8.3f}"
+    line = f"{'':>2} {'layers total':<22} {'':<12} {totals[0]:>8.3f} {totals[1]:>8.3f}"
     if torch_prof:
-        line += f" {'':>10} {'':>8} | {totals[2]:>9.3f} {totals[3]:>9.3f}"
+        line += f" {'':>10} {'':>8} {'':>5} | {totals[2]:>9.3f} {totals[3]:>9.3f}"
     lines.append(line)
     other = numcnn_prof["other_ms"]
     lines.append(f"numcnn: loss fwd+bwd {other['loss']:.3f} ms, zero_grad {other['zero_grad']:.3f} "
-                 f"ms, Adam step {other['optimizer']:.3f} ms, whole step {other['step']:.3f} ms")
+                 f"ms, {config(preset)['optimizer']} step {other['optimizer']:.3f} ms, "
+                 f"whole step {other['step']:.3f} ms")
     total_flops = sum(r["forward_flops"] + r["backward_flops"] for r in numcnn_prof["layers"])
     lines.append(f"effective GFLOP/s over the whole step: numcnn "
                  f"{total_flops / (other['step'] * 1e6):.2f}"

@@ -46,6 +46,36 @@ def test_torch_twin_is_the_same_model_with_the_same_weights(name):
                                    rtol=1e-4, atol=1e-5)
 
 
+def test_resnet_twin_trains_alike_and_its_leaves_are_named_as_in_the_state_dict():
+    numcnn.manual_seed(0)
+    model, spec = bench.numcnn_model("resnet-cifar")
+    twin = bench.torch_model(spec)
+    bench.load_into_torch(twin, model.state_dict())
+    leaves = bench.leaf_specs(spec)
+    names = [name for name, _ in leaves]
+    assert names[:4] == ["0", "1", "2", "3.fn.0"] and "5.shortcut.0" in names
+    assert sum(layer["type"] == "Conv2d" for _, layer in leaves) == 9
+    for ours, theirs in zip(bench._leaf_modules(model, names), bench._leaf_modules(twin, names)):
+        assert type(ours).__name__ == type(theirs).__name__ or \
+            type(ours).__name__ == "GlobalAvgPool2d"
+
+    x = bench.as_input(np.random.default_rng(0).standard_normal((4, 1, 28, 28))
+                       .astype(np.float32), "resnet-cifar")
+    assert x.shape == (4, 3, 32, 32)
+    y = np.random.default_rng(1).integers(0, 10, 4)
+    criterion = numcnn.nn.CrossEntropyLoss()
+    loss = criterion(model(x), y)
+    model.zero_grad()
+    model.backward(criterion.backward())
+    loss_t = torch.nn.functional.cross_entropy(twin(torch.from_numpy(x)), torch.from_numpy(y))
+    loss_t.backward()
+    np.testing.assert_allclose(float(loss), loss_t.item(), rtol=1e-4)
+    grads = dict(twin.named_parameters())
+    for name, param in model.named_parameters():
+        np.testing.assert_allclose(param.grad, grads[name].grad.numpy(), rtol=2e-3, atol=2e-4,
+                                   err_msg=name)
+
+
 def test_flops_count_two_per_multiply_add():
     # small-cnn's first convolution: 64 images, 4 x 28 x 28 outputs, each 1 x 3 x 3 multiply-adds.
     conv = {"in_channels": 1, "out_channels": 4, "kernel_size": [3, 3], "padding": [1, 1]}

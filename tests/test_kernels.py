@@ -50,10 +50,15 @@ CASES = [
     (70, 2, 4, 5, 5, (5, 5), (1, 1), "full", (1, 1)),
     (1, 6, 10, 70, 80, (3, 3), (3, 1), (1, 1), (1, 1)),
     (8, 3, 4, 2, 1, (3, 9), (1, 1), "full", (1, 1)),  # input-gradient rows shorter than a vector
-    # uneven 'same' padding: a (3, 2) kernel pads (1, 1) rows and (0, 1) columns, so cropping
-    # the input gradient by the left padding twice, or by the right, is seen
-    (64, 4, 8, 9, 10, (3, 2), (1, 1), "same", (1, 1)),
-    (64, 3, 5, 7, 8, (2, 4), (1, 1), "same", (1, 1)),
+    # uneven 'same' padding (a (3, 2) kernel pads one column more on the right): a kernel input
+    # gradient that cropped the left padding twice would show here
+    (64, 3, 10, 12, 12, (3, 2), (1, 1), "same", (1, 1)),
+    (64, 4, 6, 9, 11, (2, 4), (1, 1), "same", (1, 1)),
+    # a stride along the height: the input gradient one phase at a time (dilation 1), or col2im
+    (1, 3, 5, 9, 70, (3, 3), (2, 1), (1, 1), (1, 1)),
+    (16, 3, 4, 12, 10, (3, 3), (2, 1), (2, 2), (2, 1)),
+    # weight-gradient rows longer than a chunk (WCHUNK) whose last piece ends mid-vector
+    (33, 4, 9, 8, 20, (3, 3), (1, 1), (1, 1), (1, 1)),
 ]
 
 
@@ -68,24 +73,39 @@ def _random_conv(case, seed: int):
     return rng, x, weight.astype(np.float32), bias
 
 
-def _run(x, w, b, stride, padding, dilation, g, use):
+def _run(x, w, b, stride, padding, dilation, g, use, impl=policy.KERNELS):
     with backend.use_kernels(use):
         y, cache = F.conv2d_forward(x, w, b, stride, padding, dilation)
-        assert (cache["impl"] == policy.KERNELS) == (use and backend.available())
+        assert cache["impl"] == (impl if use and backend.available() else policy.NUMPY)
         grad_x, grad_w, grad_b = F.conv2d_backward(g, cache)
     return np.ascontiguousarray(y), grad_x, grad_w, grad_b
 
 
+# A stride along the width (dilation 1): the kernels on the polyphase split of the input. The
+# ResNet's stride-2 3x3 and 1x1 layers, strides larger than the kernel (phases no tap reads),
+# uneven padding, channel counts and batches that leave partial register blocks.
+STRIDED_CASES = [
+    (64, 16, 32, 16, 16, (3, 3), (2, 2), (1, 1), (1, 1)),
+    (64, 16, 32, 16, 16, (1, 1), (2, 2), (0, 0), (1, 1)),
+    (64, 5, 7, 11, 9, (3, 2), (2, 3), (1, 0), (1, 1)),
+    (17, 5, 17, 10, 12, (4, 5), (3, 2), (2, 1), (1, 1)),
+    (33, 3, 17, 9, 13, (1, 1), (1, 3), (0, 0), (1, 1)),
+    (20, 2, 9, 7, 15, (2, 2), (1, 4), (1, 1), (1, 1)),
+    (1, 4, 12, 9, 200, (3, 3), (2, 2), (1, 1), (1, 1)),  # a single image with long rows
+]
+
+
 @needs_kernels
-@pytest.mark.parametrize("case", CASES, ids=[str(c) for c in CASES])
+@pytest.mark.parametrize("case", CASES + STRIDED_CASES, ids=str)
 def test_kernels_match_numpy_and_torch(case):
     n, c, oc, h, w, kernel, stride, padding, dilation = case
     rng, x, weight, bias = _random_conv(case, seed=0)
     out_shape = F.conv2d(x[:1], weight, bias, stride, padding, dilation).shape[1:]
     g = rng.standard_normal((n, *out_shape)).astype(np.float32)
 
-    fast = _run(x, weight, bias, stride, padding, dilation, g, True)
-    slow = _run(x, weight, bias, stride, padding, dilation, g, False)
+    impl = policy.KERNELS_STRIDED if stride[1] > 1 else policy.KERNELS
+    fast = _run(x, weight, bias, stride, padding, dilation, g, True, impl)
+    slow = _run(x, weight, bias, stride, padding, dilation, g, False, impl)
 
     xt = torch.tensor(x, requires_grad=True)
     wt = torch.tensor(weight, requires_grad=True)
@@ -169,11 +189,12 @@ SMALL_CASES = [
     (1, 3, 20, 9, 11, (3, 3), (2, 2), (1, 0), (1, 1)),
     (3, 5, 40, 8, 7, (2, 3), (1, 2), (0, 1), (2, 1)),
     (2, 4, 7, 6, 6, (1, 1), (1, 1), (0, 0), (1, 1)),
-    (64, 8, 17, 10, 10, (3, 3), (2, 2), (1, 1), (1, 1)),
-    # a single image strided along the height only: the dispatch must look at both strides
-    (1, 4, 8, 12, 11, (3, 3), (2, 1), (1, 1), (1, 1)),
-    (1, 3, 6, 13, 9, (3, 2), (3, 1), (0, 1), (1, 1)),
-    (1, 2, 40, 10, 10, (3, 3), (2, 1), (1, 1), (1, 1)),
+    (2, 8, 17, 10, 10, (3, 3), (2, 2), (1, 1), (1, 1)),
+    # a single image with a stride along the height only: the dispatch must not take it for
+    # stride 1 (a stride-1 kernel on it gives wrong outputs)
+    (1, 4, 9, 12, 14, (3, 3), (2, 1), (1, 1), (1, 1)),
+    (1, 4, 9, 13, 15, (3, 2), (3, 1), (1, 0), (1, 1)),
+    (1, 2, 40, 10, 10, (3, 3), (2, 1), (1, 1), (1, 1)),  # many channels: vectorised over them
 ]
 
 
@@ -215,8 +236,9 @@ def test_both_short_row_kernels_match_torch(case):
 
 
 def test_kernels_leave_other_cases_to_numpy():
-    """float64, groups, a stride along the width, and short rows (batch 1) take NumPy's
-    backward pass (float32 short or strided rows go forward by the small-row kernel)."""
+    """float64, groups, a stride along the width, and short rows (batch 1) are not the main
+    kernels' (float32 short rows go forward by the small-row kernel, strided rows by the kernels
+    on the polyphase split)."""
     rng = np.random.default_rng(4)
     x64 = rng.standard_normal((64, 4, 8, 8))
     cases = [

@@ -63,6 +63,10 @@ EXAMPLES = {
                     (2, 1, 5, 5))],
     "Residual": [(lambda: nn.Residual(nn.Sequential(nn.Conv2d(2, 2, 3, padding=1),
                                                     nn.BatchNorm2d(2), nn.ReLU())),
+                  (2, 2, 5, 5)),
+                 (lambda: nn.Residual(nn.Sequential(nn.Conv2d(2, 3, 3, stride=2, padding=1),
+                                                    nn.BatchNorm2d(3)),
+                                      shortcut=nn.Conv2d(2, 3, 1, stride=2, bias=False)),
                   (2, 2, 5, 5))],
 }
 
@@ -152,7 +156,41 @@ def torch_preset(name):
             t.Conv2d(6, 16, 5), t.Tanh(), t.AvgPool2d(2, 2),
             t.Flatten(), t.Linear(400, 120), t.Tanh(), t.Linear(120, 84), t.Tanh(),
             t.Linear(84, 10))
+    if name == "resnet-cifar":
+        return TorchResNetCifar()
     raise KeyError(name)
+
+
+class TorchBasicBlock(torch.nn.Module):
+    """ResNet's basic block, written out in PyTorch (attribute names as numcnn's Residual)."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        t = torch.nn
+        self.fn = t.Sequential(t.Conv2d(cin, cout, 3, stride, 1, bias=False), t.BatchNorm2d(cout),
+                               t.ReLU(), t.Conv2d(cout, cout, 3, 1, 1, bias=False),
+                               t.BatchNorm2d(cout))
+        self.shortcut = None
+        if stride != 1 or cin != cout:
+            self.shortcut = t.Sequential(t.Conv2d(cin, cout, 1, stride, bias=False),
+                                         t.BatchNorm2d(cout))
+
+    def forward(self, x):
+        return self.fn(x) + (x if self.shortcut is None else self.shortcut(x))
+
+
+class TorchGlobalAvgPool(torch.nn.Module):
+    def forward(self, x):
+        return x.mean(dim=(2, 3))
+
+
+class TorchResNetCifar(torch.nn.Sequential):
+    def __init__(self):
+        t = torch.nn
+        super().__init__(t.Conv2d(3, 16, 3, padding=1, bias=False), t.BatchNorm2d(16), t.ReLU(),
+                         TorchBasicBlock(16, 16, 1), t.ReLU(), TorchBasicBlock(16, 32, 2),
+                         t.ReLU(), TorchBasicBlock(32, 64, 2), t.ReLU(), TorchGlobalAvgPool(),
+                         t.Linear(64, 10))
 
 
 # Parameter counts worked out by hand: weights k*k*c_in*c_out + biases c_out per convolution,
@@ -163,11 +201,17 @@ EXPECTED_PARAMETERS = {
     "convnet-bn": (25 * 16 + 16) + 2 * 16 + (25 * 16 * 32 + 32) + 2 * 32 + (1568 * 10 + 10),
     "lenet5": (25 * 6 + 6) + (25 * 6 * 16 + 16) + (400 * 120 + 120) + (120 * 84 + 84)
     + (84 * 10 + 10),
+    # stem; stage 1 (two 3x3 16->16); stages 2 and 3 (3x3 in->out, 3x3 out->out, 1x1 in->out
+    # shortcut, each with batch norm); the linear layer
+    "resnet-cifar": (9 * 3 * 16 + 2 * 16) + 2 * (9 * 16 * 16 + 2 * 16)
+    + sum(9 * cin * cout + 9 * cout * cout + cin * cout + 3 * 2 * cout
+          for cin, cout in ((16, 32), (32, 64))) + (64 * 10 + 10),
 }
 
 
 def test_expected_parameter_counts():
-    assert EXPECTED_PARAMETERS == {"small-cnn": 17_066, "convnet-bn": 29_034, "lenet5": 61_706}
+    assert EXPECTED_PARAMETERS == {"small-cnn": 17_066, "convnet-bn": 29_034, "lenet5": 61_706,
+                                   "resnet-cifar": 78_042}
 
 
 @pytest.mark.parametrize("name", list(models.PRESETS))
@@ -191,7 +235,7 @@ def test_preset_with_pytorch_weights_gives_pytorch_outputs(name):
     torch.manual_seed(0)
     reference = torch_preset(name).double()
     model = models.preset(name).double()
-    x = np.random.default_rng(1).standard_normal((4, 1, 28, 28))
+    x = np.random.default_rng(1).standard_normal((4, *models.PRESETS[name]["input_shape"]))
     with torch.no_grad():  # training-mode forwards move the batch-norm statistics
         for _ in range(2):
             reference(torch.tensor(x))
@@ -205,6 +249,42 @@ def test_preset_with_pytorch_weights_gives_pytorch_outputs(name):
     model.train()
     with torch.no_grad():
         np.testing.assert_allclose(model(x), reference(torch.tensor(x)).numpy(), **tol(np.float64))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_resnet_cifar_trains_as_its_pytorch_twin(dtype):
+    """Same weights -> same outputs, loss, and gradients of every parameter and of the input
+    (the stride-2 convolutions, projection shortcuts and residual sums included)."""
+    torch.manual_seed(0)
+    reference = TorchResNetCifar().to(torch.float64 if dtype == np.float64 else torch.float32)
+    model = models.preset("resnet-cifar").to(dtype)
+    model.load_state_dict({k: v.numpy() for k, v in reference.state_dict().items()})
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((8, 3, 32, 32)).astype(dtype)
+    target = rng.integers(0, 10, 8)
+    model.train()
+    reference.train()
+    logits = model(x)
+    criterion = nn.CrossEntropyLoss()
+    loss = criterion(logits, target)
+    model.zero_grad()
+    grad_x = model.backward(criterion.backward())
+    x_t = torch.tensor(x, requires_grad=True)
+    logits_t = reference(x_t)
+    loss_t = torch.nn.functional.cross_entropy(logits_t, torch.tensor(target))
+    loss_t.backward()
+    loose = dict(rtol=2e-3, atol=2e-4) if dtype == np.float32 else tol(np.float64)
+    np.testing.assert_allclose(logits, logits_t.detach().numpy(), **loose)
+    np.testing.assert_allclose(float(loss), loss_t.item(), **loose)
+    np.testing.assert_allclose(grad_x, x_t.grad.numpy(), **loose)
+    theirs = dict(reference.named_parameters())
+    for name, param in model.named_parameters():
+        scale = float(np.abs(theirs[name].grad.numpy()).max())
+        np.testing.assert_allclose(param.grad, theirs[name].grad.numpy(), rtol=loose["rtol"],
+                                   atol=loose["atol"] * max(scale, 1.0), err_msg=name)
+    state = model.state_dict()  # the running statistics moved alike
+    for key, value in reference.state_dict().items():
+        np.testing.assert_allclose(state[key], value.numpy(), **loose, err_msg=key)
 
 
 def test_lenet5_uses_tanh_and_average_pooling():

@@ -292,6 +292,25 @@ def _layer(type_name, **kwargs):
     return {"type": type_name, **kwargs}
 
 
+def _basic_block(cin, cout, stride):
+    """ResNet's basic block (He et al. 2016) as a ``Residual``: two 3x3 convolutions without bias,
+    each followed by batch norm (ReLU between them); a strided block takes a 1x1 convolution with
+    batch norm as its projection shortcut. The ReLU after the sum is the next layer."""
+    fn = {"type": "Sequential", "layers": [
+        {**_conv(cin, cout, 3, padding=1), "stride": stride, "bias": False},
+        _layer("BatchNorm2d", num_features=cout), _layer("ReLU"),
+        {**_conv(cout, cout, 3, padding=1), "bias": False},
+        _layer("BatchNorm2d", num_features=cout),
+    ]}
+    shortcut = None
+    if stride != 1 or cin != cout:
+        shortcut = {"type": "Sequential", "layers": [
+            {**_conv(cin, cout, 1), "stride": stride, "bias": False},
+            _layer("BatchNorm2d", num_features=cout),
+        ]}
+    return _layer("Residual", fn=fn, shortcut=shortcut)
+
+
 PRESETS: dict[str, dict] = {
     "small-cnn": {
         "description": "The MNIST classifier of the course text 02: four 3x3/5x5 convolutions, two "
@@ -339,6 +358,23 @@ PRESETS: dict[str, dict] = {
             _layer("Linear", in_features=16 * 5 * 5, out_features=120), _layer("Tanh"),
             _layer("Linear", in_features=120, out_features=84), _layer("Tanh"),
             _layer("Linear", in_features=84, out_features=10),
+        ]},
+    },
+    "resnet-cifar": {
+        "description": "A small CIFAR-sized ResNet (He et al. 2016): a 3x3 stem 3->16 without "
+                       "bias, batch norm, ReLU; three stages of one basic block each, 16, 32 and "
+                       "64 wide, the second and third opening with stride 2 and a 1x1 projection "
+                       "shortcut; global average pooling; linear to 10 (78,042 parameters).",
+        "input_shape": [3, 32, 32],
+        "num_parameters": 78_042,
+        "spec": {"type": "Sequential", "layers": [
+            {**_conv(3, 16, 3, padding=1), "bias": False},
+            _layer("BatchNorm2d", num_features=16), _layer("ReLU"),
+            _basic_block(16, 16, 1), _layer("ReLU"),
+            _basic_block(16, 32, 2), _layer("ReLU"),
+            _basic_block(32, 64, 2), _layer("ReLU"),
+            _layer("GlobalAvgPool2d"),
+            _layer("Linear", in_features=64, out_features=10),
         ]},
     },
 }

@@ -13,11 +13,13 @@ What runs where (stride 1 along the width, rows of at least ``policy.MIN_ROW`` n
     forward        y = correlate(xp, w) + b                  numcnn_conv_forward_f32
     weight grad    dL/dw = correlate(xp, g)                  numcnn_conv_weight_grad_f32
     input grad     dL/dx = correlate(pad(g), rot180(w).T)    the forward kernel again
-                   (stride 1; a strided input gradient is NumPy's col2im)
+                   (stride 1; with a stride, one such gradient per phase of the input,
+                   conv_input_grad_strided; strided and dilated: NumPy's col2im)
 
-Shorter rows (a single image) or a stride along the width: the forward pass by
-``numcnn_conv_forward_small_f32``, which vectorises over the output channels, and the backward
-pass by NumPy.
+A stride along the width (dilation 1): the same kernels on the polyphase split of the input
+(``width_phases``; see there), forward and backward. Shorter rows (a single image): the forward
+pass by ``numcnn_conv_forward_small_f32``, which vectorises over the output channels, and the
+backward pass by NumPy.
 
 The element-wise layers that sit between the convolutions have kernels too, each one pass over
 memory split over the cores (NumPy makes a pass per operation, on one core): ReLU and its
@@ -46,10 +48,11 @@ import ctypes
 import numpy as np
 
 from ._lib import LIB as _LIB, VECTOR_FLOATS
-from .layout import memory_run
+from .layout import memory_run, zero_border
 
 __all__ = ["conv_forward", "conv_forward_short_rows", "conv_forward_flat", "conv_forward_small",
-           "conv_weight_grad", "conv_input_grad", "relu", "relu_backward", "batch_norm_train",
+           "conv_weight_grad", "conv_input_grad", "width_phases", "phase_weight",
+           "phase_weight_grad", "conv_input_grad_strided", "relu", "relu_backward", "batch_norm_train",
            "batch_norm_train_backward", "batch_norm_eval", "max_pool_blocks",
            "max_pool_blocks_backward"]
 
@@ -189,16 +192,94 @@ def conv_input_grad(grad_rows: np.ndarray, weight: np.ndarray, dilation, pads,
     (dh, dw), ((top, _), (left, _)), (h, w) = dilation, pads, in_hw
     frame_h, frame_w = h + (kh - 1) * dh, w + (kw - 1) * dw
     shift_h, shift_w = (kh - 1) * dh - top, (kw - 1) * dw - left
-    grad_p = np.zeros((oc, frame_h, frame_w, n), np.float32)
     # rows r of grad land at r + shift_h; keep those inside the frame
     r0, r1 = max(0, -shift_h), min(oh, frame_h - shift_h)
     q0, q1 = max(0, -shift_w), min(ow, frame_w - shift_w)
     if r1 > r0 and q1 > q0:
+        grad_p = np.empty((oc, frame_h, frame_w, n), np.float32)
         grad_p[:, r0 + shift_h:r1 + shift_h, q0 + shift_w:q1 + shift_w] = \
             grad_rows[:, r0:r1, q0:q1]
+        zero_border(grad_p, ((r0 + shift_h, frame_h - r1 - shift_h),
+                             (q0 + shift_w, frame_w - q1 - shift_w)))
+    else:
+        grad_p = np.zeros((oc, frame_h, frame_w, n), np.float32)
     mirrored = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (c, oc, kh, kw), rot180
     mirrored = np.ascontiguousarray(mirrored)
     return conv_forward(grad_p, mirrored, None, (1, 1), dilation, (h, w))
+
+
+# -- strides along the width: the polyphase decomposition -----------------------------------------
+# The main kernels read, for each kernel tap, one contiguous run of a row, which a stride along
+# the width breaks. Split the padded input's columns by their remainder modulo the stride (the
+# polyphase decomposition): column b*sw + r of phase r is column b of a map of its own, and
+#
+#     y[o, p, q] = sum_{ci, i, j} w[o, ci, i, j] * xp[ci, p*sh + i, q*sw + j]
+#                = sum_{ci, r, i, j'} w[o, ci, i, j'*sw + r] * xph[(ci, r), p*sh + i, q + j']
+#
+# with xph[(ci, r), a, b] = xp[ci, a, b*sw + r]: a convolution with stride 1 along the width, of
+# c * min(sw, kw) input channels and a kernel ceil(kw/sw) wide (taps j'*sw + r >= kw are zeros),
+# which the main kernels compute. Only the phases some tap falls on are kept (a 1x1 kernel with
+# stride 2 reads one phase in two). The stride along the height the kernels take as it is.
+
+def width_phases(rows_p: np.ndarray, sw: int, kw: int) -> np.ndarray:
+    """``(c, hp, wp, n) -> (c * P, hp, ceil(wp / sw), n)``, ``P = min(sw, kw)``:
+    ``xph[(ci, r), a, b] = xp[ci, a, b*sw + r]``, zeros past the right edge."""
+    c, hp, wp, n = rows_p.shape
+    phases, wq = min(sw, kw), -(-wp // sw)
+    xph = np.empty((c, phases, hp, wq, n), np.float32)
+    for r in range(phases):
+        width = len(range(r, wp, sw))
+        xph[:, r, :, :width] = rows_p[:, :, r::sw]
+        xph[:, r, :, width:] = 0.0
+    return xph.reshape(c * phases, hp, wq, n)
+
+
+def phase_weight(weight: np.ndarray, sw: int) -> np.ndarray:
+    """``(oc, c, kh, kw) -> (oc, c * P, kh, ceil(kw / sw))``, the kernel of :func:`width_phases`'
+    input: ``wph[o, (ci, r), i, j'] = w[o, ci, i, j'*sw + r]``, zero where ``j'*sw + r >= kw``."""
+    oc, c, kh, kw = weight.shape
+    phases, kq = min(sw, kw), -(-kw // sw)
+    padded = np.zeros((oc, c, kh, kq * sw), np.float32)
+    padded[..., :kw] = weight
+    wph = padded.reshape(oc, c, kh, kq, sw)[..., :phases].transpose(0, 1, 4, 2, 3)
+    return np.ascontiguousarray(wph).reshape(oc, c * phases, kh, kq)
+
+
+def phase_weight_grad(grad_wph: np.ndarray, weight_shape, sw: int) -> np.ndarray:
+    """The weight gradient of the phase convolution back on the original taps (the adjoint of
+    :func:`phase_weight`): ``(oc, c * P, kh, kq) -> (oc, c, kh, kw)``."""
+    oc, c, kh, kw = weight_shape
+    phases, kq = min(sw, kw), -(-kw // sw)
+    full = np.zeros((oc, c, kh, kq, sw), np.float32)
+    full[..., :phases] = grad_wph.reshape(oc, c, phases, kh, kq).transpose(0, 1, 3, 4, 2)
+    return np.ascontiguousarray(full.reshape(oc, c, kh, kq * sw)[..., :kw])
+
+
+def conv_input_grad_strided(grad_rows: np.ndarray, weight: np.ndarray, stride, padded_shape) -> np.ndarray:
+    """The input gradient of a strided convolution (dilation 1) on its padded input:
+    ``(oc, oh, ow, n) -> padded_shape (c, hp, wp, n)`` (the caller crops the padding off).
+
+    Pixel ``(sh*a + ph, sw*b + pw)`` of the padded input only meets the taps
+    ``(ph + sh*i', pw + sw*j')``, so each phase ``(ph, pw)`` of the gradient is the input gradient
+    of a stride-1 convolution with the sub-kernel ``w[:, :, ph::sh, pw::sw]``::
+
+        dL/dxp[c, sh*a + ph, sw*b + pw] = sum_{o,i',j'} w[o, c, ph + sh*i', pw + sw*j']
+                                                         * g[o, a - i', b - j']
+
+    computed by :func:`conv_input_grad` (the forward kernel on the mirrored sub-kernel); phases
+    no tap falls on (a stride larger than the kernel) get no gradient.
+    """
+    sh, sw = stride
+    c, hp, wp, n = padded_shape
+    kh, kw = weight.shape[2:]
+    grad_p = np.zeros((c, hp, wp, n), np.float32)
+    for ph in range(min(sh, kh)):
+        for pw in range(min(sw, kw)):
+            sub = weight[:, :, ph::sh, pw::sw]
+            phase_hw = (len(range(ph, hp, sh)), len(range(pw, wp, sw)))
+            grad_p[:, ph::sh, pw::sw] = conv_input_grad(grad_rows, sub, (1, 1),
+                                                        ((0, 0), (0, 0)), phase_hw)
+    return grad_p
 
 
 def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

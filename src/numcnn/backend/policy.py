@@ -6,6 +6,9 @@ the one key ``"impl"``, and its backward pass branches on that key alone. The an
 
     NUMPY               the reference code of numcnn.functional (im2col + BLAS + col2im, ...)
     KERNELS             the compiled kernels, forward and backward
+    KERNELS_STRIDED     convolution with a stride along the width (dilation 1): the kernels on
+                        the polyphase split of the input (backend.kernels.width_phases),
+                        forward and backward
     KERNELS_SHORT_ROWS  convolution: the forward by a kernel for short rows (a single image),
                         the backward by NumPy
     KERNELS_EVAL        batch norm outside training: the forward by the kernel, the backward
@@ -32,6 +35,7 @@ from .switch import enabled
 
 NUMPY = "numpy"
 KERNELS = "kernels"
+KERNELS_STRIDED = "kernels-strided"
 KERNELS_SHORT_ROWS = "kernels-short-rows"
 KERNELS_EVAL = "kernels-eval"
 NUMPY_BLOCKS = "numpy-blocks"
@@ -47,14 +51,20 @@ MIN_ELEMENTWISE = 1 << 15
 MIN_POOL_BATCH = 16
 
 
-def conv2d(rows_p: np.ndarray, weight: np.ndarray, groups: int, stride, out_hw) -> str:
+def conv2d(rows_p: np.ndarray, weight: np.ndarray, groups: int, stride, out_hw,
+           dilation=(1, 1)) -> str:
     """The convolution of the padded CHWN input ``rows_p (c, hp, wp, n)`` with ``weight``:
-    KERNELS, KERNELS_SHORT_ROWS or NUMPY."""
+    KERNELS, KERNELS_STRIDED, KERNELS_SHORT_ROWS or NUMPY. Rows of at least ``MIN_ROW``
+    numbers with stride 1 along the width: KERNELS; with a stride along the width and no
+    dilation: KERNELS_STRIDED."""
     if not (enabled() and groups == 1 and rows_p.dtype == np.float32
             and weight.dtype == np.float32):
         return NUMPY
-    if stride[1] == 1 and out_hw[1] * rows_p.shape[3] >= MIN_ROW:
-        return KERNELS
+    if out_hw[1] * rows_p.shape[3] >= MIN_ROW:
+        if stride[1] == 1:
+            return KERNELS
+        if tuple(dilation) == (1, 1):
+            return KERNELS_STRIDED
     return KERNELS_SHORT_ROWS
 
 

@@ -391,24 +391,55 @@ class Identity(Module):
 
 
 class Residual(Module):
-    """A residual block ``y = x + f(x)``, whose backward is ``grad + f.backward(grad)``.
+    """A residual block ``y = shortcut(x) + fn(x)`` (He et al. 2016), the shortcut being the
+    identity unless a module is given.
 
-    ``f`` must keep the shape of its input (``output_shape`` checks it).
+    Its backward is ``fn.backward(grad) + shortcut.backward(grad)`` (``grad`` itself for the
+    identity). A projection shortcut, e.g. a strided 1x1 convolution with batch norm, lets ``fn``
+    change the shape (ResNet's downsampling blocks); without one, ``fn`` must keep the shape of
+    its input. ``output_shape`` checks that both branches give the same shape.
+
+    Args:
+        fn: the residual branch.
+        shortcut: the shortcut branch, or None (default) for the identity.
+
+    Shape:
+        - Input: whatever ``fn`` and ``shortcut`` take
+        - Output: ``fn.output_shape(input)``, equal to ``shortcut.output_shape(input)``
+
+    Deep Residual Learning for Image Recognition, https://arxiv.org/abs/1512.03385
     """
 
-    def __init__(self, fn: Module):
+    def __init__(self, fn: Module, shortcut: Module | None = None):
         super().__init__()
         self.fn = fn
+        self.shortcut = shortcut
 
     def forward(self, x):
-        return x + self.fn(x)
+        identity = x if self.shortcut is None else self.shortcut(x)
+        out = self.fn(x)
+        if out.shape != identity.shape:
+            raise ShapeError(f"Residual: the block gives {out.shape} but the shortcut "
+                             f"{identity.shape}; they must agree to be added")
+        return out + identity
 
     def backward(self, grad_out):
-        return grad_out + self.fn.backward(grad_out)
+        grad_in = self.fn.backward(grad_out)
+        if self.shortcut is None:
+            return grad_in + grad_out
+        return grad_in + self.shortcut.backward(grad_out)
+
+    def backward_params(self, grad_out) -> None:
+        self.fn.backward_params(grad_out)
+        if self.shortcut is not None:
+            self.shortcut.backward_params(grad_out)
 
     def output_shape(self, input_shape):
-        out = self.fn.output_shape(input_shape)
-        if tuple(out) != tuple(input_shape):
-            raise ShapeError(f"Residual: the inner block must keep the shape {tuple(input_shape)}, "
-                             f"but it gives {tuple(out)}")
-        return tuple(input_shape)
+        out = tuple(self.fn.output_shape(input_shape))
+        expected = tuple(input_shape) if self.shortcut is None else tuple(
+            self.shortcut.output_shape(input_shape))
+        if out != expected:
+            what = "keep the shape" if self.shortcut is None else "give the shortcut's shape"
+            raise ShapeError(f"Residual: the inner block must {what} {expected}, "
+                             f"but it gives {out}")
+        return expected
