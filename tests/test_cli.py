@@ -385,3 +385,20 @@ def test_python_dash_m_numcnn_is_the_same_command():
 def test_numeric_options_are_checked_with_one_line_errors(option, value, expected):
     code, _, err = run(["train", option, value])
     assert code == 2 and expected in one_line(err)
+
+
+def test_train_records_the_statistics_of_the_training_images_it_used(trained, npz):
+    """The z-score statistics in model.numcnn are those of the training images the run used:
+    after --limit and after the validation images were held out (never the test split, never
+    the validation images). Recomputed here in plain float64 NumPy."""
+    out, code, _ = trained
+    assert code == 0
+    recorded = io.read_header(out / "model.numcnn")["metadata"]["preprocessing"]
+    with np.load(npz) as arrays:
+        x = arrays["x_train"][:512]                        # --limit 512
+    x_train = data.train_val_split(x, np.zeros(len(x)), 0.1, seed=0)[0]  # the default split
+    pixels = x_train.astype(np.float64) / 255.0
+    np.testing.assert_allclose(recorded["mean"], [pixels.mean()], rtol=1e-9)
+    np.testing.assert_allclose(recorded["std"], [pixels.std()], rtol=1e-6)
+    with np.load(npz) as arrays:                           # and not the test split's
+        assert abs(arrays["x_test"].mean() / 255.0 - recorded["mean"][0]) > 1e-6

@@ -21,7 +21,7 @@ from numcnn.backend import kernels, layout, policy
 from numcnn.functional import conv as conv_module
 
 needs_kernels = pytest.mark.skipif(not backend.available(),
-                                   reason="numcnn._kernels was not built (no C compiler?)")
+                                   reason="the compiled kernels were not built or are off (no C compiler, NUMCNN_KERNELS=0?)")
 
 
 def test_kernels_were_built():
@@ -194,6 +194,7 @@ SMALL_CASES = [
     # stride 1 (a stride-1 kernel on it gives wrong outputs)
     (1, 4, 9, 12, 14, (3, 3), (2, 1), (1, 1), (1, 1)),
     (1, 4, 9, 13, 15, (3, 2), (3, 1), (1, 0), (1, 1)),
+    (1, 2, 40, 10, 10, (3, 3), (2, 1), (1, 1), (1, 1)),  # many channels: vectorised over them
 ]
 
 
@@ -432,7 +433,7 @@ def test_max_pool_kernel_without_gradients_keeps_no_winners():
     with_grad = np.ascontiguousarray(layer(x))
     layer.backward(np.ones_like(with_grad))
     with numcnn.no_grad():
-        y, cache = F.pooling._max_pool2d_forward("max_pool2d", x, 2, None, 0, 1, False, False,
+        y, cache = F.pooling.max_pool._max_pool2d_forward("max_pool2d", x, 2, None, 0, 1, False, False,
                                                  False, need_grad=False)
     assert cache["impl"] == policy.KERNELS and cache["arg"] is None
     np.testing.assert_array_equal(np.ascontiguousarray(y), with_grad)

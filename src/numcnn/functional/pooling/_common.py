@@ -1,0 +1,132 @@
+"""What every pooling family shares: argument checks, output sizes, block views, gradient checks."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from ...errors import DTypeError, ShapeError
+from .._windows import check_input, formula, out_size, pair
+
+
+# -- arguments, shapes and errors --------------------------------------------------------------
+def _check_map(x, name: str) -> np.ndarray:
+    """``x`` as a floating-point (n, c, h, w) array, else a ShapeError or DTypeError naming it."""
+    x = check_input(x, 4, name, "(N, C, H, W)")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise DTypeError(f"{name}: expected a floating-point input (float32 or float64), "
+                         f"got dtype {x.dtype}")
+    return x
+
+
+def _pool_args(name: str, kernel_size, stride, padding, dilation=1):
+    """Kernel, stride, padding and dilation as checked pairs (stride defaults to the kernel)."""
+    kernel = pair(kernel_size, "kernel_size")
+    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
+        stride = kernel
+    else:
+        stride = pair(stride, "stride")
+    padding, dilation = pair(padding, "padding"), pair(dilation, "dilation")
+    for label, values, low in (("kernel_size", kernel, 1), ("stride", stride, 1),
+                               ("dilation", dilation, 1), ("padding", padding, 0)):
+        if min(values) < low:
+            raise ValueError(f"{name}: {label} must be {'positive' if low else 'non-negative'}, "
+                             f"got {values}")
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+        raise ValueError(f"{name}: padding should be at most half of the kernel size, got "
+                         f"padding={padding} for kernel_size={kernel}")
+    return kernel, stride, padding, dilation
+
+
+def pool2d_output_size(name: str, shape, kernel, stride, padding, dilation=(1, 1),
+                       ceil_mode: bool = False) -> tuple[int, int]:
+    """(oh, ow) of a pooling window over an (n, c, h, w) ``shape``; ShapeError if it is empty."""
+    if len(shape) != 4:
+        raise ShapeError(f"{name}: expected a 4-D input (N, C, H, W), got shape {tuple(shape)}")
+    sizes = []
+    for axis, size, k, s, p, d in zip(("height", "width"), shape[2:], kernel, stride, padding,
+                                      dilation):
+        out = out_size(size, k, s, p, p, d, ceil_mode)
+        if out < 1:
+            raise ShapeError(
+                f"{name}: input of shape {tuple(shape)} is smaller than the pooling window "
+                f"(kernel_size={tuple(kernel)}, stride={tuple(stride)}, padding={tuple(padding)}, "
+                f"dilation={tuple(dilation)}{', ceil_mode=True' if ceil_mode else ''}); along the "
+                f"{axis}: {formula(size, k, s, p, p, d)}")
+        sizes.append(out)
+    return tuple(sizes)
+
+
+def _pads(size: int, k: int, s: int, p: int, d: int, out: int) -> tuple[int, int]:
+    """(lo, hi) padding along one axis so that all ``out`` windows fit (ceil_mode may need more
+    than ``p`` at the end)."""
+    needed = (out - 1) * s + d * (k - 1) + 1
+    return p, max(p, needed - size - p)
+
+
+def _is_blocks(shape, kernel, stride, padding, dilation, out_hw) -> bool:
+    """Whether the windows are the non-overlapping kh x kw blocks of the (cropped) input."""
+    return (stride == kernel and padding == (0, 0) and dilation == (1, 1)
+            and out_hw[0] * kernel[0] <= shape[2] and out_hw[1] * kernel[1] <= shape[3])
+
+
+def _blocks(x: np.ndarray, kernel, out_hw, writeable: bool = False) -> np.ndarray:
+    """(n, c, oh, kh, ow, kw) view of the non-overlapping blocks of ``x``; rows and columns past
+    ``oh*kh``, ``ow*kw`` are left out. No data is copied."""
+    (kh, kw), (oh, ow) = kernel, out_hw
+    n, c, h, w = x.shape
+    if oh * kh == h and ow * kw == w and x.flags.c_contiguous:
+        return x.reshape(n, c, oh, kh, ow, kw)  # the same view, built without as_strided's cost
+    s_n, s_c, s_h, s_w = x.strides
+    return as_strided(x, shape=(x.shape[0], x.shape[1], oh, kh, ow, kw),
+                      strides=(s_n, s_c, kh * s_h, s_h, kw * s_w, s_w), writeable=writeable)
+
+
+def _check_grad(grad_out, cache, name: str) -> np.ndarray:
+    """``grad_out`` as an array of the forward output's shape, or a ShapeError."""
+    grad_out = np.asarray(grad_out)
+    expected = cache.get("out_shape")
+    if expected is None:  # lp_pool2d: the shape is in the cache it wraps
+        expected = (cache.get("avg_cache") or cache.get("max_cache"))["out_shape"]
+    if grad_out.shape != tuple(expected):
+        raise ShapeError(f"{name}: grad_out has shape {grad_out.shape}, expected the shape of the "
+                         f"forward output {tuple(expected)}")
+    return grad_out
+
+
+def _route(grad: np.ndarray, hit: np.ndarray, out: np.ndarray, finite: bool) -> None:
+    """``out = grad where hit, else 0``. A product with the mask runs without branches (np.where
+    on a random mask is several times slower) and is exact while ``grad`` is finite."""
+    if finite:
+        np.multiply(grad, hit, out=out)
+    else:
+        out[...] = np.where(hit, grad, 0)
+
+
+def _is_plain(value) -> bool:
+    """An int, ``None`` or a tuple of ints: a value that hashes only like itself."""
+    kind = type(value)
+    return (value is None or kind is int or kind is bool
+            or (kind is tuple and all(type(v) is int for v in value)))
+
+
+@functools.lru_cache(maxsize=256)
+def _geometry_cached(name, shape, kernel_size, stride, padding, dilation, ceil_mode):
+    kernel, stride, padding, dilation = _pool_args(name, kernel_size, stride, padding, dilation)
+    out_hw = pool2d_output_size(name, shape, kernel, stride, padding, dilation, ceil_mode)
+    return kernel, stride, padding, dilation, out_hw
+
+
+def _geometry(name, shape, kernel_size, stride, padding, dilation, ceil_mode):
+    """Checked ``(kernel, stride, padding, dilation, out_hw)`` of a pooling call.
+
+    Layers ask this on every forward with the same arguments, so plain (int/tuple) arguments
+    are checked once and the answer cached; a float ``2.0`` must not share the cache entry of
+    ``2`` (the check rejects it), hence the plainness test. Errors are raised, never cached.
+    """
+    args = (name, shape, kernel_size, stride, padding, dilation, ceil_mode)
+    if all(_is_plain(value) for value in args[2:]):
+        return _geometry_cached(*args)
+    return _geometry_cached.__wrapped__(*args)
