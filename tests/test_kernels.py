@@ -519,3 +519,20 @@ def test_blas_keeps_its_threads_outside_numcnn(monkeypatch):
     with backend.use_kernels(False):
         nn.Linear(8, 4)(np.ones((3, 8), np.float32))
     assert seen and min(seen) >= 2
+
+
+@needs_kernels
+@pytest.mark.parametrize("layout", ["nchw", "batch_last"])
+def test_residual_add_kernel_matches_numpy(layout):
+    rng = np.random.default_rng(7)
+    a, b = (rng.standard_normal((64, 8, 9, 10)).astype(np.float32) for _ in range(2))
+    if layout == "batch_last":
+        a, b = _batch_last(a), _batch_last(b)
+    out = F.add(a, b)
+    assert out.strides == a.strides  # laid out as its terms, for the next layer
+    np.testing.assert_array_equal(out, a + b)
+    with backend.use_kernels(False):
+        np.testing.assert_array_equal(F.add(a, b), a + b)
+    assert policy.elementwise(a, b) == policy.KERNELS
+    with pytest.raises(numcnn.errors.ShapeError, match="one shape"):
+        F.add(a, b[:, :4])

@@ -507,6 +507,14 @@ void numcnn_relu_f32(const float *x, float *y, long size)
         y[k] = x[k] > 0.0f || x[k] != x[k] ? x[k] : 0.0f;
 }
 
+/* y = a + b: a residual sum (and its backward, the sum of the two branches' gradients). */
+void numcnn_add_f32(const float *a, const float *b, float *y, long size)
+{
+#pragma omp parallel for simd schedule(static) num_threads(elementwise_threads(size))
+    for (long k = 0; k < size; k++)
+        y[k] = a[k] + b[k];
+}
+
 /* dx = 0 where y <= 0, else dy (y is the forward output; a NaN passes the gradient, as in
  * PyTorch). */
 void numcnn_relu_backward_f32(const float *y, const float *dy, float *dx, long size)

@@ -52,7 +52,7 @@ from .layout import memory_run, zero_border
 
 __all__ = ["conv_forward", "conv_forward_short_rows", "conv_forward_flat", "conv_forward_small",
            "conv_weight_grad", "conv_input_grad", "width_phases", "phase_weight",
-           "phase_weight_grad", "conv_input_grad_strided", "relu", "relu_backward", "batch_norm_train",
+           "phase_weight_grad", "conv_input_grad_strided", "relu", "relu_backward", "batch_norm_train", "add",
            "batch_norm_train_backward", "batch_norm_eval", "max_pool_blocks",
            "max_pool_blocks_backward"]
 
@@ -286,6 +286,14 @@ def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``max(x, 0)`` into ``out`` (a new array laid out as ``x`` by default; may be ``x``)."""
     out = np.empty_like(x) if out is None else out
     _LIB.numcnn_relu_f32(_ptr(memory_run(x)), _ptr(memory_run(out)), x.size)
+    return out
+
+
+def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a + b`` in one pass split over the cores; ``a`` and ``b`` laid out alike, the result
+    too."""
+    out = np.empty_like(a)
+    _LIB.numcnn_add_f32(_ptr(memory_run(a)), _ptr(memory_run(b)), _ptr(memory_run(out)), a.size)
     return out
 
 

@@ -13,4 +13,5 @@ from .linear import *  # noqa: F401,F403
 from .loss import *  # noqa: F401,F403
 from .normalization import *  # noqa: F401,F403
 from .pooling import *  # noqa: F401,F403
+from .residual import *  # noqa: F401,F403
 from .signal import *  # noqa: F401,F403

@@ -15,6 +15,7 @@ import numpy as np
 
 from .._grad import is_grad_enabled
 from ..errors import NumcnnError, ShapeError
+from ..functional import residual
 
 
 class Parameter:
@@ -421,13 +422,13 @@ class Residual(Module):
         if out.shape != identity.shape:
             raise ShapeError(f"Residual: the block gives {out.shape} but the shortcut "
                              f"{identity.shape}; they must agree to be added")
-        return out + identity
+        return residual.add(out, identity)
 
     def backward(self, grad_out):
         grad_in = self.fn.backward(grad_out)
         if self.shortcut is None:
-            return grad_in + grad_out
-        return grad_in + self.shortcut.backward(grad_out)
+            return residual.add(grad_in, grad_out)
+        return residual.add(grad_in, self.shortcut.backward(grad_out))
 
     def backward_params(self, grad_out) -> None:
         self.fn.backward_params(grad_out)
