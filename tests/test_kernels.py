@@ -536,3 +536,19 @@ def test_residual_add_kernel_matches_numpy(layout):
     assert policy.elementwise(a, b) == policy.KERNELS
     with pytest.raises(numcnn.errors.ShapeError, match="one shape"):
         F.add(a, b[:, :4])
+
+
+@needs_kernels
+@pytest.mark.parametrize("shape, pads", [((128, 3, 32, 32), ((1, 1), (1, 1))),
+                                         ((33, 5, 7, 9), ((1, 0), (2, 1))),
+                                         ((17, 2, 40, 41), ((0, 0), (0, 0))),
+                                         ((20, 3, 30, 30), ((2, 3), (0, 1)))])
+def test_to_chwn_kernel_matches_the_numpy_copy(shape, pads):
+    """The blocked NCHW -> padded CHWN transposition (batches not a multiple of its 16-sample
+    blocks, uneven padding) gives exactly layout.to_chwn's array, and convolutions on NCHW
+    colour images take it."""
+    x = np.random.default_rng(8).standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(kernels.to_chwn(x, pads), layout.to_chwn(x, pads))
+    assert policy.to_chwn(x) == (policy.KERNELS if x.size >= policy.MIN_ELEMENTWISE
+                                 else policy.NUMPY)
+    assert policy.to_chwn(x[:, :1].copy()) == policy.NUMPY

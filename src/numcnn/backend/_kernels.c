@@ -518,6 +518,29 @@ void numcnn_relu_f32(const float *x, float *y, long size)
         y[k] = x[k] > 0.0f || x[k] != x[k] ? x[k] : 0.0f;
 }
 
+/* NCHW -> CHWN with padding: y[ci, top + hi, left + wi, s] = x[s, ci, hi, wi], into a (c, hp, wp,
+ * n) array whose frame the caller zeroes. NumPy's copy through the transposed view reads x with
+ * a stride of c*h*w floats for every number it writes (a 12 KiB jump for a 3x32x32 image); here
+ * each task is one input row (ci, hi) of every sample, read 16 samples at a time (16 short runs
+ * of w floats) and written as w runs of the batch. */
+void numcnn_to_chwn_f32(const float *x, long n, long c, long h, long w, float *y, long top,
+                        long left, long hp, long wp)
+{
+    long chw = c * h * w, rows = c * h;
+#pragma omp parallel for schedule(static) num_threads(elementwise_threads(n * chw))
+    for (long r = 0; r < rows; r++) {
+        long ci = r / h, hi = r % h;
+        float *dst = y + ((ci * hp + hi + top) * wp + left) * n;
+        const float *src = x + r * w;
+        for (long s0 = 0; s0 < n; s0 += 16) {
+            long s1 = s0 + 16 < n ? s0 + 16 : n;
+            for (long wi = 0; wi < w; wi++)
+                for (long s = s0; s < s1; s++)
+                    dst[wi * n + s] = src[s * chw + wi];
+        }
+    }
+}
+
 /* y = a + b: a residual sum (and its backward, the sum of the two branches' gradients). */
 void numcnn_add_f32(const float *a, const float *b, float *y, long size)
 {

@@ -52,7 +52,7 @@ from .layout import memory_run, zero_border
 
 __all__ = ["conv_forward", "conv_forward_short_rows", "conv_forward_flat", "conv_forward_small",
            "conv_weight_grad", "conv_input_grad", "width_phases", "phase_weight",
-           "phase_weight_grad", "conv_input_grad_strided", "relu", "relu_backward", "batch_norm_train", "add",
+           "phase_weight_grad", "conv_input_grad_strided", "relu", "relu_backward", "batch_norm_train", "add", "to_chwn",
            "batch_norm_train_backward", "batch_norm_eval", "max_pool_blocks",
            "max_pool_blocks_backward"]
 
@@ -287,6 +287,18 @@ def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     out = np.empty_like(x) if out is None else out
     _LIB.numcnn_relu_f32(_ptr(memory_run(x)), _ptr(memory_run(out)), x.size)
     return out
+
+
+def to_chwn(x: np.ndarray, pads=((0, 0), (0, 0))) -> np.ndarray:
+    """:func:`numcnn.backend.layout.to_chwn` for a C-contiguous float32 NCHW batch: the
+    zero-padded CHWN copy ``(c, hp, wp, n)``, the transposition blocked for the cache."""
+    n, c, h, w = x.shape
+    (top, bottom), (left, right) = pads
+    hp, wp = h + top + bottom, w + left + right
+    rows_p = np.empty((c, hp, wp, n), np.float32)
+    _LIB.numcnn_to_chwn_f32(_ptr(x), n, c, h, w, _ptr(rows_p), top, left, hp, wp)
+    zero_border(rows_p, pads)
+    return rows_p
 
 
 def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
