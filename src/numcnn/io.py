@@ -32,7 +32,7 @@ import tempfile
 import numpy as np
 
 from . import _random
-from .errors import ModelFileError, NumcnnError
+from .errors import ArgumentTypeError, ModelFileError, NumcnnError
 
 __all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "read_header", "atomic_write"]
 
@@ -145,7 +145,7 @@ def _model_document(model, metadata) -> tuple[dict, dict[str, np.ndarray]]:
     if metadata is None:
         metadata = getattr(model, "metadata", None) or {}
     if not isinstance(metadata, dict):
-        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+        raise ArgumentTypeError(f"metadata must be a dict, got {type(metadata).__name__}")
     document = {"format": FORMAT, "version": VERSION, "architecture": to_spec(model),
                 "metadata": metadata}
     return document, dict(model.state_dict())

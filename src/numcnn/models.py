@@ -34,7 +34,7 @@ from collections import OrderedDict
 import numpy as np
 
 from . import nn
-from .errors import NumcnnError
+from .errors import ArgumentTypeError, NumcnnError
 
 __all__ = ["SpecError", "to_spec", "build", "load_spec", "register", "registry", "PRESETS",
            "preset", "create"]
@@ -60,7 +60,7 @@ def register(cls: type) -> type:
     Usable as a decorator. Its constructor arguments must be kept as attributes of the same name.
     """
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise TypeError(f"register takes a subclass of numcnn.nn.Module, got {cls!r}")
+        raise ArgumentTypeError(f"register takes a subclass of numcnn.nn.Module, got {cls!r}")
     known = registry().get(cls.__name__)
     if known is not None and known is not cls:
         raise SpecError(f"a different class named {cls.__name__!r} is already registered "

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._random import get_rng
-from ..errors import ShapeError
+from ..errors import ArgumentError, ShapeError
 
 __all__ = ["Augment", "Compose", "affine"]
 
@@ -97,8 +97,8 @@ class Augment:
 
     def __init__(self, rotation=10.0, shift=2, hflip=False, fill=0.0):
         if rotation < 0 or shift < 0 or int(shift) != shift:
-            raise ValueError(f"Augment: rotation must be >= 0 and shift a whole number >= 0, "
-                             f"got {rotation}, {shift}")
+            raise ArgumentError(f"Augment: rotation must be >= 0 and shift a whole number >= 0, "
+                                f"got {rotation}, {shift}")
         self.rotation = float(rotation)
         self.shift = int(shift)
         self.hflip = bool(hflip)

@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from ..errors import ShapeError
+from ..errors import ArgumentError, ShapeError
 from . import kernels
 
 __all__ = [
@@ -63,8 +63,8 @@ def leaky_relu_forward(x, negative_slope: float = 0.01, inplace: bool = False):
     """``y = x`` for ``x > 0``, ``negative_slope * x`` otherwise."""
     x = np.asarray(x)
     if inplace and negative_slope < 0:
-        raise ValueError("leaky_relu: inplace=True needs a non-negative negative_slope (the "
-                         f"backward pass reads the sign of the output), got {negative_slope}")
+        raise ArgumentError("leaky_relu: inplace=True needs a non-negative negative_slope (the "
+                            f"backward pass reads the sign of the output), got {negative_slope}")
     if 0 <= negative_slope <= 1:
         # max(x, a*x) is x for x > 0 and a*x for x <= 0 when 0 <= a <= 1.
         scaled = np.multiply(x, negative_slope)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import DTypeError, ShapeError
+from ..errors import ArgumentError, DTypeError, ShapeError
 from .activation import sigmoid
 
 __all__ = [
@@ -49,7 +49,7 @@ REDUCTIONS = ("none", "mean", "sum")
 # -- shared checks and helpers ------------------------------------------------------------------
 def check_reduction(reduction: str, name: str) -> None:
     if reduction not in REDUCTIONS:
-        raise ValueError(f"{name}: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+        raise ArgumentError(f"{name}: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
 
 
 def _float_input(x, name: str) -> np.ndarray:
@@ -99,7 +99,7 @@ def _class_indices(target, target_shape: tuple[int, ...], input_shape: tuple[int
     valid = labels != ignore_index                                # (n, m)
     bad = valid & ((labels < 0) | (labels >= n_classes))
     if bad.any():
-        raise ValueError(f"{name}: expected class indices in [0, {n_classes}) "
+        raise ArgumentError(f"{name}: expected class indices in [0, {n_classes}) "
                          f"(or ignore_index={ignore_index}), got {labels[bad][0]}")
     labels[~valid] = 0
     return labels, valid
@@ -212,8 +212,8 @@ def cross_entropy_forward(input, target, weight=None, *, ignore_index: int = -10
     name = "CrossEntropyLoss"
     check_reduction(reduction, name)
     if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"{name}: label_smoothing must be between 0.0 and 1.0, got "
-                         f"{label_smoothing}")
+        raise ArgumentError(f"{name}: label_smoothing must be between 0.0 and 1.0, got "
+                            f"{label_smoothing}")
     x = _float_input(input, name)
     x3, target_shape = _class_layout(x, name)
     n, n_classes, m = x3.shape

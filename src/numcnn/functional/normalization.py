@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ShapeError
+from ..errors import ArgumentError, ShapeError
 from . import kernels
 from ._windows import is_batch_last
 
@@ -169,8 +169,8 @@ def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias
         _update_running(running_mean, running_var, mean, var, count, momentum)
     else:
         if running_mean is None or running_var is None:
-            raise ValueError("batch_norm: running_mean and running_var must be given when not "
-                             "training")
+            raise ArgumentError("batch_norm: running_mean and running_var must be given when not "
+                                "training")
         if kernels.batch_norm_applies(x3, training=False):  # one pass, by the kernel
             return _batch_norm_eval_kernels(x3, restore, running_mean, running_var, weight, bias,
                                             eps, x.shape, batch_last)

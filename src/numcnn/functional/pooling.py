@@ -30,7 +30,7 @@ import functools
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ..errors import DTypeError, NumcnnError, ShapeError
+from ..errors import ArgumentError, DTypeError, NumcnnError, ShapeError
 from . import kernels
 from ._windows import (check_input, col2im, formula, is_batch_last, new_map, out_size, pad2d,
                        pad2d_backward, pair, to_layout, windows)
@@ -68,11 +68,11 @@ def _pool_args(name: str, kernel_size, stride, padding, dilation=1):
     for label, values, low in (("kernel_size", kernel, 1), ("stride", stride, 1),
                                ("dilation", dilation, 1), ("padding", padding, 0)):
         if min(values) < low:
-            raise ValueError(f"{name}: {label} must be {'positive' if low else 'non-negative'}, "
-                             f"got {values}")
+            raise ArgumentError(f"{name}: {label} must be {'positive' if low else 'non-negative'}, "
+                                f"got {values}")
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
-        raise ValueError(f"{name}: padding should be at most half of the kernel size, got "
-                         f"padding={padding} for kernel_size={kernel}")
+        raise ArgumentError(f"{name}: padding should be at most half of the kernel size, got "
+                            f"padding={padding} for kernel_size={kernel}")
     return kernel, stride, padding, dilation
 
 
@@ -436,7 +436,7 @@ def _avg_pool_args(name, x, kernel_size, stride, padding, ceil_mode, divisor_ove
     kernel, stride, padding, dilation, out_hw = _geometry(
         name, x.shape, kernel_size, stride, padding, 1, ceil_mode)
     if divisor_override is not None and divisor_override == 0:
-        raise ValueError(f"{name}: divisor_override must be non-zero, got {divisor_override}")
+        raise ArgumentError(f"{name}: divisor_override must be non-zero, got {divisor_override}")
     return x, kernel, stride, padding, out_hw
 
 
@@ -547,7 +547,7 @@ def lp_pool2d_forward(x, norm_type, kernel_size, stride=None, ceil_mode=False):
 def _lp_norm_type(name: str, norm_type) -> float:
     p = float(norm_type)
     if p == 0 or np.isnan(p):
-        raise ValueError(f"{name}: norm_type must be a non-zero number, got {norm_type}")
+        raise ArgumentError(f"{name}: norm_type must be a non-zero number, got {norm_type}")
     return p
 
 
@@ -620,12 +620,12 @@ def adaptive_output_size(name: str, shape, output_size) -> tuple[int, int]:
         output_size = (output_size, output_size)
     output_size = tuple(output_size)
     if len(output_size) != 2:
-        raise ValueError(f"{name}: output_size must be an int or a pair (entries int or None), "
-                         f"got {output_size!r}")
+        raise ArgumentError(f"{name}: output_size must be an int or a pair (entries int or None), "
+                            f"got {output_size!r}")
     sizes = tuple(int(size) if out is None else out for size, out in zip(shape[2:], output_size))
     if not all(isinstance(s, (int, np.integer)) and s >= 1 for s in sizes):
-        raise ValueError(f"{name}: output_size entries must be positive ints or None, "
-                         f"got {output_size!r}")
+        raise ArgumentError(f"{name}: output_size entries must be positive ints or None, "
+                            f"got {output_size!r}")
     if shape[2] < 1 or shape[3] < 1:
         raise ShapeError(f"{name}: input of shape {tuple(shape)} has an empty plane")
     return int(sizes[0]), int(sizes[1])

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ..errors import ShapeError
+from ..errors import ArgumentError, ShapeError
 from ..functional import conv as C
 from ..functional._windows import PADDING_MODES, ntuple, pad2d, pad2d_backward, resolve_padding
 from . import init
@@ -24,13 +24,13 @@ __all__ = ["Conv1d", "Conv2d", "ConvTranspose2d", "SeparableConv2d"]
 def _check_count(layer: str, **values) -> None:
     for name, value in values.items():
         if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{layer}: {name} must be a positive int, got {value!r}")
+            raise ArgumentError(f"{layer}: {name} must be a positive int, got {value!r}")
 
 
 def _check_sizes(layer: str, **values) -> None:
     for name, value in values.items():
         if any(v < 1 for v in value):
-            raise ValueError(f"{layer}: {name} must be positive, got {value!r}")
+            raise ArgumentError(f"{layer}: {name} must be positive, got {value!r}")
 
 
 class _ConvNd(Module):
@@ -46,14 +46,14 @@ class _ConvNd(Module):
         name = type(self).__name__
         _check_count(name, in_channels=in_channels, out_channels=out_channels, groups=groups)
         if in_channels % groups:
-            raise ValueError(f"{name}: in_channels ({in_channels}) must be divisible by groups "
-                             f"({groups})")
+            raise ArgumentError(f"{name}: in_channels ({in_channels}) must be divisible by groups "
+                                f"({groups})")
         if out_channels % groups:
-            raise ValueError(f"{name}: out_channels ({out_channels}) must be divisible by groups "
-                             f"({groups})")
+            raise ArgumentError(f"{name}: out_channels ({out_channels}) must be divisible by groups "
+                                f"({groups})")
         if padding_mode not in PADDING_MODES:
-            raise ValueError(f"{name}: padding_mode must be one of {PADDING_MODES}, got "
-                             f"{padding_mode!r}")
+            raise ArgumentError(f"{name}: padding_mode must be one of {PADDING_MODES}, got "
+                                f"{padding_mode!r}")
         d = self._dims
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
@@ -284,13 +284,13 @@ class ConvTranspose2d(Module):
         _check_count(name, in_channels=in_channels, out_channels=out_channels, groups=groups)
         for what, channels in (("in_channels", in_channels), ("out_channels", out_channels)):
             if channels % groups:
-                raise ValueError(f"{name}: {what} ({channels}) must be divisible by groups "
-                                 f"({groups})")
+                raise ArgumentError(f"{name}: {what} ({channels}) must be divisible by groups "
+                                    f"({groups})")
         if padding_mode != "zeros":
-            raise ValueError(f"{name}: only padding_mode='zeros' is supported (as in PyTorch), "
-                             f"got {padding_mode!r}")
+            raise ArgumentError(f"{name}: only padding_mode='zeros' is supported (as in PyTorch), "
+                                f"got {padding_mode!r}")
         if isinstance(padding, str):
-            raise ValueError(f"{name}: padding must be an int or a pair of ints, got {padding!r}")
+            raise ArgumentError(f"{name}: padding must be an int or a pair of ints, got {padding!r}")
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.kernel_size = ntuple(kernel_size, 2, "kernel_size")
@@ -300,7 +300,7 @@ class ConvTranspose2d(Module):
         _check_sizes(name, kernel_size=self.kernel_size, stride=self.stride,
                      dilation=self.dilation)
         if any(p < 0 for p in self.padding):
-            raise ValueError(f"{name}: padding must be non-negative, got {padding!r}")
+            raise ArgumentError(f"{name}: padding must be non-negative, got {padding!r}")
         self.output_padding = C.check_output_padding(name, output_padding, self.stride,
                                                      self.dilation)
         self.groups = int(groups)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import functional as F
-from ..errors import ShapeError
+from ..errors import ArgumentError, ShapeError
 from .module import Module
 
 __all__ = ["Dropout", "Dropout2d"]
@@ -31,8 +31,8 @@ class Dropout(Module):
     def __init__(self, p: float = 0.5, inplace: bool = False):
         super().__init__()
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"{type(self).__name__}: dropout probability has to be between 0 "
-                             f"and 1, but got {p}")
+            raise ArgumentError(f"{type(self).__name__}: dropout probability has to be between 0 "
+                                f"and 1, but got {p}")
         self.p = p
         self.inplace = inplace
 

@@ -15,6 +15,7 @@ import numpy as np
 from .. import functional as F
 from ..functional.loss import check_reduction
 from .module import Module
+from ..errors import ArgumentError
 
 __all__ = ["CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss"]
 
@@ -90,8 +91,8 @@ class CrossEntropyLoss(_Loss):
                  label_smoothing: float = 0.0):
         super().__init__(reduction)
         if not 0.0 <= label_smoothing <= 1.0:
-            raise ValueError(f"CrossEntropyLoss: label_smoothing must be between 0.0 and 1.0, "
-                             f"got {label_smoothing}")
+            raise ArgumentError(f"CrossEntropyLoss: label_smoothing must be between 0.0 and 1.0, "
+                                f"got {label_smoothing}")
         self.register_buffer("weight", _weight_buffer(weight))
         self.ignore_index = ignore_index
         self.label_smoothing = label_smoothing

@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from .._grad import is_grad_enabled
-from ..errors import NumcnnError, ShapeError
+from ..errors import ArgumentTypeError, NumcnnError, ShapeError
 
 
 class Parameter:
@@ -319,8 +319,8 @@ class Sequential(Module):
         else:
             for index, module in enumerate(modules):
                 if not isinstance(module, Module):
-                    raise TypeError(f"Sequential takes Modules, got {type(module).__name__} "
-                                    f"at position {index}")
+                    raise ArgumentTypeError(f"Sequential takes Modules, got {type(module).__name__} "
+                                            f"at position {index}")
                 self.add_module(str(index), module)
 
     def append(self, module: Module) -> "Sequential":
