@@ -646,9 +646,19 @@ def evaluate(model, x, y, *, batch_size: int = 256, loss=None, preprocessing=Non
 
     criterion = loss if loss is not None else nn.CrossEntropyLoss()
     y_true = _labels(np.asarray(y))
+    if len(y_true) != len(x):
+        raise NumcnnError(f"evaluate: expected one label per image, got {len(x)} images and "
+                          f"{len(y_true)} labels")
+    if len(x) == 0:
+        raise NumcnnError("evaluate: expected at least one image, got none (accuracy is "
+                          "undefined)")
     logits = _logits(model, x, batch_size, preprocessing)
-    if len(logits) == 0:
-        raise NumcnnError("evaluate: no images")
+    finite = np.isfinite(logits).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise NumcnnError(f"evaluate: expected finite logits, but the model gave NaN or inf for "
+                          f"{len(bad)} of {len(x)} images (the first: image {bad[0]}); check the "
+                          f"images (NaN pixels?) and the weights")
     n_classes = logits.shape[1]
     classes = list(classes) if classes is not None else list(range(n_classes))
     loss_value = float(criterion(logits, y_true))
@@ -688,8 +698,9 @@ def _logits(model, x, batch_size, preprocessing):
                 outputs.append(model(xb))
     finally:
         model.train(was_training)
-    if not outputs:
-        return np.zeros((0, 0), dtype=np.float32)
+    if not outputs:  # no images: (0, K), K from the model's output shape (nothing runs)
+        shape = model.output_shape((0, *np.shape(x)[1:]))
+        return np.zeros(shape, dtype=np.float32)
     return np.concatenate(outputs)
 
 

@@ -65,9 +65,10 @@ def _class_layout(x: np.ndarray, name: str) -> tuple[np.ndarray, tuple[int, ...]
         raise ShapeError(f"{name}: expected an input (n, C), (n, C, d1, ...) or (C,), got a "
                          f"0-D input")
     if x.ndim == 1:                                              # unbatched (C,)
-        return x.reshape(1, -1, 1), ()
+        return x.reshape(1, x.shape[0], 1), ()
     n, c = x.shape[:2]
-    return x.reshape(n, c, -1), x.shape[:1] + x.shape[2:]        # (n, C, m)
+    m = int(np.prod(x.shape[2:], dtype=np.int64))                # sizes, not -1: n may be 0
+    return x.reshape(n, c, m), x.shape[:1] + x.shape[2:]         # (n, C, m)
 
 
 def _class_weight(weight, n_classes: int, dtype, name: str):
@@ -95,7 +96,9 @@ def _class_indices(target, target_shape: tuple[int, ...], input_shape: tuple[int
                 if probabilities else "")
         raise DTypeError(f"{name}: class-index targets must be integers, got dtype "
                          f"{target.dtype}{hint}")
-    labels = target.astype(np.int64).reshape(input_shape[0] if len(input_shape) > 1 else 1, -1)
+    rows = input_shape[0] if len(input_shape) > 1 else 1
+    m = int(np.prod(input_shape[2:], dtype=np.int64)) if len(input_shape) > 1 else 1
+    labels = target.astype(np.int64).reshape(rows, m)
     valid = labels != ignore_index                                # (n, m)
     bad = valid & ((labels < 0) | (labels >= n_classes))
     if bad.any():

@@ -36,6 +36,10 @@ from ._windows import is_batch_last
 __all__ = ["batch_norm", "batch_norm_forward", "batch_norm_backward"]
 
 
+def _prod(sizes) -> int:
+    return int(np.prod(sizes, dtype=np.int64))
+
+
 def _channel_view(x: np.ndarray, batch_last: bool | None = None):
     """``x (n, c, *)`` as an array ``(outer, c, ...)`` whose memory is C-contiguous (a view when
     the memory allows), whether that is the batch-last layout, and a function that gives an
@@ -52,9 +56,10 @@ def _channel_view(x: np.ndarray, batch_last: bool | None = None):
         batch_last = is_batch_last(x)
     if batch_last:
         moved = np.ascontiguousarray(np.moveaxis(x, 0, -1))   # (c, *, n)
-        view = moved.reshape(1, c, moved.shape[1], -1)        # (1, c, h, w*n)
+        view = moved.reshape(1, c, moved.shape[1], _prod(moved.shape[2:]))  # (1, c, h, w*n)
         return view, True, lambda a: np.moveaxis(a.reshape(moved.shape), -1, 0)
-    return np.ascontiguousarray(x).reshape(n, c, -1), False, lambda a: a.reshape(x.shape)
+    x3 = np.ascontiguousarray(x).reshape(n, c, _prod(x.shape[2:]))  # sizes, not -1: n may be 0
+    return x3, False, lambda a: a.reshape(x.shape)
 
 
 def _sum_but_channels(partial: np.ndarray, dtype) -> np.ndarray:

@@ -356,9 +356,11 @@ class Optimizer:
 
 # -- helpers shared by the optimizers -----------------------------------------------------------
 def check_nonnegative(owner: str, name: str, value) -> None:
-    """Raise ``ValueError`` unless ``value`` is a real number >= 0 (NaN refused)."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not value >= 0:
-        raise ArgumentError(f"{owner}: invalid {name} {value!r} (must be a number >= 0)")
+    """Raise an ArgumentError (a ValueError) unless ``value`` is a finite real number >= 0
+    (NaN and infinity refused: they would turn every weight into NaN at the first step)."""
+    if (isinstance(value, bool) or not isinstance(value, Real) or not value >= 0
+            or not math.isfinite(value)):
+        raise ArgumentError(f"{owner}: invalid {name} {value!r} (must be a finite number >= 0)")
 
 
 def _describe(value) -> str:
