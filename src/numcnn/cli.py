@@ -594,18 +594,21 @@ def cmd_predict(args) -> int:
 def cmd_summary(args) -> int:
     from . import io, models
     from .errors import NumcnnError
+    from .nn.init import shapes_only
 
     name = args.model
     input_shape = args.input_shape
     if name in models.PRESETS:
-        model = models.preset(name)
+        with shapes_only():  # shapes and counts only: no parameter is allocated
+            model = models.preset(name)
         print(f"{name}: {models.PRESETS[name]['description']}")
         input_shape = input_shape or tuple(models.PRESETS[name]["input_shape"])
     elif not os.path.exists(name):
         raise NumcnnError(f"{name!r} is neither a preset ({', '.join(models.PRESETS)}) nor a "
                           f"model file or JSON model description")
     elif _looks_like_json(name):
-        model = models.load_spec(name)
+        with shapes_only():
+            model = models.load_spec(name)
     else:
         model = io.load(name)
         recorded = (getattr(model, "metadata", {}) or {}).get("input_shape")
@@ -616,7 +619,10 @@ def cmd_summary(args) -> int:
 
 def _looks_like_json(path: str) -> bool:
     """A JSON model description (starts with '{' or '['), as opposed to a model file."""
-    with open(path, "rb") as file:
+    from ._files import open_regular
+    from .errors import NumcnnError
+
+    with open_regular(path, NumcnnError, "a model file or a JSON model description") as file:
         return file.read(64).lstrip()[:1] in (b"{", b"[")
 
 

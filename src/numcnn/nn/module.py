@@ -33,8 +33,11 @@ class Parameter:
     __slots__ = ("data", "grad")
 
     def __init__(self, data):
+        from .init import is_placeholder
+
         self.data = np.asarray(data)
-        self.grad = np.zeros_like(self.data)
+        # a placeholder (numcnn.nn.init.shapes_only) gets a placeholder gradient: no memory
+        self.grad = self.data if is_placeholder(self.data) else np.zeros_like(self.data)
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import functional as F
 from ..errors import ShapeError
+from . import init
 from .module import (Module, Parameter, check_flag, check_number, check_positive_int,
                      check_real)
 
@@ -33,14 +34,14 @@ class _BatchNorm(Module):
         self.affine = affine
         self.track_running_stats = track_running_stats
         if affine:
-            self.weight = Parameter(np.ones(num_features, dtype=np.float32))
-            self.bias = Parameter(np.zeros(num_features, dtype=np.float32))
+            self.weight = Parameter(init.ones(num_features))
+            self.bias = Parameter(init.zeros(num_features))
         else:
             self.weight = None
             self.bias = None
         if track_running_stats:
-            self.register_buffer("running_mean", np.zeros(num_features, dtype=np.float32))
-            self.register_buffer("running_var", np.ones(num_features, dtype=np.float32))
+            self.register_buffer("running_mean", init.zeros(num_features))
+            self.register_buffer("running_var", init.ones(num_features))
             self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
         else:
             self.register_buffer("running_mean", None)
