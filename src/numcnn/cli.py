@@ -349,14 +349,23 @@ def _train_setup(args):
     import json
     from pathlib import Path
 
+    from .train import lock_run_dir
+
     given = {key: getattr(args, key) for key in TRAIN_DEFAULTS if getattr(args, key) is not None}
     if args.resume is not None:
         resume = Path(args.resume)
         if resume.is_dir():
             resume = resume / "checkpoint.ckpt"
-        if not resume.is_file():
-            raise UsageError(f"--resume: {resume}: no such checkpoint file")
         run_dir = resume.parent
+        if run_dir.is_dir():
+            lock_run_dir(run_dir)  # one line naming the other process if one trains there
+        if not resume.is_file():
+            if not (run_dir / CONFIG_FILE).is_file():
+                raise UsageError(f"--resume: {resume}: no such checkpoint file")
+            # the run was stopped before its first checkpoint: it starts again, from scratch
+            print(f"{run_dir}: no checkpoint yet (the run was stopped before its first epoch "
+                  f"ended): starting it again from scratch with its settings", flush=True)
+            resume = None
         refused = sorted(set(given) - set(RESUME_OVERRIDES)) + ["out"] * (args.out is not None)
         if refused:
             names = ", ".join("--" + key.replace("_", "-") for key in refused)
@@ -374,11 +383,15 @@ def _train_setup(args):
         model = given.get("model", DEFAULT_MODEL)
         config = {**TRAIN_DEFAULTS, **MODEL_DEFAULTS.get(model, {}), **given}
         run_dir = Path(args.out) if args.out is not None else _new_run_dir(model)
-        if run_dir.is_dir() and (run_dir / CONFIG_FILE).exists():
-            raise UsageError(f"--out {run_dir} already holds a run; choose another folder or "
-                             f"continue it with --resume {run_dir}")
         if run_dir.exists() and not run_dir.is_dir():
             raise UsageError(f"--out {run_dir} is a file, not a folder")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock_run_dir(run_dir)  # held until the process ends; refused if a live run holds it
+        if (run_dir / CONFIG_FILE).exists() and (run_dir / "checkpoint.ckpt").exists():
+            raise UsageError(f"--out {run_dir} already holds a run; choose another folder or "
+                             f"continue it with --resume {run_dir}")
+        # a config without a checkpoint: a run stopped before its first epoch ended; the
+        # folder is reused in place
     for key in ("model", "dataset"):  # files by absolute path, so that --resume finds them
         if key in given and config[key] != "mnist" and os.path.exists(config[key]):
             config[key] = str(Path(config[key]).resolve())
