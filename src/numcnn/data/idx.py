@@ -79,8 +79,8 @@ def _read_stream(file, size: int, name: str) -> np.ndarray:
         if compressed:
             check_expansion(name, header + expected, size, DataError)
         elif header + expected != size:
-            raise DataError(f"{name}: the header announces shape {dims} of {dtype.name} "
-                            f"({expected} bytes), but {size - header} bytes follow it")
+            raise DataError(f"{name}: expected {expected} bytes after the header (it announces "
+                            f"shape {dims} of {dtype.name}), got {size - header}")
         data = bytearray(expected + 1)  # one byte more: a longer body is told apart
         view = memoryview(data)
         got = 0
@@ -92,9 +92,9 @@ def _read_stream(file, size: int, name: str) -> np.ndarray:
     except (OSError, EOFError, zlib.error) as err:
         raise DataError(f"{name}: corrupt gzip data ({err})") from None
     if got != expected:
-        more = "more than" if got > expected else f"{got} bytes, not"
-        raise DataError(f"{name}: the header announces shape {dims} of {dtype.name} "
-                        f"({expected} bytes), but {more} {expected} bytes follow it")
+        more = "more" if got > expected else str(got)
+        raise DataError(f"{name}: expected {expected} bytes after the header (it announces "
+                        f"shape {dims} of {dtype.name}), got {more}")
     array = np.frombuffer(data, dtype, count=math.prod(dims)).reshape(dims)
     if dtype.byteorder == ">":  # to native byte order, in place (the buffer is ours)
         array = array.byteswap(inplace=True).view(dtype.newbyteorder("="))
