@@ -60,4 +60,5 @@ def pytest_sessionfinish(session, exitstatus):
         return
     rows = [{"kind": kind, "outcome": outcome, "cases": count}
             for (kind, outcome), count in sorted(fuzzing.OUTCOMES.items())]
-    Path(target).write_text(json.dumps(rows, indent=1) + "\n")
+    report = {"cases": rows, "measures": fuzzing.MEASURES}
+    Path(target).write_text(json.dumps(report, indent=1) + "\n")

@@ -12,6 +12,11 @@ from collections import Counter
 from numcnn.errors import NumcnnError
 
 OUTCOMES: Counter = Counter()  # (kind, outcome) -> cases
+MEASURES: dict = {}            # name -> largest value measured (peak RSS, seconds)
+
+
+def measure(name: str, value: float) -> None:
+    MEASURES[name] = max(value, MEASURES.get(name, value))
 
 # A clear message says what was expected and what came: these words (or a comparison) appear.
 _CLEAR = re.compile(r"expected|must|got|should|needs|cannot|not|only|refused|too|no |missing|"

@@ -248,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         _error(f"numcnn: error: {_describe_os_error(error)}")
         return EXIT_FAILURE
+    except MemoryError as error:  # the machine cannot hold what was asked (a huge model ...)
+        _error(f"numcnn: error: out of memory{': ' + str(error) if str(error) else ''}")
+        return EXIT_FAILURE
     except Exception as error:
         from .errors import NumcnnError
 

@@ -339,10 +339,12 @@ def _set_state(path: str, model, tensors: dict[str, np.ndarray]) -> None:
              for k in own if k in tensors and _kind(own[k]) != _kind(tensors[k])]
     problems = []
     if missing:
-        problems.append(f"missing tensors {missing}")
+        problems.append(f"missing tensors {_some(missing)}")
     if unexpected:
-        problems.append(f"unexpected tensors {sorted(unexpected)}")
-    problems += wrong + kinds
+        problems.append(f"unexpected tensors {_some(sorted(unexpected))}")
+    problems += wrong[:5] + kinds[:5]
+    if len(wrong) + len(kinds) > 10:
+        problems.append(f"... ({len(wrong) + len(kinds)} tensors of the wrong shape or kind)")
     if problems:
         raise ModelFileError(f"{path}: the weights do not match the architecture: "
                              + "; ".join(problems))
@@ -359,6 +361,13 @@ def _set_state(path: str, model, tensors: dict[str, np.ndarray]) -> None:
         for name in list(module._buffers):
             if prefix + name in tensors and module._buffers[name] is not None:
                 module._buffers[name] = np.array(tensors[prefix + name], copy=True)
+
+
+def _some(names: list, shown: int = 5) -> str:
+    """The first few names of a list, and how many more (messages stay one short line)."""
+    if len(names) <= shown:
+        return str(names)
+    return f"{names[:shown]} and {len(names) - shown:,} more"
 
 
 def _state_arrays(model) -> dict:
