@@ -3,7 +3,6 @@ documented non-zero exit code (docs/cli.md), and no file under 1 MB makes a comm
 than a few hundred MB or hang (peak RSS of the child process, from os.wait4)."""
 
 import os
-import subprocess
 import sys
 import time
 
@@ -123,29 +122,44 @@ def test_summary_of_a_huge_spec_succeeds(files, capsys):
     assert "144,012,000" in capsys.readouterr().out
 
 
+# A small launcher runs the command and reports the command's own peak RSS (getrusage of its
+# child, through os.wait4). Started from this test process directly, the command's peak would
+# include this process's pages (Linux carries the parent's high-water mark across vfork+exec),
+# and this process holds PyTorch.
+LAUNCHER = r"""
+import json, os, sys, time
+args, timeout = json.loads(sys.argv[1]), float(sys.argv[2])
+start = time.perf_counter()
+pid = os.posix_spawn(sys.executable, [sys.executable, "-m", "numcnn", *args], dict(os.environ),
+                     file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])
+while True:
+    done, status, usage = os.wait4(pid, os.WNOHANG)
+    if done:
+        break
+    if time.perf_counter() - start > timeout:
+        os.kill(pid, 9)
+        _, status, usage = os.wait4(pid, 0)
+        break
+    time.sleep(0.02)
+print(json.dumps({"code": os.waitstatus_to_exitcode(status), "rss_kb": usage.ru_maxrss,
+                  "seconds": time.perf_counter() - start}))
+"""
+
+
 def _run_child(args, timeout=60):
     """Run the command line in a child; its exit code, stderr, peak RSS (MB) and seconds."""
+    import json
+    import subprocess
     import tempfile
 
-    errors = tempfile.TemporaryFile()  # not a pipe: a long message cannot block the child
-    start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "numcnn", *args], stdout=subprocess.DEVNULL,
-                             stderr=errors, env={**os.environ, "MPLBACKEND": "Agg"})
-    deadline = start + timeout
-    while True:
-        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.perf_counter() > deadline:
-            child.kill()
-            pid, status, usage = os.wait4(child.pid, 0)
-            break
-        time.sleep(0.02)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    errors.seek(0)
-    err = errors.read().decode()
-    errors.close()
-    return child.returncode, err, usage.ru_maxrss / 1024, time.perf_counter() - start
+    with tempfile.TemporaryFile() as errors:  # a file, not a pipe: a long message cannot block
+        launched = subprocess.run([sys.executable, "-c", LAUNCHER, json.dumps(args),
+                                   str(timeout)], stdout=subprocess.PIPE, stderr=errors,
+                                  env={**os.environ, "MPLBACKEND": "Agg"}, timeout=timeout + 30)
+        errors.seek(0)
+        err = errors.read().decode()
+    result = json.loads(launched.stdout)
+    return result["code"], err, result["rss_kb"] / 1024, result["seconds"]
 
 
 MEMORY_CASES = [
