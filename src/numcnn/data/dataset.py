@@ -60,7 +60,8 @@ class Dataset:
             x = _checked_images(getattr(self, "x_" + split), f"{self.name}: x_{split}")
             y = _checked_labels(getattr(self, "y_" + split), f"{self.name}: y_{split}")
             if len(x) != len(y):
-                raise DataError(f"{self.name}: {len(x)} {split} images but {len(y)} labels")
+                raise DataError(f"{self.name}: expected one label per image, got {len(x)} {split} "
+                                f"images but {len(y)} labels")
             if len(y) and y.max() >= len(self.classes):
                 raise DataError(
                     f"{self.name}: y_{split} holds label {y.max()}, but there are only "

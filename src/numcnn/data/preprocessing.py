@@ -69,9 +69,15 @@ class Preprocessing:
         A channel with zero spread gets std 1, so it maps to a constant instead of dividing by 0.
         """
         x = np.asarray(x_train)
-        if x.ndim != 4 or len(x) == 0:
+        if x.ndim != 4 or x.size == 0:
             raise ShapeError(
-                f"Preprocessing.fit: expected images (N, C, H, W) with N > 0, got {x.shape}")
+                f"Preprocessing.fit: expected images (N, C, H, W) with N, C, H, W > 0, got "
+                f"{x.shape}")
+        if x.dtype.kind not in "biuf":
+            raise DataError(f"Preprocessing.fit: expected real pixel values, got dtype {x.dtype}")
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise DataError(f"Preprocessing.fit: expected finite pixel values, got "
+                            f"{np.count_nonzero(~np.isfinite(x))} NaN or inf")
         if scale is None:
             scale = 1 / 255 if x.dtype == np.uint8 else 1.0
         total = np.zeros(x.shape[1])
@@ -150,7 +156,7 @@ def train_val_split(x, y, val_fraction=0.1, seed=0):
     """
     n = len(x)
     if len(y) != n:
-        raise DataError(f"train_val_split: {n} samples but {len(y)} labels")
+        raise DataError(f"train_val_split: expected one label per sample, got {n} samples but {len(y)} labels")
     if not 0 <= val_fraction < 1:
         raise DataError(f"train_val_split: val_fraction must be in [0, 1), got {val_fraction}")
     order = np.random.default_rng(seed).permutation(n)
