@@ -152,7 +152,8 @@ def test_dataset_checks_its_arrays(arrays):
     assert repr(dataset) == ("Dataset('toy': train (10, 1, 6, 5) uint8, test (3, 1, 6, 5) uint8, "
                              "4 classes)")
     assert dataset.num_classes == 4
-    with pytest.raises(DataError, match=r"toy: expected one label per image, got 10 train images but 9 labels"):
+    with pytest.raises(DataError, match=r"toy: expected one label per image, got 10 train "
+                                          r"images but 9 labels"):
         Dataset(x, y[:9], x, y, classes, name="toy")
     with pytest.raises(DataError, match=r"toy: y_train holds label 3, but there are only 3 "
                                         r"classes \['a', 'b', 'c'\]"):

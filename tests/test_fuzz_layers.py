@@ -211,7 +211,8 @@ LOSSES = {
 
 @FUZZ
 @given(name=st.sampled_from(sorted(LOSSES)), x=arrays(max_rank=3),
-       target_kind=st.sampled_from(["indices", "same", "bad-index", "float-indices", "wrong-shape"]),
+       target_kind=st.sampled_from(["indices", "same", "bad-index", "float-indices",
+                                    "wrong-shape"]),
        reduction=st.sampled_from(["mean", "sum", "none"]))
 def test_losses(name, x, target_kind, reduction):
     ours, theirs = LOSSES[name]

@@ -55,7 +55,8 @@ def confusion_matrix(y_true, y_pred, num_classes: int | None = None) -> np.ndarr
     for name, y in (("y_true", y_true), ("y_pred", y_pred)):
         if y.size and (y.min() < 0 or y.max() >= num_classes):
             raise ArgumentError(f"confusion_matrix: {name} holds class indices from {y.min()} to "
-                                f"{y.max()}, outside 0..{num_classes - 1} (num_classes={num_classes})")
+                                f"{y.max()}, outside 0..{num_classes - 1} "
+                                f"(num_classes={num_classes})")
     counts = np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes).astype(np.int64, copy=False)
 

@@ -84,7 +84,8 @@ def _history_columns(history) -> dict[str, list]:
         for row in history:
             names += [k for k in row if k not in names]
         return {str(name): [row.get(name) for row in history] for name in names}
-    raise ArgumentTypeError("history must be a dict of per-epoch lists ({'train_loss': [...], ...}) or a "
+    raise ArgumentTypeError("history must be a dict of per-epoch lists "
+                            "({'train_loss': [...], ...}) or a "
                             "list of per-epoch dicts ([{'epoch': 1, 'train_loss': ...}, ...]), got "
                             f"{type(history).__name__}")
 

@@ -44,7 +44,8 @@ class DataLoader:
             raise DataError(f"DataLoader: batch_size must be a whole number >= 1, got "
                             f"{batch_size!r}")
         if len(x) != len(y):
-            raise DataError(f"DataLoader: expected one label per sample, got {len(x)} samples but {len(y)} labels")
+            raise DataError(f"DataLoader: expected one label per sample, got {len(x)} samples but "
+                            f"{len(y)} labels")
         if int(batch_size) != batch_size or batch_size < 1:
             raise DataError(f"DataLoader: batch_size must be a whole number >= 1, got {batch_size}")
         self.x = x

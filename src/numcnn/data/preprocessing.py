@@ -156,7 +156,8 @@ def train_val_split(x, y, val_fraction=0.1, seed=0):
     """
     n = len(x)
     if len(y) != n:
-        raise DataError(f"train_val_split: expected one label per sample, got {n} samples but {len(y)} labels")
+        raise DataError(f"train_val_split: expected one label per sample, got {n} samples but "
+                        f"{len(y)} labels")
     if not 0 <= val_fraction < 1:
         raise DataError(f"train_val_split: val_fraction must be in [0, 1), got {val_fraction}")
     order = np.random.default_rng(seed).permutation(n)

@@ -40,7 +40,8 @@ def ntuple(value, n: int, name: str) -> tuple[int, ...]:
     try:
         value = tuple(value)
     except TypeError:
-        raise ArgumentError(f"{name} must be an int or a tuple of {n} ints, got {value!r}") from None
+        raise ArgumentError(f"{name} must be an int or a tuple of {n} ints, got "
+                            f"{value!r}") from None
     if len(value) != n or not all(isinstance(v, (int, np.integer)) for v in value):
         raise ArgumentError(f"{name} must be an int or a tuple of {n} ints, got {value!r}")
     return tuple(int(v) for v in value)

@@ -44,7 +44,8 @@ class _ConvNd(Module):
             raise ArgumentError(f"{name}: in_channels ({in_channels}) must be divisible by groups "
                                 f"({groups})")
         if out_channels % groups:
-            raise ArgumentError(f"{name}: out_channels ({out_channels}) must be divisible by groups "
+            raise ArgumentError(f"{name}: out_channels ({out_channels}) must be divisible by "
+                                "groups "
                                 f"({groups})")
         if padding_mode not in PADDING_MODES:
             raise ArgumentError(f"{name}: padding_mode must be one of {PADDING_MODES}, got "
@@ -286,7 +287,8 @@ class ConvTranspose2d(Module):
             raise ArgumentError(f"{name}: only padding_mode='zeros' is supported (as in PyTorch), "
                                 f"got {padding_mode!r}")
         if isinstance(padding, str):
-            raise ArgumentError(f"{name}: padding must be an int or a pair of ints, got {padding!r}")
+            raise ArgumentError(f"{name}: padding must be an int or a pair of ints, got "
+                                f"{padding!r}")
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.kernel_size = ntuple(kernel_size, 2, "kernel_size")

@@ -223,7 +223,8 @@ class Module:
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
-            raise NumcnnError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+            raise NumcnnError(f"load_state_dict: missing keys {missing}, unexpected keys "
+                              f"{unexpected}")
         for module_name, module in self.named_modules():
             prefix = f"{module_name}." if module_name else ""
             for name, param in module._parameters.items():
@@ -457,7 +458,8 @@ class Sequential(Module):
         else:
             for index, module in enumerate(modules):
                 if not isinstance(module, Module):
-                    raise ArgumentTypeError(f"Sequential takes Modules, got {type(module).__name__} "
+                    raise ArgumentTypeError("Sequential takes Modules, got "
+                                            f"{type(module).__name__} "
                                             f"at position {index}")
                 self.add_module(str(index), module)
 

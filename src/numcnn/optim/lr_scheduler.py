@@ -64,7 +64,8 @@ class LRScheduler:
         else:
             for number, group in enumerate(optimizer.param_groups):
                 if "initial_lr" not in group:
-                    raise StateKeyError(f"{type(self).__name__}: param 'initial_lr' is not specified "
+                    raise StateKeyError(f"{type(self).__name__}: param 'initial_lr' is not "
+                                        "specified "
                                         f"in param_groups[{number}] when resuming a scheduler with "
                                         f"last_epoch={last_epoch}; load the optimizer's state dict "
                                         f"first, or start with last_epoch=-1")
@@ -221,7 +222,8 @@ class MultiStepLR(LRScheduler):
         milestones = list(milestones)
         for milestone in milestones:
             if isinstance(milestone, bool) or not isinstance(milestone, Integral) or milestone < 0:
-                raise ArgumentError(f"MultiStepLR: milestones must be ints >= 0, got {milestones!r}")
+                raise ArgumentError("MultiStepLR: milestones must be ints >= 0, got "
+                                    f"{milestones!r}")
         _check_gamma("MultiStepLR", gamma)
         self.milestones = Counter(int(m) for m in milestones)
         self.gamma = gamma
@@ -303,7 +305,8 @@ class CosineAnnealingLR(LRScheduler):
                  last_epoch: int = -1):
         _check_positive_int("CosineAnnealingLR", "T_max", T_max)
         if isinstance(eta_min, bool) or not isinstance(eta_min, Real) or not eta_min >= 0:
-            raise ArgumentError(f"CosineAnnealingLR: eta_min must be a number >= 0, got {eta_min!r}")
+            raise ArgumentError("CosineAnnealingLR: eta_min must be a number >= 0, got "
+                                f"{eta_min!r}")
         self.T_max = int(T_max)
         self.eta_min = eta_min
         super().__init__(optimizer, last_epoch)
@@ -378,7 +381,8 @@ class ReduceLROnPlateau(LRScheduler):
         self.factor = factor
         if isinstance(min_lr, (list, tuple)):
             if len(min_lr) != len(optimizer.param_groups):
-                raise ArgumentError(f"{name}: expected {len(optimizer.param_groups)} min_lrs (one per "
+                raise ArgumentError(f"{name}: expected {len(optimizer.param_groups)} min_lrs (one "
+                                    "per "
                                     f"parameter group), got {len(min_lr)}")
             self.default_min_lr = None
             self.min_lrs = list(min_lr)
@@ -428,7 +432,8 @@ class ReduceLROnPlateau(LRScheduler):
         try:
             current = float(metrics)
         except (TypeError, ValueError):
-            raise ArgumentTypeError(f"ReduceLROnPlateau.step expects the monitored metric as a number, "
+            raise ArgumentTypeError("ReduceLROnPlateau.step expects the monitored metric as a "
+                                    "number, "
                                     f"got {type(metrics).__name__}") from None
         if epoch is None:
             epoch = self.last_epoch + 1
@@ -455,8 +460,10 @@ class ReduceLROnPlateau(LRScheduler):
         if len(groups) != len(self.min_lrs):
             if self.default_min_lr is None:
                 raise ArgumentError(f"ReduceLROnPlateau: the optimizer has {len(groups)} parameter "
-                                    f"groups but min_lr gave {len(self.min_lrs)} (a group was added "
-                                    f"after the scheduler was made); set scheduler.min_lrs to match")
+                                    f"groups but min_lr gave {len(self.min_lrs)} (a group was "
+                                    "added "
+                                    "after the scheduler was made); set scheduler.min_lrs to "
+                                    "match")
             self.min_lrs = [self.default_min_lr] * len(groups)
         for group, min_lr in zip(groups, self.min_lrs):
             old_lr = float(group["lr"])

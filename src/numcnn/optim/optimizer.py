@@ -83,12 +83,15 @@ class Optimizer:
         self._workspace: dict[tuple[np.dtype, int], np.ndarray] = {}
 
         if isinstance(params, (Parameter, np.ndarray)):
-            raise ArgumentTypeError(f"{type(self).__name__}: params should be an iterable of Parameters or "
+            raise ArgumentTypeError(f"{type(self).__name__}: params should be an iterable of "
+                                    "Parameters or "
                                     f"of dicts, but got a single {type(params).__name__}; "
                                     f"use model.parameters() or [param]")
         if isinstance(params, (set, frozenset)):
-            raise ArgumentTypeError(f"{type(self).__name__}: parameters must be given in an ordered "
-                                    f"collection (a list), not a set, whose order changes between runs")
+            raise ArgumentTypeError(f"{type(self).__name__}: parameters must be given in an "
+                                    "ordered "
+                                    "collection (a list), not a set, whose order changes between "
+                                    "runs")
         groups = list(params)
         if len(groups) == 0:
             raise ArgumentError(f"{type(self).__name__} got an empty parameter list")
@@ -114,7 +117,8 @@ class Optimizer:
         if isinstance(params, Parameter):
             params = [params]
         elif isinstance(params, (set, frozenset)):
-            raise ArgumentTypeError(f"{name}: parameters must be given in an ordered collection (a list), "
+            raise ArgumentTypeError(f"{name}: parameters must be given in an ordered collection "
+                                    "(a list), "
                                     f"not a set, whose order changes between runs")
         params = list(params)
 
@@ -129,8 +133,10 @@ class Optimizer:
 
         for index, param in enumerate(params):
             if not isinstance(param, Parameter):
-                raise ArgumentTypeError(f"{name} can only optimize numcnn Parameters, but entry {index} "
-                                        f"of the group is {type(param).__module__}.{type(param).__name__}")
+                raise ArgumentTypeError(f"{name} can only optimize numcnn Parameters, but entry "
+                                        f"{index} "
+                                        "of the group is "
+                                        f"{type(param).__module__}.{type(param).__name__}")
             if not np.issubdtype(param.dtype, np.floating):
                 raise DTypeError(f"{name} can only optimize floating-point parameters, but entry "
                                  f"{index} of the group has dtype {param.dtype}")
@@ -141,7 +147,8 @@ class Optimizer:
 
         ids = [id(p) for p in params]
         if len(set(ids)) != len(ids):
-            raise ArgumentError(f"{name}: a parameter group holds the same Parameter more than once; "
+            raise ArgumentError(f"{name}: a parameter group holds the same Parameter more than "
+                                "once; "
                                 f"it would be updated twice per step")
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         if seen & set(ids):

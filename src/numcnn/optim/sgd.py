@@ -57,7 +57,8 @@ class SGD(Optimizer):
         check_nonnegative("SGD", "weight_decay", group["weight_decay"])
         check_nonnegative("SGD", "dampening", group["dampening"])
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
-            raise ArgumentError(f"SGD: Nesterov momentum requires a momentum > 0 and zero dampening, "
+            raise ArgumentError("SGD: Nesterov momentum requires a momentum > 0 and zero "
+                                "dampening, "
                                 f"got momentum={group['momentum']!r}, "
                                 f"dampening={group['dampening']!r}")
 
