@@ -71,17 +71,21 @@ def model_document(architecture, metadata=None) -> dict:
                          **(metadata or {})}}
 
 
+def small_tensors() -> dict:
+    """Weights for SMALL_SPEC."""
+    from numcnn import models
+
+    return dict(models.build(SMALL_SPEC).state_dict())
+
+
 def model_bytes(architecture=None, tensors=None, metadata=None) -> bytes:
-    """A model file (checksum right) whose architecture and tensors are whatever is given."""
-    from numcnn import io, models
-    from numcnn.nn import init
+    """A model file (checksum right) whose architecture and tensors are whatever is given
+    (default: SMALL_SPEC and its weights)."""
+    from numcnn import io
 
     architecture = SMALL_SPEC if architecture is None else architecture
     if tensors is None:
-        with init.shapes_only():
-            shapes = {k: v.shape for k, v in models.build(architecture).state_dict().items()}
-        rng = _np.random.default_rng(0)
-        tensors = {k: (rng.standard_normal(s) * 0.1).astype(_np.float32) for k, s in shapes.items()}
+        tensors = small_tensors()
     return io._serialise(model_document(architecture, metadata), tensors)
 
 

@@ -36,6 +36,8 @@ def files(tmp_path_factory):
             tensors={})),
         "input-20000": put("huge-input.numcnn", fz.model_bytes(
             metadata={"preprocessing": dict(fz.PREP, input_shape=[1, 20000, 20000])})),
+        "nan-weights": put("nan.numcnn", fz.model_bytes(tensors={
+            k: np.full(v.shape, np.nan, v.dtype) for k, v in fz.small_tensors().items()})),
         "no-preprocessing": put("noprep.numcnn", fz.model_bytes(
             metadata={"preprocessing": None})),
         "spec-12000": put("big.json", fz.json_bytes(
@@ -90,7 +92,7 @@ BAD_COMMANDS = [
     ["predict", "{forward-name}", "{png}"], ["predict", "{input-20000}", "{png}"],
     ["predict", "{sparse-3GB}", "{png}"], ["predict", "{fifo}", "{png}"],
     ["predict", "{png}", "{png}"], ["predict", "{empty}", "{png}"],
-    ["predict", "{model}", "{png}", "--top", "-1"],
+    ["predict", "{model}", "{png}", "--top", "-1"], ["predict", "{nan-weights}", "{png}"],
     ["summary", "{spec-forward}"], ["summary", "{spec-bad}"], ["summary", "{fifo}"],
     ["summary", "{dir}"], ["summary", "{sparse-3GB}"], ["summary", "{random}"],
     ["summary", "{missing}"], ["summary", "convnet-bn", "--input-shape", "1,2"],

@@ -588,6 +588,11 @@ def cmd_predict(args) -> int:
     preprocessing = _preprocessing_of(model, args.model)
     images = np.concatenate([data.prepare_image(path, preprocessing) for path in args.images])
     probabilities = train.predict(model, images)
+    if not np.isfinite(probabilities).all():
+        from .errors import NumcnnError
+
+        raise NumcnnError(f"{args.model}: expected finite class probabilities, but the model "
+                          f"gives NaN or inf (its weights are not finite?)")
     classes = metadata.get("classes") or list(range(probabilities.shape[1]))
     if len(classes) != probabilities.shape[1]:
         classes = list(range(probabilities.shape[1]))
