@@ -251,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         _error(f"numcnn: error: {_describe_os_error(error)}")
         return EXIT_FAILURE
+    except MemoryError as error:  # the machine cannot hold what was asked (a huge model ...)
+        _error(f"numcnn: error: out of memory{': ' + str(error) if str(error) else ''}")
+        return EXIT_FAILURE
     except Exception as error:
         from .errors import NumcnnError
 
@@ -352,14 +355,23 @@ def _train_setup(args):
     import json
     from pathlib import Path
 
+    from .train import lock_run_dir
+
     given = {key: getattr(args, key) for key in TRAIN_DEFAULTS if getattr(args, key) is not None}
     if args.resume is not None:
         resume = Path(args.resume)
         if resume.is_dir():
             resume = resume / "checkpoint.ckpt"
-        if not resume.is_file():
-            raise UsageError(f"--resume: {resume}: no such checkpoint file")
         run_dir = resume.parent
+        if run_dir.is_dir():
+            lock_run_dir(run_dir)  # one line naming the other process if one trains there
+        if not resume.is_file():
+            if not (run_dir / CONFIG_FILE).is_file():
+                raise UsageError(f"--resume: {resume}: no such checkpoint file")
+            # the run was stopped before its first checkpoint: it starts again, from scratch
+            print(f"{run_dir}: no checkpoint yet (the run was stopped before its first epoch "
+                  f"ended): starting it again from scratch with its settings", flush=True)
+            resume = None
         refused = sorted(set(given) - set(RESUME_OVERRIDES)) + ["out"] * (args.out is not None)
         if refused:
             names = ", ".join("--" + key.replace("_", "-") for key in refused)
@@ -377,11 +389,15 @@ def _train_setup(args):
         model = given.get("model", DEFAULT_MODEL)
         config = {**TRAIN_DEFAULTS, **MODEL_DEFAULTS.get(model, {}), **given}
         run_dir = Path(args.out) if args.out is not None else _new_run_dir(model)
-        if run_dir.is_dir() and (run_dir / CONFIG_FILE).exists():
-            raise UsageError(f"--out {run_dir} already holds a run; choose another folder or "
-                             f"continue it with --resume {run_dir}")
         if run_dir.exists() and not run_dir.is_dir():
             raise UsageError(f"--out {run_dir} is a file, not a folder")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock_run_dir(run_dir)  # held until the process ends; refused if a live run holds it
+        if (run_dir / CONFIG_FILE).exists() and (run_dir / "checkpoint.ckpt").exists():
+            raise UsageError(f"--out {run_dir} already holds a run; choose another folder or "
+                             f"continue it with --resume {run_dir}")
+        # a config without a checkpoint: a run stopped before its first epoch ended; the
+        # folder is reused in place
     for key in ("model", "dataset"):  # files by absolute path, so that --resume finds them
         if key in given and config[key] != "mnist" and os.path.exists(config[key]):
             config[key] = str(Path(config[key]).resolve())
@@ -575,6 +591,11 @@ def cmd_predict(args) -> int:
     preprocessing = _preprocessing_of(model, args.model)
     images = np.concatenate([data.prepare_image(path, preprocessing) for path in args.images])
     probabilities = train.predict(model, images)
+    if not np.isfinite(probabilities).all():
+        from .errors import NumcnnError
+
+        raise NumcnnError(f"{args.model}: expected finite class probabilities, but the model "
+                          f"gives NaN or inf (its weights are not finite?)")
     classes = metadata.get("classes") or list(range(probabilities.shape[1]))
     if len(classes) != probabilities.shape[1]:
         classes = list(range(probabilities.shape[1]))
@@ -597,18 +618,21 @@ def cmd_predict(args) -> int:
 def cmd_summary(args) -> int:
     from . import io, models
     from .errors import NumcnnError
+    from .nn.init import shapes_only
 
     name = args.model
     input_shape = args.input_shape
     if name in models.PRESETS:
-        model = models.preset(name)
+        with shapes_only():  # shapes and counts only: no parameter is allocated
+            model = models.preset(name)
         print(f"{name}: {models.PRESETS[name]['description']}")
         input_shape = input_shape or tuple(models.PRESETS[name]["input_shape"])
     elif not os.path.exists(name):
         raise NumcnnError(f"{name!r} is neither a preset ({', '.join(models.PRESETS)}) nor a "
                           f"model file or JSON model description")
     elif _looks_like_json(name):
-        model = models.load_spec(name)
+        with shapes_only():
+            model = models.load_spec(name)
     else:
         model = io.load(name)
         recorded = (getattr(model, "metadata", {}) or {}).get("input_shape")
@@ -619,7 +643,10 @@ def cmd_summary(args) -> int:
 
 def _looks_like_json(path: str) -> bool:
     """A JSON model description (starts with '{' or '['), as opposed to a model file."""
-    with open(path, "rb") as file:
+    from ._files import open_regular
+    from .errors import NumcnnError
+
+    with open_regular(path, NumcnnError, "a model file or a JSON model description") as file:
         return file.read(64).lstrip()[:1] in (b"{", b"[")
 
 

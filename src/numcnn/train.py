@@ -27,7 +27,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,13 +41,83 @@ from ._grad import no_grad
 from .errors import NumcnnError
 
 __all__ = ["fit", "evaluate", "predict", "softmax", "History", "EarlyStopping", "Callback",
-           "Evaluation", "TrainingInterrupted", "MODEL_FILE", "CHECKPOINT_FILE", "HISTORY_FILE"]
+           "Evaluation", "TrainingInterrupted", "RunFolderBusy", "lock_run_dir", "unlock_run_dir",
+           "MODEL_FILE", "CHECKPOINT_FILE", "HISTORY_FILE", "LOCK_FILE"]
 
+LOCK_FILE = "run.lock"               # held (flock) by the process training in the folder; its PID
 MODEL_FILE = "model.numcnn"          # the best model (by the monitored metric), with its metadata
 CHECKPOINT_FILE = "checkpoint.ckpt"  # the whole training state at the end of the last epoch
 HISTORY_FILE = "history.json"        # loss and accuracy per epoch, train and validation
 
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr")
+
+
+class RunFolderBusy(NumcnnError):
+    """The run folder is in use by another live process (``pid``), which holds its lock."""
+
+    def __init__(self, message: str, pid: int | None):
+        super().__init__(message)
+        self.pid = pid
+
+
+_HELD: dict[str, list] = {}  # real path of a run folder -> [lock file descriptor, depth]
+_HELD_LOCK = threading.Lock()
+
+
+def lock_run_dir(run_dir) -> str:
+    """Claim ``run_dir`` for this process: an exclusive ``flock`` on ``run_dir/run.lock``, which
+    then holds this process's PID. Re-entrant within the process (:func:`fit` called by the
+    command line, which locked first); released by :func:`unlock_run_dir` or when the process
+    ends, however it ends (``kill -9`` included), so a lock left by a dead process is simply
+    taken over. Leftover temporary files of an interrupted atomic write are removed.
+
+    Raises:
+        RunFolderBusy: another live process holds the lock (the message names its PID).
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        return os.path.realpath(run_dir)
+    run_dir = Path(run_dir)
+    key = os.path.realpath(run_dir)
+    with _HELD_LOCK:
+        if key in _HELD:
+            _HELD[key][1] += 1
+            return key
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            pid = int(text) if text.isdigit() else None
+            who = f"process {pid}" if pid is not None else "another process"
+            raise RunFolderBusy(f"the run folder {run_dir} is in use by {who}, which is "
+                                f"training in it; wait for it to end, or choose another "
+                                f"folder (expected a folder no live run holds)", pid) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        _HELD[key] = [fd, 1]
+    for leftover in run_dir.glob(".*.tmp"):  # an atomic write cut short (kill -9, full disk)
+        try:
+            leftover.unlink()
+        except OSError:
+            pass
+    return key
+
+
+def unlock_run_dir(run_dir) -> None:
+    """Release one :func:`lock_run_dir` of this process (the lock goes with the last one)."""
+    key = os.path.realpath(run_dir)
+    with _HELD_LOCK:
+        held = _HELD.get(key)
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] == 0:
+            del _HELD[key]
+            os.ftruncate(held[0], 0)
+            os.close(held[0])  # closing the descriptor releases the flock
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -275,12 +347,24 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
                           f"got {monitor!r}")
     if monitor.startswith("val_") and validation is None:
         raise NumcnnError(f"fit: monitor {monitor!r} needs validation data")
-    best = _Best(monitor,
-                 mode=early_stopping.mode if early_stopping is not None else "auto",
-                 min_delta=early_stopping.min_delta if early_stopping is not None else 0.0)
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
+        lock_run_dir(run_dir)  # RunFolderBusy if another live process trains there
+    try:
+        return _fit(model, loader, validation, epochs, batch_size, optimizer, criterion,
+                    scheduler, early_stopping, monitor, callbacks, run_dir, resume, metadata,
+                    progress, print_fn)
+    finally:
+        if run_dir is not None:
+            unlock_run_dir(run_dir)
+
+
+def _fit(model, loader, validation, epochs, batch_size, optimizer, criterion, scheduler,
+         early_stopping, monitor, callbacks, run_dir, resume, metadata, progress, print_fn):
+    best = _Best(monitor,
+                 mode=early_stopping.mode if early_stopping is not None else "auto",
+                 min_delta=early_stopping.min_delta if early_stopping is not None else 0.0)
     if progress is None:
         progress = sys.stderr.isatty()
 
@@ -646,9 +730,19 @@ def evaluate(model, x, y, *, batch_size: int = 256, loss=None, preprocessing=Non
 
     criterion = loss if loss is not None else nn.CrossEntropyLoss()
     y_true = _labels(np.asarray(y))
+    if len(y_true) != len(x):
+        raise NumcnnError(f"evaluate: expected one label per image, got {len(x)} images and "
+                          f"{len(y_true)} labels")
+    if len(x) == 0:
+        raise NumcnnError("evaluate: expected at least one image, got none (accuracy is "
+                          "undefined)")
     logits = _logits(model, x, batch_size, preprocessing)
-    if len(logits) == 0:
-        raise NumcnnError("evaluate: no images")
+    finite = np.isfinite(logits).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise NumcnnError(f"evaluate: expected finite logits, but the model gave NaN or inf for "
+                          f"{len(bad)} of {len(x)} images (the first: image {bad[0]}); check the "
+                          f"images (NaN pixels?) and the weights")
     n_classes = logits.shape[1]
     classes = list(classes) if classes is not None else list(range(n_classes))
     loss_value = float(criterion(logits, y_true))
@@ -688,8 +782,9 @@ def _logits(model, x, batch_size, preprocessing):
                 outputs.append(model(xb))
     finally:
         model.train(was_training)
-    if not outputs:
-        return np.zeros((0, 0), dtype=np.float32)
+    if not outputs:  # no images: (0, K), K from the model's output shape (nothing runs)
+        shape = model.output_shape((0, *np.shape(x)[1:]))
+        return np.zeros(shape, dtype=np.float32)
     return np.concatenate(outputs)
 
 

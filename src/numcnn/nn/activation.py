@@ -5,8 +5,11 @@ Each keeps its input's shape and dtype; ``backward(grad_out)`` returns ``d loss 
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import functional as F
-from .module import Module
+from ..errors import ArgumentTypeError
+from .module import Module, check_number, check_real
 
 __all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Gaussian", "Softmax", "LogSoftmax"]
 
@@ -21,12 +24,19 @@ class _Elementwise(Module):
         return ()
 
     def forward(self, x):
-        out, cache = type(self)._forward(x, *self._args())
-        self._keep(cache=cache)
+        x = check_real(type(self).__name__, x)
+        scalar = x.ndim == 0  # a 0-D input runs as shape (1,), so every op returns an array
+        out, cache = type(self)._forward(x.reshape(1) if scalar else x, *self._args())
+        out = out.reshape(()) if scalar else out
+        self._keep(output=out, cache=cache, scalar=scalar)
         return out
 
     def backward(self, grad_out):
-        return type(self)._backward(grad_out, self._take()["cache"])
+        kept = self._take(grad_out)
+        if kept["scalar"]:
+            grad = np.asarray(grad_out).reshape(1)
+            return type(self)._backward(grad, kept["cache"]).reshape(())
+        return type(self)._backward(grad_out, kept["cache"])
 
 
 class ReLU(_Elementwise):
@@ -73,6 +83,7 @@ class LeakyReLU(_Elementwise):
 
     def __init__(self, negative_slope: float = 0.01, inplace: bool = False):
         super().__init__()
+        check_number("LeakyReLU", "negative_slope", negative_slope)
         self.negative_slope = negative_slope
         self.inplace = inplace
 
@@ -141,6 +152,9 @@ class Softmax(_Elementwise):
 
     def __init__(self, dim: int | None = None):
         super().__init__()
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int)):
+            raise ArgumentTypeError(f"{type(self).__name__}: dim must be an int or None, got "
+                                    f"{type(dim).__name__} {dim!r}")
         self.dim = dim
 
     def _args(self):

@@ -6,7 +6,9 @@ import numpy as np
 
 from .. import functional as F
 from ..errors import ShapeError
-from .module import Module, Parameter
+from . import init
+from .module import (Module, Parameter, check_flag, check_number, check_positive_int,
+                     check_real)
 
 __all__ = ["BatchNorm1d", "BatchNorm2d"]
 
@@ -20,20 +22,26 @@ class _BatchNorm(Module):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True):
         super().__init__()
+        name = type(self).__name__
+        check_positive_int(name, num_features=num_features)
+        check_number(name, "eps", eps, 0.0, low_open=True)  # eps <= 0 divides by zero (NaN)
+        if momentum is not None:
+            check_number(name, "momentum", momentum, 0.0, 1.0)
+        check_flag(name, affine=affine, track_running_stats=track_running_stats)
         self.num_features = num_features
         self.eps = eps
         self.momentum = momentum
         self.affine = affine
         self.track_running_stats = track_running_stats
         if affine:
-            self.weight = Parameter(np.ones(num_features, dtype=np.float32))
-            self.bias = Parameter(np.zeros(num_features, dtype=np.float32))
+            self.weight = Parameter(init.ones(num_features))
+            self.bias = Parameter(init.zeros(num_features))
         else:
             self.weight = None
             self.bias = None
         if track_running_stats:
-            self.register_buffer("running_mean", np.zeros(num_features, dtype=np.float32))
-            self.register_buffer("running_var", np.ones(num_features, dtype=np.float32))
+            self.register_buffer("running_mean", init.zeros(num_features))
+            self.register_buffer("running_var", init.ones(num_features))
             self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
         else:
             self.register_buffer("running_mean", None)
@@ -58,12 +66,18 @@ class _BatchNorm(Module):
                              f"with {shape[1]} channels")
 
     def forward(self, x):
-        x = np.asarray(x)
+        x = check_real(type(self).__name__, x)
         self._check_shape(x.shape)
         if self.weight is not None:
             x = x.astype(self.weight.dtype, copy=False)
         elif self.running_mean is not None:
             x = x.astype(self.running_mean.dtype, copy=False)
+        if x.shape[0] == 0:  # an empty batch: an empty output, the statistics untouched
+            if self.training and self.track_running_stats:
+                self.num_batches_tracked += 1  # as PyTorch, which counts it all the same
+            out = np.empty(x.shape, dtype=x.dtype)
+            self._keep(output=out, cache=None)
+            return out
         # As torch.nn.modules.batchnorm._BatchNorm.forward: momentum=None is a cumulative average.
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
@@ -78,14 +92,17 @@ class _BatchNorm(Module):
             None if self.weight is None else self.weight.data,
             None if self.bias is None else self.bias.data,
             use_batch_stats, factor, self.eps)
-        self._keep(cache=cache)
+        self._keep(output=out, cache=cache)
         return out
 
     def backward(self, grad_out):
-        grad_x, grad_w, grad_b = F.batch_norm_backward(grad_out, self._take()["cache"])
+        cache = self._take(grad_out)["cache"]
+        if cache is None:  # the empty batch: nothing flows back
+            return np.zeros(np.shape(grad_out), dtype=np.asarray(grad_out).dtype)
+        grad_x, grad_w, grad_b = F.batch_norm_backward(grad_out, cache)
         if self.weight is not None:
-            self.weight.grad += grad_w
-            self.bias.grad += grad_b
+            self.weight.accumulate(grad_w)
+            self.bias.accumulate(grad_b)
         return grad_x
 
     def output_shape(self, input_shape):

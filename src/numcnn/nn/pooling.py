@@ -12,6 +12,7 @@ from __future__ import annotations
 from .._grad import is_grad_enabled
 from ..functional import pooling as P
 from .module import Module
+from ..errors import ArgumentError
 
 __all__ = ["MaxPool2d", "AvgPool2d", "LPPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
            "GlobalAvgPool2d", "GlobalMaxPool2d"]
@@ -127,8 +128,8 @@ class AvgPool2d(Module):
         self.divisor_override = divisor_override
         P._pool_args(type(self).__name__, kernel_size, self.stride, padding)
         if divisor_override is not None and divisor_override == 0:
-            raise ValueError(f"{type(self).__name__}: divisor_override must be non-zero, "
-                             f"got {divisor_override}")
+            raise ArgumentError(f"{type(self).__name__}: divisor_override must be non-zero, "
+                                f"got {divisor_override}")
 
     def forward(self, x):
         out, cache = P._avg_pool2d_forward(
