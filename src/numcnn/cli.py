@@ -200,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "~/.cache/numcnn)")
     data.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     data.set_defaults(func=cmd_data)
+    _add_inside_commands(commands)
     return parser
 
 
@@ -432,6 +433,37 @@ def cmd_data(args) -> int:
         where = f"; cached in {data.data_dir() if args.data_dir is None else args.data_dir}"
     print(f"{dataset.name}: {len(dataset.x_train):,} training and {len(dataset.x_test):,} test "
           f"images of {shape} ({dataset.x_train.dtype}), {len(dataset.classes)} classes{where}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------
+# explain, check, show, demo: seeing inside a model (numcnn.explain, gradcheck, visualize)
+# ----------------------------------------------------------------------------------------------
+def _add_inside_commands(commands) -> None:
+    explain = commands.add_parser(
+        "explain", help="every layer with its numbers: formulas, FLOPs, memory",
+        description="For each layer: the output-size formula with the numbers filled in, the "
+                    "output shape, the parameter count as a product, for convolutions the "
+                    "im2col matrices and the backward rules, FLOPs forward and backward "
+                    "(a multiply-add counts 2) and the bytes kept for backward; then the "
+                    "totals. MODEL is a preset, a model file, a JSON architecture or "
+                    "path/to/file.py:NAME.")
+    explain.add_argument("model", metavar="MODEL_OR_PRESET")
+    explain.add_argument("--batch", type=_positive_int, default=1, metavar="N",
+                         help="batch size N for shapes, FLOPs and memory (default: 1)")
+    explain.add_argument("--input-shape", type=_shape, metavar="C,H,W",
+                         help="shape of one input image (default: the model's, else 1,28,28)")
+    explain.add_argument("--format", choices=("table", "json", "markdown"), default="table",
+                         help="default: table")
+    explain.set_defaults(func=cmd_explain)
+
+
+def cmd_explain(args) -> int:
+    from .resolve import load_model
+
+    model, input_shape = load_model(args.model)
+    report = model.explain(args.input_shape or input_shape or (1, 28, 28), batch_size=args.batch)
+    print(report.format(args.format))
     return EXIT_OK
 
 
