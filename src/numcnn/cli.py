@@ -457,6 +457,30 @@ def _add_inside_commands(commands) -> None:
                          help="default: table")
     explain.set_defaults(func=cmd_explain)
 
+    check = commands.add_parser(
+        "check", help="check a model's gradients against central differences, layer by layer",
+        description="Gradient check in float64: central differences on a small random input "
+                    "for the input gradient and every parameter's gradient, of the whole model "
+                    "and of each layer alone; the largest relative error per layer and tensor, "
+                    "PASS or FAIL (exit code 1). MODEL is a preset, a model file, a JSON "
+                    "architecture or path/to/file.py:NAME (a Module class, a function "
+                    "returning one, or an instance; the file is run).")
+    check.add_argument("model", metavar="MODEL")
+    check.add_argument("--input-shape", type=_shape, metavar="C,H,W",
+                       help="shape of one input (default: the model's, its input_shape "
+                            "attribute, else 1,28,28)")
+    check.add_argument("--batch", type=_positive_int, default=2, metavar="N",
+                       help="batch size of the random input (default: 2)")
+    check.add_argument("--tol", type=_positive_float, default=1e-5,
+                       help="largest relative error that passes (default: 1e-5)")
+    check.add_argument("--entries", type=_positive_int, default=48, metavar="K",
+                       help="entries checked per tensor, drawn at random (default: 48)")
+    check.add_argument("--torch", action="store_true",
+                       help="also build the model in PyTorch with the same weights and compare "
+                            "every layer's output and every gradient (needs torch)")
+    check.add_argument("--json", action="store_true", help="print the results as JSON")
+    check.set_defaults(func=cmd_check)
+
 
 def cmd_explain(args) -> int:
     from .resolve import load_model
@@ -464,6 +488,36 @@ def cmd_explain(args) -> int:
     model, input_shape = load_model(args.model)
     report = model.explain(args.input_shape or input_shape or (1, 28, 28), batch_size=args.batch)
     print(report.format(args.format))
+    return EXIT_OK
+
+
+def cmd_check(args) -> int:
+    import json
+
+    from .gradcheck import compare_with_torch, gradcheck
+    from .resolve import load_model
+
+    model, input_shape = load_model(args.model)
+    shape = (args.batch, *(args.input_shape or input_shape or (1, 28, 28)))
+    report = gradcheck(model, input_shape=shape, tol=args.tol, max_entries=args.entries)
+    twin = compare_with_torch(model, input_shape=shape) if args.torch else None
+    if args.json:
+        data = report.to_dict()
+        if twin is not None:
+            data["torch"] = {"passed": twin.passed, "results": twin.results}
+        print(json.dumps(data, indent=2))
+    else:
+        print(f"{args.model}: gradient check on a random input of shape {shape}")
+        print(report.format())
+        if twin is not None:
+            print()
+            print(twin.format())
+    if not report.passed:
+        _error(f"numcnn: error: gradient check failed in {', '.join(report.failed_layers)}")
+        return EXIT_FAILURE
+    if twin is not None and not twin.passed:
+        _error("numcnn: error: numcnn and PyTorch differ")
+        return EXIT_FAILURE
     return EXIT_OK
 
 
