@@ -481,6 +481,33 @@ def _add_inside_commands(commands) -> None:
     check.add_argument("--json", action="store_true", help="print the results as JSON")
     check.set_defaults(func=cmd_check)
 
+    show = commands.add_parser(
+        "show", help="pictures of what a model sees: filters, feature maps, saliency",
+        description="Draw the first convolution's filters, the feature maps of every "
+                    "convolution for IMAGE, and a saliency map (the gradient of the predicted "
+                    "class's score with respect to the pixels), as PNGs. IMAGE is prepared as "
+                    "for 'numcnn predict' (the model file's preprocessing; a preset or JSON "
+                    "architecture has untrained weights and takes pixels scaled to [0, 1]).")
+    show.add_argument("model", metavar="MODEL")
+    show.add_argument("image", metavar="IMAGE", help="an image file (PNG, JPEG, ...)")
+    show.add_argument("--out", metavar="DIR", default="show",
+                      help="folder for the PNGs (default: ./show)")
+    show.set_defaults(func=cmd_show)
+
+    demo = commands.add_parser(
+        "demo", help="teaching pictures: classic kernels by correlation and convolution",
+        description="'numcnn demo kernels [IMAGE]' applies Sobel x and y, blur, sharpen, "
+                    "Laplacian and emboss to an image (default: the first MNIST test digit) "
+                    "with functional.correlate, beside the true convolution and the "
+                    "difference, in one PNG.")
+    demo.add_argument("topic", choices=("kernels",), metavar="kernels")
+    demo.add_argument("image", metavar="IMAGE", nargs="?",
+                      help="an image file (default: an MNIST digit, downloaded if needed)")
+    demo.add_argument("--out", metavar="PNG", default="kernels.png",
+                      help="the PNG to write (default: kernels.png)")
+    demo.add_argument("--data-dir", metavar="DIR", help="where MNIST is cached")
+    demo.set_defaults(func=cmd_demo)
+
 
 def cmd_explain(args) -> int:
     from .resolve import load_model
@@ -518,6 +545,43 @@ def cmd_check(args) -> int:
     if twin is not None and not twin.passed:
         _error("numcnn: error: numcnn and PyTorch differ")
         return EXIT_FAILURE
+    return EXIT_OK
+
+
+def cmd_show(args) -> int:
+    from . import visualize
+    from .data import Preprocessing, prepare_image
+    from .resolve import load_model
+
+    model, input_shape = load_model(args.model)
+    metadata = getattr(model, "metadata", {}) or {}
+    if metadata.get("preprocessing") is not None:
+        preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
+    else:
+        shape = tuple(input_shape or (1, 28, 28))
+        preprocessing = Preprocessing(scale=1 / 255, mean=(0.0,) * shape[0],
+                                      std=(1.0,) * shape[0], input_shape=shape)
+    image = prepare_image(args.image, preprocessing)
+    written = visualize.show(model, image, args.out, classes=metadata.get("classes"))
+    for path in written.values():
+        print(f"written: {path}")
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    import numpy as np
+
+    from . import visualize
+    from .data import load_dataset
+
+    if args.image is not None:
+        from PIL import Image
+
+        with Image.open(args.image) as picture:
+            image = np.asarray(picture.convert("L"), dtype=np.float64)
+    else:
+        image = load_dataset("mnist", data_dir=args.data_dir, progress=False).x_test[0]
+    print(f"written: {visualize.plot_kernel_demo(np.squeeze(image), args.out)}")
     return EXIT_OK
 
 
