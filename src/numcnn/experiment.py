@@ -52,6 +52,10 @@ METRICS_FILE = "metrics.json"
 CURVES_FILE = "curves.png"
 CONFUSION_FILE = "confusion_matrix.png"
 MISCLASSIFIED_FILE = "misclassified.png"
+HEALTH_FILE = "health.png"
+FILTERS_FILE = "filters.png"
+SAMPLE_PREFIX = "sample_"            # sample_feature_maps_<layer>.png, sample_saliency.png
+REPORT_FILE = "report.html"
 
 
 class SettingsError(NumcnnError, ValueError):
@@ -179,7 +183,8 @@ def _new_run_dir(model: str) -> Path:
 # ----------------------------------------------------------------------------------------------
 def run_experiment(settings: dict | None = None, *, out=None, resume=None, data_dir=None,
                    quiet: bool = False, progress: bool | None = None, print_fn=_print_flush,
-                   command_line: str | None = None) -> ExperimentResult:
+                   command_line: str | None = None, health: bool = True,
+                   pictures: bool = True) -> ExperimentResult:
     """Train, keep the best epoch, evaluate it on the test set and write the run folder.
 
     Args:
@@ -191,6 +196,11 @@ def run_experiment(settings: dict | None = None, *, out=None, resume=None, data_
         progress: a progress bar per epoch. Default: when not quiet and stderr is a terminal.
         print_fn: prints one line; ``None`` prints nothing.
         command_line: recorded at the top of ``train.log``. Default: ``sys.argv``.
+        health: watch the training's health (:mod:`numcnn.health`): per-layer statistics in
+            ``history.json``, ``health.png``, one line per epoch, and the NaN/Inf guard that
+            names the layer. Default: True.
+        pictures: write ``filters.png``, the feature maps and saliency of the first test image
+            (``sample_*.png``, :mod:`numcnn.visualize`) and ``report.html``. Default: True.
 
     Returns:
         An :class:`ExperimentResult`.
@@ -247,7 +257,8 @@ def run_experiment(settings: dict | None = None, *, out=None, resume=None, data_
             model, loader, validation, epochs=config["epochs"], batch_size=config["batch_size"],
             optimizer=optimizer, scheduler=scheduler,
             early_stopping=config["patience"], run_dir=run_dir, resume=resume,
-            metadata=metadata, progress=False if quiet else progress, print_fn=say)
+            metadata=metadata, progress=False if quiet else progress, print_fn=say,
+            health=health or None)
     except train.TrainingInterrupted as stop:
         say.log_only(f"interrupted: checkpoint of epoch {stop.epoch} saved to {stop.checkpoint}")
         raise
@@ -261,6 +272,15 @@ def run_experiment(settings: dict | None = None, *, out=None, resume=None, data_
         "epochs": len(history), "stopped_epoch": history.stopped_epoch,
         "seconds_per_epoch": history.seconds, "images_per_s": history.images_per_s,
         "train_images": len(x_train), "val_images": 0 if x_val is None else len(x_val)})
+    if health and history.health:
+        from .health import plot_health
+
+        plot_health(history.health, run_dir / HEALTH_FILE)
+    if pictures:
+        from .report import write_report
+
+        write_pictures(best, dataset, preprocessing, run_dir)
+        write_report(run_dir, model=best)
     if not quiet:
         say("")
         say(result.format())
@@ -276,6 +296,24 @@ def run_experiment(settings: dict | None = None, *, out=None, resume=None, data_
 # ----------------------------------------------------------------------------------------------
 # Pieces of the recipe
 # ----------------------------------------------------------------------------------------------
+def write_pictures(model, dataset, preprocessing, run_dir) -> dict:
+    """``filters.png`` and, for the first test image, ``sample_feature_maps_<layer>.png`` and
+    ``sample_saliency.png`` (a model without convolutions gets none); returns what was written."""
+    from . import visualize
+
+    try:
+        visualize.first_conv(model)
+    except NumcnnError:
+        return {}
+    image = preprocessing.apply(dataset.x_test[:1])
+    written = visualize.show(model, image, run_dir, classes=list(dataset.classes),
+                             prefix=SAMPLE_PREFIX)
+    filters = written.pop("filters")
+    os.replace(filters, Path(run_dir) / FILTERS_FILE)
+    written["filters"] = str(Path(run_dir) / FILTERS_FILE)
+    return written
+
+
 def check_model_fits(model, image_shape, num_classes: int, name) -> None:
     """Raise NumcnnError unless ``model`` takes images of ``image_shape`` (C, H, W) and gives
     ``num_classes`` logits per image."""
