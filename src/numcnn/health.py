@@ -18,8 +18,9 @@ Measured for every layer (named as in ``model.named_modules()``), averaged over 
 - ``act_mean`` and ``act_std``: the mean and standard deviation of the layer's output over the
   sampled batches.
 
-Activations are sampled every ``every``-th step (default 10; the dead-unit share is therefore over
-those batches), gradients and updates are taken every step: the cost is a few small reductions per
+Activations are sampled every ``every``-th step, on the first ``images`` images of the batch
+(defaults 10 and 16; the dead-unit share is therefore over those images), gradients and updates
+are taken every step: the cost is a few small reductions per
 layer (the benchmark measures it: ``bench/bench.py --health``).
 
 The NaN/Inf guard: every step the loss and every parameter gradient are checked (the gradient
@@ -57,13 +58,17 @@ class HealthMonitor:
 
     Args:
         every: sample the activations every ``every`` steps (1: every step). Default: 10.
+        images: the activations of the first ``images`` images of a sampled batch are
+            measured. Default: 16.
         guard: check the loss and gradients for NaN/Inf every step. Default: True.
     """
 
-    def __init__(self, every: int = 10, guard: bool = True):
-        if int(every) < 1:
-            raise NumcnnError(f"HealthMonitor: every must be >= 1, got {every}")
+    def __init__(self, every: int = 10, guard: bool = True, images: int = 16):
+        if int(every) < 1 or int(images) < 1:
+            raise NumcnnError(f"HealthMonitor: every and images must be >= 1, got {every} and "
+                              f"{images}")
         self.every = int(every)
+        self.images = int(images)
         self.guard = guard
         self.epochs: list[dict] = []
         self._model = None
@@ -127,6 +132,7 @@ class HealthMonitor:
         out = np.asarray(out)
         if not np.issubdtype(out.dtype, np.floating):
             return
+        out = out[:self.images]
         mean = float(out.mean(dtype=np.float64))
         self._add(name, "act_mean", mean)
         self._add(name, "act_std", float(np.sqrt(max(
