@@ -28,7 +28,7 @@ gradient (a sum, 1 per output element). A training step skips the first layer's 
 Memory: "kept" is what each layer's forward pass holds for its backward pass, measured by running
 the model once in training mode on random input (arrays shared between layers, such as a ReLU's
 output that the next max pooling also keeps, are counted once, at the first layer holding them).
-The peak activation memory is measured with :mod:`tracemalloc` (which sees NumPy's allocations)
+The weights a layer refers to are not counted. The peak activation memory is measured with :mod:`tracemalloc` (which sees NumPy's allocations)
 over one forward and backward pass at the given batch size; the parameters are not included. The
 model's weights, running statistics and numcnn's random generator are left as they were.
 """
@@ -441,7 +441,13 @@ def _measure(model, shape, rows):
 
 def _kept_bytes(model, rows) -> int:
     """Fill ``bytes_kept`` of each row from the caches the forward pass kept; the total."""
-    seen: set = set()
+    def key(array):
+        root = array
+        while isinstance(root.base, np.ndarray):
+            root = root.base
+        return (root.__array_interface__["data"][0], root.nbytes), root
+
+    seen: set = {key(p.data)[0] for p in model.parameters()}  # weights are not activations
     by_name = {row["name"]: row for row in rows}
     total = 0
     for name, module in model.named_modules():
@@ -450,12 +456,9 @@ def _kept_bytes(model, rows) -> int:
             continue
         size = 0
         for array in _arrays(cache, depth=0):
-            root = array
-            while isinstance(root.base, np.ndarray):
-                root = root.base
-            key = (root.__array_interface__["data"][0], root.nbytes)
-            if key not in seen:
-                seen.add(key)
+            address, root = key(array)
+            if address not in seen:
+                seen.add(address)
                 size += root.nbytes
         total += size
         row = by_name.get(name or type(module).__name__)
