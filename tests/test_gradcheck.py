@@ -73,7 +73,9 @@ def test_cli_check_names_the_broken_layer():
     failing = [line.split()[:2] for line in out.splitlines() if line.endswith("FAIL")]
     assert ["1", "SignFlipped"] in failing
     assert not [f for f in failing if f[0] in ("0", "2")]  # the correct layers pass
-    assert "1 (SignFlipped" in out and err.startswith("numcnn: error: gradient check failed")
+    assert "FAIL: the backward pass disagrees with central differences in layer 1 (SignFlipped" \
+        in out
+    assert err.startswith("numcnn: error: gradient check failed in layer 1 (SignFlipped")
 
     code, out, _ = run(["check", f"{LAYERS}:Untransposed", "--json"])
     results = json.loads(out)["results"]

@@ -540,7 +540,7 @@ def cmd_check(args) -> int:
             print()
             print(twin.format())
     if not report.passed:
-        _error(f"numcnn: error: gradient check failed in {', '.join(report.failed_layers)}")
+        _error(f"numcnn: error: gradient check failed in {report.describe_failure()}")
         return EXIT_FAILURE
     if twin is not None and not twin.passed:
         _error("numcnn: error: numcnn and PyTorch differ")

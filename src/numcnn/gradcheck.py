@@ -72,11 +72,25 @@ class GradcheckReport:
 
     @property
     def failed_layers(self) -> list:
+        """The failing layers, each layer inside first, then ``"(model)"`` for the whole."""
         names = []
         for r in self.results:
             if not r["passed"] and r["layer"] not in names:
                 names.append(r["layer"])
-        return names
+        return sorted(names, key=lambda name: name == "(model)")
+
+    def describe_failure(self) -> str:
+        """``layer 1 (SignFlipped, relative error 2)``, the layers that fail, for messages."""
+        worst = {e["layer"]: e for e in self.per_layer()}
+        inner = [n for n in self.failed_layers if n != "(model)"]
+        if not inner:  # a single layer, or a failure no layer shows alone
+            entry = worst.get("(model)")
+            if entry is None:
+                return "nothing"
+            what = "the layer" if len(worst) == 1 else "the whole model"
+            return f"{what} {entry['type']} (relative error {entry['rel_error']:.2g})"
+        return ", ".join(f"layer {n} ({worst[n]['type']}, relative error "
+                         f"{worst[n]['rel_error']:.2g})" for n in inner)
 
     def per_layer(self) -> list:
         """One dict per layer: ``layer``, ``type``, ``rel_error`` (largest), ``passed``."""
@@ -108,10 +122,8 @@ class GradcheckReport:
             lines.append(f"PASS: every gradient agrees with central differences (float64, eps "
                          f"{EPS:g}) within a relative error of {self.tol:g}")
         else:
-            worst = {e["layer"]: e for e in self.per_layer()}
-            names = ", ".join(f"{name} ({worst[name]['type']}, relative error "
-                              f"{worst[name]['rel_error']:.2g})" for name in self.failed_layers)
-            lines.append(f"FAIL: the backward pass disagrees with central differences in: {names}")
+            lines.append(f"FAIL: the backward pass disagrees with central differences in "
+                         f"{self.describe_failure()}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
