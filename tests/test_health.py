@@ -26,7 +26,7 @@ def test_statistics_are_what_they_name():
     model = _model()
     reference = _model()
     reference.load_state_dict(model.state_dict())
-    monitor = HealthMonitor(every=1, images=96)
+    monitor = HealthMonitor(every=1)
     optimizer = optim.SGD(model.parameters(), lr=0.1)
     loader = DataLoader(x, y, batch_size=96, shuffle=False)  # one step on the whole set
     history = train.fit(model, loader, epochs=1, optimizer=optimizer, health=monitor,
@@ -59,7 +59,7 @@ def test_dead_relu_units_are_counted():
     x, y = _data()
     model = _model()
     model[0].bias.data[:2] = -1e3  # channels 0 and 1 never fire: half the units
-    history = train.fit(model, (x, y), epochs=1, batch_size=32, health=HealthMonitor(every=1, images=32),
+    history = train.fit(model, (x, y), epochs=1, batch_size=32, health=HealthMonitor(every=1),
                         optimizer=optim.SGD(model.parameters(), lr=1e-4), print_fn=None, seed=0)
     assert history.health[0]["layers"]["1"]["dead"] == pytest.approx(0.5, abs=0.02)
 
