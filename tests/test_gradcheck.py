@@ -111,3 +111,17 @@ def test_torch_twin_agrees_and_catches_a_wrong_backward(monkeypatch):
     assert not [f for f in failing if f[0] == "output of"]  # the forward pass is still right
     with pytest.raises(NumcnnError, match="no PyTorch twin"):
         compare_with_torch(nn.Sequential(nn.Gaussian()), input_shape=(2, 3))
+
+
+def test_cli_check_takes_model_files_and_architecture_json(tmp_path):
+    spec = [{"type": "Conv2d", "in_channels": 1, "out_channels": 2, "kernel_size": 3},
+            {"type": "BatchNorm2d", "num_features": 2}, {"type": "ReLU"},
+            {"type": "Flatten"}, {"type": "Linear", "in_features": 2 * 6 * 6, "out_features": 3}]
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps(spec))
+    code, out, _ = run(["check", arch, "--input-shape", "1,8,8", "--entries", "8"])
+    assert code == 0 and "PASS" in out
+    path = tmp_path / "model.numcnn"
+    numcnn.save(models.build(spec), path, metadata={"input_shape": [1, 8, 8]})
+    code, out, _ = run(["check", path, "--entries", "8", "--json"])
+    assert code == 0 and json.loads(out)["input_shape"] == [2, 1, 8, 8]
