@@ -179,7 +179,7 @@ def _walk(module, name, shape, rows, nn):
             size = math.prod(shape)
             rows.append(_row(name or "residual", "Residual (x + f(x))", shape, shape, module,
                              formula=["out = in (the block keeps the shape)"],
-                             flops=(size, size, 0, 0),
+                             flops=(size, size, size, size),
                              backward="dL/dx = dL/dy + f.backward(dL/dy): the gradient goes "
                                       "through the skip unchanged"))
             return shape
