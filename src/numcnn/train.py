@@ -154,6 +154,7 @@ class History:
         self.images_per_s: list[float] = []
         self.best_epoch: int | None = None
         self.stopped_epoch: int | None = None
+        self.health: list[dict] = []  # per epoch, with fit(health=...): see numcnn.health
 
     def append(self, epoch: int, logs: dict) -> None:
         self.epoch.append(epoch)
@@ -172,7 +173,8 @@ class History:
     def to_dict(self) -> dict:
         return {"epoch": list(self.epoch), **{k: list(v) for k, v in self.history.items()},
                 "seconds": list(self.seconds), "images_per_s": list(self.images_per_s),
-                "best_epoch": self.best_epoch, "stopped_epoch": self.stopped_epoch}
+                "best_epoch": self.best_epoch, "stopped_epoch": self.stopped_epoch,
+                **({"health": copy.deepcopy(self.health)} if self.health else {})}
 
     @classmethod
     def from_dict(cls, data: dict) -> "History":
@@ -184,6 +186,7 @@ class History:
         history.images_per_s = [float(v) for v in data.get("images_per_s", [])]
         history.best_epoch = data.get("best_epoch")
         history.stopped_epoch = data.get("stopped_epoch")
+        history.health = list(data.get("health", []))
         return history
 
     def save(self, path) -> None:
@@ -293,7 +296,7 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
         loss=None, scheduler=None, early_stopping=None, monitor: str | None = None,
         callbacks=(), run_dir=None, resume=None, metadata: dict | None = None,
         seed: int | None = None, transform=None, progress: bool | None = None,
-        print_fn=print) -> History:
+        print_fn=print, health=None) -> History:
     """Train ``model`` for ``epochs`` epochs and return the :class:`History`.
 
     Args:
@@ -322,10 +325,15 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
         transform: per-batch transform for the loader ``fit`` makes (e.g. augmentation).
         progress: a progress bar per epoch (tqdm on stderr). Default: when stderr is a terminal.
         print_fn: prints one line per epoch; ``None`` for silence.
+        health: a :class:`numcnn.health.HealthMonitor` (or True for one with its defaults):
+            per-layer gradient norms, update ratios, dead ReLUs and activation statistics in
+            ``history.health`` and one more line per epoch, and the NaN/Inf guard that names
+            the layer. Default: none.
 
     Raises:
         TrainingInterrupted: after Ctrl-C, once the last finished epoch's checkpoint is written.
-        NumcnnError: bad arguments, or a loss that is no longer finite.
+        NumcnnError: bad arguments, or a loss that is no longer finite
+            (:class:`numcnn.health.NonFiniteError` with ``health``, naming the layer).
     """
     from . import nn, optim  # light: already imported by the package
 
@@ -354,14 +362,15 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
     try:
         return _fit(model, loader, validation, epochs, batch_size, optimizer, criterion,
                     scheduler, early_stopping, monitor, callbacks, run_dir, resume, metadata,
-                    progress, print_fn)
+                    progress, print_fn, health)
     finally:
         if run_dir is not None:
             unlock_run_dir(run_dir)
 
 
 def _fit(model, loader, validation, epochs, batch_size, optimizer, criterion, scheduler,
-         early_stopping, monitor, callbacks, run_dir, resume, metadata, progress, print_fn):
+         early_stopping, monitor, callbacks, run_dir, resume, metadata, progress, print_fn,
+         health):
     best = _Best(monitor,
                  mode=early_stopping.mode if early_stopping is not None else "auto",
                  min_delta=early_stopping.min_delta if early_stopping is not None else 0.0)
@@ -378,6 +387,12 @@ def _fit(model, loader, validation, epochs, batch_size, optimizer, criterion, sc
         callback.stop_training = False
         callback.on_train_begin({})
 
+    if health is True:
+        from .health import HealthMonitor
+
+        health = HealthMonitor()
+    if health is not None:
+        health.attach(model)
     snapshot = state.snapshot()
     try:
         for epoch in range(state.epoch + 1, epochs + 1):
@@ -386,12 +401,14 @@ def _fit(model, loader, validation, epochs, batch_size, optimizer, criterion, sc
             for callback in callbacks:
                 callback.on_epoch_begin(epoch, {})
             logs = _train_one_epoch(model, loader, criterion, optimizer, callbacks, epoch, epochs,
-                                    progress)
+                                    progress, health)
             if validation is not None:
                 logs["val_loss"], logs["val_accuracy"] = _validate(model, validation, criterion,
                                                                    batch_size)
             logs["lr"] = optimizer.param_groups[0]["lr"]
             history.append(epoch, logs)
+            if health is not None:
+                history.health.append(health.end_epoch(epoch))
             _step_scheduler(scheduler, logs, monitor)
 
             if best.update(epoch, logs[monitor]):
@@ -412,6 +429,10 @@ def _fit(model, loader, validation, epochs, batch_size, optimizer, criterion, sc
                 history.save(run_dir / HISTORY_FILE)
             if print_fn is not None:
                 print_fn(_format_epoch(epoch, epochs, logs, monitor, best.epoch == epoch))
+                if health is not None:
+                    from .health import format_epoch
+
+                    print_fn(format_epoch(history.health[-1]))
             for callback in callbacks:
                 callback.on_epoch_end(epoch, dict(logs))
             if state.stopped:
@@ -427,6 +448,9 @@ def _fit(model, loader, validation, epochs, batch_size, optimizer, criterion, sc
             state.write_checkpoint(path, snapshot)
             history.save(run_dir / HISTORY_FILE)
         raise TrainingInterrupted(path, snapshot["epoch"], state.history) from None
+    finally:
+        if health is not None:
+            health.detach()
 
     restore = early_stopping is not None and early_stopping.restore_best_weights
     if restore and best_weights is not None:
@@ -452,7 +476,8 @@ def _make_loader(train, batch_size, seed, transform):
     return train
 
 
-def _train_one_epoch(model, loader, criterion, optimizer, callbacks, epoch, epochs, progress):
+def _train_one_epoch(model, loader, criterion, optimizer, callbacks, epoch, epochs, progress,
+                     health=None):
     """One pass over the training batches; returns loss, accuracy, seconds, images/s."""
     model.train()
     total = _length(loader)
@@ -466,14 +491,22 @@ def _train_one_epoch(model, loader, criterion, optimizer, callbacks, epoch, epoc
     start = time.perf_counter()
     try:
         for batch, (xb, yb) in enumerate(loader):
+            if health is not None:
+                health.before_forward()
             logits = model(xb)
             batch_loss = float(criterion(logits, yb))
             if not math.isfinite(batch_loss):
+                if health is not None and health.guard:
+                    health.nonfinite_loss(batch_loss, epoch, xb, yb, criterion)  # names the layer
                 raise NumcnnError(f"the training loss became {batch_loss} at epoch {epoch}, "
                                   f"batch {batch + 1}; try a smaller learning rate")
             optimizer.zero_grad()
             model.backward_params(criterion.backward())
+            if health is not None:
+                health.after_backward(epoch, xb, yb, criterion)
             optimizer.step()
+            if health is not None:
+                health.after_step()
 
             n = len(xb)
             loss_sum += batch_loss * n

@@ -350,6 +350,16 @@ class Module:
             print_fn(text)
         return text
 
+    def explain(self, input_shape: tuple[int, ...], batch_size: int = 1, measure: bool = True):
+        """Every layer with its numbers: the output-size formula filled in, the parameter count
+        as a product, the im2col view of each convolution, the backward rules, FLOPs forward and
+        backward and the bytes kept for backward; totals. ``input_shape`` is one sample's shape.
+        Returns a :class:`numcnn.explain.Explanation` (``.rows``, ``.totals``, ``.format()``);
+        see :func:`numcnn.explain.explain`."""
+        from ..explain import explain
+
+        return explain(self, input_shape, batch_size=batch_size, measure=measure)
+
     def _summary_rows(self, name: str, shape, rows: list):
         out = self.output_shape(shape)
         label = f"{name} ({type(self).__name__})" if name else type(self).__name__
