@@ -9,3 +9,5 @@ from .loss import *  # noqa: F401,F403
 from .module import Identity, Module, Parameter, Residual, Sequential  # noqa: F401
 from .normalization import *  # noqa: F401,F403
 from .pooling import *  # noqa: F401,F403
+from .pooling1d import *  # noqa: F401,F403
+from .upsampling import *  # noqa: F401,F403
