@@ -32,8 +32,9 @@ DEFAULT_MODEL = "convnet-bn"
 # (convnet-bn >= 99.0% test accuracy in 3 epochs, small-cnn >= 97.05% in 5).
 TRAIN_DEFAULTS = {
     "model": DEFAULT_MODEL, "dataset": "mnist", "epochs": 5, "batch_size": 64, "lr": 1e-3,
-    "optimizer": "adam", "momentum": 0.9, "weight_decay": 0.0, "scheduler": "cosine",
+    "optimizer": "adam", "momentum": None, "weight_decay": 0.0, "scheduler": "cosine",
     "augment": False, "val_fraction": 0.1, "limit": None, "patience": None, "seed": 0,
+    "clip_grad_norm": None, "clip_grad_value": None,
 }
 MODEL_DEFAULTS = {
     "convnet-bn": {"epochs": 3},
@@ -128,14 +129,22 @@ def build_parser() -> argparse.ArgumentParser:
     add("--epochs", type=_positive_int, help="epochs to train (default: 3 for convnet-bn, 5 else)")
     add("--batch-size", type=_positive_int, help="images per step (default: 64)")
     add("--lr", type=_positive_float, help="learning rate (default: 0.001)")
-    add("--optimizer", choices=("adam", "adamw", "sgd"), help="default: adam")
-    add("--momentum", type=_nonnegative_float, help="SGD momentum (default: 0.9)")
+    add("--optimizer", choices=("adam", "adamw", "sgd", "rmsprop", "adagrad"),
+        help="default: adam")
+    add("--momentum", type=_nonnegative_float, help="SGD and RMSprop momentum (default: 0.9 for "
+                                                    "SGD; RMSprop uses 0 unless given)")
     add("--weight-decay", type=_nonnegative_float, help="weight decay (default: 0)")
-    add("--scheduler", choices=("none", "step", "cosine", "plateau"),
+    add("--scheduler", choices=("none", "step", "cosine", "plateau", "warmup-cosine", "onecycle"),
         help="learning-rate schedule, stepped once per epoch: cosine (from --lr down a half "
              "cosine that would reach 0 after the last epoch), step (x0.1 every third of the "
-             "epochs), plateau (x0.1 when the validation loss stalls for 2 epochs), none "
-             "(default: cosine)")
+             "epochs), plateau (x0.1 when the validation loss stalls for 2 epochs), "
+             "warmup-cosine (a linear warm-up from --lr/10 over the first tenth of the epochs, "
+             "at least one, then cosine), onecycle (the one-cycle policy peaking at --lr, stepped "
+             "every batch), none (default: cosine)")
+    add("--clip-grad-norm", type=_positive_float, metavar="MAX",
+        help="scale the gradients so that their total 2-norm is at most MAX before each step")
+    add("--clip-grad-value", type=_positive_float, metavar="MAX",
+        help="clip each gradient element into [-MAX, MAX] before each step")
     add("--augment", action="store_true", default=None,
         help="random rotations (up to 10 degrees) and shifts (up to 2 pixels) of the training "
              "images")
@@ -298,7 +307,8 @@ def cmd_train(args) -> int:
     _check_model_fits(model, x_train.shape[1:], len(dataset.classes), config["model"])
 
     optimizer = _make_optimizer(config, model.parameters())
-    scheduler = _make_scheduler(config, optimizer)
+    steps_per_epoch = -(-len(x_train) // config["batch_size"])
+    scheduler = _make_scheduler(config, optimizer, steps_per_epoch)
     transform = preprocessing
     if config["augment"]:
         transform = data.Compose([data.Augment(), preprocessing])  # on the raw pixels, then scale
@@ -317,7 +327,9 @@ def cmd_train(args) -> int:
             model, loader, validation, epochs=config["epochs"], batch_size=config["batch_size"],
             optimizer=optimizer, scheduler=scheduler,
             early_stopping=config["patience"], run_dir=run_dir, resume=resume,
-            metadata=metadata, progress=False if args.quiet else None, print_fn=say)
+            metadata=metadata, progress=False if args.quiet else None, print_fn=say,
+            clip_grad_norm=config.get("clip_grad_norm"),
+            clip_grad_value=config.get("clip_grad_value"))
     except train.TrainingInterrupted as stop:
         say.always(f"interrupted: checkpoint of epoch {stop.epoch} saved to {stop.checkpoint}")
         say.always(f"resume with: numcnn train --resume {stop.checkpoint}")
@@ -418,17 +430,37 @@ def _make_optimizer(config, params):
     from . import optim
 
     name, lr, decay = config["optimizer"], config["lr"], config["weight_decay"]
+    momentum = config.get("momentum")
     if name == "sgd":
-        return optim.SGD(params, lr=lr, momentum=config["momentum"], weight_decay=decay)
+        momentum = 0.9 if momentum is None else momentum
+        return optim.SGD(params, lr=lr, momentum=momentum, weight_decay=decay)
     if name == "adamw":
         return optim.AdamW(params, lr=lr, weight_decay=decay)
+    if name == "rmsprop":
+        momentum = 0.0 if momentum is None else momentum
+        return optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=decay)
+    if name == "adagrad":
+        return optim.Adagrad(params, lr=lr, weight_decay=decay)
     return optim.Adam(params, lr=lr, weight_decay=decay)
 
 
-def _make_scheduler(config, optimizer):
+def _make_scheduler(config, optimizer, steps_per_epoch: int = 1):
     from .optim import lr_scheduler
 
     name, epochs = config["scheduler"], config["epochs"]
+    if name == "warmup-cosine":
+        warmup = max(1, epochs // 10)
+        if epochs <= warmup:
+            return lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=warmup)
+        return lr_scheduler.SequentialLR(optimizer, [
+            lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=warmup),
+            lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs - warmup)],
+            milestones=[warmup])
+    if name == "onecycle":
+        return lr_scheduler.OneCycleLR(optimizer, max_lr=config["lr"],
+                                       total_steps=epochs * steps_per_epoch,
+                                       cycle_momentum="betas" in optimizer.defaults
+                                       or "momentum" in optimizer.defaults)
     if name == "step":
         return lr_scheduler.StepLR(optimizer, step_size=max(1, epochs // 3), gamma=0.1)
     if name == "cosine":

@@ -221,7 +221,8 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
         loss=None, scheduler=None, early_stopping=None, monitor: str | None = None,
         callbacks=(), run_dir=None, resume=None, metadata: dict | None = None,
         seed: int | None = None, transform=None, progress: bool | None = None,
-        print_fn=print) -> History:
+        print_fn=print, clip_grad_norm: float | None = None,
+        clip_grad_value: float | None = None) -> History:
     """Train ``model`` for ``epochs`` epochs and return the :class:`History`.
 
     Args:
@@ -235,7 +236,8 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
         loss: a loss module called as ``loss(logits, y)`` with ``loss.backward()``.
             Default: ``numcnn.nn.CrossEntropyLoss()``.
         scheduler: a ``numcnn.optim.lr_scheduler`` schedule, stepped once per epoch after
-            validation (``ReduceLROnPlateau`` is given the monitored value).
+            validation (``ReduceLROnPlateau`` is given the monitored value); ``OneCycleLR``, a
+            per-iteration schedule, is stepped after every batch instead.
         early_stopping: an :class:`EarlyStopping`, or an int (the patience). Default: none.
         monitor: the metric that decides the best model. Default: the early-stopping monitor,
             else ``"val_loss"`` with validation data, ``"loss"`` without.
@@ -250,6 +252,11 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
         transform: per-batch transform for the loader ``fit`` makes (e.g. augmentation).
         progress: a progress bar per epoch (tqdm on stderr). Default: when stderr is a terminal.
         print_fn: prints one line per epoch; ``None`` for silence.
+        clip_grad_norm: after each backward pass, scale the gradients so that their total
+            2-norm is at most this (:func:`numcnn.nn.utils.clip_grad_norm_`). Default: none.
+        clip_grad_value: after each backward pass, clip each gradient element into
+            ``[-clip_grad_value, clip_grad_value]`` (:func:`numcnn.nn.utils.clip_grad_value_`).
+            Default: none.
 
     Raises:
         TrainingInterrupted: after Ctrl-C, once the last finished epoch's checkpoint is written.
@@ -259,6 +266,9 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
 
     if epochs < 1:
         raise NumcnnError(f"fit: epochs must be >= 1, got {epochs}")
+    for name, value in (("clip_grad_norm", clip_grad_norm), ("clip_grad_value", clip_grad_value)):
+        if value is not None and not (isinstance(value, (int, float)) and value > 0):
+            raise NumcnnError(f"fit: {name} must be a positive number, got {value!r}")
     if isinstance(early_stopping, int) and not isinstance(early_stopping, bool):
         early_stopping = EarlyStopping(patience=early_stopping)
     optimizer = optimizer if optimizer is not None else optim.Adam(model.parameters(), lr=1e-3)
@@ -302,7 +312,9 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
             for callback in callbacks:
                 callback.on_epoch_begin(epoch, {})
             logs = _train_one_epoch(model, loader, criterion, optimizer, callbacks, epoch, epochs,
-                                    progress)
+                                    progress, _after_backward(model, clip_grad_norm,
+                                                              clip_grad_value),
+                                    _per_batch(scheduler))
             if validation is not None:
                 logs["val_loss"], logs["val_accuracy"] = _validate(model, validation, criterion,
                                                                    batch_size)
@@ -368,7 +380,29 @@ def _make_loader(train, batch_size, seed, transform):
     return train
 
 
-def _train_one_epoch(model, loader, criterion, optimizer, callbacks, epoch, epochs, progress):
+def _after_backward(model, clip_grad_norm, clip_grad_value):
+    """The gradient clipping to run between backward and the optimiser step, or None."""
+    if clip_grad_norm is None and clip_grad_value is None:
+        return None
+    from .nn import utils
+
+    def clip():
+        if clip_grad_value is not None:
+            utils.clip_grad_value_(model.parameters(), clip_grad_value)
+        if clip_grad_norm is not None:
+            utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    return clip
+
+
+def _per_batch(scheduler):
+    """The scheduler if it is stepped after every batch (OneCycleLR), else None."""
+    from .optim import lr_scheduler
+
+    return scheduler if isinstance(scheduler, lr_scheduler.OneCycleLR) else None
+
+
+def _train_one_epoch(model, loader, criterion, optimizer, callbacks, epoch, epochs, progress,
+                     after_backward=None, batch_scheduler=None):
     """One pass over the training batches; returns loss, accuracy, seconds, images/s."""
     model.train()
     total = _length(loader)
@@ -389,7 +423,11 @@ def _train_one_epoch(model, loader, criterion, optimizer, callbacks, epoch, epoc
                                   f"batch {batch + 1}; try a smaller learning rate")
             optimizer.zero_grad()
             model.backward_params(criterion.backward())
+            if after_backward is not None:
+                after_backward()
             optimizer.step()
+            if batch_scheduler is not None:
+                batch_scheduler.step()
 
             n = len(xb)
             loss_sum += batch_loss * n
@@ -438,7 +476,7 @@ def _validate(model, validation, criterion, batch_size):
 
 
 def _step_scheduler(scheduler, logs, monitor):
-    if scheduler is None:
+    if scheduler is None or _per_batch(scheduler) is not None:
         return
     from .optim import lr_scheduler
 

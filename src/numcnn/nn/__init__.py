@@ -11,3 +11,4 @@ from .normalization import *  # noqa: F401,F403
 from .pooling import *  # noqa: F401,F403
 from .pooling1d import *  # noqa: F401,F403
 from .upsampling import *  # noqa: F401,F403
+from . import utils  # noqa: F401

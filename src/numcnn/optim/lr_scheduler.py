@@ -465,3 +465,9 @@ class ReduceLROnPlateau(LRScheduler):
 
     def _after_load(self) -> None:
         self._init_is_better(self.mode, self.threshold, self.threshold_mode)
+
+
+# Warm-up and one-cycle schedules live in their own module (they build on LRScheduler above).
+from ._schedules import LambdaLR, LinearLR, OneCycleLR, SequentialLR  # noqa: E402
+
+__all__ += ["LinearLR", "LambdaLR", "OneCycleLR", "SequentialLR"]
