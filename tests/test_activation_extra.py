@@ -121,3 +121,18 @@ def test_prelu_per_channel_unbatched_follows_pytorch(shape):
     num = 1 if len(shape) == 1 else shape[1]
     x = np.random.default_rng(0).standard_normal(shape)
     run_both(lambda: nn.PReLU(num), lambda: torch.nn.PReLU(num), x, np.float64)
+
+
+def test_exact_gelu_without_scipy_uses_the_standard_library(monkeypatch):
+    """The fallback erfc (math.erfc per element) gives the same numbers as PyTorch."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_scipy(name, *args, **kwargs):
+        if name.startswith("scipy"):
+            raise ImportError("no scipy here")
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", no_scipy)
+    x = np.random.default_rng(0).standard_normal((4, 5)) * 3
+    run_both(lambda: nn.GELU(), lambda: torch.nn.GELU(), x, np.float64)

@@ -37,15 +37,24 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _GELU_CUBIC = 0.044715
 
-# erfc on arrays: NumPy has no error function, so the standard library's (correctly rounded to
-# double precision) is applied element by element, always in float64.
-_erfc = np.frompyfunc(math.erfc, 1, 1)
+# erfc on arrays: NumPy has no error function. SciPy's vectorised one is used where SciPy is
+# installed (~10x faster); else the standard library's, element by element. Both are accurate to
+# about one unit in the last place of a double.
+_erfc_python = np.frompyfunc(math.erfc, 1, 1)
+
+
+def _erfc(z: np.ndarray) -> np.ndarray:
+    try:
+        from scipy.special import erfc
+    except ImportError:
+        return _erfc_python(z).astype(np.float64)
+    return erfc(z)
 
 
 def _normal_cdf(x: np.ndarray) -> np.ndarray:
     """``Phi(x) = erfc(-x / sqrt(2)) / 2`` in float64, for an array of any float dtype."""
     z = np.asarray(x, dtype=np.float64) / -_SQRT_2
-    return 0.5 * _erfc(z).astype(np.float64)
+    return 0.5 * _erfc(z)
 
 
 # -- GELU ---------------------------------------------------------------------------------------
