@@ -297,3 +297,38 @@ def test_fit_steps_one_cycle_after_every_batch():
         ref_opt.step()
         ref.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(ref.get_last_lr()[0], rel=1e-13)
+
+
+@pytest.mark.parametrize("kind", ["sequential", "onecycle"])
+def test_schedules_resume_from_their_state_dict(kind):
+    """A schedule rebuilt and loaded from state_dict() (as fit's checkpoints do) continues with
+    the same learning rates as the one that ran on."""
+    import json
+
+    def build():
+        opt = optim.SGD([Parameter(np.zeros(2))], lr=0.1, momentum=0.9)
+        S = lr_scheduler
+        if kind == "sequential":
+            sched = S.SequentialLR(opt, [S.LinearLR(opt, start_factor=0.1, total_iters=3),
+                                         S.CosineAnnealingLR(opt, T_max=6)], milestones=[3])
+        else:
+            sched = S.OneCycleLR(opt, max_lr=0.2, total_steps=10)
+        return opt, sched
+
+    opt, sched = build()
+    for _ in range(4):
+        opt.step()
+        sched.step()
+    state = json.loads(json.dumps(sched.state_dict()))          # plain JSON, as checkpoints
+    opt_state = opt.state_dict()
+    opt2, sched2 = build()
+    opt2.load_state_dict(opt_state)
+    sched2.load_state_dict(state)
+    for _ in range(5):
+        opt.step()
+        sched.step()
+        opt2.step()
+        sched2.step()
+        assert sched2.get_last_lr() == sched.get_last_lr()
+        assert opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
+        assert opt2.param_groups[0]["momentum"] == opt.param_groups[0]["momentum"]

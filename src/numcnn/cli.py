@@ -140,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
              "cosine that would reach 0 after the last epoch), step (x0.1 every third of the "
              "epochs), plateau (x0.1 when the validation loss stalls for 2 epochs), "
              "warmup-cosine (a linear warm-up from --lr/10 over the first tenth of the epochs, "
-             "at least one, then cosine), onecycle (the one-cycle policy peaking at --lr, stepped "
-             "every batch), none (default: cosine)")
+             "at least one, then cosine; cosine alone for a single epoch), onecycle (the "
+             "one-cycle policy peaking at --lr, stepped every batch), none (default: cosine)")
     add("--clip-grad-norm", type=_positive_float, metavar="MAX",
         help="scale the gradients so that their total 2-norm is at most MAX before each step")
     add("--clip-grad-value", type=_positive_float, metavar="MAX",
@@ -469,8 +469,8 @@ def _make_scheduler(config, optimizer, steps_per_epoch: int = 1):
     name, epochs = config["scheduler"], config["epochs"]
     if name == "warmup-cosine":
         warmup = max(1, epochs // 10)
-        if epochs <= warmup:
-            return lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=warmup)
+        if epochs <= warmup:  # one epoch: no room for a warm-up
+            return lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
         return lr_scheduler.SequentialLR(optimizer, [
             lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=warmup),
             lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs - warmup)],

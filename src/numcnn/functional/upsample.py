@@ -25,6 +25,7 @@ import math
 import numpy as np
 
 from ..errors import ShapeError
+from . import kernels
 
 __all__ = ["interpolate", "interpolate_forward", "interpolate_backward",
            "interpolate_output_size"]
@@ -125,10 +126,11 @@ def interpolate_forward(x, size=None, scale_factor=None, mode: str = "nearest",
         _per_axis(scale_factor, dims, "scale_factor")
     mats = [_matrix(n_in, n_out, f, mode, bool(align_corners), x.dtype)
             for n_in, n_out, f in zip(x.shape[2:], out_shape[2:], factors)]
-    if dims == 1:
-        out = np.matmul(x, mats[0].T)                              # (n, c, l_out)
-    else:
-        out = np.matmul(np.matmul(mats[0], x), mats[1].T)          # (n, c, h_out, w_out)
+    with kernels.blas_one_thread(x.dtype):                         # beside the kernels
+        if dims == 1:
+            out = np.matmul(x, mats[0].T)                          # (n, c, l_out)
+        else:
+            out = np.matmul(np.matmul(mats[0], x), mats[1].T)      # (n, c, h_out, w_out)
     return out, dict(mats=mats, x_shape=x.shape, out_shape=out.shape)
 
 
@@ -139,9 +141,10 @@ def interpolate_backward(grad_out, cache) -> np.ndarray:
         raise ShapeError(f"interpolate backward: expected grad_out of shape {cache['out_shape']},"
                          f" got {grad_out.shape}")
     mats = cache["mats"]
-    if len(mats) == 1:
-        return np.matmul(grad_out, mats[0])
-    return np.matmul(np.matmul(mats[0].T, grad_out), mats[1])
+    with kernels.blas_one_thread(grad_out.dtype):
+        if len(mats) == 1:
+            return np.matmul(grad_out, mats[0])
+        return np.matmul(np.matmul(mats[0].T, grad_out), mats[1])
 
 
 def interpolate(x, size=None, scale_factor=None, mode: str = "nearest", align_corners=None,

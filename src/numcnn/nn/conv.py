@@ -270,7 +270,8 @@ class ConvTranspose2d(Module):
 
     Shape:
         - Input ``(N, in_channels, H, W)``, output ``(N, out_channels, H_out, W_out)`` (or both
-          without ``N``, one image) with ``H_out = (H - 1)*sh - 2*ph + dh*(kH-1) + output_padding + 1`` (likewise W_out).
+          without ``N``, one image) with
+          ``H_out = (H - 1)*sh - 2*ph + dh*(kH-1) + output_padding + 1`` (likewise W_out).
 
     Attributes:
         weight: ``(in_channels, out_channels/groups, kH, kW)`` (in_channels first), from
