@@ -36,8 +36,10 @@ def learnable_images(rng, n, shape, classes=10):
     return x, labels
 
 
-@pytest.fixture
-def fashion_dir(tmp_path, monkeypatch, offline):
+@pytest.fixture(scope="module")
+def fashion_env(tmp_path_factory):
+    """Small Fashion-MNIST files in a data folder, made the 'official' ones, no network; and one
+    training run on them (shared by the tests of this module): (data folder, x_test, run)."""
     rng = np.random.default_rng(0)
     x_train, y_train = learnable_images(rng, 300, (28, 28))
     x_test, y_test = learnable_images(rng, 60, (28, 28))
@@ -45,32 +47,40 @@ def fashion_dir(tmp_path, monkeypatch, offline):
              "train-labels-idx1-ubyte.gz": idx_gz(y_train),
              "t10k-images-idx3-ubyte.gz": idx_gz(x_test),
              "t10k-labels-idx1-ubyte.gz": idx_gz(y_test)}
-    root = tmp_path / "data"
-    root.mkdir()
+    root = tmp_path_factory.mktemp("data")
     for name, blob in blobs.items():
         (root / name).write_bytes(blob)
     info = named.NAMED_DATASETS["fashion-mnist"]
-    monkeypatch.setitem(named.NAMED_DATASETS, "fashion-mnist", dataclasses.replace(
-        info, files={name: sha256(blob) for name, blob in blobs.items()}))
-    return root, x_test
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(named.NAMED_DATASETS, "fashion-mnist", dataclasses.replace(
+            info, files={name: sha256(blob) for name, blob in blobs.items()}))
+
+        def fetch(url, progress):
+            raise OSError("no route to host")
+        patch.setattr(mnist, "_fetch", fetch)
+        out = tmp_path_factory.mktemp("runs") / "run"
+        code, stdout, stderr = run(["train", "--dataset", "fashion-mnist", "--data-dir", root,
+                                    "--epochs", 2, "--out", out, "--quiet", "--optimizer",
+                                    "rmsprop", "--scheduler", "warmup-cosine",
+                                    "--clip-grad-norm", 5, "--lr", 0.003])
+        assert code == 0, stderr
+        yield root, x_test, out
 
 
 @pytest.fixture
-def fashion_run(tmp_path, fashion_dir):
-    root, _ = fashion_dir
-    out = tmp_path / "run"
-    code, stdout, stderr = run(["train", "--dataset", "fashion-mnist", "--data-dir", root,
-                                "--epochs", 2, "--out", out, "--quiet", "--optimizer", "rmsprop",
-                                "--scheduler", "warmup-cosine", "--clip-grad-norm", 5,
-                                "--lr", 0.003])
-    assert code == 0, stderr
-    return out, stdout
+def fashion_dir(fashion_env):
+    return fashion_env[:2]
+
+
+@pytest.fixture
+def fashion_run(fashion_env):
+    return fashion_env[2], None
 
 
 def test_train_fashion_mnist_end_to_end_with_its_class_names(fashion_run, fashion_dir, tmp_path):
     from numcnn import io
 
-    out, stdout = fashion_run
+    out, _ = fashion_run
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["dataset"] == "fashion-mnist" and metrics["test"]["n"] == 60
     assert metrics["test"]["accuracy"] > 0.5                   # it learnt the bands
@@ -88,8 +98,12 @@ def test_train_fashion_mnist_end_to_end_with_its_class_names(fashion_run, fashio
     assert code == 0 and json.loads(stdout)[0]["class"] in FASHION
 
 
-def test_evaluate_a_run_checkpoint_uses_the_runs_preprocessing(fashion_run, fashion_dir):
-    out, _ = fashion_run
+def test_evaluate_a_run_checkpoint_uses_the_runs_preprocessing(fashion_run, fashion_dir,
+                                                               tmp_path):
+    import shutil
+
+    out = tmp_path / "run"                       # a copy: the run is shared by other tests
+    shutil.copytree(fashion_run[0], out)
     root, _ = fashion_dir
     code, stdout, stderr = run(["evaluate", out / "checkpoint.ckpt", "--data-dir", root])
     assert code == 0, stderr
