@@ -305,7 +305,7 @@ def test_help_of_every_command(command):
     (["train", "--epochs", "0"], ["--epochs", "positive integer"]),
     (["train", "--lr", "fast"], ["--lr", "'fast'"]),
     (["train", "--val-fraction", "1.5"], ["--val-fraction"]),
-    (["train", "--optimizer", "rmsprop"], ["--optimizer", "rmsprop"]),
+    (["train", "--optimizer", "lbfgs"], ["--optimizer", "lbfgs"]),
     (["train", "--bogus"], ["--bogus"]),
     (["frobnicate"], ["frobnicate"]),
     (["summary", "convnet-bn", "--input-shape", "28,28"], ["C,H,W"]),

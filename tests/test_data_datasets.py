@@ -260,7 +260,8 @@ def test_load_dataset_mnist_goes_to_load_mnist(monkeypatch, tmp_path):
 
 def test_load_dataset_names_what_it_accepts(tmp_path):
     with pytest.raises(DataError, match=r"cannot load dataset '.*nope': no such file or folder; "
-                                        r"expected 'mnist', an \.npz file"):
+                                        r"expected 'mnist', 'fashion-mnist', 'kmnist', 'cifar10', an "
+                                        r"\.npz file"):
         load_dataset(tmp_path / "nope")
     (tmp_path / "data.csv").write_text("1,2")
     with pytest.raises(DataError, match=r"not an \.npz file or a folder"):

@@ -32,7 +32,7 @@ DEFAULT_MODEL = "convnet-bn"
 # MODEL_DEFAULTS), written here again only for --help, which imports nothing heavy.
 TRAIN_DEFAULTS = ("model", "dataset", "epochs", "batch_size", "lr", "optimizer", "momentum",
                   "weight_decay", "scheduler", "augment", "val_fraction", "limit", "patience",
-                  "seed")
+                  "seed", "clip_grad_norm", "clip_grad_value")
 
 METRICS_FILE = "metrics.json"
 CONFUSION_FILE = "confusion_matrix.png"
@@ -109,24 +109,33 @@ def build_parser() -> argparse.ArgumentParser:
     add = train.add_argument
     add("--model", help=f"a preset (convnet-bn, small-cnn, lenet5) or a JSON model file "
                         f"(default: {DEFAULT_MODEL})")
-    add("--dataset", help="'mnist', an .npz file (x_train, y_train, x_test, y_test), an IDX "
-                          "folder or an image folder (default: mnist)")
-    add("--data-dir", metavar="DIR", help="where MNIST is downloaded and cached "
+    add("--dataset", help="'mnist', 'fashion-mnist', 'kmnist', 'cifar10', an .npz file "
+                          "(x_train, y_train, x_test, y_test), an IDX folder or an image folder "
+                          "(default: mnist)")
+    add("--data-dir", metavar="DIR", help="where named datasets are downloaded and cached "
                                           "(default: $NUMCNN_DATA or ~/.cache/numcnn)")
     add("--epochs", type=_positive_int, help="epochs to train (default: 3 for convnet-bn, 5 else)")
     add("--batch-size", type=_positive_int, help="images per step (default: 64)")
     add("--lr", type=_positive_float, help="learning rate (default: 0.001)")
-    add("--optimizer", choices=("adam", "adamw", "sgd"), help="default: adam")
-    add("--momentum", type=_nonnegative_float, help="SGD momentum (default: 0.9)")
+    add("--optimizer", choices=("adam", "adamw", "sgd", "rmsprop", "adagrad"),
+        help="default: adam")
+    add("--momentum", type=_nonnegative_float, help="SGD and RMSprop momentum (default: 0.9 for "
+                                                    "SGD; RMSprop uses 0 unless given)")
     add("--weight-decay", type=_nonnegative_float, help="weight decay (default: 0)")
-    add("--scheduler", choices=("none", "step", "cosine", "plateau"),
+    add("--scheduler", choices=("none", "step", "cosine", "plateau", "warmup-cosine", "onecycle"),
         help="learning-rate schedule, stepped once per epoch: cosine (from --lr down a half "
              "cosine that would reach 0 after the last epoch), step (x0.1 every third of the "
-             "epochs), plateau (x0.1 when the validation loss stalls for 2 epochs), none "
-             "(default: cosine)")
+             "epochs), plateau (x0.1 when the validation loss stalls for 2 epochs), "
+             "warmup-cosine (a linear warm-up from --lr/10 over the first tenth of the epochs, "
+             "at least one, then cosine; cosine alone for a single epoch), onecycle (the "
+             "one-cycle policy peaking at --lr, stepped every batch), none (default: cosine)")
+    add("--clip-grad-norm", type=_positive_float, metavar="MAX",
+        help="scale the gradients so that their total 2-norm is at most MAX before each step")
+    add("--clip-grad-value", type=_positive_float, metavar="MAX",
+        help="clip each gradient element into [-MAX, MAX] before each step")
     add("--augment", action="store_true", default=None,
-        help="random rotations (up to 10 degrees) and shifts (up to 2 pixels) of the training "
-             "images")
+        help="gray images: random rotations (up to 10 degrees) and shifts (up to 2 pixels); "
+             "colour images: random crops after 4 pixels of zero padding and horizontal flips")
     add("--val-fraction", type=_fraction, help="share of the training images held out for "
                                                "validation (default: 0.1; 0 for none)")
     add("--limit", type=_positive_int, metavar="N",
@@ -148,12 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate a model file on a test set: accuracy, per-class precision and "
                     "recall and the confusion matrix, printed as tables (and drawn as PNGs with "
                     "--out). The images are preprocessed as the model was trained.")
-    evaluate.add_argument("model", metavar="MODEL", help="a model file (model.numcnn)")
+    evaluate.add_argument("model", metavar="MODEL",
+                          help="a model file (model.numcnn), or a run's checkpoint.ckpt (its "
+                               "weights, with the run's preprocessing)")
     evaluate.add_argument("--dataset", help="default: the dataset the model was trained on, or "
                                             "mnist")
-    evaluate.add_argument("--data-dir", metavar="DIR", help="where MNIST is cached")
-    evaluate.add_argument("--split", choices=("test", "train"), default="test",
-                          help="default: test")
+    evaluate.add_argument("--data-dir", metavar="DIR", help="where named datasets are cached")
+    evaluate.add_argument("--split", choices=("test", "train", "all"),
+                          help="which images: test, train or all (both). Default: all of a "
+                               "folder of class subfolders named with --dataset (it is evaluated "
+                               "whole), else test")
     evaluate.add_argument("--limit", type=_positive_int, metavar="N",
                           help="evaluate the first N images only")
     evaluate.add_argument("--batch-size", type=_positive_int, default=256, help="default: 256")
@@ -192,10 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     # -- data -----------------------------------------------------------------------------------
     data = commands.add_parser(
-        "data", help="download and cache MNIST, or inspect a dataset",
+        "data", help="download and cache a named dataset, or inspect a dataset",
         description="'numcnn data mnist' downloads MNIST (checking its checksums) and caches it; "
-                    "given an .npz file or a folder instead, it loads and describes it.")
-    data.add_argument("dataset", metavar="DATASET", help="'mnist', an .npz file or a folder")
+                    "likewise fashion-mnist, kmnist and cifar10. Given an .npz file or a folder "
+                    "instead, it loads and describes it.")
+    data.add_argument("dataset", metavar="DATASET", help="'mnist', 'fashion-mnist', 'kmnist', "
+                                                         "'cifar10', an .npz file or a folder")
     data.add_argument("--data-dir", metavar="DIR", help="cache folder (default: $NUMCNN_DATA or "
                                                         "~/.cache/numcnn)")
     data.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -322,15 +337,15 @@ def _load_dataset(spec, data_dir, progress: bool):
 # evaluate, predict, summary, data
 # ----------------------------------------------------------------------------------------------
 def cmd_evaluate(args) -> int:
-    from . import io, train
+    from . import evaluation, train
 
-    model = io.load(args.model)
-    metadata = getattr(model, "metadata", {}) or {}
-    preprocessing = _preprocessing_of(model, args.model)
+    model, metadata, preprocessing, note = evaluation.model_to_evaluate(args.model)
+    if note and not args.quiet:
+        print(note)
     spec = args.dataset or _dataset_spec(metadata)
-    dataset = _load_dataset(spec, args.data_dir, progress=not args.quiet)
-    x, y = ((dataset.x_test, dataset.y_test) if args.split == "test"
-            else (dataset.x_train, dataset.y_train))
+    x, y, dataset, split = evaluation.images_to_evaluate(
+        spec, args.split, preprocessing.input_shape, data_dir=args.data_dir,
+        progress=not args.quiet, named_by_user=args.dataset is not None)
     if args.limit is not None:
         x, y = x[:args.limit], y[:args.limit]
     classes = metadata.get("classes") or list(dataset.classes)
@@ -340,11 +355,11 @@ def cmd_evaluate(args) -> int:
     if args.quiet:
         print(f"accuracy {100 * result.accuracy:.2f}%")
     else:
-        print(f"{args.model} on the {args.split} split of {dataset.name} ({result.n:,} images)")
+        print(f"{args.model} on {split} of {dataset.name} ({result.n:,} images)")
         print(result.format())
     if args.out is not None:
         _write_evaluation(result, x, args.out, extra={"model": args.model, "dataset": dataset.name,
-                                                      "split": args.split})
+                                                      "split": split})
         if not args.quiet:
             print(f"written: {os.path.join(args.out, METRICS_FILE)}, {CONFUSION_FILE}, "
                   f"{MISCLASSIFIED_FILE}")
@@ -379,7 +394,13 @@ def cmd_predict(args) -> int:
     model = io.load(args.model)
     metadata = getattr(model, "metadata", {}) or {}
     preprocessing = _preprocessing_of(model, args.model)
-    images = np.concatenate([data.prepare_image(path, preprocessing) for path in args.images])
+    # the digit recipe (crop, centre) is MNIST's; Fashion-MNIST's, KMNIST's and CIFAR-10's
+    # images are only resized
+    from .data.named import canonical_name
+
+    digit = False if canonical_name(metadata.get("dataset", "")) is not None else None
+    images = np.concatenate([data.prepare_image(path, preprocessing, digit=digit)
+                             for path in args.images])
     probabilities = train.predict(model, images)
     if not np.isfinite(probabilities).all():
         from .errors import NumcnnError
@@ -444,7 +465,9 @@ def cmd_data(args) -> int:
     dataset = _load_dataset(args.dataset, args.data_dir, progress=not args.quiet)
     shape = "x".join(str(s) for s in dataset.x_train.shape[1:])
     where = ""
-    if args.dataset == "mnist":
+    from .data.named import canonical_name
+
+    if args.dataset == "mnist" or canonical_name(args.dataset) is not None:
         from . import data
 
         where = f"; cached in {data.data_dir() if args.data_dir is None else args.data_dir}"

@@ -296,7 +296,8 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
         loss=None, scheduler=None, early_stopping=None, monitor: str | None = None,
         callbacks=(), run_dir=None, resume=None, metadata: dict | None = None,
         seed: int | None = None, transform=None, progress: bool | None = None,
-        print_fn=print, health=None) -> History:
+        print_fn=print, health=None, clip_grad_norm: float | None = None,
+        clip_grad_value: float | None = None) -> History:
     """Train ``model`` for ``epochs`` epochs and return the :class:`History`.
 
     Args:
@@ -310,7 +311,8 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
         loss: a loss module called as ``loss(logits, y)`` with ``loss.backward()``.
             Default: ``numcnn.nn.CrossEntropyLoss()``.
         scheduler: a ``numcnn.optim.lr_scheduler`` schedule, stepped once per epoch after
-            validation (``ReduceLROnPlateau`` is given the monitored value).
+            validation (``ReduceLROnPlateau`` is given the monitored value); ``OneCycleLR``, a
+            per-iteration schedule, is stepped after every batch instead.
         early_stopping: an :class:`EarlyStopping`, or an int (the patience). Default: none.
         monitor: the metric that decides the best model. Default: the early-stopping monitor,
             else ``"val_loss"`` with validation data, ``"loss"`` without.
@@ -329,6 +331,11 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
             per-layer gradient norms, update ratios, dead ReLUs and activation statistics in
             ``history.health`` and one more line per epoch, and the NaN/Inf guard that names
             the layer. Default: none.
+        clip_grad_norm: after each backward pass, scale the gradients so that their total
+            2-norm is at most this (:func:`numcnn.nn.utils.clip_grad_norm_`). Default: none.
+        clip_grad_value: after each backward pass, clip each gradient element into
+            ``[-clip_grad_value, clip_grad_value]`` (:func:`numcnn.nn.utils.clip_grad_value_`).
+            Default: none.
 
     Raises:
         TrainingInterrupted: after Ctrl-C, once the last finished epoch's checkpoint is written.
@@ -339,6 +346,9 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
 
     if epochs < 1:
         raise NumcnnError(f"fit: epochs must be >= 1, got {epochs}")
+    for name, value in (("clip_grad_norm", clip_grad_norm), ("clip_grad_value", clip_grad_value)):
+        if value is not None and not (isinstance(value, (int, float)) and value > 0):
+            raise NumcnnError(f"fit: {name} must be a positive number, got {value!r}")
     if isinstance(early_stopping, int) and not isinstance(early_stopping, bool):
         early_stopping = EarlyStopping(patience=early_stopping)
     optimizer = optimizer if optimizer is not None else optim.Adam(model.parameters(), lr=1e-3)
@@ -362,7 +372,9 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
     try:
         return _fit(model, loader, validation, epochs, batch_size, optimizer, criterion,
                     scheduler, early_stopping, monitor, callbacks, run_dir, resume, metadata,
-                    progress, print_fn, health)
+                    progress, print_fn, health,
+                    _after_backward(model, clip_grad_norm, clip_grad_value),
+                    _per_batch(scheduler))
     finally:
         if run_dir is not None:
             unlock_run_dir(run_dir)
@@ -370,7 +382,7 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
 
 def _fit(model, loader, validation, epochs, batch_size, optimizer, criterion, scheduler,
          early_stopping, monitor, callbacks, run_dir, resume, metadata, progress, print_fn,
-         health):
+         health, after_backward, batch_scheduler):
     best = _Best(monitor,
                  mode=early_stopping.mode if early_stopping is not None else "auto",
                  min_delta=early_stopping.min_delta if early_stopping is not None else 0.0)
@@ -401,7 +413,7 @@ def _fit(model, loader, validation, epochs, batch_size, optimizer, criterion, sc
             for callback in callbacks:
                 callback.on_epoch_begin(epoch, {})
             logs = _train_one_epoch(model, loader, criterion, optimizer, callbacks, epoch, epochs,
-                                    progress, health)
+                                    progress, health, after_backward, batch_scheduler)
             if validation is not None:
                 logs["val_loss"], logs["val_accuracy"] = _validate(model, validation, criterion,
                                                                    batch_size)
@@ -476,8 +488,29 @@ def _make_loader(train, batch_size, seed, transform):
     return train
 
 
+def _after_backward(model, clip_grad_norm, clip_grad_value):
+    """The gradient clipping to run between backward and the optimiser step, or None."""
+    if clip_grad_norm is None and clip_grad_value is None:
+        return None
+    from .nn import utils
+
+    def clip():
+        if clip_grad_value is not None:
+            utils.clip_grad_value_(model.parameters(), clip_grad_value)
+        if clip_grad_norm is not None:
+            utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    return clip
+
+
+def _per_batch(scheduler):
+    """The scheduler if it is stepped after every batch (OneCycleLR), else None."""
+    from .optim import lr_scheduler
+
+    return scheduler if isinstance(scheduler, lr_scheduler.OneCycleLR) else None
+
+
 def _train_one_epoch(model, loader, criterion, optimizer, callbacks, epoch, epochs, progress,
-                     health=None):
+                     health=None, after_backward=None, batch_scheduler=None):
     """One pass over the training batches; returns loss, accuracy, seconds, images/s."""
     model.train()
     total = _length(loader)
@@ -504,9 +537,13 @@ def _train_one_epoch(model, loader, criterion, optimizer, callbacks, epoch, epoc
             model.backward_params(criterion.backward())
             if health is not None:
                 health.after_backward(epoch, xb, yb, criterion)
+            if after_backward is not None:
+                after_backward()
             optimizer.step()
             if health is not None:
                 health.after_step()
+            if batch_scheduler is not None:
+                batch_scheduler.step()
 
             n = len(xb)
             loss_sum += batch_loss * n
@@ -555,7 +592,7 @@ def _validate(model, validation, criterion, batch_size):
 
 
 def _step_scheduler(scheduler, logs, monitor):
-    if scheduler is None:
+    if scheduler is None or _per_batch(scheduler) is not None:
         return
     from .optim import lr_scheduler
 

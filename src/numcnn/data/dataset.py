@@ -137,7 +137,9 @@ def load_dataset(spec, data_dir=None, *, image_size=None, test_fraction=0.2, see
     """Load a dataset from what the user names.
 
     Args:
-        spec: ``"mnist"`` (obtained and cached by :func:`~numcnn.data.load_mnist`), a path to an
+        spec: ``"mnist"`` (obtained and cached by :func:`~numcnn.data.load_mnist`),
+            ``"fashion-mnist"``, ``"kmnist"`` or ``"cifar10"`` (:func:`~numcnn.data.load_named`),
+            a path to an
             ``.npz`` (:func:`load_npz`), a folder holding the four IDX files
             (:func:`load_idx_folder`), or a folder of images with one subfolder per class
             (:func:`load_image_folder`).
@@ -149,6 +151,10 @@ def load_dataset(spec, data_dir=None, *, image_size=None, test_fraction=0.2, see
         from .mnist import load_mnist  # the MNIST module imports this one
 
         return load_mnist(data_dir, progress=progress)
+    from .named import canonical_name, load_named  # it imports this module too
+
+    if canonical_name(spec) is not None:
+        return load_named(spec, data_dir, progress=progress)
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".npz":
         return load_npz(path)
@@ -158,7 +164,8 @@ def load_dataset(spec, data_dir=None, *, image_size=None, test_fraction=0.2, see
         return load_image_folder(path, image_size, test_fraction, seed)
     what = "no such file or folder" if not path.exists() else "not an .npz file or a folder"
     raise DataError(
-        f"cannot load dataset {str(spec)!r}: {what}; expected 'mnist', an .npz file "
+        f"cannot load dataset {str(spec)!r}: {what}; expected 'mnist', 'fashion-mnist', "
+        "'kmnist', 'cifar10', an .npz file "
         "(x_train, y_train, x_test, y_test), a folder of IDX files, or a folder of images with "
         "one subfolder per class"
     )

@@ -16,9 +16,9 @@ import warnings
 
 import numpy as np
 
-from ..errors import ArgumentError, ShapeError
 from ..backend import kernels, policy
 from ..backend.layout import is_chwn, to_layout
+from ..errors import ArgumentError, ShapeError
 
 __all__ = [
     "relu", "relu_forward", "relu_backward",

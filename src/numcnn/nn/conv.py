@@ -16,6 +16,7 @@ from ..errors import ArgumentError, ShapeError
 from ..functional import conv as C
 from ..functional._windows import PADDING_MODES, ntuple, pad2d, pad2d_backward, resolve_padding
 from . import init
+from ._unbatched import accepts_unbatched
 from .module import Module, Parameter, chain_shapes, check_flag, check_positive_int
 
 __all__ = ["Conv1d", "Conv2d", "ConvTranspose2d", "SeparableConv2d"]
@@ -151,6 +152,7 @@ class _ConvNd(Module):
         return s
 
 
+@accepts_unbatched(4)
 class Conv2d(_ConvNd):
     """2-D convolution layer (cross-correlation) over NCHW images.
 
@@ -174,8 +176,8 @@ class Conv2d(_ConvNd):
             Default: ``'zeros'``.
 
     Shape:
-        - Input ``(N, in_channels, H, W)``.
-        - Output ``(N, out_channels, H_out, W_out)`` with
+        - Input ``(N, in_channels, H, W)``, or ``(in_channels, H, W)`` for one image.
+        - Output ``(N, out_channels, H_out, W_out)`` (no ``N`` for one image) with
           ``H_out = floor((H + 2*ph - dh*(kH-1) - 1) / sh) + 1`` (likewise W_out).
 
     Attributes:
@@ -203,6 +205,7 @@ class Conv2d(_ConvNd):
                          groups, bias, padding_mode)
 
 
+@accepts_unbatched(3)
 class Conv1d(_ConvNd):
     """1-D convolution layer (cross-correlation) over (N, C, L) sequences.
 
@@ -216,7 +219,8 @@ class Conv1d(_ConvNd):
             padding_mode: as in :class:`Conv2d`, along the one axis.
 
     Shape:
-        - Input ``(N, in_channels, L)``, output ``(N, out_channels, L_out)`` with
+        - Input ``(N, in_channels, L)``, output ``(N, out_channels, L_out)`` (or both without
+          ``N``, one signal) with
           ``L_out = floor((L + 2*padding - dilation*(k-1) - 1) / stride) + 1``.
 
     Attributes:
@@ -237,6 +241,7 @@ class Conv1d(_ConvNd):
                          groups, bias, padding_mode)
 
 
+@accepts_unbatched(4)
 class ConvTranspose2d(Module):
     """Transposed 2-D convolution: the adjoint of :class:`Conv2d`, which expands images.
 
@@ -260,7 +265,8 @@ class ConvTranspose2d(Module):
         padding_mode: only ``'zeros'``, as in PyTorch.
 
     Shape:
-        - Input ``(N, in_channels, H, W)``, output ``(N, out_channels, H_out, W_out)`` with
+        - Input ``(N, in_channels, H, W)``, output ``(N, out_channels, H_out, W_out)`` (or both
+          without ``N``, one image) with
           ``H_out = (H - 1)*sh - 2*ph + dh*(kH-1) + output_padding + 1`` (likewise W_out).
 
     Attributes:

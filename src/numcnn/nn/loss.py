@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
-from ..functional.loss import check_reduction
 from ..errors import ArgumentTypeError, DTypeError, ShapeError
+from ..functional.loss import check_reduction
 from .module import Module, check_number
 
 __all__ = ["CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss"]

@@ -6,8 +6,8 @@ from numbers import Real
 
 import numpy as np
 
-from .optimizer import Optimizer, check_nonnegative
 from ..errors import ArgumentError
+from .optimizer import Optimizer, check_nonnegative
 
 __all__ = ["Adam", "AdamW"]
 

@@ -22,8 +22,8 @@ from collections import Counter
 from numbers import Integral, Real
 from typing import Any, Iterable
 
-from .optimizer import Optimizer
 from ..errors import ArgumentError, ArgumentTypeError, StateKeyError
+from .optimizer import Optimizer
 
 __all__ = ["LRScheduler", "StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR",
            "ReduceLROnPlateau"]
@@ -473,3 +473,9 @@ class ReduceLROnPlateau(LRScheduler):
 
     def _after_load(self) -> None:
         self._init_is_better(self.mode, self.threshold, self.threshold_mode)
+
+
+# Warm-up and one-cycle schedules live in their own module (they build on LRScheduler above).
+from ._schedules import LambdaLR, LinearLR, OneCycleLR, SequentialLR  # noqa: E402
+
+__all__ += ["LinearLR", "LambdaLR", "OneCycleLR", "SequentialLR"]

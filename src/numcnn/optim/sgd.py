@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .optimizer import Optimizer, check_nonnegative
 from ..errors import ArgumentError
+from .optimizer import Optimizer, check_nonnegative
 
 __all__ = ["SGD"]
 
