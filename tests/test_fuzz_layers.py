@@ -16,7 +16,7 @@ from numcnn import nn, optim
 from numcnn.errors import DTypeError, NumcnnError, ShapeError
 from tests.fuzzing import check_case
 
-FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=80, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 LAYERS = {
@@ -30,6 +30,14 @@ LAYERS = {
     "MaxPool2d": lambda: nn.MaxPool2d(2), "AvgPool2d": lambda: nn.AvgPool2d(2),
     "AdaptiveAvgPool2d": lambda: nn.AdaptiveAvgPool2d(1), "Flatten": nn.Flatten,
     "Dropout": lambda: nn.Dropout(0.5), "GlobalAvgPool2d": nn.GlobalAvgPool2d,
+    "Conv1d": lambda: nn.Conv1d(2, 3, 3, padding=1),
+    "SeparableConv2d": lambda: nn.SeparableConv2d(2, 3, 3),
+    "Dropout2d": lambda: nn.Dropout2d(0.5), "LPPool2d": lambda: nn.LPPool2d(2, 2),
+    "AdaptiveMaxPool2d": lambda: nn.AdaptiveMaxPool2d(2), "GlobalMaxPool2d": nn.GlobalMaxPool2d,
+    "Gaussian": nn.Gaussian, "Identity": nn.Identity,
+    "Residual": lambda: nn.Residual(nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.ReLU())),
+    "Sequential": lambda: nn.Sequential(nn.Conv2d(2, 2, 3), nn.BatchNorm2d(2), nn.ReLU(),
+                                        nn.Flatten(), nn.Linear(2, 3)),
 }
 # The same layers in PyTorch, weights copied (None: compared by shape only).
 TORCH = {
@@ -39,6 +47,7 @@ TORCH = {
     "LeakyReLU": torch.nn.LeakyReLU, "Sigmoid": torch.nn.Sigmoid, "Tanh": torch.nn.Tanh,
     "Softmax": lambda: torch.nn.Softmax(dim=1), "LogSoftmax": lambda: torch.nn.LogSoftmax(dim=1),
     "MaxPool2d": lambda: torch.nn.MaxPool2d(2), "AvgPool2d": lambda: torch.nn.AvgPool2d(2),
+    "AdaptiveMaxPool2d": lambda: torch.nn.AdaptiveMaxPool2d(2),
     "AdaptiveAvgPool2d": lambda: torch.nn.AdaptiveAvgPool2d(1), "Flatten": torch.nn.Flatten,
 }
 DTYPES = [np.float32, np.float64, np.int32, np.bool_, np.complex64, np.uint8]
@@ -93,7 +102,7 @@ def _check_against_torch(name, layer, x, out, training):
 def test_layers_forward_and_backward(name, x, training, wrong_grad):
     numcnn.manual_seed(0)
     layer = LAYERS[name]()
-    if name.startswith("BatchNorm") or name == "Dropout":
+    if name.startswith("BatchNorm") or name.startswith("Dropout") or name == "Sequential":
         layer.train(training)
     else:
         layer.eval()
@@ -102,8 +111,8 @@ def test_layers_forward_and_backward(name, x, training, wrong_grad):
 
     def check(out):
         assert out.shape == layer.output_shape(x.shape)
-        assert out.dtype.kind == "f"
-        if name != "Dropout":
+        assert out.dtype.kind == "f" or name in ("Identity", "Flatten")  # they keep any dtype
+        if not name.startswith("Dropout"):
             _check_against_torch(name, layer, x, out, training)
 
     out = check_case("layers: forward", lambda: layer(x), check)
@@ -346,3 +355,15 @@ def test_plain_child_names_are_accepted():
 
     model = nn.Sequential(OrderedDict([("conv1", nn.Conv2d(1, 2, 3)), ("act", nn.ReLU())]))
     assert list(model.state_dict()) == ["conv1.weight", "conv1.bias"]
+
+
+@FUZZ
+@given(name=st.sampled_from(sorted(OPTIMIZERS)), state=st.recursive(
+    st.none() | st.integers(-3, 3) | st.floats() | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["state", "param_groups", "params", "lr", "step", 0, 1]), inner,
+        max_size=4), max_leaves=10))
+def test_optimiser_state_dicts(name, state):
+    weight = nn.Parameter(np.ones((2, 3), np.float32))
+    opt = OPTIMIZERS[name]([weight], lr=0.1)
+    check_case("optimisers: load_state_dict", lambda: opt.load_state_dict(state))

@@ -521,12 +521,14 @@ class Sequential(Module):
 
 
 class Identity(Module):
-    """Returns its input unchanged."""
+    """Returns its input unchanged (and the gradient, which must have the input's shape)."""
 
     def forward(self, x):
+        self._keep(output=x)
         return x
 
     def backward(self, grad_out):
+        self._take(grad_out)
         return grad_out
 
 
