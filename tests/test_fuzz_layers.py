@@ -367,3 +367,54 @@ def test_optimiser_state_dicts(name, state):
     weight = nn.Parameter(np.ones((2, 3), np.float32))
     opt = OPTIMIZERS[name]([weight], lr=0.1)
     check_case("optimisers: load_state_dict", lambda: opt.load_state_dict(state))
+
+
+STATE_VALUES = st.recursive(
+    st.none() | st.integers(-3, 3) | st.floats() | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["last_epoch", "base_lrs", "_last_lr", "T_max", "weight", "bias"]),
+        inner, max_size=4), max_leaves=10)
+
+
+@FUZZ
+@given(state=STATE_VALUES)
+def test_scheduler_state_dicts(state):
+    weight = nn.Parameter(np.ones((2, 3), np.float32))
+    scheduler = optim.lr_scheduler.CosineAnnealingLR(optim.SGD([weight], lr=0.1), T_max=5)
+    check_case("optimisers: scheduler load_state_dict", lambda: scheduler.load_state_dict(state))
+
+
+@FUZZ
+@given(state=STATE_VALUES, shape=st.sampled_from([(2, 3), (3, 2), (2,), ()]),
+       dtype=st.sampled_from([np.float32, np.int64, np.bool_, np.complex64, np.str_]))
+def test_module_load_state_dict(state, shape, dtype):
+    layer = nn.Linear(3, 2)
+    given_state = dict(layer.state_dict())
+    if isinstance(state, dict):
+        given_state.update(state)
+    given_state["weight"] = np.zeros(shape, dtype)
+
+    def check(_):
+        np.testing.assert_array_equal(layer.weight.data, np.zeros((2, 3), np.float32))
+
+    check_case("layers: load_state_dict", lambda: layer.load_state_dict(given_state), check)
+
+
+def test_batch_norm_trained_by_two_threads_counts_every_batch():
+    """The running statistics are updated under a lock: two threads training one batch-norm
+    layer end with the statistics of all their batches (the order aside)."""
+    layer = nn.BatchNorm2d(3, momentum=None)  # a cumulative average: independent of the order
+    batches = [np.random.default_rng(k).standard_normal((4, 3, 5, 5)).astype(np.float32)
+               for k in range(40)]
+    reference = nn.BatchNorm2d(3, momentum=None)
+    for batch in batches:
+        reference(batch)
+    threads = [threading.Thread(target=lambda part: [layer(b) for b in part],
+                                args=(batches[k::2],)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert int(layer.num_batches_tracked) == 40
+    np.testing.assert_allclose(layer.running_mean, reference.running_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layer.running_var, reference.running_var, rtol=1e-5, atol=1e-6)
