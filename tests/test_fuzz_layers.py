@@ -299,21 +299,28 @@ def test_a_model_used_by_two_threads_at_once():
         model(x)
         expected.append(model.backward(np.ones((8, 3), np.float32)))
     results = {k: [] for k in range(2)}
-    barrier = threading.Barrier(2)
+    failures = []
+    barrier = threading.Barrier(2, timeout=20)
 
     def work(k):
-        for _ in range(30):
-            barrier.wait()
-            model(inputs[k])
-            barrier.wait()
-            results[k].append(model.backward(np.ones((8, 3), np.float32)))
+        try:
+            for _ in range(30):
+                barrier.wait()  # both forward passes run before either backward pass
+                model(inputs[k])
+                barrier.wait()
+                results[k].append(model.backward(np.ones((8, 3), np.float32)))
+        except Exception as error:  # noqa: BLE001 - reported below
+            failures.append(error)
+            barrier.abort()
 
     threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    assert not failures, failures
     for k in range(2):
+        assert len(results[k]) == 30
         for got in results[k]:
             np.testing.assert_allclose(got, expected[k], rtol=1e-5, atol=1e-6)
 
