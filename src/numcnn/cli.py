@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        return args.func(args)
+        return _run_command(args)
     except UsageError as error:
         _error(f"numcnn {args.command}: error: {error} (see 'numcnn {args.command} --help')")
         return EXIT_USAGE
@@ -258,6 +258,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _error(f"numcnn: error: {error}")
         return EXIT_FAILURE
+
+
+def _run_command(args) -> int:
+    try:
+        return args.func(args)
+    finally:  # the run folder `train` locked is free again (as when the process ends)
+        if "numcnn.train" in sys.modules:
+            sys.modules["numcnn.train"].release_run_dirs()
 
 
 def _error(message: str) -> None:
