@@ -70,6 +70,8 @@ class Module:
     ``output_shape(shape)`` when the layer changes the shape of its input (the default is the
     identity, right for element-wise layers). Assigning a :class:`Parameter` or a ``Module`` to an
     attribute registers it; ``register_buffer`` registers a state array such as a running mean.
+    What ``forward`` keeps for ``backward`` (:meth:`_keep`, :meth:`_take`) is kept per thread,
+    so one model may be used by several threads at once.
     """
 
     def __init__(self):
@@ -535,7 +537,8 @@ class Identity(Module):
 class Residual(Module):
     """A residual block ``y = x + f(x)``, whose backward is ``grad + f.backward(grad)``.
 
-    ``f`` must keep the shape of its input (``output_shape`` checks it).
+    ``f`` must keep the shape of its input: ``output_shape`` and ``forward`` check it (a
+    ShapeError with both shapes, not a broadcast of ``x`` and ``f(x)``).
     """
 
     def __init__(self, fn: Module):
