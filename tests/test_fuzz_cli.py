@@ -68,6 +68,12 @@ def files(tmp_path_factory):
     for name in ("train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
         (idx / name).write_bytes(fz.idx_bytes(np.zeros((2, 28, 28) if "images" in name else 2)))
     paths["idx-bomb"] = str(idx)
+    images = root / "image-folder"
+    for label in ("a", "b"):
+        (images / label).mkdir(parents=True)
+        (images / label / "ok.png").write_bytes(fz.png_bytes(np.zeros((8, 8), np.uint8)))
+    (images / "b" / "bomb.png").write_bytes(fz.png_claiming(65535, 65535))
+    paths["image-folder-bomb"] = str(images)
     paths["missing"] = str(root / "does-not-exist")
     return paths
 
@@ -98,6 +104,7 @@ BAD_COMMANDS = [
     ["summary", "{missing}"], ["summary", "convnet-bn", "--input-shape", "1,2"],
     ["data", "{npz-zip-bomb}"], ["data", "{npz-claims}"], ["data", "{idx-bomb}"],
     ["data", "{fifo}"], ["data", "{random}"], ["data", "{missing}"],
+    ["data", "{image-folder-bomb}"],
     ["frobnicate"], ["predict"], [],
 ]
 
@@ -175,6 +182,7 @@ MEMORY_CASES = [
     (["data", "{npz-zip-bomb}"], 1),
     (["data", "{npz-claims}"], 1),
     (["data", "{idx-bomb}"], 1),
+    (["data", "{image-folder-bomb}"], 1),
 ]
 
 

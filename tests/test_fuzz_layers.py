@@ -16,7 +16,7 @@ from numcnn import nn, optim
 from numcnn.errors import DTypeError, NumcnnError, ShapeError
 from tests.fuzzing import check_case
 
-FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=80, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 LAYERS = {
@@ -30,6 +30,14 @@ LAYERS = {
     "MaxPool2d": lambda: nn.MaxPool2d(2), "AvgPool2d": lambda: nn.AvgPool2d(2),
     "AdaptiveAvgPool2d": lambda: nn.AdaptiveAvgPool2d(1), "Flatten": nn.Flatten,
     "Dropout": lambda: nn.Dropout(0.5), "GlobalAvgPool2d": nn.GlobalAvgPool2d,
+    "Conv1d": lambda: nn.Conv1d(2, 3, 3, padding=1),
+    "SeparableConv2d": lambda: nn.SeparableConv2d(2, 3, 3),
+    "Dropout2d": lambda: nn.Dropout2d(0.5), "LPPool2d": lambda: nn.LPPool2d(2, 2),
+    "AdaptiveMaxPool2d": lambda: nn.AdaptiveMaxPool2d(2), "GlobalMaxPool2d": nn.GlobalMaxPool2d,
+    "Gaussian": nn.Gaussian, "Identity": nn.Identity,
+    "Residual": lambda: nn.Residual(nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.ReLU())),
+    "Sequential": lambda: nn.Sequential(nn.Conv2d(2, 2, 3), nn.BatchNorm2d(2), nn.ReLU(),
+                                        nn.Flatten(), nn.Linear(2, 3)),
 }
 # The same layers in PyTorch, weights copied (None: compared by shape only).
 TORCH = {
@@ -39,6 +47,7 @@ TORCH = {
     "LeakyReLU": torch.nn.LeakyReLU, "Sigmoid": torch.nn.Sigmoid, "Tanh": torch.nn.Tanh,
     "Softmax": lambda: torch.nn.Softmax(dim=1), "LogSoftmax": lambda: torch.nn.LogSoftmax(dim=1),
     "MaxPool2d": lambda: torch.nn.MaxPool2d(2), "AvgPool2d": lambda: torch.nn.AvgPool2d(2),
+    "AdaptiveMaxPool2d": lambda: torch.nn.AdaptiveMaxPool2d(2),
     "AdaptiveAvgPool2d": lambda: torch.nn.AdaptiveAvgPool2d(1), "Flatten": torch.nn.Flatten,
 }
 DTYPES = [np.float32, np.float64, np.int32, np.bool_, np.complex64, np.uint8]
@@ -93,7 +102,7 @@ def _check_against_torch(name, layer, x, out, training):
 def test_layers_forward_and_backward(name, x, training, wrong_grad):
     numcnn.manual_seed(0)
     layer = LAYERS[name]()
-    if name.startswith("BatchNorm") or name == "Dropout":
+    if name.startswith("BatchNorm") or name.startswith("Dropout") or name == "Sequential":
         layer.train(training)
     else:
         layer.eval()
@@ -102,8 +111,8 @@ def test_layers_forward_and_backward(name, x, training, wrong_grad):
 
     def check(out):
         assert out.shape == layer.output_shape(x.shape)
-        assert out.dtype.kind == "f"
-        if name != "Dropout":
+        assert out.dtype.kind == "f" or name in ("Identity", "Flatten")  # they keep any dtype
+        if not name.startswith("Dropout"):
             _check_against_torch(name, layer, x, out, training)
 
     out = check_case("layers: forward", lambda: layer(x), check)
@@ -290,21 +299,28 @@ def test_a_model_used_by_two_threads_at_once():
         model(x)
         expected.append(model.backward(np.ones((8, 3), np.float32)))
     results = {k: [] for k in range(2)}
-    barrier = threading.Barrier(2)
+    failures = []
+    barrier = threading.Barrier(2, timeout=20)
 
     def work(k):
-        for _ in range(30):
-            barrier.wait()
-            model(inputs[k])
-            barrier.wait()
-            results[k].append(model.backward(np.ones((8, 3), np.float32)))
+        try:
+            for _ in range(30):
+                barrier.wait()  # both forward passes run before either backward pass
+                model(inputs[k])
+                barrier.wait()
+                results[k].append(model.backward(np.ones((8, 3), np.float32)))
+        except Exception as error:  # noqa: BLE001 - reported below
+            failures.append(error)
+            barrier.abort()
 
     threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    assert not failures, failures
     for k in range(2):
+        assert len(results[k]) == 30
         for got in results[k]:
             np.testing.assert_allclose(got, expected[k], rtol=1e-5, atol=1e-6)
 
@@ -346,3 +362,66 @@ def test_plain_child_names_are_accepted():
 
     model = nn.Sequential(OrderedDict([("conv1", nn.Conv2d(1, 2, 3)), ("act", nn.ReLU())]))
     assert list(model.state_dict()) == ["conv1.weight", "conv1.bias"]
+
+
+@FUZZ
+@given(name=st.sampled_from(sorted(OPTIMIZERS)), state=st.recursive(
+    st.none() | st.integers(-3, 3) | st.floats() | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["state", "param_groups", "params", "lr", "step", 0, 1]), inner,
+        max_size=4), max_leaves=10))
+def test_optimiser_state_dicts(name, state):
+    weight = nn.Parameter(np.ones((2, 3), np.float32))
+    opt = OPTIMIZERS[name]([weight], lr=0.1)
+    check_case("optimisers: load_state_dict", lambda: opt.load_state_dict(state))
+
+
+STATE_VALUES = st.recursive(
+    st.none() | st.integers(-3, 3) | st.floats() | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["last_epoch", "base_lrs", "_last_lr", "T_max", "weight", "bias"]),
+        inner, max_size=4), max_leaves=10)
+
+
+@FUZZ
+@given(state=STATE_VALUES)
+def test_scheduler_state_dicts(state):
+    weight = nn.Parameter(np.ones((2, 3), np.float32))
+    scheduler = optim.lr_scheduler.CosineAnnealingLR(optim.SGD([weight], lr=0.1), T_max=5)
+    check_case("optimisers: scheduler load_state_dict", lambda: scheduler.load_state_dict(state))
+
+
+@FUZZ
+@given(state=STATE_VALUES, shape=st.sampled_from([(2, 3), (3, 2), (2,), ()]),
+       dtype=st.sampled_from([np.float32, np.int64, np.bool_, np.complex64, np.str_]))
+def test_module_load_state_dict(state, shape, dtype):
+    layer = nn.Linear(3, 2)
+    given_state = dict(layer.state_dict())
+    if isinstance(state, dict):
+        given_state.update(state)
+    given_state["weight"] = np.zeros(shape, dtype)
+
+    def check(_):
+        np.testing.assert_array_equal(layer.weight.data, np.zeros((2, 3), np.float32))
+
+    check_case("layers: load_state_dict", lambda: layer.load_state_dict(given_state), check)
+
+
+def test_batch_norm_trained_by_two_threads_counts_every_batch():
+    """The running statistics are updated under a lock: two threads training one batch-norm
+    layer end with the statistics of all their batches (the order aside)."""
+    layer = nn.BatchNorm2d(3, momentum=None)  # a cumulative average: independent of the order
+    batches = [np.random.default_rng(k).standard_normal((4, 3, 5, 5)).astype(np.float32)
+               for k in range(40)]
+    reference = nn.BatchNorm2d(3, momentum=None)
+    for batch in batches:
+        reference(batch)
+    threads = [threading.Thread(target=lambda part: [layer(b) for b in part],
+                                args=(batches[k::2],)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert int(layer.num_batches_tracked) == 40
+    np.testing.assert_allclose(layer.running_mean, reference.running_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layer.running_var, reference.running_var, rtol=1e-5, atol=1e-6)

@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tune_malloc()  # reuse freed activation memory (numcnn._memory; NUMCNN_MALLOC_TUNING=0: off)
     try:
-        return args.func(args)
+        return _run_command(args)
     except UsageError as error:
         _error(f"numcnn {args.command}: error: {error} (see 'numcnn {args.command} --help')")
         return EXIT_USAGE
@@ -269,6 +269,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _error(f"numcnn: error: {error}")
         return EXIT_FAILURE
+
+
+def _run_command(args) -> int:
+    try:
+        return args.func(args)
+    finally:  # the run folder `train` locked is free again (as when the process ends)
+        if "numcnn.train" in sys.modules:
+            sys.modules["numcnn.train"].release_run_dirs()
 
 
 def _error(message: str) -> None:

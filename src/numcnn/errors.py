@@ -40,3 +40,8 @@ class StateKeyError(NumcnnError, KeyError):
 
     def __str__(self) -> str:  # KeyError would show the message in quotes
         return str(self.args[0]) if self.args else ""
+
+
+class AllocationError(NumcnnError, MemoryError):
+    """An array too large for this machine (a layer of 10**12 features ...): the message gives
+    its shape, dtype and size in bytes."""

@@ -120,6 +120,16 @@ def unlock_run_dir(run_dir) -> None:
             os.close(held[0])  # closing the descriptor releases the flock
 
 
+def release_run_dirs() -> None:
+    """Release every run-folder lock this process holds (the command line's, at its end)."""
+    with _HELD_LOCK:
+        held = list(_HELD.values())
+        _HELD.clear()
+    for fd, _ in held:
+        os.ftruncate(fd, 0)
+        os.close(fd)
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Raised by :func:`fit` after Ctrl-C, once the last finished epoch's checkpoint is written.
 

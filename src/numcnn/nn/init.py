@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from .._random import get_rng
+from ..errors import AllocationError
 
 _SHAPES_ONLY = contextvars.ContextVar("numcnn_shapes_only", default=False)
 
@@ -44,19 +45,38 @@ def is_placeholder(array) -> bool:
     return array.size > 1 and not array.flags.writeable and not any(array.strides)
 
 
+def _allocate(make, shape, dtype) -> np.ndarray:
+    """``make()``, or an AllocationError naming the shape and size the machine cannot hold."""
+    try:
+        return make()
+    except (MemoryError, ValueError) as error:
+        if isinstance(error, ValueError) and "too big" not in str(error):
+            raise
+        shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+        size = math.prod(shape) * np.dtype(dtype).itemsize
+        raise AllocationError(f"cannot allocate a {np.dtype(dtype).name} array of shape {shape} "
+                              f"({size:,} bytes): expected a size this machine can hold"
+                              ) from None
+
+
 def zeros(shape, dtype=np.float32) -> np.ndarray:
-    return placeholder(shape, dtype) if is_shapes_only() else np.zeros(shape, dtype=dtype)
+    if is_shapes_only():
+        return placeholder(shape, dtype)
+    return _allocate(lambda: np.zeros(shape, dtype=dtype), shape, dtype)
 
 
 def ones(shape, dtype=np.float32) -> np.ndarray:
-    return placeholder(shape, dtype) if is_shapes_only() else np.ones(shape, dtype=dtype)
+    if is_shapes_only():
+        return placeholder(shape, dtype)
+    return _allocate(lambda: np.ones(shape, dtype=dtype), shape, dtype)
 
 
 def uniform(shape, bound: float, dtype=np.float32) -> np.ndarray:
-    """Samples of U(-bound, bound)."""
+    """Samples of U(-bound, bound) (an AllocationError when they cannot be held)."""
     if is_shapes_only():
         return placeholder(shape, dtype)
-    return get_rng().uniform(-bound, bound, size=shape).astype(dtype)
+    return _allocate(lambda: get_rng().uniform(-bound, bound, size=shape).astype(dtype),
+                     shape, dtype)
 
 
 def default_weight(shape, fan_in: int, dtype=np.float32) -> np.ndarray:

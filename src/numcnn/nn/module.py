@@ -70,6 +70,8 @@ class Module:
     ``output_shape(shape)`` when the layer changes the shape of its input (the default is the
     identity, right for element-wise layers). Assigning a :class:`Parameter` or a ``Module`` to an
     attribute registers it; ``register_buffer`` registers a state array such as a running mean.
+    What ``forward`` keeps for ``backward`` (:meth:`_keep`, :meth:`_take`) is kept per thread,
+    so one model may be used by several threads at once.
     """
 
     def __init__(self):
@@ -531,12 +533,14 @@ class Sequential(Module):
 
 
 class Identity(Module):
-    """Returns its input unchanged."""
+    """Returns its input unchanged (and the gradient, which must have the input's shape)."""
 
     def forward(self, x):
+        self._keep(output=x)
         return x
 
     def backward(self, grad_out):
+        self._take(grad_out)
         return grad_out
 
 
@@ -547,7 +551,8 @@ class Residual(Module):
     Its backward is ``fn.backward(grad) + shortcut.backward(grad)`` (``grad`` itself for the
     identity). A projection shortcut, e.g. a strided 1x1 convolution with batch norm, lets ``fn``
     change the shape (ResNet's downsampling blocks); without one, ``fn`` must keep the shape of
-    its input. ``output_shape`` checks that both branches give the same shape.
+    its input. ``output_shape`` and ``forward`` check that both branches give the same shape (a
+    ShapeError with both shapes, not a broadcast).
 
     Args:
         fn: the residual branch.

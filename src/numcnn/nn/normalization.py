@@ -3,6 +3,9 @@ per-sample layer, group and instance norms (:mod:`numcnn.functional.norms`)."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import numpy as np
 
 from .. import functional as F
@@ -11,6 +14,8 @@ from . import init
 from .module import Module, Parameter, check_flag, check_number, check_positive_int, check_real
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm", "InstanceNorm2d"]
+
+_RUNNING_STATS_LOCK = threading.Lock()
 
 
 class _BatchNorm(Module):
@@ -78,20 +83,23 @@ class _BatchNorm(Module):
             out = np.empty(x.shape, dtype=x.dtype)
             self._keep(output=out, cache=None)
             return out
-        # As torch.nn.modules.batchnorm._BatchNorm.forward: momentum=None is a cumulative average.
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked += 1
-            if self.momentum is None:
-                factor = 1.0 / float(self.num_batches_tracked)
         use_batch_stats = self.training or self.running_mean is None
         update = self.training and self.track_running_stats
-        out, cache = F.batch_norm_forward(
-            x, self.running_mean if update or not self.training else None,
-            self.running_var if update or not self.training else None,
-            None if self.weight is None else self.weight.data,
-            None if self.bias is None else self.bias.data,
-            use_batch_stats, factor, self.eps)
+        # the running statistics are updated in place: one thread at a time
+        with _RUNNING_STATS_LOCK if update else contextlib.nullcontext():
+            # As torch.nn.modules.batchnorm._BatchNorm.forward: momentum=None is a cumulative
+            # average.
+            factor = 0.0 if self.momentum is None else self.momentum
+            if update:
+                self.num_batches_tracked += 1
+                if self.momentum is None:
+                    factor = 1.0 / float(self.num_batches_tracked)
+            out, cache = F.batch_norm_forward(
+                x, self.running_mean if update or not self.training else None,
+                self.running_var if update or not self.training else None,
+                None if self.weight is None else self.weight.data,
+                None if self.bias is None else self.bias.data,
+                use_batch_stats, factor, self.eps)
         self._keep(output=out, cache=cache)
         return out
 

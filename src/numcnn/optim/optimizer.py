@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import ArgumentError, ArgumentTypeError, DTypeError, ShapeError
+from ..errors import ArgumentError, ArgumentTypeError, DTypeError, NumcnnError, ShapeError
 from ..nn.module import Parameter
 
 __all__ = ["Optimizer"]
@@ -307,10 +307,12 @@ class Optimizer:
         if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
             raise ArgumentError(f"{name}.load_state_dict expects a dict with 'state' and "
                                 f"'param_groups', got {_describe(state_dict)}")
+        _check_state_layout(name, state_dict)
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
-            raise ArgumentError(f"{name}.load_state_dict: the state dict has {len(saved_groups)} "
-                                f"parameter groups, the optimizer {len(self.param_groups)}")
+            raise ArgumentError(f"{name}.load_state_dict: expected {len(self.param_groups)} "
+                                f"parameter groups (the optimizer's), got {len(saved_groups)} in "
+                                f"the state dict")
         id_map: dict[int, Parameter] = {}
         for number, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
             if len(saved["params"]) != len(group["params"]):
@@ -385,8 +387,46 @@ def _plain(value):
     return value
 
 
+def _is_index(value) -> bool:
+    if isinstance(value, str):
+        return value.isdigit()
+    return isinstance(value, Integral) and not isinstance(value, bool) and value >= 0
+
+
+def _check_state_layout(owner: str, state_dict) -> None:
+    """The layout :meth:`Optimizer.state_dict` writes: ``{"state": {index: {key: value}},
+    "param_groups": [{"params": [index, ...], hyperparameter: value, ...}]}``."""
+    groups, state = state_dict["param_groups"], state_dict["state"]
+    expected = (f"{owner}.load_state_dict: expected the layout state_dict() writes "
+                f"({{'state': {{index: {{name: value}}}}, 'param_groups': [{{'params': "
+                f"[index, ...], ...}}]}}), got ")
+    if not isinstance(groups, (list, tuple)) or not all(isinstance(g, dict) for g in groups):
+        raise ArgumentError(expected + f"param_groups {_describe(groups)}")
+    for group in groups:
+        params = group.get("params")
+        if not isinstance(params, (list, tuple)) or not all(map(_is_index, params)):
+            raise ArgumentError(expected + f"a group's params {str(params)[:80]}")
+        if not all(isinstance(key, str) for key in group):
+            raise ArgumentError(expected + f"a group with keys {sorted(map(str, group))}")
+    if not isinstance(state, dict) or not all(map(_is_index, state)) or not all(
+            isinstance(entries, dict) and all(isinstance(k, str) for k in entries)
+            for entries in state.values()):
+        raise ArgumentError(expected + f"state {str(state)[:80]}")
+
+
 def _load_state_value(owner: str, index, key: str, value, param: Parameter):
     """Copy one saved state entry: arrays to the parameter's dtype and shape, ``step`` to int."""
+    try:
+        return _convert_state_value(owner, index, key, value, param)
+    except (TypeError, ValueError, OverflowError) as error:
+        if isinstance(error, NumcnnError):
+            raise
+        raise ArgumentError(f"{owner}.load_state_dict: state {key!r} of parameter {index}: "
+                            f"expected a number or an array of the parameter's shape, got "
+                            f"{_describe(value)} ({error})") from None
+
+
+def _convert_state_value(owner: str, index, key: str, value, param: Parameter):
     if key == "step":
         step = float(np.asarray(value))
         if not (math.isfinite(step) and step >= 0 and step == int(step)):
