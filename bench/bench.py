@@ -19,6 +19,9 @@ numcnn and PyTorch in alternation (ABBA order over the repeats), both with every
   ``numcnn.no_grad()``, PyTorch under ``torch.inference_mode()``), images/s;
 - peak memory of each worker (``ru_maxrss``), and its baseline after the imports;
 - the wall time of ``numcnn --help`` (median of 5 runs);
+- with ``--parts health``: the cost of ``numcnn.health.HealthMonitor`` (what ``numcnn train``
+  runs: per-layer statistics and the NaN guard) on a numcnn training step, as blocks of steps
+  with and without it alternating in one process (target: under 5% of a step);
 - numcnn's time per leaf layer (a Residual's block and shortcut taken apart), forward and
   backward, with FLOPs and effective GFLOP/s and their share of the float32 matrix-multiply peak
   of NumPy (and PyTorch's peak) measured in the same run; PyTorch's per-layer times (each layer run alone on the activations it sees in the model) for comparison.
@@ -365,6 +368,8 @@ def worker(args) -> dict:
         result.update(_infer(lib, preset, workdir, x_test, args.batch, args.steps, args.warmup))
     elif mode == "profile":
         result.update(_profile(lib, preset, workdir, xs, ys, args.steps, args.warmup))
+    elif mode == "health":
+        result.update(_health_overhead(preset, workdir, xs, ys, args.steps, args.warmup))
     result["peak_rss_mib"] = peak_rss_mib()
     result["threads"] = _threads(lib)
     return result
@@ -425,6 +430,70 @@ def _train(lib, preset, workdir, xs, ys, steps, warmup) -> dict:
     elapsed = time.perf_counter() - start
     losses = [float(loss) for loss in losses]
     return {"seconds": elapsed, "images_per_s": steps * xs.shape[1] / elapsed, "losses": losses}
+
+
+def _health_overhead(preset, workdir, xs, ys, steps, warmup, block: int = 10) -> dict:
+    """Seconds per training step without and with the health monitor, in alternating blocks of
+    ``block`` steps (the machine's drift hits both alike); the median block of each."""
+    from numcnn.health import HealthMonitor
+
+    _, model, criterion, opt = _numcnn_train_setup(preset, workdir)
+    model.train()
+    monitor = HealthMonitor()
+    n_batches = len(xs)
+    inside = [0.0]  # seconds spent in the monitor's own code (its calls and its sampling)
+    record = monitor._record
+
+    def timed_record(*args):
+        start = time.perf_counter()
+        record(*args)
+        inside[0] += time.perf_counter() - start
+
+    monitor._record = timed_record
+
+    def step(i, watched):
+        xb, yb = xs[i % n_batches], ys[i % n_batches]
+        if watched:
+            start = time.perf_counter()
+            monitor.before_forward()
+            inside[0] += time.perf_counter() - start
+        logits = model(xb)
+        loss = float(criterion(logits, yb))
+        opt.zero_grad()
+        model.backward_params(criterion.backward())
+        if watched:
+            start = time.perf_counter()
+            monitor.after_backward(1, xb, yb, criterion)
+            inside[0] += time.perf_counter() - start
+        opt.step()
+        if watched:
+            start = time.perf_counter()
+            monitor.after_step()
+            inside[0] += time.perf_counter() - start
+        return loss
+
+    for i in range(warmup):
+        step(i, False)
+    times = {False: [], True: []}
+    i = warmup
+    for _ in range(max(1, steps // (2 * block))):
+        for watched in (False, True):
+            if watched:
+                monitor.attach(model)
+            start = time.perf_counter()
+            for _ in range(block):
+                step(i, watched)
+                i += 1
+            times[watched].append((time.perf_counter() - start) / block)
+            if watched:
+                monitor.end_epoch(1)
+                monitor.detach()
+    plain, watched = statistics.median(times[False]), statistics.median(times[True])
+    own = inside[0] / (len(times[True]) * block)
+    return {"seconds_per_step": plain, "seconds_per_step_health": watched,
+            "overhead": watched / plain - 1, "images_per_s": BATCH / plain,
+            "monitor_seconds_per_step": own, "monitor_share": own / plain,
+            "block_times": {"plain": times[False], "health": times[True]}}
 
 
 def _infer(lib, preset, workdir, x_test, batch, steps, warmup) -> dict:
@@ -748,6 +817,15 @@ def run_all(args) -> dict:
                         print(f"  [{repeat + 1}/{args.repeats}] {preset:<10} {key:<11} "
                               f"{lib:<6} {result['images_per_s']:>10.1f} img/s  "
                               f"peak {result['peak_rss_mib']:.0f} MiB", file=sys.stderr)
+        if "health" in parts:
+            for preset in args.presets:
+                for repeat in range(args.repeats):
+                    result = run_worker(workdir, "health", "numcnn", preset, args.steps,
+                                        args.warmup, threads=args.threads)
+                    report.setdefault("health", {}).setdefault(preset, []).append(result)
+                    print(f"  [{repeat + 1}/{args.repeats}] {preset:<10} health overhead "
+                          f"{100 * result['overhead']:+.1f}% of "
+                          f"{1e3 * result['seconds_per_step']:.1f} ms", file=sys.stderr)
         if "profile" in parts:
             for preset in args.presets:
                 for lib in ("numcnn", "torch"):
@@ -798,6 +876,18 @@ def summarise(report: dict) -> list[dict]:
                          "ratio": gaps[0], "target": "<= 1e-4", "met": gaps[0] <= 1e-4,
                          "max_rel_diff_over_run": max(gaps),
                          "last_loss": {"numcnn": first["numcnn"][-1], "torch": first["torch"][-1]}})
+    for preset, runs in report.get("health", {}).items():
+        overhead = median([r["overhead"] for r in runs])
+        plain = 1e3 * median([r["seconds_per_step"] for r in runs])
+        watched = 1e3 * median([r["seconds_per_step_health"] for r in runs])
+        each = ", ".join(f"{100 * r['overhead']:+.1f}%" for r in runs)
+        share = median([r["monitor_share"] for r in runs])
+        own = 1e3 * median([r["monitor_seconds_per_step"] for r in runs])
+        rows.append({"what": f"health monitor overhead {preset} (%)", "numcnn": 100 * overhead,
+                     "torch": None, "ratio": None, "target": "< 5%", "met": overhead < 0.05,
+                     "note": f"step {plain:.2f} ms plain, {watched:.2f} ms with the monitor; "
+                             f"per repeat {each}; time inside the monitor's own code "
+                             f"{own:.3f} ms a step = {100 * share:.1f}% of a plain step"})
     if "help" in report:
         help_result = report["help"]
         seconds = help_result.get("seconds", float("nan"))
@@ -923,13 +1013,15 @@ def main(argv=None) -> int:
     parser.add_argument("--profile-steps", type=int, default=50,
                         help="steps of the per-layer profile (default 50)")
     parser.add_argument("--parts", default="train,infer,profile,help",
-                        help="what to run (default train,infer,profile,help)")
+                        help="what to run (default train,infer,profile,help; also: health, the "
+                             "cost of numcnn.health's monitor on a training step)")
     parser.add_argument("--seed", type=int, default=0, help="numcnn.manual_seed for the weights")
     parser.add_argument("--threads", type=int, default=None,
                         help="limit both libraries to this many threads (a diagnostic, e.g. on a "
                              "busy machine; default: every core, as the targets ask)")
     # Internal: one measurement in a worker process.
-    parser.add_argument("--worker", choices=("train", "infer", "profile"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("train", "infer", "profile", "health"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--lib", choices=("numcnn", "torch"), help=argparse.SUPPRESS)
     parser.add_argument("--preset", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=BATCH, help=argparse.SUPPRESS)

@@ -45,3 +45,20 @@ def _seed():
     """Every test starts from the same numcnn random state."""
     numcnn.manual_seed(0)
     yield
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """With NUMCNN_FUZZ_REPORT set, write the fuzz suite's case counts (tests/fuzzing.py) there."""
+    target = os.environ.get("NUMCNN_FUZZ_REPORT")
+    if not target:
+        return
+    import json
+    import sys
+
+    fuzzing = sys.modules.get("tests.fuzzing") or sys.modules.get("fuzzing")
+    if fuzzing is None:
+        return
+    rows = [{"kind": kind, "outcome": outcome, "cases": count}
+            for (kind, outcome), count in sorted(fuzzing.OUTCOMES.items())]
+    report = {"cases": rows, "measures": fuzzing.MEASURES}
+    Path(target).write_text(json.dumps(report, indent=1) + "\n")

@@ -148,3 +148,18 @@ def test_help_timing_runs_the_console_script():
     assert "error" not in result, result.get("error")
     assert result["seconds"] > 0 and result["bare_python_seconds"] > 0
     assert result["command"].endswith("--help")
+
+
+def test_health_part_measures_the_monitor(tmp_path, mnist_path):
+    """--parts health runs (a few steps; nothing here is a timing claim)."""
+    out = tmp_path / "report.json"
+    done = subprocess.run([sys.executable, str(BENCH), "--parts", "health", "--steps", "20",
+                           "--warmup", "1", "--repeats", "1", "--presets", "small-cnn",
+                           "--data", str(mnist_path), "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    run = report["health"]["small-cnn"][0]
+    assert run["seconds_per_step"] > 0 and run["monitor_seconds_per_step"] > 0
+    assert len(run["block_times"]["plain"]) == len(run["block_times"]["health"]) == 1
+    assert any(row["what"].startswith("health monitor overhead") for row in report["summary"])

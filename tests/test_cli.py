@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import numcnn
-from numcnn import cli, data, io, train
+from numcnn import cli, data, experiment, io, train
 
 RUN_FILES = ("model.numcnn", "checkpoint.ckpt", "history.json", "metrics.json", "curves.png",
              "confusion_matrix.png", "misclassified.png", "config.json", "train.log")
@@ -91,7 +91,7 @@ def test_train_with_no_arguments_uses_convnet_bn_and_its_defaults(tmp_path, monk
         return data.Dataset(full.x_train[:100], full.y_train[:100], full.x_test[:50],
                             full.y_test[:50], classes=full.classes, name="mnist")
 
-    monkeypatch.setattr(cli, "_load_dataset", fake_load)
+    monkeypatch.setattr(experiment, "_load_dataset", fake_load)
     monkeypatch.chdir(tmp_path)
     code, stdout, _ = run(["train"])
     assert code == 0 and asked == ["mnist"]
@@ -305,7 +305,7 @@ def test_help_of_every_command(command):
     (["train", "--epochs", "0"], ["--epochs", "positive integer"]),
     (["train", "--lr", "fast"], ["--lr", "'fast'"]),
     (["train", "--val-fraction", "1.5"], ["--val-fraction"]),
-    (["train", "--optimizer", "rmsprop"], ["--optimizer", "rmsprop"]),
+    (["train", "--optimizer", "lbfgs"], ["--optimizer", "lbfgs"]),
     (["train", "--bogus"], ["--bogus"]),
     (["frobnicate"], ["frobnicate"]),
     (["summary", "convnet-bn", "--input-shape", "28,28"], ["C,H,W"]),

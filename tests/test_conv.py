@@ -590,8 +590,8 @@ def test_wrong_channel_count_names_layer_and_shapes():
 
 def test_wrong_number_of_axes():
     with pytest.raises(ShapeError, match=r"Conv2d: expected a 4-D input \(N, 3, H, W\), got "
-                                         r"shape \(3, 8, 8\)"):
-        nn.Conv2d(3, 8, 3)(np.zeros((3, 8, 8)))
+                                         r"shape \(8, 8\)"):
+        nn.Conv2d(3, 8, 3)(np.zeros((8, 8)))       # (3, 8, 8) is one image: test_unbatched.py
     with pytest.raises(ShapeError, match=r"Conv1d: expected a 3-D input \(N, 2, L\), got shape "
                                          r"\(1, 2, 3, 9\)"):
         nn.Conv1d(2, 4, 3)(np.zeros((1, 2, 3, 9)))

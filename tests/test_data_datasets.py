@@ -68,7 +68,7 @@ def test_read_idx_tells_gzip_from_the_content_not_the_name(tmp_path):
     (b"", r"it starts with nothing"),
     (b"\x00\x00\x08\x03\x00\x00\x00\x02", r"truncated header \(8 bytes, 3 dims need 16\)"),
     (b"\x00\x00\x08\x02" + struct.pack(">2I", 3, 4) + bytes(11),
-     r"announces shape \(3, 4\) of uint8 \(12 bytes\), but 11 bytes follow"),
+     r"expected 12 bytes after the header \(it announces shape \(3, 4\) of uint8\), got 11"),
     (b"\x1f\x8b\x08\x00garbage", r"corrupt gzip data"),
 ])
 def test_read_idx_rejects_bad_files(tmp_path, blob, message):
@@ -152,7 +152,8 @@ def test_dataset_checks_its_arrays(arrays):
     assert repr(dataset) == ("Dataset('toy': train (10, 1, 6, 5) uint8, test (3, 1, 6, 5) uint8, "
                              "4 classes)")
     assert dataset.num_classes == 4
-    with pytest.raises(DataError, match=r"toy: 10 train images but 9 labels"):
+    with pytest.raises(DataError, match=r"toy: expected one label per image, got 10 train "
+                                          r"images but 9 labels"):
         Dataset(x, y[:9], x, y, classes, name="toy")
     with pytest.raises(DataError, match=r"toy: y_train holds label 3, but there are only 3 "
                                         r"classes \['a', 'b', 'c'\]"):
@@ -259,7 +260,8 @@ def test_load_dataset_mnist_goes_to_load_mnist(monkeypatch, tmp_path):
 
 def test_load_dataset_names_what_it_accepts(tmp_path):
     with pytest.raises(DataError, match=r"cannot load dataset '.*nope': no such file or folder; "
-                                        r"expected 'mnist', an \.npz file"):
+                                        r"expected 'mnist', 'fashion-mnist', 'kmnist', 'cifar10', an "
+                                        r"\.npz file"):
         load_dataset(tmp_path / "nope")
     (tmp_path / "data.csv").write_text("1,2")
     with pytest.raises(DataError, match=r"not an \.npz file or a folder"):

@@ -276,7 +276,8 @@ def test_loader_seed_defaults_to_numcnn_generator_and_passes_rng_to_transform():
 
 
 def test_loader_errors():
-    with pytest.raises(DataError, match=r"DataLoader: 3 samples but 2 labels"):
+    with pytest.raises(DataError, match=r"DataLoader: expected one label per sample, got 3 "
+                                          r"samples but 2 labels"):
         DataLoader(np.zeros(3), np.zeros(2))
     with pytest.raises(DataError, match=r"batch_size must be a whole number >= 1, got 0"):
         DataLoader(np.zeros(3), np.zeros(3), batch_size=0)

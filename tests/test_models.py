@@ -58,6 +58,25 @@ EXAMPLES = {
     "Softmax": [(lambda: nn.Softmax(dim=0), (3, 4))],
     "LogSoftmax": [(lambda: nn.LogSoftmax(dim=1), (3, 4))],
     "Identity": [(lambda: nn.Identity(), (3, 4))],
+    "GELU": [(lambda: nn.GELU(approximate="tanh"), (3, 4))],
+    "SiLU": [(lambda: nn.SiLU(), (3, 4))],
+    "ELU": [(lambda: nn.ELU(alpha=0.5), (3, 4))],
+    "Softplus": [(lambda: nn.Softplus(beta=2.0, threshold=5.0), (3, 4))],
+    "Hardswish": [(lambda: nn.Hardswish(), (3, 4))],
+    "PReLU": [(lambda: nn.PReLU(4, init=0.1), (3, 4))],
+    "LayerNorm": [(lambda: nn.LayerNorm((3, 4), eps=1e-3, bias=False), (2, 3, 4)),
+                  (lambda: nn.LayerNorm(4, elementwise_affine=False), (2, 4))],
+    "GroupNorm": [(lambda: nn.GroupNorm(2, 4, eps=1e-3, affine=False), (2, 4, 3))],
+    "InstanceNorm2d": [(lambda: nn.InstanceNorm2d(3, momentum=0.3, affine=True,
+                                                  track_running_stats=True), (2, 3, 4, 4))],
+    "MaxPool1d": [(lambda: nn.MaxPool1d(3, stride=2, padding=1, dilation=2, ceil_mode=True),
+                   (2, 3, 9))],
+    "AvgPool1d": [(lambda: nn.AvgPool1d(3, stride=2, padding=1, count_include_pad=False),
+                   (2, 3, 9))],
+    "MaxUnpool2d": [(lambda: nn.MaxUnpool2d(2, stride=2), (2, 3, 3, 4))],
+    "Upsample": [(lambda: nn.Upsample(size=(5, 7), mode="bilinear", align_corners=True),
+                  (2, 3, 3, 4)),
+                 (lambda: nn.Upsample(scale_factor=(2.0, 1.5)), (2, 3, 3, 4))],
     "Sequential": [(lambda: nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)), (5, 4)),
                    (lambda: nn.Sequential(OrderedDict(conv=nn.Conv2d(1, 2, 3), act=nn.Tanh())),
                     (2, 1, 5, 5))],
@@ -89,6 +108,8 @@ def test_the_registry_holds_layers_only():
 def warm_up(model, shape, rng):
     """A few training-mode forwards, so batch-norm running statistics are not their defaults."""
     model.train()
+    if isinstance(model, nn.MaxUnpool2d):  # two inputs, and no state to warm up
+        return
     for _ in range(3):
         model(rng.standard_normal(shape).astype(np.float32))
 
@@ -120,8 +141,14 @@ def test_spec_round_trip(name, index):
     original.eval()
     rebuilt.eval()
     x = rng.standard_normal(shape).astype(np.float32)
+    extra = ()
+    if name == "MaxUnpool2d":  # the second input: where each maximum was, in a 2x2 window
+        h, w = shape[2:]
+        rows = 2 * np.arange(h)[:, None] + rng.integers(0, 2, shape)        # (n, c, h, w)
+        cols = 2 * np.arange(w)[None, :] + rng.integers(0, 2, shape)
+        extra = (rows * (2 * w) + cols,)
     with numcnn.no_grad():  # copies: some layers work in place
-        np.testing.assert_array_equal(rebuilt(x.copy()), original(x.copy()))
+        np.testing.assert_array_equal(rebuilt(x.copy(), *extra), original(x.copy(), *extra))
 
 
 def test_specs_name_constructor_arguments_as_pytorch_does():

@@ -126,7 +126,7 @@ def test_cache_is_released_after_backward():
     layer = Scale(2)
     layer(np.ones((1, 2), dtype=np.float32))
     layer.backward(np.ones((1, 2), dtype=np.float32))
-    assert layer.__dict__["_cache"] is None
+    assert layer._cache is None
 
 
 def test_to_double_casts_parameters_and_float_buffers_only():

@@ -632,7 +632,7 @@ def test_wrong_ndim_names_the_layer_and_the_shape():
                                              r"got shape \(5, 5\)"):
             layer(np.zeros((5, 5), np.float32))
         with pytest.raises(ShapeError, match=rf"{name}: expected a 4-D input"):
-            layer.output_shape((3, 5, 5))
+            layer.output_shape((5, 5))       # (C, H, W) is one image (tests/test_unbatched.py)
     with pytest.raises(ShapeError, match=r"max_pool2d: expected a 4-D input .* got shape "
                                          r"\(1, 5, 5\)"):
         F.max_pool2d(np.zeros((1, 5, 5)), 2)

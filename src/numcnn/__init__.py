@@ -9,6 +9,7 @@ from ._grad import is_grad_enabled, no_grad  # noqa: F401
 from ._memory import tune_malloc  # noqa: F401
 from ._random import get_rng, manual_seed  # noqa: F401
 from .errors import DataError, DTypeError, ModelFileError, NumcnnError, ShapeError  # noqa: F401
+from .gradcheck import gradcheck  # noqa: F401  (the function; as torch.autograd.gradcheck)
 
 __version__ = "0.1.0"
 

@@ -28,25 +28,13 @@ EXIT_INTERRUPTED = 130
 
 DEFAULT_MODEL = "convnet-bn"
 
-# Settings of `numcnn train`, and the per-model defaults that reach the targets on MNIST
-# (convnet-bn >= 99.0% test accuracy in 3 epochs, small-cnn >= 97.05% in 5).
-TRAIN_DEFAULTS = {
-    "model": DEFAULT_MODEL, "dataset": "mnist", "epochs": 5, "batch_size": 64, "lr": 1e-3,
-    "optimizer": "adam", "momentum": 0.9, "weight_decay": 0.0, "scheduler": "cosine",
-    "augment": False, "val_fraction": 0.1, "limit": None, "patience": None, "seed": 0,
-}
-MODEL_DEFAULTS = {
-    "convnet-bn": {"epochs": 3},
-    "small-cnn": {"epochs": 5},
-    "lenet5": {"epochs": 5},
-}
-# What `--resume` lets you change; everything else comes from the run being resumed.
-RESUME_OVERRIDES = ("epochs",)
+# Settings of `numcnn train`; the defaults live in numcnn.experiment (TRAIN_DEFAULTS,
+# MODEL_DEFAULTS), written here again only for --help, which imports nothing heavy.
+TRAIN_DEFAULTS = ("model", "dataset", "epochs", "batch_size", "lr", "optimizer", "momentum",
+                  "weight_decay", "scheduler", "augment", "val_fraction", "limit", "patience",
+                  "seed", "clip_grad_norm", "clip_grad_value")
 
-CONFIG_FILE = "config.json"
-LOG_FILE = "train.log"
 METRICS_FILE = "metrics.json"
-CURVES_FILE = "curves.png"
 CONFUSION_FILE = "confusion_matrix.png"
 MISCLASSIFIED_FILE = "misclassified.png"
 
@@ -121,24 +109,33 @@ def build_parser() -> argparse.ArgumentParser:
     add = train.add_argument
     add("--model", help=f"a preset (convnet-bn, small-cnn, lenet5) or a JSON model file "
                         f"(default: {DEFAULT_MODEL})")
-    add("--dataset", help="'mnist', an .npz file (x_train, y_train, x_test, y_test), an IDX "
-                          "folder or an image folder (default: mnist)")
-    add("--data-dir", metavar="DIR", help="where MNIST is downloaded and cached "
+    add("--dataset", help="'mnist', 'fashion-mnist', 'kmnist', 'cifar10', an .npz file "
+                          "(x_train, y_train, x_test, y_test), an IDX folder or an image folder "
+                          "(default: mnist)")
+    add("--data-dir", metavar="DIR", help="where named datasets are downloaded and cached "
                                           "(default: $NUMCNN_DATA or ~/.cache/numcnn)")
     add("--epochs", type=_positive_int, help="epochs to train (default: 3 for convnet-bn, 5 else)")
     add("--batch-size", type=_positive_int, help="images per step (default: 64)")
     add("--lr", type=_positive_float, help="learning rate (default: 0.001)")
-    add("--optimizer", choices=("adam", "adamw", "sgd"), help="default: adam")
-    add("--momentum", type=_nonnegative_float, help="SGD momentum (default: 0.9)")
+    add("--optimizer", choices=("adam", "adamw", "sgd", "rmsprop", "adagrad"),
+        help="default: adam")
+    add("--momentum", type=_nonnegative_float, help="SGD and RMSprop momentum (default: 0.9 for "
+                                                    "SGD; RMSprop uses 0 unless given)")
     add("--weight-decay", type=_nonnegative_float, help="weight decay (default: 0)")
-    add("--scheduler", choices=("none", "step", "cosine", "plateau"),
+    add("--scheduler", choices=("none", "step", "cosine", "plateau", "warmup-cosine", "onecycle"),
         help="learning-rate schedule, stepped once per epoch: cosine (from --lr down a half "
              "cosine that would reach 0 after the last epoch), step (x0.1 every third of the "
-             "epochs), plateau (x0.1 when the validation loss stalls for 2 epochs), none "
-             "(default: cosine)")
+             "epochs), plateau (x0.1 when the validation loss stalls for 2 epochs), "
+             "warmup-cosine (a linear warm-up from --lr/10 over the first tenth of the epochs, "
+             "at least one, then cosine; cosine alone for a single epoch), onecycle (the "
+             "one-cycle policy peaking at --lr, stepped every batch), none (default: cosine)")
+    add("--clip-grad-norm", type=_positive_float, metavar="MAX",
+        help="scale the gradients so that their total 2-norm is at most MAX before each step")
+    add("--clip-grad-value", type=_positive_float, metavar="MAX",
+        help="clip each gradient element into [-MAX, MAX] before each step")
     add("--augment", action="store_true", default=None,
-        help="random rotations (up to 10 degrees) and shifts (up to 2 pixels) of the training "
-             "images")
+        help="gray images: random rotations (up to 10 degrees) and shifts (up to 2 pixels); "
+             "colour images: random crops after 4 pixels of zero padding and horizontal flips")
     add("--val-fraction", type=_fraction, help="share of the training images held out for "
                                                "validation (default: 0.1; 0 for none)")
     add("--limit", type=_positive_int, metavar="N",
@@ -160,12 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate a model file on a test set: accuracy, per-class precision and "
                     "recall and the confusion matrix, printed as tables (and drawn as PNGs with "
                     "--out). The images are preprocessed as the model was trained.")
-    evaluate.add_argument("model", metavar="MODEL", help="a model file (model.numcnn)")
+    evaluate.add_argument("model", metavar="MODEL",
+                          help="a model file (model.numcnn), or a run's checkpoint.ckpt (its "
+                               "weights, with the run's preprocessing)")
     evaluate.add_argument("--dataset", help="default: the dataset the model was trained on, or "
                                             "mnist")
-    evaluate.add_argument("--data-dir", metavar="DIR", help="where MNIST is cached")
-    evaluate.add_argument("--split", choices=("test", "train"), default="test",
-                          help="default: test")
+    evaluate.add_argument("--data-dir", metavar="DIR", help="where named datasets are cached")
+    evaluate.add_argument("--split", choices=("test", "train", "all"),
+                          help="which images: test, train or all (both). Default: all of a "
+                               "folder of class subfolders named with --dataset (it is evaluated "
+                               "whole), else test")
     evaluate.add_argument("--limit", type=_positive_int, metavar="N",
                           help="evaluate the first N images only")
     evaluate.add_argument("--batch-size", type=_positive_int, default=256, help="default: 256")
@@ -204,14 +205,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     # -- data -----------------------------------------------------------------------------------
     data = commands.add_parser(
-        "data", help="download and cache MNIST, or inspect a dataset",
+        "data", help="download and cache a named dataset, or inspect a dataset",
         description="'numcnn data mnist' downloads MNIST (checking its checksums) and caches it; "
-                    "given an .npz file or a folder instead, it loads and describes it.")
-    data.add_argument("dataset", metavar="DATASET", help="'mnist', an .npz file or a folder")
+                    "likewise fashion-mnist, kmnist and cifar10. Given an .npz file or a folder "
+                    "instead, it loads and describes it.")
+    data.add_argument("dataset", metavar="DATASET", help="'mnist', 'fashion-mnist', 'kmnist', "
+                                                         "'cifar10', an .npz file or a folder")
     data.add_argument("--data-dir", metavar="DIR", help="cache folder (default: $NUMCNN_DATA or "
                                                         "~/.cache/numcnn)")
     data.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     data.set_defaults(func=cmd_data)
+    _add_inside_commands(commands)
     return parser
 
 
@@ -241,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tune_malloc()  # reuse freed activation memory (numcnn._memory; NUMCNN_MALLOC_TUNING=0: off)
     try:
-        return args.func(args)
+        return _run_command(args)
     except UsageError as error:
         _error(f"numcnn {args.command}: error: {error} (see 'numcnn {args.command} --help')")
         return EXIT_USAGE
@@ -251,13 +255,28 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         _error(f"numcnn: error: {_describe_os_error(error)}")
         return EXIT_FAILURE
+    except MemoryError as error:  # the machine cannot hold what was asked (a huge model ...)
+        _error(f"numcnn: error: out of memory{': ' + str(error) if str(error) else ''}")
+        return EXIT_FAILURE
     except Exception as error:
         from .errors import NumcnnError
+        from .experiment import SettingsError
 
+        if isinstance(error, SettingsError):  # settings that cannot be run as given: usage
+            _error(f"numcnn {args.command}: error: {error} (see 'numcnn {args.command} --help')")
+            return EXIT_USAGE
         if not isinstance(error, NumcnnError):
             raise
         _error(f"numcnn: error: {error}")
         return EXIT_FAILURE
+
+
+def _run_command(args) -> int:
+    try:
+        return args.func(args)
+    finally:  # the run folder `train` locked is free again (as when the process ends)
+        if "numcnn.train" in sys.modules:
+            sys.modules["numcnn.train"].release_run_dirs()
 
 
 def _error(message: str) -> None:
@@ -274,191 +293,34 @@ def _describe_os_error(error: OSError) -> str:
 # train
 # ----------------------------------------------------------------------------------------------
 def cmd_train(args) -> int:
-    config, run_dir, resume = _train_setup(args)
-    import numpy as np
+    from .experiment import run_experiment
+    from .train import TrainingInterrupted
 
-    import numcnn
-    from . import data, io, models, train
-
-    say = _Log(run_dir / LOG_FILE, quiet=args.quiet)
-    say.log_only(f"$ {_command_line()}")
-    say.log_only(f"settings: {_dumps(config)}")
-    if resume is not None:
-        say(f"resuming {resume} (epochs: {config['epochs']})")
-
-    numcnn.manual_seed(config["seed"])
-    model = models.create(config["model"])
-    dataset = _load_dataset(config["dataset"], args.data_dir, progress=not args.quiet)
-    x_train, y_train = dataset.x_train, dataset.y_train
-    if config["limit"] is not None:
-        x_train, y_train = x_train[:config["limit"]], y_train[:config["limit"]]
-    if config["val_fraction"] > 0:
-        x_train, y_train, x_val, y_val = data.train_val_split(
-            x_train, y_train, config["val_fraction"], seed=config["seed"])
-    else:
-        x_val = y_val = None
-    preprocessing = data.Preprocessing.fit(x_train)
-    _check_model_fits(model, x_train.shape[1:], len(dataset.classes), config["model"])
-
-    optimizer = _make_optimizer(config, model.parameters())
-    scheduler = _make_scheduler(config, optimizer)
-    transform = preprocessing
-    if config["augment"]:
-        transform = data.Compose([data.Augment(), preprocessing])  # on the raw pixels, then scale
-    loader = data.DataLoader(x_train, y_train, batch_size=config["batch_size"], shuffle=True,
-                             drop_last=False, seed=config["seed"], transform=transform)
-    validation = None if x_val is None else (preprocessing.apply(x_val), y_val)
-    metadata = {"preprocessing": preprocessing.to_dict(), "classes": list(dataset.classes),
-                "dataset": dataset.name, "input_shape": list(x_train.shape[1:]),
-                "settings": config}
-    _write_text(run_dir / CONFIG_FILE, _dumps(config, indent=2) + "\n")  # marks the folder a run
-    say(f"{config['model']}: {model.num_parameters():,} parameters; {dataset.name}: "
-        f"{len(x_train):,} training, {0 if x_val is None else len(x_val):,} validation, "
-        f"{len(dataset.x_test):,} test images; run folder {run_dir}")
+    settings = {key: getattr(args, key) for key in TRAIN_DEFAULTS}
     try:
-        history = train.fit(
-            model, loader, validation, epochs=config["epochs"], batch_size=config["batch_size"],
-            optimizer=optimizer, scheduler=scheduler,
-            early_stopping=config["patience"], run_dir=run_dir, resume=resume,
-            metadata=metadata, progress=False if args.quiet else None, print_fn=say)
-    except train.TrainingInterrupted as stop:
-        say.always(f"interrupted: checkpoint of epoch {stop.epoch} saved to {stop.checkpoint}")
-        say.always(f"resume with: numcnn train --resume {stop.checkpoint}")
+        run_experiment(settings, out=args.out, resume=args.resume, data_dir=args.data_dir,
+                       quiet=args.quiet, command_line=_command_line())
+    except TrainingInterrupted as stop:
+        print(f"interrupted: checkpoint of epoch {stop.epoch} saved to {stop.checkpoint}",
+              flush=True)
+        print(f"resume with: numcnn train --resume {stop.checkpoint}", flush=True)
         return EXIT_INTERRUPTED
-    _write_curves(history, run_dir / CURVES_FILE)
-
-    best = io.load(run_dir / train.MODEL_FILE)
-    result = train.evaluate(best, dataset.x_test, dataset.y_test, preprocessing=preprocessing,
-                            classes=dataset.classes)
-    _write_evaluation(result, dataset.x_test, run_dir, extra={
-        "model": config["model"], "dataset": dataset.name, "best_epoch": history.best_epoch,
-        "epochs": len(history), "stopped_epoch": history.stopped_epoch,
-        "seconds_per_epoch": history.seconds, "images_per_s": history.images_per_s,
-        "train_images": len(x_train), "val_images": 0 if x_val is None else len(x_val)})
-    if not args.quiet:
-        say("")
-        say(result.format())
-        say("")
-    correct = int(np.count_nonzero(result.y_true == result.y_pred))
-    say.always(f"test accuracy {100 * result.accuracy:.2f}% ({correct}/{result.n}) "
-               f"of the best epoch ({history.best_epoch} of {len(history)})")
-    say.always(f"run folder: {run_dir}")
     return EXIT_OK
 
 
 def _train_setup(args):
-    """The settings (defaults < model defaults < options, or the resumed run's), the run folder
-    and the checkpoint to resume from."""
-    import json
-    from pathlib import Path
+    """The settings, the run folder and the checkpoint to resume from (see
+    :func:`numcnn.experiment.prepare_run`)."""
+    from .experiment import prepare_run
 
-    given = {key: getattr(args, key) for key in TRAIN_DEFAULTS if getattr(args, key) is not None}
-    if args.resume is not None:
-        resume = Path(args.resume)
-        if resume.is_dir():
-            resume = resume / "checkpoint.ckpt"
-        if not resume.is_file():
-            raise UsageError(f"--resume: {resume}: no such checkpoint file")
-        run_dir = resume.parent
-        refused = sorted(set(given) - set(RESUME_OVERRIDES)) + ["out"] * (args.out is not None)
-        if refused:
-            names = ", ".join("--" + key.replace("_", "-") for key in refused)
-            raise UsageError(f"--resume continues a run with its own settings; {names} cannot be "
-                             f"changed (only --epochs can)")
-        try:
-            with open(run_dir / CONFIG_FILE, encoding="utf-8") as file:
-                config = json.load(file)
-        except FileNotFoundError:
-            raise UsageError(f"--resume: {run_dir / CONFIG_FILE} is missing; resume needs the run "
-                             f"folder that 'numcnn train' wrote") from None
-        config.update(given)
-    else:
-        resume = None
-        model = given.get("model", DEFAULT_MODEL)
-        config = {**TRAIN_DEFAULTS, **MODEL_DEFAULTS.get(model, {}), **given}
-        run_dir = Path(args.out) if args.out is not None else _new_run_dir(model)
-        if run_dir.is_dir() and (run_dir / CONFIG_FILE).exists():
-            raise UsageError(f"--out {run_dir} already holds a run; choose another folder or "
-                             f"continue it with --resume {run_dir}")
-        if run_dir.exists() and not run_dir.is_dir():
-            raise UsageError(f"--out {run_dir} is a file, not a folder")
-    for key in ("model", "dataset"):  # files by absolute path, so that --resume finds them
-        if key in given and config[key] != "mnist" and os.path.exists(config[key]):
-            config[key] = str(Path(config[key]).resolve())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return config, run_dir, resume
-
-
-def _new_run_dir(model: str):
-    import time
-    from pathlib import Path
-
-    name = Path(model).stem if model.endswith(".json") else model
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = Path("runs") / f"{name}-{stamp}"
-    suffix = 2
-    while run_dir.exists():
-        run_dir = Path("runs") / f"{name}-{stamp}-{suffix}"
-        suffix += 1
-    return run_dir
+    settings = {key: getattr(args, key) for key in TRAIN_DEFAULTS}
+    return prepare_run(settings, out=args.out, resume=args.resume)
 
 
 def _check_model_fits(model, image_shape, num_classes, name):
-    from .errors import NumcnnError, ShapeError
+    from .experiment import check_model_fits
 
-    try:
-        out = model.output_shape((1, *image_shape))
-    except ShapeError as error:
-        raise NumcnnError(f"the model {name} does not take images of shape "
-                          f"{tuple(image_shape)}: {error}") from None
-    if tuple(out) != (1, num_classes):
-        raise NumcnnError(f"the model {name} gives outputs of shape {tuple(out)} for one image, "
-                          f"but the dataset has {num_classes} classes: its last layer must give "
-                          f"{num_classes} logits")
-
-
-def _make_optimizer(config, params):
-    from . import optim
-
-    name, lr, decay = config["optimizer"], config["lr"], config["weight_decay"]
-    if name == "sgd":
-        return optim.SGD(params, lr=lr, momentum=config["momentum"], weight_decay=decay)
-    if name == "adamw":
-        return optim.AdamW(params, lr=lr, weight_decay=decay)
-    return optim.Adam(params, lr=lr, weight_decay=decay)
-
-
-def _make_scheduler(config, optimizer):
-    from .optim import lr_scheduler
-
-    name, epochs = config["scheduler"], config["epochs"]
-    if name == "step":
-        return lr_scheduler.StepLR(optimizer, step_size=max(1, epochs // 3), gamma=0.1)
-    if name == "cosine":
-        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    if name == "plateau":
-        return lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=1)
-    return None
-
-
-class _Log:
-    """Print to stdout (unless quiet) and append to the run's train.log."""
-
-    def __init__(self, path, quiet: bool):
-        self.path, self.quiet = path, quiet
-
-    def log_only(self, line: str) -> None:
-        with open(self.path, "a", encoding="utf-8") as file:
-            file.write(line + "\n")
-
-    def always(self, line: str) -> None:
-        print(line, flush=True)
-        self.log_only(line)
-
-    def __call__(self, line: str) -> None:
-        if not self.quiet:
-            print(line, flush=True)
-        self.log_only(line)
+    check_model_fits(model, image_shape, num_classes, name)
 
 
 def _command_line() -> str:
@@ -467,43 +329,10 @@ def _command_line() -> str:
     return shlex.join(["numcnn", *sys.argv[1:]])
 
 
-def _dumps(value, indent=None) -> str:
-    import json
-
-    return json.dumps(value, indent=indent)
-
-
-def _write_text(path, text: str) -> None:
-    from .io import atomic_write
-
-    atomic_write(path, text.encode("utf-8"))
-
-
-def _write_curves(history, path) -> None:
-    from . import plots
-
-    columns = {"epoch": history.epoch}
-    columns.update({name: values for name, values in history.history.items()
-                    if values and name != "lr"})
-    plots.plot_history(columns, path, title="Learning curves")
-
-
 def _write_evaluation(result, images, out_dir, extra=None) -> None:
-    """metrics.json, confusion_matrix.png and misclassified.png in ``out_dir``."""
-    from pathlib import Path
+    from .experiment import write_evaluation
 
-    from . import plots
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_text(out_dir / METRICS_FILE, _dumps({**(extra or {}), "test": result.to_dict()},
-                                               indent=2) + "\n")
-    plots.plot_confusion_matrix(result.confusion, [str(c) for c in result.classes],
-                                out_dir / CONFUSION_FILE)
-    wrong = result.misclassified
-    plots.plot_misclassified(images[wrong], result.y_true[wrong], result.y_pred[wrong],
-                             result.probabilities[wrong], out_dir / MISCLASSIFIED_FILE,
-                             classes=[str(c) for c in result.classes])
+    write_evaluation(result, images, out_dir, extra)
 
 
 def _load_dataset(spec, data_dir, progress: bool):
@@ -516,15 +345,15 @@ def _load_dataset(spec, data_dir, progress: bool):
 # evaluate, predict, summary, data
 # ----------------------------------------------------------------------------------------------
 def cmd_evaluate(args) -> int:
-    from . import io, train
+    from . import evaluation, train
 
-    model = io.load(args.model)
-    metadata = getattr(model, "metadata", {}) or {}
-    preprocessing = _preprocessing_of(model, args.model)
+    model, metadata, preprocessing, note = evaluation.model_to_evaluate(args.model)
+    if note and not args.quiet:
+        print(note)
     spec = args.dataset or _dataset_spec(metadata)
-    dataset = _load_dataset(spec, args.data_dir, progress=not args.quiet)
-    x, y = ((dataset.x_test, dataset.y_test) if args.split == "test"
-            else (dataset.x_train, dataset.y_train))
+    x, y, dataset, split = evaluation.images_to_evaluate(
+        spec, args.split, preprocessing.input_shape, data_dir=args.data_dir,
+        progress=not args.quiet, named_by_user=args.dataset is not None)
     if args.limit is not None:
         x, y = x[:args.limit], y[:args.limit]
     classes = metadata.get("classes") or list(dataset.classes)
@@ -534,11 +363,11 @@ def cmd_evaluate(args) -> int:
     if args.quiet:
         print(f"accuracy {100 * result.accuracy:.2f}%")
     else:
-        print(f"{args.model} on the {args.split} split of {dataset.name} ({result.n:,} images)")
+        print(f"{args.model} on {split} of {dataset.name} ({result.n:,} images)")
         print(result.format())
     if args.out is not None:
         _write_evaluation(result, x, args.out, extra={"model": args.model, "dataset": dataset.name,
-                                                      "split": args.split})
+                                                      "split": split})
         if not args.quiet:
             print(f"written: {os.path.join(args.out, METRICS_FILE)}, {CONFUSION_FILE}, "
                   f"{MISCLASSIFIED_FILE}")
@@ -573,8 +402,19 @@ def cmd_predict(args) -> int:
     model = io.load(args.model)
     metadata = getattr(model, "metadata", {}) or {}
     preprocessing = _preprocessing_of(model, args.model)
-    images = np.concatenate([data.prepare_image(path, preprocessing) for path in args.images])
+    # the digit recipe (crop, centre) is MNIST's; Fashion-MNIST's, KMNIST's and CIFAR-10's
+    # images are only resized
+    from .data.named import canonical_name
+
+    digit = False if canonical_name(metadata.get("dataset", "")) is not None else None
+    images = np.concatenate([data.prepare_image(path, preprocessing, digit=digit)
+                             for path in args.images])
     probabilities = train.predict(model, images)
+    if not np.isfinite(probabilities).all():
+        from .errors import NumcnnError
+
+        raise NumcnnError(f"{args.model}: expected finite class probabilities, but the model "
+                          f"gives NaN or inf (its weights are not finite?)")
     classes = metadata.get("classes") or list(range(probabilities.shape[1]))
     if len(classes) != probabilities.shape[1]:
         classes = list(range(probabilities.shape[1]))
@@ -597,18 +437,21 @@ def cmd_predict(args) -> int:
 def cmd_summary(args) -> int:
     from . import io, models
     from .errors import NumcnnError
+    from .nn.init import shapes_only
 
     name = args.model
     input_shape = args.input_shape
     if name in models.PRESETS:
-        model = models.preset(name)
+        with shapes_only():  # shapes and counts only: no parameter is allocated
+            model = models.preset(name)
         print(f"{name}: {models.PRESETS[name]['description']}")
         input_shape = input_shape or tuple(models.PRESETS[name]["input_shape"])
     elif not os.path.exists(name):
         raise NumcnnError(f"{name!r} is neither a preset ({', '.join(models.PRESETS)}) nor a "
                           f"model file or JSON model description")
     elif _looks_like_json(name):
-        model = models.load_spec(name)
+        with shapes_only():
+            model = models.load_spec(name)
     else:
         model = io.load(name)
         recorded = (getattr(model, "metadata", {}) or {}).get("input_shape")
@@ -619,7 +462,10 @@ def cmd_summary(args) -> int:
 
 def _looks_like_json(path: str) -> bool:
     """A JSON model description (starts with '{' or '['), as opposed to a model file."""
-    with open(path, "rb") as file:
+    from ._files import open_regular
+    from .errors import NumcnnError
+
+    with open_regular(path, NumcnnError, "a model file or a JSON model description") as file:
         return file.read(64).lstrip()[:1] in (b"{", b"[")
 
 
@@ -627,12 +473,163 @@ def cmd_data(args) -> int:
     dataset = _load_dataset(args.dataset, args.data_dir, progress=not args.quiet)
     shape = "x".join(str(s) for s in dataset.x_train.shape[1:])
     where = ""
-    if args.dataset == "mnist":
+    from .data.named import canonical_name
+
+    if args.dataset == "mnist" or canonical_name(args.dataset) is not None:
         from . import data
 
         where = f"; cached in {data.data_dir() if args.data_dir is None else args.data_dir}"
     print(f"{dataset.name}: {len(dataset.x_train):,} training and {len(dataset.x_test):,} test "
           f"images of {shape} ({dataset.x_train.dtype}), {len(dataset.classes)} classes{where}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------
+# explain, check, show, demo: seeing inside a model (numcnn.explain, gradcheck, visualize)
+# ----------------------------------------------------------------------------------------------
+def _add_inside_commands(commands) -> None:
+    explain = commands.add_parser(
+        "explain", help="every layer with its numbers: formulas, FLOPs, memory",
+        description="For each layer: the output-size formula with the numbers filled in, the "
+                    "output shape, the parameter count as a product, for convolutions the "
+                    "im2col matrices and the backward rules, FLOPs forward and backward "
+                    "(a multiply-add counts 2) and the bytes kept for backward; then the "
+                    "totals. MODEL is a preset, a model file, a JSON architecture or "
+                    "path/to/file.py:NAME.")
+    explain.add_argument("model", metavar="MODEL_OR_PRESET")
+    explain.add_argument("--batch", type=_positive_int, default=1, metavar="N",
+                         help="batch size N for shapes, FLOPs and memory (default: 1)")
+    explain.add_argument("--input-shape", type=_shape, metavar="C,H,W",
+                         help="shape of one input image (default: the model's, else 1,28,28)")
+    explain.add_argument("--format", choices=("table", "json", "markdown"), default="table",
+                         help="default: table")
+    explain.set_defaults(func=cmd_explain)
+
+    check = commands.add_parser(
+        "check", help="check a model's gradients against central differences, layer by layer",
+        description="Gradient check in float64: central differences on a small random input "
+                    "for the input gradient and every parameter's gradient, of the whole model "
+                    "and of each layer alone; the largest relative error per layer and tensor, "
+                    "PASS or FAIL (exit code 1). MODEL is a preset, a model file, a JSON "
+                    "architecture or path/to/file.py:NAME (a Module class, a function "
+                    "returning one, or an instance; the file is run).")
+    check.add_argument("model", metavar="MODEL")
+    check.add_argument("--input-shape", type=_shape, metavar="C,H,W",
+                       help="shape of one input (default: the model's, its input_shape "
+                            "attribute, else 1,28,28)")
+    check.add_argument("--batch", type=_positive_int, default=2, metavar="N",
+                       help="batch size of the random input (default: 2)")
+    check.add_argument("--tol", type=_positive_float, default=1e-5,
+                       help="largest relative error that passes (default: 1e-5)")
+    check.add_argument("--entries", type=_positive_int, default=48, metavar="K",
+                       help="entries checked per tensor, drawn at random (default: 48)")
+    check.add_argument("--torch", action="store_true",
+                       help="also build the model in PyTorch with the same weights and compare "
+                            "every layer's output and every gradient (needs torch)")
+    check.add_argument("--json", action="store_true", help="print the results as JSON")
+    check.set_defaults(func=cmd_check)
+
+    show = commands.add_parser(
+        "show", help="pictures of what a model sees: filters, feature maps, saliency",
+        description="Draw the first convolution's filters, the feature maps of every "
+                    "convolution for IMAGE, and a saliency map (the gradient of the predicted "
+                    "class's score with respect to the pixels), as PNGs. IMAGE is prepared as "
+                    "for 'numcnn predict' (the model file's preprocessing; a preset or JSON "
+                    "architecture has untrained weights and takes pixels scaled to [0, 1]).")
+    show.add_argument("model", metavar="MODEL")
+    show.add_argument("image", metavar="IMAGE", help="an image file (PNG, JPEG, ...)")
+    show.add_argument("--out", metavar="DIR", default="show",
+                      help="folder for the PNGs (default: ./show)")
+    show.set_defaults(func=cmd_show)
+
+    demo = commands.add_parser(
+        "demo", help="teaching pictures: classic kernels by correlation and convolution",
+        description="'numcnn demo kernels [IMAGE]' applies Sobel x and y, blur, sharpen, "
+                    "Laplacian and emboss to an image (default: the first MNIST test digit) "
+                    "with functional.correlate, beside the true convolution and the "
+                    "difference, in one PNG.")
+    demo.add_argument("topic", choices=("kernels",), metavar="kernels")
+    demo.add_argument("image", metavar="IMAGE", nargs="?",
+                      help="an image file (default: an MNIST digit, downloaded if needed)")
+    demo.add_argument("--out", metavar="PNG", default="kernels.png",
+                      help="the PNG to write (default: kernels.png)")
+    demo.add_argument("--data-dir", metavar="DIR", help="where MNIST is cached")
+    demo.set_defaults(func=cmd_demo)
+
+
+def cmd_explain(args) -> int:
+    from .resolve import load_model
+
+    model, input_shape = load_model(args.model)
+    report = model.explain(args.input_shape or input_shape or (1, 28, 28), batch_size=args.batch)
+    print(report.format(args.format))
+    return EXIT_OK
+
+
+def cmd_check(args) -> int:
+    import json
+
+    from .gradcheck import compare_with_torch, gradcheck
+    from .resolve import load_model
+
+    model, input_shape = load_model(args.model)
+    shape = (args.batch, *(args.input_shape or input_shape or (1, 28, 28)))
+    report = gradcheck(model, input_shape=shape, tol=args.tol, max_entries=args.entries)
+    twin = compare_with_torch(model, input_shape=shape) if args.torch else None
+    if args.json:
+        data = report.to_dict()
+        if twin is not None:
+            data["torch"] = {"passed": twin.passed, "results": twin.results}
+        print(json.dumps(data, indent=2))
+    else:
+        print(f"{args.model}: gradient check on a random input of shape {shape}")
+        print(report.format())
+        if twin is not None:
+            print()
+            print(twin.format())
+    if not report.passed:
+        _error(f"numcnn: error: gradient check failed in {report.describe_failure()}")
+        return EXIT_FAILURE
+    if twin is not None and not twin.passed:
+        _error("numcnn: error: numcnn and PyTorch differ")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def cmd_show(args) -> int:
+    from . import visualize
+    from .data import Preprocessing, prepare_image
+    from .resolve import load_model
+
+    model, input_shape = load_model(args.model)
+    metadata = getattr(model, "metadata", {}) or {}
+    if metadata.get("preprocessing") is not None:
+        preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
+    else:
+        shape = tuple(input_shape or (1, 28, 28))
+        preprocessing = Preprocessing(scale=1 / 255, mean=(0.0,) * shape[0],
+                                      std=(1.0,) * shape[0], input_shape=shape)
+    image = prepare_image(args.image, preprocessing)
+    written = visualize.show(model, image, args.out, classes=metadata.get("classes"))
+    for path in written.values():
+        print(f"written: {path}")
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    import numpy as np
+
+    from . import visualize
+    from .data import load_dataset
+
+    if args.image is not None:
+        from PIL import Image
+
+        with Image.open(args.image) as picture:
+            image = np.asarray(picture.convert("L"), dtype=np.float64)
+    else:
+        image = load_dataset("mnist", data_dir=args.data_dir, progress=False).x_test[0]
+    print(f"written: {visualize.plot_kernel_demo(np.squeeze(image), args.out)}")
     return EXIT_OK
 
 

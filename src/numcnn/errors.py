@@ -23,3 +23,25 @@ class ModelFileError(NumcnnError, ValueError):
 
 class DataError(NumcnnError, ValueError):
     """A dataset that could not be obtained or does not have the expected layout."""
+
+
+class ArgumentError(NumcnnError, ValueError):
+    """An argument whose value numcnn cannot take: a size that is not positive, an unknown mode,
+    a probability outside [0, 1], a class index out of range ... (the message names the argument,
+    what it must be and what came)."""
+
+
+class ArgumentTypeError(NumcnnError, TypeError):
+    """An argument of a type numcnn cannot take (e.g. a float where a count is needed)."""
+
+
+class StateKeyError(NumcnnError, KeyError):
+    """A state dict (of an optimizer or a schedule) that lacks a key it must hold."""
+
+    def __str__(self) -> str:  # KeyError would show the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class AllocationError(NumcnnError, MemoryError):
+    """An array too large for this machine (a layer of 10**12 features ...): the message gives
+    its shape, dtype and size in bytes."""

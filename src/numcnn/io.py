@@ -32,7 +32,7 @@ import tempfile
 import numpy as np
 
 from . import _random
-from .errors import ModelFileError, NumcnnError
+from .errors import ArgumentTypeError, ModelFileError, NumcnnError
 
 __all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "read_header", "atomic_write"]
 
@@ -145,7 +145,7 @@ def _model_document(model, metadata) -> tuple[dict, dict[str, np.ndarray]]:
     if metadata is None:
         metadata = getattr(model, "metadata", None) or {}
     if not isinstance(metadata, dict):
-        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+        raise ArgumentTypeError(f"metadata must be a dict, got {type(metadata).__name__}")
     document = {"format": FORMAT, "version": VERSION, "architecture": to_spec(model),
                 "metadata": metadata}
     return document, dict(model.state_dict())
@@ -188,17 +188,50 @@ def _sniff(raw: bytes) -> str | None:
     return None
 
 
-def _read_raw(path) -> tuple[str, bytes]:
+def _data_end(header) -> int | None:
+    """The largest tensor end offset a parsed safetensors header declares (None if none)."""
+    if not isinstance(header, dict):
+        return None
+    ends = [entry["data_offsets"][1] for name, entry in header.items()
+            if name != "__metadata__" and isinstance(entry, dict)
+            and isinstance(entry.get("data_offsets"), list) and len(entry["data_offsets"]) == 2
+            and isinstance(entry["data_offsets"][1], int)]
+    return max(ends) if ends else 0
+
+
+def _read_raw(path) -> tuple[str, bytes, int]:
+    """``(path, bytes, file size)``: the first 8 bytes are checked before the header is read,
+    and the header before the tensors, so a file is read only as far as it is consistent (a
+    sparse 3 GB file or a FIFO costs nothing); what is not read is reported by :func:`_parse`."""
+    from ._files import file_size, open_regular
+
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as file:
-            return path, file.read()
-    except IsADirectoryError:
-        raise ModelFileError(f"{path}: is a directory; expected {_EXPECTED}") from None
+    with open_regular(path, ModelFileError, _EXPECTED) as file:
+        size = file_size(file)
+        raw = file.read(8)
+        if len(raw) < 8:
+            return path, raw, size
+        header_size = struct.unpack("<Q", raw)[0]
+        if header_size > _MAX_HEADER or 8 + header_size > size:
+            return path, raw + file.read(64), size  # enough to say what the file is
+        raw += file.read(header_size)
+        try:
+            end = _data_end(json.loads(raw[8:].decode("utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            return path, raw, size  # _parse says why
+        total = 8 + header_size + (end or 0)
+        if total < size:
+            raise ModelFileError(f"{path}: corrupted: the header accounts for {total:,} bytes, "
+                                 f"but the file has {size:,} (expected {_EXPECTED})")
+        if total == size:
+            raw += file.read(size - len(raw))
+        return path, raw, size
 
 
-def _parse(path: str, raw: bytes) -> tuple[dict, dict[str, np.ndarray]]:
-    """Check a model file's bytes and return ``(numcnn document, tensors)``."""
+def _parse(path: str, raw: bytes, size: int | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """Check a model file's bytes and return ``(numcnn document, tensors)``; ``size`` is the
+    file's size when ``raw`` holds only its beginning."""
+    size = len(raw) if size is None else size
     if not raw:
         raise ModelFileError(f"{path}: the file is empty (0 bytes); expected {_EXPECTED}")
     header_size = struct.unpack("<Q", raw[:8])[0] if len(raw) >= 8 else None
@@ -206,14 +239,14 @@ def _parse(path: str, raw: bytes) -> tuple[dict, dict[str, np.ndarray]]:
         what = _sniff(raw)
         if what is not None:
             raise ModelFileError(f"{path}: expected {_EXPECTED}, but this is {what}")
-        if len(raw) <= 8:
-            raise ModelFileError(f"{path}: only {len(raw)} bytes, too short for {_EXPECTED} "
+        if size <= 8:
+            raise ModelFileError(f"{path}: only {size} bytes, too short for {_EXPECTED} "
                                  f"(truncated?)")
         raise ModelFileError(f"{path}: expected {_EXPECTED}; the first bytes are not a "
                              f"safetensors header (got {raw[:16]!r})")
-    if 8 + header_size > len(raw):
+    if 8 + header_size > size:
         raise ModelFileError(f"{path}: truncated: the header alone should be {header_size} bytes "
-                             f"after the first 8, but the file has {len(raw)} bytes in all")
+                             f"after the first 8, but the file has {size} bytes in all")
     try:
         header = json.loads(raw[8:8 + header_size].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
@@ -229,13 +262,10 @@ def _parse(path: str, raw: bytes) -> tuple[dict, dict[str, np.ndarray]]:
                              f"without numcnn metadata (tensors: {shown or 'none'}); weights "
                              f"alone can be loaded with model.load_state_dict("
                              f"safetensors.numpy.load_file(path))")
-    data_size = len(raw) - 8 - header_size
-    ends = [entry["data_offsets"][1] for name, entry in header.items()
-            if name != "__metadata__" and isinstance(entry, dict)
-            and isinstance(entry.get("data_offsets"), list) and len(entry["data_offsets"]) == 2
-            and isinstance(entry["data_offsets"][1], int)]
-    if ends and max(ends) > data_size:
-        raise ModelFileError(f"{path}: truncated: the tensors need {max(ends)} bytes after the "
+    data_size = size - 8 - header_size
+    end = _data_end(header)
+    if end > data_size:
+        raise ModelFileError(f"{path}: truncated: the tensors need {end} bytes after the "
                              f"header, but only {data_size} are there")
     from safetensors.numpy import load as safetensors_load
 
@@ -271,8 +301,8 @@ def read_header(path) -> dict:
 
     Also ``"tensors"``: name -> ``{"dtype", "shape"}`` of every stored tensor.
     """
-    path, raw = _read_raw(path)
-    document, tensors = _parse(path, raw)
+    path, raw, size = _read_raw(path)
+    document, tensors = _parse(path, raw, size)
     document["tensors"] = {name: {"dtype": str(a.dtype), "shape": list(a.shape)}
                            for name, a in sorted(tensors.items())}
     return document
@@ -283,8 +313,10 @@ def _build_model(path: str, document: dict):
 
     if "architecture" not in document:
         raise ModelFileError(f"{path}: the numcnn metadata holds no \"architecture\"")
-    try:
-        with _random.kept_state():  # the initial weights drawn here are replaced: no trace
+    from .nn import init
+
+    try:  # placeholders only: the stored tensors are checked against them before anything
+        with _random.kept_state(), init.shapes_only():  # is allocated (see _set_state)
             return build(document["architecture"])
     except SpecError as error:
         raise ModelFileError(f"{path}: the architecture cannot be built: {error}") from None
@@ -294,9 +326,11 @@ def _set_state(path: str, model, tensors: dict[str, np.ndarray]) -> None:
     """Put the stored arrays into the model, keeping their dtypes (float32 or float64).
 
     Checks first that the names and shapes are exactly the model's (no missing, unexpected or
-    misshapen tensor), so a model is either loaded whole or not at all.
+    misshapen tensor), so a model is either loaded whole or not at all. The model may hold
+    placeholders (built under ``numcnn.nn.init.shapes_only``): nothing the architecture asks
+    for is allocated before the file is found to hold it.
     """
-    own = model.state_dict()
+    own = _state_arrays(model)
     missing = [k for k in own if k not in tensors]
     unexpected = [k for k in tensors if k not in own]
     wrong = [f"{k}: expected shape {tuple(own[k].shape)}, found {tuple(tensors[k].shape)}"
@@ -305,10 +339,12 @@ def _set_state(path: str, model, tensors: dict[str, np.ndarray]) -> None:
              for k in own if k in tensors and _kind(own[k]) != _kind(tensors[k])]
     problems = []
     if missing:
-        problems.append(f"missing tensors {missing}")
+        problems.append(f"missing tensors {_some(missing)}")
     if unexpected:
-        problems.append(f"unexpected tensors {sorted(unexpected)}")
-    problems += wrong + kinds
+        problems.append(f"unexpected tensors {_some(sorted(unexpected))}")
+    problems += wrong[:5] + kinds[:5]
+    if len(wrong) + len(kinds) > 10:
+        problems.append(f"... ({len(wrong) + len(kinds)} tensors of the wrong shape or kind)")
     if problems:
         raise ModelFileError(f"{path}: the weights do not match the architecture: "
                              + "; ".join(problems))
@@ -317,7 +353,7 @@ def _set_state(path: str, model, tensors: dict[str, np.ndarray]) -> None:
         for name, param in module._parameters.items():
             if prefix + name in tensors:
                 stored = tensors[prefix + name]
-                if param.data.dtype == stored.dtype:
+                if param.data.dtype == stored.dtype and param.data.flags.writeable:
                     param.data[...] = stored  # in place: an optimizer may hold the array
                 else:
                     param.data = np.array(stored, copy=True)
@@ -325,6 +361,27 @@ def _set_state(path: str, model, tensors: dict[str, np.ndarray]) -> None:
         for name in list(module._buffers):
             if prefix + name in tensors and module._buffers[name] is not None:
                 module._buffers[name] = np.array(tensors[prefix + name], copy=True)
+
+
+def _some(names: list, shown: int = 5) -> str:
+    """The first few names of a list, and how many more (messages stay one short line)."""
+    if len(names) <= shown:
+        return str(names)
+    return f"{names[:shown]} and {len(names) - shown:,} more"
+
+
+def _state_arrays(model) -> dict:
+    """What ``model.state_dict()`` names, without copying (placeholders stay placeholders)."""
+    own = {}
+    for module_name, module in model.named_modules():
+        prefix = f"{module_name}." if module_name else ""
+        for name, param in module._parameters.items():
+            if param is not None:
+                own[prefix + name] = param.data
+        for name, buf in module._buffers.items():
+            if buf is not None and name not in module._non_persistent:
+                own[prefix + name] = np.asarray(buf)
+    return own
 
 
 def _kind(array) -> str:
@@ -340,8 +397,8 @@ def load(path):
     pickle, a safetensors file without numcnn metadata ...) or weights that do not fit the
     architecture.
     """
-    path, raw = _read_raw(path)
-    document, tensors = _parse(path, raw)
+    path, raw, size = _read_raw(path)
+    document, tensors = _parse(path, raw, size)
     model = _build_model(path, document)
     optimizer_keys = _optimizer_keys(document)
     _set_state(path, model, {k: v for k, v in tensors.items() if k not in optimizer_keys})
@@ -461,8 +518,8 @@ def load_checkpoint(path, model=None, optimizer=None) -> dict:
         ``{"model": model, "optimizer_state": dict or None, "extra": dict, "metadata": dict}``.
         A passed model keeps its training/eval mode; a built one is in eval mode.
     """
-    path, raw = _read_raw(path)
-    document, tensors = _parse(path, raw)
+    path, raw, size = _read_raw(path)
+    document, tensors = _parse(path, raw, size)
     checkpoint = document.get("checkpoint")
     if not isinstance(checkpoint, dict):
         raise ModelFileError(f"{path}: expected a checkpoint (model + optimizer state, written by "

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ShapeError
+from .errors import ArgumentError, ShapeError
 
 __all__ = ["confusion_matrix", "classification_report", "format_confusion_matrix",
            "format_report"]
@@ -29,8 +29,8 @@ def _labels(y, name: str) -> np.ndarray:
                          f"shape {y.shape}{hint}")
     if y.size and not np.issubdtype(y.dtype, np.integer):
         if not (np.issubdtype(y.dtype, np.number) and np.all(np.mod(y, 1) == 0)):
-            raise ValueError(f"confusion_matrix: {name} must hold integer class indices, got "
-                             f"dtype {y.dtype}")
+            raise ArgumentError(f"confusion_matrix: {name} must hold integer class indices, got "
+                                f"dtype {y.dtype}")
     return y.astype(np.int64, copy=False)
 
 
@@ -54,8 +54,9 @@ def confusion_matrix(y_true, y_pred, num_classes: int | None = None) -> np.ndarr
         num_classes = int(max(y_true.max(initial=-1), y_pred.max(initial=-1))) + 1
     for name, y in (("y_true", y_true), ("y_pred", y_pred)):
         if y.size and (y.min() < 0 or y.max() >= num_classes):
-            raise ValueError(f"confusion_matrix: {name} holds class indices from {y.min()} to "
-                             f"{y.max()}, outside 0..{num_classes - 1} (num_classes={num_classes})")
+            raise ArgumentError(f"confusion_matrix: {name} holds class indices from {y.min()} to "
+                                f"{y.max()}, outside 0..{num_classes - 1} "
+                                f"(num_classes={num_classes})")
     counts = np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes).astype(np.int64, copy=False)
 

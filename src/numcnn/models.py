@@ -34,13 +34,15 @@ from collections import OrderedDict
 import numpy as np
 
 from . import nn
-from .errors import NumcnnError
+from .errors import ArgumentTypeError, NumcnnError
 
 __all__ = ["SpecError", "to_spec", "build", "load_spec", "register", "registry", "PRESETS",
            "preset", "create"]
 
 # Deeper specs than this are refused (a hostile file could otherwise exhaust the stack).
 MAX_DEPTH = 64
+# A model description is a few kilobytes; larger files are refused before they are read.
+MAX_SPEC_BYTES = 16 << 20
 
 
 class SpecError(NumcnnError, ValueError):
@@ -60,7 +62,7 @@ def register(cls: type) -> type:
     Usable as a decorator. Its constructor arguments must be kept as attributes of the same name.
     """
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise TypeError(f"register takes a subclass of numcnn.nn.Module, got {cls!r}")
+        raise ArgumentTypeError(f"register takes a subclass of numcnn.nn.Module, got {cls!r}")
     known = registry().get(cls.__name__)
     if known is not None and known is not cls:
         raise SpecError(f"a different class named {cls.__name__!r} is already registered "
@@ -227,8 +229,11 @@ def _build_sequential(cls, args: dict, where: str, depth: int, classes: dict) ->
             or not all(isinstance(n, str) and n and "." not in n for n in names)
             or len(set(names)) != len(names)):
         raise SpecError(f"{label}: \"names\" must be {len(children)} distinct non-empty strings "
-                        f"without dots, one per layer; got {names!r}")
-    return cls(OrderedDict(zip(names, children)))
+                        f"without dots, one per layer; got {str(names)[:200]}")
+    try:  # plain identifiers that no attribute of the container has (not "forward" ...)
+        return cls(OrderedDict(zip(names, children)))
+    except NumcnnError as error:
+        raise SpecError(f"{label}: \"names\": {error}") from None
 
 
 def _from_json_value(value, where: str, depth: int, classes: dict):
@@ -260,9 +265,14 @@ def _format_kwargs(kwargs: dict) -> str:
 
 def load_spec(path) -> nn.Module:
     """Build the model described by a JSON file (a layer object, or a list of layers)."""
+    from ._files import file_size, open_regular
+
     path = os.fspath(path)
     try:
-        with open(path, "rb") as file:
+        with open_regular(path, SpecError, "a JSON model description") as file:
+            if file_size(file) > MAX_SPEC_BYTES:
+                raise SpecError(f"{path}: expected a JSON model description of at most "
+                                f"{MAX_SPEC_BYTES:,} bytes, got {file_size(file):,}")
             raw = file.read()
     except OSError as error:
         raise SpecError(f"{path}: cannot read the model description: {error.strerror}") from None

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from .errors import ShapeError
+from .errors import ArgumentTypeError, ShapeError
 from .io import atomic_write
 
 __all__ = ["plot_confusion_matrix", "plot_history", "plot_misclassified"]
@@ -84,9 +84,10 @@ def _history_columns(history) -> dict[str, list]:
         for row in history:
             names += [k for k in row if k not in names]
         return {str(name): [row.get(name) for row in history] for name in names}
-    raise TypeError("history must be a dict of per-epoch lists ({'train_loss': [...], ...}) or a "
-                    "list of per-epoch dicts ([{'epoch': 1, 'train_loss': ...}, ...]), got "
-                    f"{type(history).__name__}")
+    raise ArgumentTypeError("history must be a dict of per-epoch lists "
+                            "({'train_loss': [...], ...}) or a "
+                            "list of per-epoch dicts ([{'epoch': 1, 'train_loss': ...}, ...]), got "
+                            f"{type(history).__name__}")
 
 
 def _as_floats(values) -> np.ndarray:

@@ -27,7 +27,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,13 +41,93 @@ from ._grad import no_grad
 from .errors import NumcnnError
 
 __all__ = ["fit", "evaluate", "predict", "softmax", "History", "EarlyStopping", "Callback",
-           "Evaluation", "TrainingInterrupted", "MODEL_FILE", "CHECKPOINT_FILE", "HISTORY_FILE"]
+           "Evaluation", "TrainingInterrupted", "RunFolderBusy", "lock_run_dir", "unlock_run_dir",
+           "MODEL_FILE", "CHECKPOINT_FILE", "HISTORY_FILE", "LOCK_FILE"]
 
+LOCK_FILE = "run.lock"               # held (flock) by the process training in the folder; its PID
 MODEL_FILE = "model.numcnn"          # the best model (by the monitored metric), with its metadata
 CHECKPOINT_FILE = "checkpoint.ckpt"  # the whole training state at the end of the last epoch
 HISTORY_FILE = "history.json"        # loss and accuracy per epoch, train and validation
 
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr")
+
+
+class RunFolderBusy(NumcnnError):
+    """The run folder is in use by another live process (``pid``), which holds its lock."""
+
+    def __init__(self, message: str, pid: int | None):
+        super().__init__(message)
+        self.pid = pid
+
+
+_HELD: dict[str, list] = {}  # real path of a run folder -> [lock file descriptor, depth]
+_HELD_LOCK = threading.Lock()
+
+
+def lock_run_dir(run_dir) -> str:
+    """Claim ``run_dir`` for this process: an exclusive ``flock`` on ``run_dir/run.lock``, which
+    then holds this process's PID. Re-entrant within the process (:func:`fit` called by the
+    command line, which locked first); released by :func:`unlock_run_dir` or when the process
+    ends, however it ends (``kill -9`` included), so a lock left by a dead process is simply
+    taken over. Leftover temporary files of an interrupted atomic write are removed.
+
+    Raises:
+        RunFolderBusy: another live process holds the lock (the message names its PID).
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        return os.path.realpath(run_dir)
+    run_dir = Path(run_dir)
+    key = os.path.realpath(run_dir)
+    with _HELD_LOCK:
+        if key in _HELD:
+            _HELD[key][1] += 1
+            return key
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            pid = int(text) if text.isdigit() else None
+            who = f"process {pid}" if pid is not None else "another process"
+            raise RunFolderBusy(f"the run folder {run_dir} is in use by {who}, which is "
+                                f"training in it; wait for it to end, or choose another "
+                                f"folder (expected a folder no live run holds)", pid) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        _HELD[key] = [fd, 1]
+    for leftover in run_dir.glob(".*.tmp"):  # an atomic write cut short (kill -9, full disk)
+        try:
+            leftover.unlink()
+        except OSError:
+            pass
+    return key
+
+
+def unlock_run_dir(run_dir) -> None:
+    """Release one :func:`lock_run_dir` of this process (the lock goes with the last one)."""
+    key = os.path.realpath(run_dir)
+    with _HELD_LOCK:
+        held = _HELD.get(key)
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] == 0:
+            del _HELD[key]
+            os.ftruncate(held[0], 0)
+            os.close(held[0])  # closing the descriptor releases the flock
+
+
+def release_run_dirs() -> None:
+    """Release every run-folder lock this process holds (the command line's, at its end)."""
+    with _HELD_LOCK:
+        held = list(_HELD.values())
+        _HELD.clear()
+    for fd, _ in held:
+        os.ftruncate(fd, 0)
+        os.close(fd)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -82,6 +164,7 @@ class History:
         self.images_per_s: list[float] = []
         self.best_epoch: int | None = None
         self.stopped_epoch: int | None = None
+        self.health: list[dict] = []  # per epoch, with fit(health=...): see numcnn.health
 
     def append(self, epoch: int, logs: dict) -> None:
         self.epoch.append(epoch)
@@ -100,7 +183,8 @@ class History:
     def to_dict(self) -> dict:
         return {"epoch": list(self.epoch), **{k: list(v) for k, v in self.history.items()},
                 "seconds": list(self.seconds), "images_per_s": list(self.images_per_s),
-                "best_epoch": self.best_epoch, "stopped_epoch": self.stopped_epoch}
+                "best_epoch": self.best_epoch, "stopped_epoch": self.stopped_epoch,
+                **({"health": copy.deepcopy(self.health)} if self.health else {})}
 
     @classmethod
     def from_dict(cls, data: dict) -> "History":
@@ -112,6 +196,7 @@ class History:
         history.images_per_s = [float(v) for v in data.get("images_per_s", [])]
         history.best_epoch = data.get("best_epoch")
         history.stopped_epoch = data.get("stopped_epoch")
+        history.health = list(data.get("health", []))
         return history
 
     def save(self, path) -> None:
@@ -221,7 +306,8 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
         loss=None, scheduler=None, early_stopping=None, monitor: str | None = None,
         callbacks=(), run_dir=None, resume=None, metadata: dict | None = None,
         seed: int | None = None, transform=None, progress: bool | None = None,
-        print_fn=print) -> History:
+        print_fn=print, health=None, clip_grad_norm: float | None = None,
+        clip_grad_value: float | None = None) -> History:
     """Train ``model`` for ``epochs`` epochs and return the :class:`History`.
 
     Args:
@@ -235,7 +321,8 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
         loss: a loss module called as ``loss(logits, y)`` with ``loss.backward()``.
             Default: ``numcnn.nn.CrossEntropyLoss()``.
         scheduler: a ``numcnn.optim.lr_scheduler`` schedule, stepped once per epoch after
-            validation (``ReduceLROnPlateau`` is given the monitored value).
+            validation (``ReduceLROnPlateau`` is given the monitored value); ``OneCycleLR``, a
+            per-iteration schedule, is stepped after every batch instead.
         early_stopping: an :class:`EarlyStopping`, or an int (the patience). Default: none.
         monitor: the metric that decides the best model. Default: the early-stopping monitor,
             else ``"val_loss"`` with validation data, ``"loss"`` without.
@@ -250,15 +337,28 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
         transform: per-batch transform for the loader ``fit`` makes (e.g. augmentation).
         progress: a progress bar per epoch (tqdm on stderr). Default: when stderr is a terminal.
         print_fn: prints one line per epoch; ``None`` for silence.
+        health: a :class:`numcnn.health.HealthMonitor` (or True for one with its defaults):
+            per-layer gradient norms, update ratios, dead ReLUs and activation statistics in
+            ``history.health`` and one more line per epoch, and the NaN/Inf guard that names
+            the layer. Default: none.
+        clip_grad_norm: after each backward pass, scale the gradients so that their total
+            2-norm is at most this (:func:`numcnn.nn.utils.clip_grad_norm_`). Default: none.
+        clip_grad_value: after each backward pass, clip each gradient element into
+            ``[-clip_grad_value, clip_grad_value]`` (:func:`numcnn.nn.utils.clip_grad_value_`).
+            Default: none.
 
     Raises:
         TrainingInterrupted: after Ctrl-C, once the last finished epoch's checkpoint is written.
-        NumcnnError: bad arguments, or a loss that is no longer finite.
+        NumcnnError: bad arguments, or a loss that is no longer finite
+            (:class:`numcnn.health.NonFiniteError` with ``health``, naming the layer).
     """
     from . import nn, optim  # light: already imported by the package
 
     if epochs < 1:
         raise NumcnnError(f"fit: epochs must be >= 1, got {epochs}")
+    for name, value in (("clip_grad_norm", clip_grad_norm), ("clip_grad_value", clip_grad_value)):
+        if value is not None and not (isinstance(value, (int, float)) and value > 0):
+            raise NumcnnError(f"fit: {name} must be a positive number, got {value!r}")
     if isinstance(early_stopping, int) and not isinstance(early_stopping, bool):
         early_stopping = EarlyStopping(patience=early_stopping)
     optimizer = optimizer if optimizer is not None else optim.Adam(model.parameters(), lr=1e-3)
@@ -275,12 +375,27 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
                           f"got {monitor!r}")
     if monitor.startswith("val_") and validation is None:
         raise NumcnnError(f"fit: monitor {monitor!r} needs validation data")
-    best = _Best(monitor,
-                 mode=early_stopping.mode if early_stopping is not None else "auto",
-                 min_delta=early_stopping.min_delta if early_stopping is not None else 0.0)
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
+        lock_run_dir(run_dir)  # RunFolderBusy if another live process trains there
+    try:
+        return _fit(model, loader, validation, epochs, batch_size, optimizer, criterion,
+                    scheduler, early_stopping, monitor, callbacks, run_dir, resume, metadata,
+                    progress, print_fn, health,
+                    _after_backward(model, clip_grad_norm, clip_grad_value),
+                    _per_batch(scheduler))
+    finally:
+        if run_dir is not None:
+            unlock_run_dir(run_dir)
+
+
+def _fit(model, loader, validation, epochs, batch_size, optimizer, criterion, scheduler,
+         early_stopping, monitor, callbacks, run_dir, resume, metadata, progress, print_fn,
+         health, after_backward, batch_scheduler):
+    best = _Best(monitor,
+                 mode=early_stopping.mode if early_stopping is not None else "auto",
+                 min_delta=early_stopping.min_delta if early_stopping is not None else 0.0)
     if progress is None:
         progress = sys.stderr.isatty()
 
@@ -294,6 +409,12 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
         callback.stop_training = False
         callback.on_train_begin({})
 
+    if health is True:
+        from .health import HealthMonitor
+
+        health = HealthMonitor()
+    if health is not None:
+        health.attach(model)
     snapshot = state.snapshot()
     try:
         for epoch in range(state.epoch + 1, epochs + 1):
@@ -302,12 +423,14 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
             for callback in callbacks:
                 callback.on_epoch_begin(epoch, {})
             logs = _train_one_epoch(model, loader, criterion, optimizer, callbacks, epoch, epochs,
-                                    progress)
+                                    progress, health, after_backward, batch_scheduler)
             if validation is not None:
                 logs["val_loss"], logs["val_accuracy"] = _validate(model, validation, criterion,
                                                                    batch_size)
             logs["lr"] = optimizer.param_groups[0]["lr"]
             history.append(epoch, logs)
+            if health is not None:
+                history.health.append(health.end_epoch(epoch))
             _step_scheduler(scheduler, logs, monitor)
 
             if best.update(epoch, logs[monitor]):
@@ -328,6 +451,10 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
                 history.save(run_dir / HISTORY_FILE)
             if print_fn is not None:
                 print_fn(_format_epoch(epoch, epochs, logs, monitor, best.epoch == epoch))
+                if health is not None:
+                    from .health import format_epoch
+
+                    print_fn(format_epoch(history.health[-1]))
             for callback in callbacks:
                 callback.on_epoch_end(epoch, dict(logs))
             if state.stopped:
@@ -343,6 +470,9 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
             state.write_checkpoint(path, snapshot)
             history.save(run_dir / HISTORY_FILE)
         raise TrainingInterrupted(path, snapshot["epoch"], state.history) from None
+    finally:
+        if health is not None:
+            health.detach()
 
     restore = early_stopping is not None and early_stopping.restore_best_weights
     if restore and best_weights is not None:
@@ -368,7 +498,29 @@ def _make_loader(train, batch_size, seed, transform):
     return train
 
 
-def _train_one_epoch(model, loader, criterion, optimizer, callbacks, epoch, epochs, progress):
+def _after_backward(model, clip_grad_norm, clip_grad_value):
+    """The gradient clipping to run between backward and the optimiser step, or None."""
+    if clip_grad_norm is None and clip_grad_value is None:
+        return None
+    from .nn import utils
+
+    def clip():
+        if clip_grad_value is not None:
+            utils.clip_grad_value_(model.parameters(), clip_grad_value)
+        if clip_grad_norm is not None:
+            utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    return clip
+
+
+def _per_batch(scheduler):
+    """The scheduler if it is stepped after every batch (OneCycleLR), else None."""
+    from .optim import lr_scheduler
+
+    return scheduler if isinstance(scheduler, lr_scheduler.OneCycleLR) else None
+
+
+def _train_one_epoch(model, loader, criterion, optimizer, callbacks, epoch, epochs, progress,
+                     health=None, after_backward=None, batch_scheduler=None):
     """One pass over the training batches; returns loss, accuracy, seconds, images/s."""
     model.train()
     total = _length(loader)
@@ -382,14 +534,26 @@ def _train_one_epoch(model, loader, criterion, optimizer, callbacks, epoch, epoc
     start = time.perf_counter()
     try:
         for batch, (xb, yb) in enumerate(loader):
+            if health is not None:
+                health.before_forward()
             logits = model(xb)
             batch_loss = float(criterion(logits, yb))
             if not math.isfinite(batch_loss):
+                if health is not None and health.guard:
+                    health.nonfinite_loss(batch_loss, epoch, xb, yb, criterion)  # names the layer
                 raise NumcnnError(f"the training loss became {batch_loss} at epoch {epoch}, "
                                   f"batch {batch + 1}; try a smaller learning rate")
             optimizer.zero_grad()
             model.backward_params(criterion.backward())
+            if health is not None:
+                health.after_backward(epoch, xb, yb, criterion)
+            if after_backward is not None:
+                after_backward()
             optimizer.step()
+            if health is not None:
+                health.after_step()
+            if batch_scheduler is not None:
+                batch_scheduler.step()
 
             n = len(xb)
             loss_sum += batch_loss * n
@@ -438,7 +602,7 @@ def _validate(model, validation, criterion, batch_size):
 
 
 def _step_scheduler(scheduler, logs, monitor):
-    if scheduler is None:
+    if scheduler is None or _per_batch(scheduler) is not None:
         return
     from .optim import lr_scheduler
 
@@ -646,9 +810,19 @@ def evaluate(model, x, y, *, batch_size: int = 256, loss=None, preprocessing=Non
 
     criterion = loss if loss is not None else nn.CrossEntropyLoss()
     y_true = _labels(np.asarray(y))
+    if len(y_true) != len(x):
+        raise NumcnnError(f"evaluate: expected one label per image, got {len(x)} images and "
+                          f"{len(y_true)} labels")
+    if len(x) == 0:
+        raise NumcnnError("evaluate: expected at least one image, got none (accuracy is "
+                          "undefined)")
     logits = _logits(model, x, batch_size, preprocessing)
-    if len(logits) == 0:
-        raise NumcnnError("evaluate: no images")
+    finite = np.isfinite(logits).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise NumcnnError(f"evaluate: expected finite logits, but the model gave NaN or inf for "
+                          f"{len(bad)} of {len(x)} images (the first: image {bad[0]}); check the "
+                          f"images (NaN pixels?) and the weights")
     n_classes = logits.shape[1]
     classes = list(classes) if classes is not None else list(range(n_classes))
     loss_value = float(criterion(logits, y_true))
@@ -688,8 +862,9 @@ def _logits(model, x, batch_size, preprocessing):
                 outputs.append(model(xb))
     finally:
         model.train(was_training)
-    if not outputs:
-        return np.zeros((0, 0), dtype=np.float32)
+    if not outputs:  # no images: (0, K), K from the model's output shape (nothing runs)
+        shape = model.output_shape((0, *np.shape(x)[1:]))
+        return np.zeros(shape, dtype=np.float32)
     return np.concatenate(outputs)
 
 

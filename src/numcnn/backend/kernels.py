@@ -47,7 +47,8 @@ import ctypes
 
 import numpy as np
 
-from ._lib import LIB as _LIB, VECTOR_FLOATS
+from ._lib import LIB as _LIB
+from ._lib import VECTOR_FLOATS
 from .layout import memory_run, zero_border
 
 __all__ = ["conv_forward", "conv_forward_short_rows", "conv_forward_flat", "conv_forward_small",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._random import get_rng
-from ..errors import ShapeError
+from ..errors import ArgumentError, DTypeError, ShapeError
 
 __all__ = ["Augment", "Compose", "affine"]
 
@@ -39,6 +39,8 @@ def affine(x, angle, dy, dx, flip, fill=0.0) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 4:
         raise ShapeError(f"affine: expected images (N, C, H, W), got {x.shape}")
+    if x.dtype.kind not in "biuf":
+        raise DTypeError(f"affine: expected real pixel values, got dtype {x.dtype}")
     n, channels, height, width = x.shape
     dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float32
     theta = np.deg2rad(np.asarray(angle, np.float64)).reshape(n, 1, 1)
@@ -97,8 +99,8 @@ class Augment:
 
     def __init__(self, rotation=10.0, shift=2, hflip=False, fill=0.0):
         if rotation < 0 or shift < 0 or int(shift) != shift:
-            raise ValueError(f"Augment: rotation must be >= 0 and shift a whole number >= 0, "
-                             f"got {rotation}, {shift}")
+            raise ArgumentError(f"Augment: rotation must be >= 0 and shift a whole number >= 0, "
+                                f"got {rotation}, {shift}")
         self.rotation = float(rotation)
         self.shift = int(shift)
         self.hflip = bool(hflip)

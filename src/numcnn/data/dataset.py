@@ -7,13 +7,16 @@ and the class names.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .._files import check_expansion, open_regular
 from ..errors import DataError
+from ._images import check_pixels, open_image, to_8bit
 from .idx import read_idx
 
 __all__ = ["Dataset", "load_dataset", "load_idx_folder", "load_image_folder", "load_npz"]
@@ -57,7 +60,8 @@ class Dataset:
             x = _checked_images(getattr(self, "x_" + split), f"{self.name}: x_{split}")
             y = _checked_labels(getattr(self, "y_" + split), f"{self.name}: y_{split}")
             if len(x) != len(y):
-                raise DataError(f"{self.name}: {len(x)} {split} images but {len(y)} labels")
+                raise DataError(f"{self.name}: expected one label per image, got {len(x)} {split} "
+                                f"images but {len(y)} labels")
             if len(y) and y.max() >= len(self.classes):
                 raise DataError(
                     f"{self.name}: y_{split} holds label {y.max()}, but there are only "
@@ -133,7 +137,9 @@ def load_dataset(spec, data_dir=None, *, image_size=None, test_fraction=0.2, see
     """Load a dataset from what the user names.
 
     Args:
-        spec: ``"mnist"`` (obtained and cached by :func:`~numcnn.data.load_mnist`), a path to an
+        spec: ``"mnist"`` (obtained and cached by :func:`~numcnn.data.load_mnist`),
+            ``"fashion-mnist"``, ``"kmnist"`` or ``"cifar10"`` (:func:`~numcnn.data.load_named`),
+            a path to an
             ``.npz`` (:func:`load_npz`), a folder holding the four IDX files
             (:func:`load_idx_folder`), or a folder of images with one subfolder per class
             (:func:`load_image_folder`).
@@ -145,6 +151,10 @@ def load_dataset(spec, data_dir=None, *, image_size=None, test_fraction=0.2, see
         from .mnist import load_mnist  # the MNIST module imports this one
 
         return load_mnist(data_dir, progress=progress)
+    from .named import canonical_name, load_named  # it imports this module too
+
+    if canonical_name(spec) is not None:
+        return load_named(spec, data_dir, progress=progress)
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".npz":
         return load_npz(path)
@@ -154,7 +164,8 @@ def load_dataset(spec, data_dir=None, *, image_size=None, test_fraction=0.2, see
         return load_image_folder(path, image_size, test_fraction, seed)
     what = "no such file or folder" if not path.exists() else "not an .npz file or a folder"
     raise DataError(
-        f"cannot load dataset {str(spec)!r}: {what}; expected 'mnist', an .npz file "
+        f"cannot load dataset {str(spec)!r}: {what}; expected 'mnist', 'fashion-mnist', "
+        "'kmnist', 'cifar10', an .npz file "
         "(x_train, y_train, x_test, y_test), a folder of IDX files, or a folder of images with "
         "one subfolder per class"
     )
@@ -171,7 +182,14 @@ def load_npz(path) -> Dataset:
 
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with open_regular(path, DataError, "an .npz file (x_train, y_train, x_test, y_test)") \
+                as file:
+            _check_npz_sizes(file, path)
+            file.seek(0)
+            archive = np.load(file, allow_pickle=False)
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise DataError(f"{path}: expected an .npz archive of arrays, got a single "
+                                f".npy array")
             missing = [key for key in SPLITS if key not in archive.files]
             if missing:
                 raise DataError(
@@ -182,13 +200,46 @@ def load_npz(path) -> Dataset:
             classes = list(archive["classes"]) if "classes" in archive.files else None
     except DataError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # ValueError: pickles
-        raise DataError(f"cannot read {path} as .npz: {err}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, MemoryError) as err:
+        raise DataError(f"cannot read {path} as .npz: {err}") from None  # ValueError: pickles
     for key in ("x_train", "x_test"):
         arrays[key] = _to_nchw(arrays[key], f"{path}: {key}")
     if classes is None:
         classes = _default_classes(arrays["y_train"].ravel(), arrays["y_test"].ravel())
     return Dataset(**arrays, classes=classes, name=path.stem)
+
+
+def _check_npz_sizes(file, path) -> None:
+    """Before NumPy reads an .npz: every member's .npy header must declare no more bytes than
+    the member holds once decompressed, and no member may expand beyond the caps of
+    :func:`numcnn._files.check_expansion` (a zip bomb), so nothing is allocated for data that
+    is not there."""
+    import zipfile
+
+    try:
+        archive = zipfile.ZipFile(file)
+    except zipfile.BadZipFile:
+        return  # np.load says what it is (a .npy, or not an archive at all)
+    with archive:
+        total_compressed = sum(info.compress_size for info in archive.infolist())
+        total = sum(info.file_size for info in archive.infolist())
+        check_expansion(str(path), total, max(total_compressed, 1), DataError)
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with archive.open(info) as member:
+                try:
+                    version = np.lib.format.read_magic(member)
+                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read(member)
+                except (ValueError, EOFError) as err:
+                    raise DataError(f"{path}: member {info.filename} is not a .npy array "
+                                    f"({err})") from None
+            need = math.prod(shape) * dtype.itemsize
+            if need > info.file_size:
+                raise DataError(f"{path}: member {info.filename} declares shape {shape} of "
+                                f"{dtype} ({need:,} bytes), but holds {info.file_size:,}")
 
 
 def _find_one(folder: Path, patterns: tuple[str, ...]) -> Path:
@@ -249,8 +300,8 @@ def _read_images(files: list[Path], size: tuple[int, int], colour: bool) -> np.n
     height, width = size
     out = np.empty((len(files), height, width, channels), np.uint8)
     for i, path in enumerate(files):
-        with Image.open(path) as image:
-            image = image.convert(mode)
+        with open_image(path) as image:
+            image = to_8bit(image).convert(mode)
             if image.size != (width, height):
                 image = image.resize((width, height), Image.Resampling.BILINEAR)
             out[i] = np.asarray(image).reshape(height, width, channels)
@@ -290,7 +341,9 @@ def load_image_folder(folder, image_size=None, test_fraction=0.2, seed=0) -> Dat
     try:
         sizes, colour = Counter(), False
         for path in files:
-            with Image.open(path) as image:
+            with open_regular(path, DataError, "an image file") as file, \
+                    Image.open(file) as image:  # the header only: size and mode
+                check_pixels(path, image.size)
                 sizes[image.size[::-1]] += 1  # PIL sizes are (W, H)
                 colour = colour or image.mode not in ("1", "L", "LA", "I", "I;16", "F")
         if image_size is None:
@@ -298,7 +351,7 @@ def load_image_folder(folder, image_size=None, test_fraction=0.2, seed=0) -> Dat
         elif isinstance(image_size, int):
             image_size = (image_size, image_size)
         x = _read_images(files, tuple(image_size), colour)
-    except (OSError, UnidentifiedImageError) as err:
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as err:
         raise DataError(f"cannot read image: {err}") from None
     if y_test is None:
         x_train, y_train, x_test, y_test = train_val_split(x, y_train, test_fraction, seed)

@@ -9,6 +9,7 @@ sizes (N, 28, 28); its labels ``00 00 08 01`` with size (N,). See http://yann.le
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import struct
 import zlib
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import check_expansion, file_size, open_regular
 from ..errors import DataError
 
 __all__ = ["read_idx"]
@@ -34,40 +36,66 @@ def read_idx(path) -> np.ndarray:
         The array with the shape the header gives, in native byte order.
 
     Raises:
-        DataError: the file cannot be read, is not gzip/IDX, or holds more or fewer bytes than its
-            header announces.
+        DataError: the file cannot be read, is not a regular file, is not gzip/IDX, holds more
+            or fewer bytes than its header announces, or its header announces more than the
+            compressed file can hold (see :func:`numcnn._files.check_expansion`). The header is
+            checked before anything is allocated, and a gzip file is decompressed only as far
+            as the header allows.
     """
     path = Path(path)
     try:
-        blob = path.read_bytes()
+        with open_regular(path, DataError, "an IDX file (MNIST's format)") as file:
+            return _read_stream(file, file_size(file), str(path))
     except OSError as err:
         raise DataError(f"cannot read IDX file {path}: {err}") from None
-    return parse_idx(blob, str(path))
 
 
 def parse_idx(blob: bytes, name: str = "IDX data") -> np.ndarray:
     """:func:`read_idx` on bytes already in memory; ``name`` is what error messages call them."""
-    if blob[:2] == _GZIP_MAGIC:
-        try:
-            blob = gzip.decompress(blob)
-        except (OSError, EOFError, zlib.error) as err:
-            raise DataError(f"{name}: corrupt gzip data ({err})") from None
-    if len(blob) < 4 or blob[0] != 0 or blob[1] != 0 or blob[2] not in _TYPES or blob[3] == 0:
-        raise DataError(
-            f"{name} is not an IDX file: it starts with {blob[:4].hex(' ') or 'nothing'}, expected "
-            "the magic number 00 00 <type> <ndim> with type 08, 09, 0b, 0c, 0d or 0e and ndim >= 1"
-        )
-    ndim = blob[3]
-    header = 4 + 4 * ndim
-    if len(blob) < header:
-        raise DataError(f"{name}: truncated header ({len(blob)} bytes, {ndim} dims need {header})")
-    dims = struct.unpack(f">{ndim}I", blob[4:header])
-    dtype = np.dtype(_TYPES[blob[2]])
-    expected = math.prod(dims) * dtype.itemsize
-    if len(blob) - header != expected:
-        raise DataError(
-            f"{name}: the header announces shape {dims} of {dtype.name} ({expected} bytes), "
-            f"but {len(blob) - header} bytes follow it"
-        )
-    data = np.frombuffer(blob, dtype, offset=header).reshape(dims)
-    return data.astype(dtype.newbyteorder("="))  # a writable copy in native byte order
+    return _read_stream(io.BytesIO(blob), len(blob), name)
+
+
+def _read_stream(file, size: int, name: str) -> np.ndarray:
+    compressed = file.read(2) == _GZIP_MAGIC
+    file.seek(0)
+    stream = gzip.GzipFile(fileobj=file, mode="rb") if compressed else file
+    try:
+        magic = stream.read(4)
+        if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _TYPES \
+                or magic[3] == 0:
+            raise DataError(
+                f"{name} is not an IDX file: it starts with {magic.hex(' ') or 'nothing'}, "
+                "expected the magic number 00 00 <type> <ndim> with type 08, 09, 0b, 0c, 0d or "
+                "0e and ndim >= 1")
+        ndim = magic[3]
+        header = 4 + 4 * ndim
+        sizes = stream.read(4 * ndim)
+        if len(sizes) < 4 * ndim:
+            raise DataError(f"{name}: truncated header ({4 + len(sizes)} bytes, {ndim} dims "
+                            f"need {header})")
+        dims = struct.unpack(f">{ndim}I", sizes)
+        dtype = np.dtype(_TYPES[magic[2]])
+        expected = math.prod(dims) * dtype.itemsize
+        if compressed:
+            check_expansion(name, header + expected, size, DataError)
+        elif header + expected != size:
+            raise DataError(f"{name}: expected {expected} bytes after the header (it announces "
+                            f"shape {dims} of {dtype.name}), got {size - header}")
+        data = bytearray(expected + 1)  # one byte more: a longer body is told apart
+        view = memoryview(data)
+        got = 0
+        while got < len(data):
+            n = stream.readinto(view[got:])
+            if not n:
+                break
+            got += n
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"{name}: corrupt gzip data ({err})") from None
+    if got != expected:
+        more = "more" if got > expected else str(got)
+        raise DataError(f"{name}: expected {expected} bytes after the header (it announces "
+                        f"shape {dims} of {dtype.name}), got {more}")
+    array = np.frombuffer(data, dtype, count=math.prod(dims)).reshape(dims)
+    if dtype.byteorder == ">":  # to native byte order, in place (the buffer is ours)
+        array = array.byteswap(inplace=True).view(dtype.newbyteorder("="))
+    return array

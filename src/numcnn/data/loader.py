@@ -37,8 +37,15 @@ class DataLoader:
 
     def __init__(self, x, y, batch_size=64, shuffle=False, drop_last=False, seed=None,
                  transform=None):
+        if np.ndim(x) == 0 or np.ndim(y) == 0:
+            raise DataError(f"DataLoader: expected arrays of samples and labels (at least 1-D), "
+                            f"got shapes {np.shape(x)} and {np.shape(y)}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, float, np.number)):
+            raise DataError(f"DataLoader: batch_size must be a whole number >= 1, got "
+                            f"{batch_size!r}")
         if len(x) != len(y):
-            raise DataError(f"DataLoader: {len(x)} samples but {len(y)} labels")
+            raise DataError(f"DataLoader: expected one label per sample, got {len(x)} samples but "
+                            f"{len(y)} labels")
         if int(batch_size) != batch_size or batch_size < 1:
             raise DataError(f"DataLoader: batch_size must be a whole number >= 1, got {batch_size}")
         self.x = x

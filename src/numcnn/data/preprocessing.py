@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,9 +69,15 @@ class Preprocessing:
         A channel with zero spread gets std 1, so it maps to a constant instead of dividing by 0.
         """
         x = np.asarray(x_train)
-        if x.ndim != 4 or len(x) == 0:
+        if x.ndim != 4 or x.size == 0:
             raise ShapeError(
-                f"Preprocessing.fit: expected images (N, C, H, W) with N > 0, got {x.shape}")
+                f"Preprocessing.fit: expected images (N, C, H, W) with N, C, H, W > 0, got "
+                f"{x.shape}")
+        if x.dtype.kind not in "biuf":
+            raise DataError(f"Preprocessing.fit: expected real pixel values, got dtype {x.dtype}")
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise DataError(f"Preprocessing.fit: expected finite pixel values, got "
+                            f"{np.count_nonzero(~np.isfinite(x))} NaN or inf")
         if scale is None:
             scale = 1 / 255 if x.dtype == np.uint8 else 1.0
         total = np.zeros(x.shape[1])
@@ -116,11 +123,24 @@ class Preprocessing:
         if not isinstance(d, dict) or any(key not in d for key in keys):
             raise DataError(f"Preprocessing.from_dict: expected a dict with keys {keys}, got {d!r}")
         try:
-            return cls(**{key: d[key] for key in keys})
+            prep = cls(**{key: d[key] for key in keys})
         except DataError:
             raise
-        except (TypeError, ValueError) as err:
-            raise DataError(f"Preprocessing.from_dict: bad values in {d!r} ({err})") from None
+        except (TypeError, ValueError, OverflowError) as err:
+            raise DataError(f"Preprocessing.from_dict: bad values in {str(d)[:200]} ({err})") \
+                from None
+        # recorded metadata may not ask for more than a model input can sensibly be
+        from .._files import MAX_INPUT_VALUES
+
+        values = math.prod(prep.input_shape)
+        if min(prep.input_shape) < 1 or values > MAX_INPUT_VALUES:
+            raise DataError(f"Preprocessing.from_dict: expected an input_shape (C, H, W) of "
+                            f"positive sizes and at most {MAX_INPUT_VALUES:,} values, got "
+                            f"{prep.input_shape} ({values:,} values)")
+        if not all(math.isfinite(v) for v in (prep.scale, *prep.mean, *prep.std)):
+            raise DataError(f"Preprocessing.from_dict: expected finite scale, mean and std, got "
+                            f"{prep.scale}, {prep.mean}, {prep.std}")
+        return prep
 
 
 def train_val_split(x, y, val_fraction=0.1, seed=0):
@@ -136,7 +156,8 @@ def train_val_split(x, y, val_fraction=0.1, seed=0):
     """
     n = len(x)
     if len(y) != n:
-        raise DataError(f"train_val_split: {n} samples but {len(y)} labels")
+        raise DataError(f"train_val_split: expected one label per sample, got {n} samples but "
+                        f"{len(y)} labels")
     if not 0 <= val_fraction < 1:
         raise DataError(f"train_val_split: val_fraction must be in [0, 1), got {val_fraction}")
     order = np.random.default_rng(seed).permutation(n)
@@ -171,17 +192,47 @@ _BOX = 20 / 28
 _PAPER = 0.15  # the faintest 15% from paper to stroke counts as paper (noise, shading)
 
 
+def _unit_array(array: np.ndarray) -> np.ndarray:
+    """Pixel values as float32 in [0, 1]: uint8 by 255, uint16 by 65535, booleans as 0 and 1,
+    other integers by 255 or 65535 when they fit (else their own range), floats as they are
+    in [0, 1]. NaN, inf, floats outside [0, 1] and non-numeric arrays raise a DataError."""
+    from ._images import unit_range
+
+    kind = array.dtype.kind
+    if kind == "b":
+        return array.astype(np.float32)
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / 65535
+    if kind in "iu":
+        low, high = int(array.min()), int(array.max())
+        if low >= 0 and high <= 255:
+            return array.astype(np.float32) / 255
+        return unit_range(array, "I")
+    if kind == "f":
+        if not np.isfinite(array).all():
+            raise DataError(f"prepare_image: expected finite pixel values, got "
+                            f"{np.count_nonzero(~np.isfinite(array))} NaN or inf")
+        low, high = float(array.min()), float(array.max())
+        if low < 0 or high > 1:
+            raise DataError(f"prepare_image: expected float pixels in [0, 1], got values in "
+                            f"[{low:g}, {high:g}] (divide 0-255 pixels by 255, or pass uint8)")
+        return array.astype(np.float32)
+    raise DataError(f"prepare_image: expected real pixel values (uint8, uint16, bool or float), "
+                    f"got dtype {array.dtype}")
+
+
 def _open_image(image):
-    """A PIL image from a path or an array; transparency is laid on white paper."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    """A PIL image in an 8-bit mode from a path or an array; transparency is laid on white
+    paper. High-bit-depth pictures (16-bit PNG, 32-bit TIFF, uint16 arrays) are scaled by their
+    full range, not clipped (see :mod:`numcnn.data._images`)."""
+    from PIL import Image
+
+    from ._images import check_pixels, open_image, to_8bit
 
     if isinstance(image, (str, Path)):
-        try:
-            with Image.open(image) as opened:
-                pil = ImageOps.exif_transpose(opened)  # phone photos store their rotation in EXIF
-                pil.load()
-        except (OSError, UnidentifiedImageError) as err:
-            raise DataError(f"cannot read image {image}: {err}") from None
+        pil = to_8bit(open_image(image))
     else:
         array = np.asarray(image)
         if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3, 4):
@@ -193,9 +244,8 @@ def _open_image(image):
                 f"prepare_image: expected an image array (H, W), (H, W, 3|4) or (C, H, W), "
                 f"got {array.shape}"
             )
-        if array.dtype.kind == "f":
-            array = np.rint(np.clip(array, 0, 1) * 255)  # floats are taken as 0..1
-        pil = Image.fromarray(array.astype(np.uint8))
+        check_pixels("prepare_image", (array.shape[1], array.shape[0]))
+        pil = Image.fromarray(np.rint(_unit_array(array) * 255).astype(np.uint8))
     if pil.mode in ("RGBA", "LA", "PA") or (pil.mode == "P" and "transparency" in pil.info):
         rgba = pil.convert("RGBA")
         paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

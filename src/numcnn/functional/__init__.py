@@ -7,11 +7,16 @@ gradients with respect to the inputs. Layers in :mod:`numcnn.nn` are thin wrappe
 
 from ._windows import col2im, out_size, pad2d, pad2d_backward, resolve_padding, windows  # noqa: F401
 from .activation import *  # noqa: F401,F403
+from .activation_extra import *  # noqa: F401,F403
 from .conv import *  # noqa: F401,F403
 from .dropout import *  # noqa: F401,F403
 from .linear import *  # noqa: F401,F403
 from .loss import *  # noqa: F401,F403
 from .normalization import *  # noqa: F401,F403
+from .norms import *  # noqa: F401,F403
 from .pooling import *  # noqa: F401,F403
+from .pooling1d import *  # noqa: F401,F403
 from .residual import *  # noqa: F401,F403
 from .signal import *  # noqa: F401,F403
+from .unpool import *  # noqa: F401,F403
+from .upsample import *  # noqa: F401,F403

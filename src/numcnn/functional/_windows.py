@@ -27,7 +27,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..backend.blas import matmul
-from ..errors import ShapeError
+from ..errors import ArgumentError, ShapeError
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 _NUMPY_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
@@ -40,9 +40,10 @@ def ntuple(value, n: int, name: str) -> tuple[int, ...]:
     try:
         value = tuple(value)
     except TypeError:
-        raise ValueError(f"{name} must be an int or a tuple of {n} ints, got {value!r}") from None
+        raise ArgumentError(f"{name} must be an int or a tuple of {n} ints, got "
+                            f"{value!r}") from None
     if len(value) != n or not all(isinstance(v, (int, np.integer)) for v in value):
-        raise ValueError(f"{name} must be an int or a tuple of {n} ints, got {value!r}")
+        raise ArgumentError(f"{name} must be an int or a tuple of {n} ints, got {value!r}")
     return tuple(int(v) for v in value)
 
 
@@ -89,17 +90,17 @@ def resolve_padding(padding, kernel_size: tuple[int, ...], dilation: tuple[int, 
             return ((0, 0),) * n
         if padding == "same":
             if any(s != 1 for s in stride):
-                raise ValueError(f"padding='same' is not supported for strided convolutions "
-                                 f"(stride={stride}), as in PyTorch")
+                raise ArgumentError(f"padding='same' is not supported for strided convolutions "
+                                    f"(stride={stride}), as in PyTorch")
             totals = [d * (k - 1) for k, d in zip(kernel_size, dilation)]
             return tuple((t // 2, t - t // 2) for t in totals)
         if padding == "full":
             return tuple((d * (k - 1),) * 2 for k, d in zip(kernel_size, dilation))
-        raise ValueError(f"padding must be an int, a tuple of ints, 'valid', 'same' or 'full', "
-                         f"got {padding!r}")
+        raise ArgumentError(f"padding must be an int, a tuple of ints, 'valid', 'same' or 'full', "
+                            f"got {padding!r}")
     pads = ntuple(padding, n, "padding")
     if any(p < 0 for p in pads):
-        raise ValueError(f"padding must be non-negative, got {padding!r}")
+        raise ArgumentError(f"padding must be non-negative, got {padding!r}")
     return tuple((p, p) for p in pads)
 
 
@@ -119,7 +120,7 @@ def pad2d(x: np.ndarray, pads: tuple[tuple[int, int], tuple[int, int]], mode: st
         out[..., t:t + h, l:l + w] = x
         return out
     if mode not in _NUMPY_PAD_MODE:
-        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {mode!r}")
+        raise ArgumentError(f"padding_mode must be one of {PADDING_MODES}, got {mode!r}")
     return np.pad(x, [(0, 0)] * (x.ndim - 2) + [(t, b), (l, r)], mode=_NUMPY_PAD_MODE[mode])
 
 

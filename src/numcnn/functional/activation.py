@@ -16,9 +16,9 @@ import warnings
 
 import numpy as np
 
-from ..errors import ShapeError
 from ..backend import kernels, policy
 from ..backend.layout import is_chwn, to_layout
+from ..errors import ArgumentError, ShapeError
 
 __all__ = [
     "relu", "relu_forward", "relu_backward",
@@ -69,8 +69,8 @@ def leaky_relu_forward(x, negative_slope: float = 0.01, inplace: bool = False):
     """``y = x`` for ``x > 0``, ``negative_slope * x`` otherwise."""
     x = np.asarray(x)
     if inplace and negative_slope < 0:
-        raise ValueError("leaky_relu: inplace=True needs a non-negative negative_slope (the "
-                         f"backward pass reads the sign of the output), got {negative_slope}")
+        raise ArgumentError("leaky_relu: inplace=True needs a non-negative negative_slope (the "
+                            f"backward pass reads the sign of the output), got {negative_slope}")
     if 0 <= negative_slope <= 1:
         # max(x, a*x) is x for x > 0 and a*x for x <= 0 when 0 <= a <= 1.
         scaled = np.multiply(x, negative_slope)
@@ -206,6 +206,9 @@ def softmax_forward(x, dim: int | None = None):
         out = np.ones_like(x)
         return out, (out, 0)
     dim = _softmax_dim(dim, x.ndim, "softmax")
+    if x.size == 0:  # nothing to normalise (the maximum of an empty axis does not exist)
+        out = np.empty_like(x)
+        return out, (out, dim)
     out = np.subtract(x, x.max(axis=dim, keepdims=True))
     np.exp(out, out=out)
     out /= out.sum(axis=dim, keepdims=True)
@@ -235,6 +238,9 @@ def log_softmax_forward(x, dim: int | None = None):
         out = np.zeros_like(x)
         return out, (out, 0)
     dim = _softmax_dim(dim, x.ndim, "log_softmax")
+    if x.size == 0:  # nothing to normalise (the maximum of an empty axis does not exist)
+        out = np.empty_like(x)
+        return out, (out, dim)
     out = np.subtract(x, x.max(axis=dim, keepdims=True))
     out -= np.log(np.exp(out).sum(axis=dim, keepdims=True))
     return out, (out, dim)

@@ -69,7 +69,7 @@ from .._grad import is_grad_enabled
 from ..backend import kernels, policy
 from ..backend.blas import matmul
 from ..backend.layout import NO_PADS, Pads, from_chwn, to_chwn  # noqa: F401
-from ..errors import DTypeError, ShapeError
+from ..errors import ArgumentError, DTypeError, ShapeError
 from ._windows import col2im, formula, ntuple, out_size, resolve_padding, windows
 
 __all__ = [
@@ -270,12 +270,12 @@ def _check_bias(name: str, bias, channels: int, dtype) -> np.ndarray | None:
 def _check_positive(name: str, **values) -> None:
     for arg, value in values.items():
         if any(v < 1 for v in np.atleast_1d(value)):
-            raise ValueError(f"{name}: {arg} must be positive, got {value!r}")
+            raise ArgumentError(f"{name}: {arg} must be positive, got {value!r}")
 
 
 def _check_groups(name: str, groups, channels: int, what: str) -> int:
     if not isinstance(groups, (int, np.integer)) or groups < 1:
-        raise ValueError(f"{name}: groups must be a positive int, got {groups!r}")
+        raise ArgumentError(f"{name}: groups must be a positive int, got {groups!r}")
     if channels % groups:
         raise ShapeError(f"{name}: {what} ({channels}) must be divisible by groups ({groups})")
     return int(groups)
@@ -596,8 +596,8 @@ def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0, output_p
     _check_positive(name, stride=stride, dilation=dilation)
     output_padding = check_output_padding(name, output_padding, stride, dilation)
     if isinstance(padding, str):
-        raise ValueError(f"{name}: padding must be an int or a pair of ints (PyTorch has no "
-                         f"string padding for transposed convolutions), got {padding!r}")
+        raise ArgumentError(f"{name}: padding must be an int or a pair of ints (PyTorch has no "
+                            f"string padding for transposed convolutions), got {padding!r}")
     pads = resolve_padding(padding, weight.shape[2:], dilation, stride)
     groups = _check_groups(name, groups, weight.shape[0], "in_channels (weight.shape[0])")
     _check_channels(name, x.shape, weight.shape[0], "(N, C, H, W)", f" (weight {weight.shape})")
@@ -612,9 +612,9 @@ def check_output_padding(name: str, output_padding, stride, dilation) -> tuple[i
     output_padding = ntuple(output_padding, len(stride), "output_padding")
     for extra, s, d in zip(output_padding, stride, dilation):
         if extra < 0 or (extra >= s and extra >= d):
-            raise ValueError(f"{name}: output_padding must be non-negative and smaller than "
-                             f"either stride or dilation, got output_padding={output_padding}, "
-                             f"stride={stride}, dilation={dilation}")
+            raise ArgumentError(f"{name}: output_padding must be non-negative and smaller than "
+                                f"either stride or dilation, got output_padding={output_padding}, "
+                                f"stride={stride}, dilation={dilation}")
     return output_padding
 
 

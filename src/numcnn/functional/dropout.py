@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._random import get_rng
-from ..errors import ShapeError
+from ..errors import ArgumentError, ShapeError
 
 __all__ = [
     "dropout", "dropout_forward", "dropout_backward",
@@ -24,7 +24,7 @@ __all__ = [
 
 def _check_p(p: float, name: str) -> None:
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"{name}: dropout probability has to be between 0 and 1, but got {p}")
+        raise ArgumentError(f"{name}: dropout probability has to be between 0 and 1, but got {p}")
 
 
 def _scaled_mask(shape: tuple[int, ...], p: float, dtype) -> np.ndarray:

@@ -15,9 +15,9 @@ import math
 
 import numpy as np
 
-from ..errors import ShapeError
 from ..backend import policy
 from ..backend.blas import matmul
+from ..errors import ShapeError
 
 __all__ = [
     "linear", "linear_forward", "linear_backward", "check_linear_input",

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import DTypeError, ShapeError
+from ..errors import ArgumentError, DTypeError, ShapeError
 from .activation import sigmoid
 
 __all__ = [
@@ -49,7 +49,7 @@ REDUCTIONS = ("none", "mean", "sum")
 # -- shared checks and helpers ------------------------------------------------------------------
 def check_reduction(reduction: str, name: str) -> None:
     if reduction not in REDUCTIONS:
-        raise ValueError(f"{name}: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+        raise ArgumentError(f"{name}: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
 
 
 def _float_input(x, name: str) -> np.ndarray:
@@ -65,9 +65,10 @@ def _class_layout(x: np.ndarray, name: str) -> tuple[np.ndarray, tuple[int, ...]
         raise ShapeError(f"{name}: expected an input (n, C), (n, C, d1, ...) or (C,), got a "
                          f"0-D input")
     if x.ndim == 1:                                              # unbatched (C,)
-        return x.reshape(1, -1, 1), ()
+        return x.reshape(1, x.shape[0], 1), ()
     n, c = x.shape[:2]
-    return x.reshape(n, c, -1), x.shape[:1] + x.shape[2:]        # (n, C, m)
+    m = int(np.prod(x.shape[2:], dtype=np.int64))                # sizes, not -1: n may be 0
+    return x.reshape(n, c, m), x.shape[:1] + x.shape[2:]         # (n, C, m)
 
 
 def _class_weight(weight, n_classes: int, dtype, name: str):
@@ -95,11 +96,13 @@ def _class_indices(target, target_shape: tuple[int, ...], input_shape: tuple[int
                 if probabilities else "")
         raise DTypeError(f"{name}: class-index targets must be integers, got dtype "
                          f"{target.dtype}{hint}")
-    labels = target.astype(np.int64).reshape(input_shape[0] if len(input_shape) > 1 else 1, -1)
+    rows = input_shape[0] if len(input_shape) > 1 else 1
+    m = int(np.prod(input_shape[2:], dtype=np.int64)) if len(input_shape) > 1 else 1
+    labels = target.astype(np.int64).reshape(rows, m)
     valid = labels != ignore_index                                # (n, m)
     bad = valid & ((labels < 0) | (labels >= n_classes))
     if bad.any():
-        raise ValueError(f"{name}: expected class indices in [0, {n_classes}) "
+        raise ArgumentError(f"{name}: expected class indices in [0, {n_classes}) "
                          f"(or ignore_index={ignore_index}), got {labels[bad][0]}")
     labels[~valid] = 0
     return labels, valid
@@ -212,8 +215,8 @@ def cross_entropy_forward(input, target, weight=None, *, ignore_index: int = -10
     name = "CrossEntropyLoss"
     check_reduction(reduction, name)
     if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"{name}: label_smoothing must be between 0.0 and 1.0, got "
-                         f"{label_smoothing}")
+        raise ArgumentError(f"{name}: label_smoothing must be between 0.0 and 1.0, got "
+                            f"{label_smoothing}")
     x = _float_input(input, name)
     x3, target_shape = _class_layout(x, name)
     n, n_classes, m = x3.shape

@@ -32,9 +32,13 @@ import numpy as np
 from ..backend import kernels, policy
 from ..backend.blas import matmul
 from ..backend.layout import is_chwn
-from ..errors import ShapeError
+from ..errors import ArgumentError, ShapeError
 
 __all__ = ["batch_norm", "batch_norm_forward", "batch_norm_backward"]
+
+
+def _prod(sizes) -> int:
+    return int(np.prod(sizes, dtype=np.int64))
 
 
 def _channel_view(x: np.ndarray, batch_last: bool | None = None):
@@ -53,9 +57,10 @@ def _channel_view(x: np.ndarray, batch_last: bool | None = None):
         batch_last = is_chwn(x)
     if batch_last:
         moved = np.ascontiguousarray(np.moveaxis(x, 0, -1))   # (c, *, n)
-        view = moved.reshape(1, c, moved.shape[1], -1)        # (1, c, h, w*n)
+        view = moved.reshape(1, c, moved.shape[1], _prod(moved.shape[2:]))  # (1, c, h, w*n)
         return view, True, lambda a: np.moveaxis(a.reshape(moved.shape), -1, 0)
-    return np.ascontiguousarray(x).reshape(n, c, -1), False, lambda a: a.reshape(x.shape)
+    x3 = np.ascontiguousarray(x).reshape(n, c, _prod(x.shape[2:]))  # sizes, not -1: n may be 0
+    return x3, False, lambda a: a.reshape(x.shape)
 
 
 def _sum_but_channels(partial: np.ndarray, dtype) -> np.ndarray:
@@ -170,8 +175,8 @@ def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias
         _update_running(running_mean, running_var, mean, var, count, momentum)
     else:
         if running_mean is None or running_var is None:
-            raise ValueError("batch_norm: running_mean and running_var must be given when not "
-                             "training")
+            raise ArgumentError("batch_norm: running_mean and running_var must be given when not "
+                                "training")
         if impl == policy.KERNELS_EVAL:  # one pass, by the kernel
             return _batch_norm_eval_kernels(x3, restore, running_mean, running_var, weight, bias,
                                             eps, x.shape, batch_last)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import DTypeError, ShapeError
+from ..errors import ArgumentError, DTypeError, ShapeError
 from ._windows import windows
 
 __all__ = ["correlate", "convolve"]
@@ -74,7 +74,7 @@ def convolve(a, v, mode: str = "full") -> np.ndarray:
 def _check(name: str, a, v, mode: str):
     a, v = np.asarray(a), np.asarray(v)
     if mode not in MODES:
-        raise ValueError(f"{name}: mode must be one of {MODES}, got {mode!r}")
+        raise ArgumentError(f"{name}: mode must be one of {MODES}, got {mode!r}")
     for label, array in (("a", a), ("v", v)):
         if array.ndim not in (1, 2):
             raise ShapeError(f"{name}: expected 1-D or 2-D arrays, got {label} of shape "

@@ -1,6 +1,9 @@
 """Layers, containers and losses, named and used as in ``torch.nn``."""
 
-from . import init
+from . import (
+    init,
+    utils,  # noqa: F401
+)
 from .activation import *  # noqa: F401,F403
 from .conv import *  # noqa: F401,F403
 from .dropout import *  # noqa: F401,F403
@@ -9,3 +12,5 @@ from .loss import *  # noqa: F401,F403
 from .module import Identity, Module, Parameter, Residual, Sequential  # noqa: F401
 from .normalization import *  # noqa: F401,F403
 from .pooling import *  # noqa: F401,F403
+from .pooling1d import *  # noqa: F401,F403
+from .upsampling import *  # noqa: F401,F403

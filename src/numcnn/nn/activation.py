@@ -5,10 +5,14 @@ Each keeps its input's shape and dtype; ``backward(grad_out)`` returns ``d loss 
 
 from __future__ import annotations
 
-from .. import functional as F
-from .module import Module
+import numpy as np
 
-__all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Gaussian", "Softmax", "LogSoftmax"]
+from .. import functional as F
+from ..errors import ArgumentError, ArgumentTypeError
+from .module import Module, Parameter, check_number, check_real
+
+__all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Gaussian", "Softmax", "LogSoftmax",
+           "GELU", "SiLU", "ELU", "Softplus", "Hardswish", "PReLU"]
 
 
 class _Elementwise(Module):
@@ -21,12 +25,19 @@ class _Elementwise(Module):
         return ()
 
     def forward(self, x):
-        out, cache = type(self)._forward(x, *self._args())
-        self._keep(cache=cache)
+        x = check_real(type(self).__name__, x)
+        scalar = x.ndim == 0  # a 0-D input runs as shape (1,), so every op returns an array
+        out, cache = type(self)._forward(x.reshape(1) if scalar else x, *self._args())
+        out = out.reshape(()) if scalar else out
+        self._keep(output=out, cache=cache, scalar=scalar)
         return out
 
     def backward(self, grad_out):
-        return type(self)._backward(grad_out, self._take()["cache"])
+        kept = self._take(grad_out)
+        if kept["scalar"]:
+            grad = np.asarray(grad_out).reshape(1)
+            return type(self)._backward(grad, kept["cache"]).reshape(())
+        return type(self)._backward(grad_out, kept["cache"])
 
 
 class ReLU(_Elementwise):
@@ -73,6 +84,7 @@ class LeakyReLU(_Elementwise):
 
     def __init__(self, negative_slope: float = 0.01, inplace: bool = False):
         super().__init__()
+        check_number("LeakyReLU", "negative_slope", negative_slope)
         self.negative_slope = negative_slope
         self.inplace = inplace
 
@@ -141,6 +153,9 @@ class Softmax(_Elementwise):
 
     def __init__(self, dim: int | None = None):
         super().__init__()
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int)):
+            raise ArgumentTypeError(f"{type(self).__name__}: dim must be an int or None, got "
+                                    f"{type(dim).__name__} {dim!r}")
         self.dim = dim
 
     def _args(self):
@@ -165,3 +180,156 @@ class LogSoftmax(Softmax):
 
     _forward = staticmethod(F.log_softmax_forward)
     _backward = staticmethod(F.log_softmax_backward)
+
+
+class GELU(_Elementwise):
+    """``GELU(x) = x * Phi(x)``, ``Phi`` the standard normal CDF; with ``approximate="tanh"``,
+    ``x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))``.
+
+    Args:
+        approximate: ``"none"`` (exact) or ``"tanh"``. Default: ``"none"``.
+
+    Shape:
+        - Input: ``(*)``, any shape. Output: ``(*)``, the same shape.
+
+    See https://pytorch.org/docs/stable/generated/torch.nn.GELU.html (Hendrycks and Gimpel,
+    arXiv:1606.08415).
+    """
+
+    _forward = staticmethod(F.gelu_forward)
+    _backward = staticmethod(F.gelu_backward)
+
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ArgumentError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def _args(self):
+        return (self.approximate,)
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
+
+
+class SiLU(_Elementwise):
+    """``SiLU(x) = x * sigmoid(x)`` (also called swish), element-wise.
+
+    Shape:
+        - Input: ``(*)``, any shape. Output: ``(*)``, the same shape.
+
+    See https://pytorch.org/docs/stable/generated/torch.nn.SiLU.html
+    """
+
+    _forward = staticmethod(F.silu_forward)
+    _backward = staticmethod(F.silu_backward)
+
+
+class ELU(_Elementwise):
+    """``ELU(x) = x`` if ``x > 0`` else ``alpha * (exp(x) - 1)``, element-wise.
+
+    Args:
+        alpha: the value approached as ``x -> -inf`` is ``-alpha``. Default: ``1.0``.
+
+    Shape:
+        - Input: ``(*)``, any shape. Output: ``(*)``, the same shape.
+
+    See https://pytorch.org/docs/stable/generated/torch.nn.ELU.html
+    """
+
+    _forward = staticmethod(F.elu_forward)
+    _backward = staticmethod(F.elu_backward)
+
+    def __init__(self, alpha: float = 1.0):
+        super().__init__()
+        self.alpha = alpha
+
+    def _args(self):
+        return (self.alpha,)
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}"
+
+
+class Softplus(_Elementwise):
+    """``Softplus(x) = log(1 + exp(beta * x)) / beta``, and ``x`` where ``beta * x > threshold``.
+
+    Args:
+        beta: sharpness. Default: ``1.0``.
+        threshold: above ``beta * x > threshold`` the layer is the identity. Default: ``20.0``.
+
+    Shape:
+        - Input: ``(*)``, any shape. Output: ``(*)``, the same shape.
+
+    See https://pytorch.org/docs/stable/generated/torch.nn.Softplus.html
+    """
+
+    _forward = staticmethod(F.softplus_forward)
+    _backward = staticmethod(F.softplus_backward)
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0):
+        super().__init__()
+        self.beta = beta
+        self.threshold = threshold
+
+    def _args(self):
+        return (self.beta, self.threshold)
+
+    def extra_repr(self):
+        return f"beta={self.beta}, threshold={self.threshold}"
+
+
+class Hardswish(_Elementwise):
+    """``Hardswish(x) = x * min(max(x + 3, 0), 6) / 6``, element-wise (MobileNetV3).
+
+    Shape:
+        - Input: ``(*)``, any shape. Output: ``(*)``, the same shape.
+
+    See https://pytorch.org/docs/stable/generated/torch.nn.Hardswish.html
+    """
+
+    _forward = staticmethod(F.hardswish_forward)
+    _backward = staticmethod(F.hardswish_backward)
+
+
+class PReLU(Module):
+    """``PReLU(x) = x`` if ``x > 0`` else ``a * x``, ``a`` learned: one slope for all channels or
+    one per channel (axis 1 of the input, as PyTorch).
+
+    Args:
+        num_parameters: 1, or the number of channels ``C``. Default: ``1``.
+        init: the initial slope. Default: ``0.25``.
+
+    Shape:
+        - Input: ``(*)``; with ``num_parameters = C``, ``(N, C, *)``. Output: the same shape.
+
+    Attributes:
+        weight: ``(num_parameters,)``, filled with ``init``.
+
+    See https://pytorch.org/docs/stable/generated/torch.nn.PReLU.html (He et al.,
+    arXiv:1502.01852).
+    """
+
+    def __init__(self, num_parameters: int = 1, init: float = 0.25):
+        super().__init__()
+        self.num_parameters = num_parameters
+        self.init = init
+        self.weight = Parameter(np.full(num_parameters, init, dtype=np.float32))
+
+    def forward(self, x):
+        x = np.asarray(x).astype(self.weight.dtype, copy=False)
+        out, cache = F.prelu_forward(x, self.weight.data)
+        self._keep(cache=cache)
+        return out
+
+    def backward(self, grad_out):
+        grad_x, grad_w = F.prelu_backward(grad_out, self._take()["cache"])
+        self.weight.grad += grad_w
+        return grad_x
+
+    def output_shape(self, input_shape):
+        F.prelu_check_shape(input_shape, self.num_parameters)
+        return tuple(input_shape)
+
+    def extra_repr(self):
+        return f"num_parameters={self.num_parameters}"

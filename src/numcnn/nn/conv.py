@@ -12,25 +12,20 @@ import math
 
 import numpy as np
 
-from ..errors import ShapeError
+from ..errors import ArgumentError, ShapeError
 from ..functional import conv as C
 from ..functional._windows import PADDING_MODES, ntuple, pad2d, pad2d_backward, resolve_padding
 from . import init
-from .module import Module, Parameter, chain_shapes
+from ._unbatched import accepts_unbatched
+from .module import Module, Parameter, chain_shapes, check_flag, check_positive_int
 
 __all__ = ["Conv1d", "Conv2d", "ConvTranspose2d", "SeparableConv2d"]
-
-
-def _check_count(layer: str, **values) -> None:
-    for name, value in values.items():
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{layer}: {name} must be a positive int, got {value!r}")
 
 
 def _check_sizes(layer: str, **values) -> None:
     for name, value in values.items():
         if any(v < 1 for v in value):
-            raise ValueError(f"{layer}: {name} must be positive, got {value!r}")
+            raise ArgumentError(f"{layer}: {name} must be positive, got {value!r}")
 
 
 class _ConvNd(Module):
@@ -44,16 +39,18 @@ class _ConvNd(Module):
                  bias, padding_mode):
         super().__init__()
         name = type(self).__name__
-        _check_count(name, in_channels=in_channels, out_channels=out_channels, groups=groups)
+        check_positive_int(name, in_channels=in_channels, out_channels=out_channels, groups=groups)
+        check_flag(name, bias=bias)
         if in_channels % groups:
-            raise ValueError(f"{name}: in_channels ({in_channels}) must be divisible by groups "
-                             f"({groups})")
+            raise ArgumentError(f"{name}: in_channels ({in_channels}) must be divisible by groups "
+                                f"({groups})")
         if out_channels % groups:
-            raise ValueError(f"{name}: out_channels ({out_channels}) must be divisible by groups "
-                             f"({groups})")
+            raise ArgumentError(f"{name}: out_channels ({out_channels}) must be divisible by "
+                                "groups "
+                                f"({groups})")
         if padding_mode not in PADDING_MODES:
-            raise ValueError(f"{name}: padding_mode must be one of {PADDING_MODES}, got "
-                             f"{padding_mode!r}")
+            raise ArgumentError(f"{name}: padding_mode must be one of {PADDING_MODES}, got "
+                                f"{padding_mode!r}")
         d = self._dims
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
@@ -126,9 +123,9 @@ class _ConvNd(Module):
         if self._dims == 1:  # (n, oc, l) -> (n, oc, 1, l)
             grad_out = C._grad_1d_as_2d(grad_out, cache)
         grad_x, grad_w, grad_b = C.conv2d_backward(grad_out, cache, input_grad)
-        self.weight.grad += grad_w.reshape(self.weight.shape)
+        self.weight.accumulate(grad_w.reshape(self.weight.shape))
         if self.bias is not None:
-            self.bias.grad += grad_b
+            self.bias.accumulate(grad_b)
         if grad_x is None:
             return None
         if self.padding_mode != "zeros":
@@ -155,6 +152,7 @@ class _ConvNd(Module):
         return s
 
 
+@accepts_unbatched(4)
 class Conv2d(_ConvNd):
     """2-D convolution layer (cross-correlation) over NCHW images.
 
@@ -178,8 +176,8 @@ class Conv2d(_ConvNd):
             Default: ``'zeros'``.
 
     Shape:
-        - Input ``(N, in_channels, H, W)``.
-        - Output ``(N, out_channels, H_out, W_out)`` with
+        - Input ``(N, in_channels, H, W)``, or ``(in_channels, H, W)`` for one image.
+        - Output ``(N, out_channels, H_out, W_out)`` (no ``N`` for one image) with
           ``H_out = floor((H + 2*ph - dh*(kH-1) - 1) / sh) + 1`` (likewise W_out).
 
     Attributes:
@@ -207,6 +205,7 @@ class Conv2d(_ConvNd):
                          groups, bias, padding_mode)
 
 
+@accepts_unbatched(3)
 class Conv1d(_ConvNd):
     """1-D convolution layer (cross-correlation) over (N, C, L) sequences.
 
@@ -220,7 +219,8 @@ class Conv1d(_ConvNd):
             padding_mode: as in :class:`Conv2d`, along the one axis.
 
     Shape:
-        - Input ``(N, in_channels, L)``, output ``(N, out_channels, L_out)`` with
+        - Input ``(N, in_channels, L)``, output ``(N, out_channels, L_out)`` (or both without
+          ``N``, one signal) with
           ``L_out = floor((L + 2*padding - dilation*(k-1) - 1) / stride) + 1``.
 
     Attributes:
@@ -241,6 +241,7 @@ class Conv1d(_ConvNd):
                          groups, bias, padding_mode)
 
 
+@accepts_unbatched(4)
 class ConvTranspose2d(Module):
     """Transposed 2-D convolution: the adjoint of :class:`Conv2d`, which expands images.
 
@@ -264,7 +265,8 @@ class ConvTranspose2d(Module):
         padding_mode: only ``'zeros'``, as in PyTorch.
 
     Shape:
-        - Input ``(N, in_channels, H, W)``, output ``(N, out_channels, H_out, W_out)`` with
+        - Input ``(N, in_channels, H, W)``, output ``(N, out_channels, H_out, W_out)`` (or both
+          without ``N``, one image) with
           ``H_out = (H - 1)*sh - 2*ph + dh*(kH-1) + output_padding + 1`` (likewise W_out).
 
     Attributes:
@@ -281,16 +283,18 @@ class ConvTranspose2d(Module):
                  padding_mode: str = "zeros"):
         super().__init__()
         name = type(self).__name__
-        _check_count(name, in_channels=in_channels, out_channels=out_channels, groups=groups)
+        check_positive_int(name, in_channels=in_channels, out_channels=out_channels, groups=groups)
+        check_flag(name, bias=bias)
         for what, channels in (("in_channels", in_channels), ("out_channels", out_channels)):
             if channels % groups:
-                raise ValueError(f"{name}: {what} ({channels}) must be divisible by groups "
-                                 f"({groups})")
+                raise ArgumentError(f"{name}: {what} ({channels}) must be divisible by groups "
+                                    f"({groups})")
         if padding_mode != "zeros":
-            raise ValueError(f"{name}: only padding_mode='zeros' is supported (as in PyTorch), "
-                             f"got {padding_mode!r}")
+            raise ArgumentError(f"{name}: only padding_mode='zeros' is supported (as in PyTorch), "
+                                f"got {padding_mode!r}")
         if isinstance(padding, str):
-            raise ValueError(f"{name}: padding must be an int or a pair of ints, got {padding!r}")
+            raise ArgumentError(f"{name}: padding must be an int or a pair of ints, got "
+                                f"{padding!r}")
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.kernel_size = ntuple(kernel_size, 2, "kernel_size")
@@ -300,7 +304,7 @@ class ConvTranspose2d(Module):
         _check_sizes(name, kernel_size=self.kernel_size, stride=self.stride,
                      dilation=self.dilation)
         if any(p < 0 for p in self.padding):
-            raise ValueError(f"{name}: padding must be non-negative, got {padding!r}")
+            raise ArgumentError(f"{name}: padding must be non-negative, got {padding!r}")
         self.output_padding = C.check_output_padding(name, output_padding, self.stride,
                                                      self.dilation)
         self.groups = int(groups)
@@ -339,9 +343,9 @@ class ConvTranspose2d(Module):
 
     def backward(self, grad_out):
         grad_x, grad_w, grad_b = C.conv_transpose2d_backward(grad_out, self._take()["cache"])
-        self.weight.grad += grad_w
+        self.weight.accumulate(grad_w)
         if self.bias is not None:
-            self.bias.grad += grad_b
+            self.bias.accumulate(grad_b)
         return grad_x
 
     def extra_repr(self):
@@ -395,7 +399,7 @@ class SeparableConv2d(Module):
                  dilation=1, bias: bool = True, padding_mode: str = "zeros",
                  depth_multiplier: int = 1):
         super().__init__()
-        _check_count(type(self).__name__, depth_multiplier=depth_multiplier)
+        check_positive_int(type(self).__name__, depth_multiplier=depth_multiplier)
         self.depthwise = Conv2d(in_channels, in_channels * depth_multiplier, kernel_size, stride,
                                 padding, dilation, groups=in_channels, bias=False,
                                 padding_mode=padding_mode)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import functional as F
-from ..errors import ShapeError
-from .module import Module
+from ..errors import ArgumentError, ArgumentTypeError, ShapeError
+from .module import Module, check_real
 
 __all__ = ["Dropout", "Dropout2d"]
 
@@ -30,19 +32,23 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, inplace: bool = False):
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"{type(self).__name__}: dropout probability has to be between 0 "
-                             f"and 1, but got {p}")
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
+            raise ArgumentTypeError(f"{type(self).__name__}: the dropout probability p must be a "
+                                    f"number, got {type(p).__name__} {p!r}")
+        if not 0.0 <= p <= 1.0:  # also refuses NaN; PyTorch's message
+            raise ArgumentError(f"{type(self).__name__}: dropout probability has to be between 0 "
+                                f"and 1, but got {p}")
         self.p = p
         self.inplace = inplace
 
     def forward(self, x):
+        x = check_real(type(self).__name__, x)
         out, mask = type(self)._forward(x, self.p, self.training, self.inplace)
-        self._keep(mask=mask)
+        self._keep(output=out, mask=mask)
         return out
 
     def backward(self, grad_out):
-        return type(self)._backward(grad_out, self._take()["mask"])
+        return type(self)._backward(grad_out, self._take(grad_out)["mask"])
 
     def extra_repr(self):
         return f"p={self.p}, inplace={self.inplace}"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
+from ..errors import ArgumentTypeError
 from . import init
-from .module import Module, Parameter
+from .module import Module, Parameter, check_flag, check_positive_int, check_real
 
 __all__ = ["Flatten", "Linear"]
 
@@ -29,6 +30,10 @@ class Flatten(Module):
 
     def __init__(self, start_dim: int = 1, end_dim: int = -1):
         super().__init__()
+        for name, value in (("start_dim", start_dim), ("end_dim", end_dim)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ArgumentTypeError(f"Flatten: {name} must be an int, got "
+                                        f"{type(value).__name__} {value!r}")
         self.start_dim = start_dim
         self.end_dim = end_dim
 
@@ -38,11 +43,11 @@ class Flatten(Module):
         # a CHWN map (a convolution's output) flattens to a column-major view; the layers
         # after Flatten take plain C-ordered arrays (the CHWN layout stays inside the maps)
         out = np.ascontiguousarray(out)
-        self._keep(shape=x.shape)
+        self._keep(output=out, shape=x.shape)
         return out
 
     def backward(self, grad_out):
-        return F.flatten_backward(grad_out, self._take()["shape"])
+        return F.flatten_backward(grad_out, self._take(grad_out)["shape"])
 
     def output_shape(self, input_shape):
         return F.flatten_shape(input_shape, self.start_dim, self.end_dim, layer="Flatten")
@@ -77,22 +82,25 @@ class Linear(Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__()
+        check_positive_int("Linear", in_features=in_features, out_features=out_features)
+        check_flag("Linear", bias=bias)
         self.in_features = in_features
         self.out_features = out_features
         self.weight = Parameter(init.default_weight((out_features, in_features), in_features))
         self.bias = Parameter(init.default_bias((out_features,), in_features)) if bias else None
 
     def forward(self, x):
+        x = check_real("Linear", x)
         bias = self.bias.data if self.bias is not None else None
         out, cache = F.linear_forward(x, self.weight.data, bias)
-        self._keep(cache=cache)
+        self._keep(output=out, cache=cache)
         return out
 
     def backward(self, grad_out):
-        grad_x, grad_w, grad_b = F.linear_backward(grad_out, self._take()["cache"])
-        self.weight.grad += grad_w
+        grad_x, grad_w, grad_b = F.linear_backward(grad_out, self._take(grad_out)["cache"])
+        self.weight.accumulate(grad_w)
         if self.bias is not None:
-            self.bias.grad += grad_b
+            self.bias.accumulate(grad_b)
         return grad_x
 
     def output_shape(self, input_shape):

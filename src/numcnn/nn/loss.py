@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
+from ..errors import ArgumentTypeError, DTypeError, ShapeError
 from ..functional.loss import check_reduction
-from .module import Module
+from .module import Module, check_number
 
 __all__ = ["CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss"]
 
@@ -33,17 +34,44 @@ class _Loss(Module):
     def _options(self) -> dict:
         return dict(reduction=self.reduction)
 
+    _elementwise = False  # MSE and BCE: one loss per element, any shape
+
     def forward(self, input, target):
+        input, target = np.asarray(input), np.asarray(target)
+        name = type(self).__name__
+        scalar = self._elementwise and input.ndim == 0  # run as shape (1,): arrays throughout
+        if scalar:
+            if target.shape != ():
+                raise ShapeError(f"{name}: the target must have the input's shape (), got "
+                                 f"{target.shape}")
+            input, target = input.reshape(1), target.reshape(1)
+        if not self._elementwise and input.ndim >= 1:
+            classes = input.shape[1] if input.ndim >= 2 else input.shape[0]
+            if classes == 0:
+                raise ShapeError(f"{name}: expected at least one class (C >= 1) in an input "
+                                 f"(N, C, ...) or (C,), got shape {input.shape}")
         loss, cache = type(self)._forward(input, target, **self._options())
-        self._keep(cache=cache)
+        if scalar and self.reduction == "none":
+            loss = np.asarray(loss).reshape(())
+        self._keep(cache=cache, scalar=scalar)
         return loss
 
     def backward(self, grad=1.0):
         """``d loss / d input``, times ``grad`` (the gradient of the value forward returned)."""
-        return type(self)._backward(grad, self._take()["cache"])
+        kept = self._take()
+        if kept["scalar"]:
+            grad = np.asarray(grad).reshape(1) if self.reduction == "none" else grad
+            return np.asarray(type(self)._backward(grad, kept["cache"])).reshape(())
+        return type(self)._backward(grad, kept["cache"])
 
     def extra_repr(self):
         return f"reduction={self.reduction!r}" if self.reduction != "mean" else ""
+
+
+def _check_index(owner: str, ignore_index) -> None:
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+        raise ArgumentTypeError(f"{owner}: ignore_index must be an int, got "
+                                f"{type(ignore_index).__name__} {ignore_index!r}")
 
 
 def _weight_buffer(weight):
@@ -51,6 +79,8 @@ def _weight_buffer(weight):
     if weight is None:
         return None
     weight = np.asarray(weight)
+    if weight.dtype.kind not in "biuf":
+        raise DTypeError(f"weight: expected real numbers, got dtype {weight.dtype}")
     return weight if np.issubdtype(weight.dtype, np.floating) else weight.astype(np.float32)
 
 
@@ -89,9 +119,8 @@ class CrossEntropyLoss(_Loss):
     def __init__(self, weight=None, *, ignore_index: int = -100, reduction: str = "mean",
                  label_smoothing: float = 0.0):
         super().__init__(reduction)
-        if not 0.0 <= label_smoothing <= 1.0:
-            raise ValueError(f"CrossEntropyLoss: label_smoothing must be between 0.0 and 1.0, "
-                             f"got {label_smoothing}")
+        check_number("CrossEntropyLoss", "label_smoothing", label_smoothing, 0.0, 1.0)
+        _check_index("CrossEntropyLoss", ignore_index)
         self.register_buffer("weight", _weight_buffer(weight))
         self.ignore_index = ignore_index
         self.label_smoothing = label_smoothing
@@ -125,6 +154,7 @@ class NLLLoss(_Loss):
 
     def __init__(self, weight=None, *, ignore_index: int = -100, reduction: str = "mean"):
         super().__init__(reduction)
+        _check_index("NLLLoss", ignore_index)
         self.register_buffer("weight", _weight_buffer(weight))
         self.ignore_index = ignore_index
 
@@ -145,6 +175,7 @@ class MSELoss(_Loss):
     See https://pytorch.org/docs/stable/generated/torch.nn.MSELoss.html
     """
 
+    _elementwise = True
     _forward = staticmethod(F.mse_loss_forward)
     _backward = staticmethod(F.mse_loss_backward)
 
@@ -171,6 +202,7 @@ class BCEWithLogitsLoss(_Loss):
     See https://pytorch.org/docs/stable/generated/torch.nn.BCEWithLogitsLoss.html
     """
 
+    _elementwise = True
     _forward = staticmethod(F.binary_cross_entropy_with_logits_forward)
     _backward = staticmethod(F.binary_cross_entropy_with_logits_backward)
 

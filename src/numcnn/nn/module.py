@@ -8,14 +8,24 @@ gradient of each parameter into ``param.grad`` (so shared weights and gradient a
 
 from __future__ import annotations
 
+import keyword
+import re
+import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Iterator
 
 import numpy as np
 
 from .._grad import is_grad_enabled
-from ..errors import NumcnnError, ShapeError
+from ..errors import ArgumentError, ArgumentTypeError, DTypeError, NumcnnError, ShapeError
 from ..functional import residual
+
+# Parameter gradients are accumulated (``grad += ...``) under this lock, so that two threads
+# running backward passes through one model add both contributions (NumPy releases the GIL
+# inside ``+=``, so unguarded additions could lose one).
+_GRAD_LOCK = threading.Lock()
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+")
 
 
 class Parameter:
@@ -24,8 +34,11 @@ class Parameter:
     __slots__ = ("data", "grad")
 
     def __init__(self, data):
+        from .init import is_placeholder
+
         self.data = np.asarray(data)
-        self.grad = np.zeros_like(self.data)
+        # a placeholder (numcnn.nn.init.shapes_only) gets a placeholder gradient: no memory
+        self.grad = self.data if is_placeholder(self.data) else np.zeros_like(self.data)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -42,6 +55,11 @@ class Parameter:
     def zero_grad(self) -> None:
         self.grad[...] = 0
 
+    def accumulate(self, grad) -> None:
+        """``grad += grad`` (thread-safe: backward passes in two threads both count)."""
+        with _GRAD_LOCK:
+            self.grad += grad
+
     def __repr__(self) -> str:
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
 
@@ -53,6 +71,8 @@ class Module:
     ``output_shape(shape)`` when the layer changes the shape of its input (the default is the
     identity, right for element-wise layers). Assigning a :class:`Parameter` or a ``Module`` to an
     attribute registers it; ``register_buffer`` registers a state array such as a running mean.
+    What ``forward`` keeps for ``backward`` (:meth:`_keep`, :meth:`_take`) is kept per thread,
+    so one model may be used by several threads at once.
     """
 
     def __init__(self):
@@ -93,6 +113,16 @@ class Module:
         self.__dict__.pop(name, None)
 
     def add_module(self, name: str, module: "Module") -> None:
+        """Register ``module`` as the child ``name`` (an attribute and a ``state_dict`` prefix).
+
+        ``name`` must be a plain identifier or a number (``"conv1"``, ``"0"``) that is not
+        already an attribute or method of the module (``"forward"``, ``"training"``,
+        ``"__dict__"`` ...): a child of that name would replace what the model does.
+        """
+        check_child_name(self, name)
+        if not isinstance(module, Module):
+            raise ArgumentTypeError(f"{type(self).__name__}.add_module: expected a Module for "
+                                    f"{name!r}, got {type(module).__name__}")
         self._modules[name] = module
         object.__setattr__(self, name, module)
 
@@ -177,13 +207,27 @@ class Module:
         """Copy arrays into parameters and buffers; keys, shapes as in :meth:`state_dict`.
 
         Values may be NumPy arrays or anything ``np.asarray`` takes (a PyTorch tensor's
-        ``.numpy()``); they are cast to the dtype the model holds.
+        ``.numpy()``); they are cast to the dtype the model holds. A batch-norm counter
+        ``num_batches_tracked`` may be missing (older PyTorch versions did not write it); it is
+        then set to 0, as PyTorch does.
         """
+        if not isinstance(state_dict, Mapping):
+            raise ArgumentTypeError(f"load_state_dict: expected a mapping of names to arrays (a "
+                                    f"dict), got {type(state_dict).__name__}")
+        for key, value in state_dict.items():
+            kind = np.asarray(value).dtype.kind if not isinstance(value, Mapping) else "O"
+            if not isinstance(key, str) or kind not in "biuf":
+                raise DTypeError(f"load_state_dict: expected string keys and numeric arrays, got "
+                                 f"{key!r}: {type(value).__name__} of dtype kind {kind!r}")
         own = self.state_dict()
+        for key in [k for k in own if k not in state_dict
+                    and k.rsplit(".", 1)[-1] == "num_batches_tracked"]:
+            state_dict = {**state_dict, key: np.zeros((), dtype=np.int64)}
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
-            raise NumcnnError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+            raise NumcnnError(f"load_state_dict: missing keys {missing}, unexpected keys "
+                              f"{unexpected}")
         for module_name, module in self.named_modules():
             prefix = f"{module_name}." if module_name else ""
             for name, param in module._parameters.items():
@@ -229,18 +273,45 @@ class Module:
         """
         return tuple(input_shape)
 
-    def _keep(self, **cache) -> None:
-        """Keep what backward needs, unless gradients are off (``numcnn.no_grad``)."""
-        object.__setattr__(self, "_cache", cache if is_grad_enabled() else None)
+    def _keep(self, *, output=None, **cache) -> None:
+        """Keep what backward needs, unless gradients are off (``numcnn.no_grad``).
 
-    def _take(self) -> dict:
-        """Hand the kept cache to backward and drop it, so it lives no longer than needed."""
-        cache = self.__dict__.get("_cache")
+        ``output`` (the forward output) records its shape, which :meth:`_take` checks the
+        gradient against. The cache is kept per thread, so one model may run forward and
+        backward passes in several threads at once (each backward uses its own thread's
+        forward pass, as each PyTorch call builds its own graph).
+        """
+        caches = self.__dict__.get("_caches")
+        if caches is None:
+            caches = {}
+            object.__setattr__(self, "_caches", caches)
+        thread = threading.get_ident()
+        if not is_grad_enabled():
+            caches.pop(thread, None)
+            return
+        if output is not None:
+            cache["_output_shape"] = np.shape(output)
+        caches[thread] = cache
+
+    def _take(self, grad_out=None) -> dict:
+        """Hand this thread's kept cache to backward and drop it, so it lives no longer than
+        needed; with ``grad_out``, check that it has the forward output's shape (ShapeError)
+        and real numbers (DTypeError)."""
+        name = type(self).__name__
+        cache = self.__dict__.get("_caches", {}).pop(threading.get_ident(), None)
         if cache is None:
-            raise NumcnnError(f"{type(self).__name__}.backward called without a forward pass "
-                              f"that kept its cache (was forward run under numcnn.no_grad()?)")
-        object.__setattr__(self, "_cache", None)
+            raise NumcnnError(f"{name}.backward called without a forward pass that kept its "
+                              f"cache in this thread (was forward run under numcnn.no_grad(), "
+                              f"or in another thread?)")
+        shape = cache.pop("_output_shape", None)
+        if grad_out is not None and shape is not None:
+            check_grad(name, grad_out, shape)
         return cache
+
+    @property
+    def _cache(self):
+        """This thread's kept cache, or None (for inspection and tests)."""
+        return self.__dict__.get("_caches", {}).get(threading.get_ident())
 
     # -- display --------------------------------------------------------------------------------
     def extra_repr(self) -> str:
@@ -282,11 +353,91 @@ class Module:
             print_fn(text)
         return text
 
+    def explain(self, input_shape: tuple[int, ...], batch_size: int = 1, measure: bool = True):
+        """Every layer with its numbers: the output-size formula filled in, the parameter count
+        as a product, the im2col view of each convolution, the backward rules, FLOPs forward and
+        backward and the bytes kept for backward; totals. ``input_shape`` is one sample's shape.
+        Returns a :class:`numcnn.explain.Explanation` (``.rows``, ``.totals``, ``.format()``);
+        see :func:`numcnn.explain.explain`."""
+        from ..explain import explain
+
+        return explain(self, input_shape, batch_size=batch_size, measure=measure)
+
     def _summary_rows(self, name: str, shape, rows: list):
         out = self.output_shape(shape)
         label = f"{name} ({type(self).__name__})" if name else type(self).__name__
         rows.append((label, str((-1, *out[1:])), sum(p.size for p in self.parameters())))
         return out
+
+
+def check_child_name(module: Module, name) -> None:
+    """Refuse a child name that is not a plain identifier or number, or that is already an
+    attribute of ``module`` (its methods, ``training``, ``_modules`` ...): such a child would
+    shadow what the module does, or break it."""
+    owner = type(module).__name__
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or keyword.iskeyword(name):
+        raise ArgumentError(f"{owner}: a child's name must be a plain identifier or a number "
+                            f"(letters, digits, '_'), got {name!r}")
+    if name.startswith("__") or hasattr(type(module), name) or (
+            name in module.__dict__ and name not in module._modules):
+        raise ArgumentError(f"{owner}: a child cannot be named {name!r}: {owner} already has an "
+                            f"attribute of that name, which the child would replace")
+
+
+def check_grad(name: str, grad_out, shape) -> None:
+    """A gradient must have the forward output's shape and hold real numbers."""
+    grad_shape = np.shape(grad_out)
+    if tuple(grad_shape) != tuple(shape):
+        raise ShapeError(f"{name}.backward: expected grad_out of shape {tuple(shape)} (the shape "
+                         f"of the forward output), got {tuple(grad_shape)}")
+    kind = np.asarray(grad_out).dtype.kind
+    if kind not in "biuf":
+        raise DTypeError(f"{name}.backward: expected a real-valued grad_out, got dtype "
+                         f"{np.asarray(grad_out).dtype}")
+
+
+def check_real(name: str, x) -> np.ndarray:
+    """``x`` as an array of floating-point numbers: float32 and float64 as they are, booleans
+    and integers as float32; complex, object and string arrays raise a DTypeError (PyTorch's
+    layers refuse them too)."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise DTypeError(f"{name}: expected a real-valued input (float32 or float64), got dtype "
+                         f"{x.dtype}")
+    return x if x.dtype.kind == "f" else x.astype(np.float32)
+
+
+def check_positive_int(owner: str, **values) -> None:
+    """Each value must be a positive int (not a bool, not a float such as 2.5)."""
+    for name, value in values.items():
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise ArgumentTypeError(f"{owner}: {name} must be a positive int, got "
+                                    f"{type(value).__name__} {value!r}")
+        if value < 1:
+            raise ArgumentError(f"{owner}: {name} must be a positive int, got {value!r}")
+
+
+def check_flag(owner: str, **values) -> None:
+    """Each value must be a bool."""
+    for name, value in values.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise ArgumentTypeError(f"{owner}: {name} must be True or False, got "
+                                    f"{type(value).__name__} {value!r}")
+
+
+def check_number(owner: str, name: str, value, low=None, high=None, low_open=False) -> float:
+    """A real, finite number in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        raise ArgumentTypeError(f"{owner}: {name} must be a number, got {type(value).__name__} "
+                                f"{value!r}")
+    value = float(value)
+    below = low is not None and (value <= low if low_open else value < low)
+    if not np.isfinite(value) or below or (high is not None and value > high):
+        bounds = (f"a finite number {'>' if low_open else '>='} {low}" if high is None
+                  else f"between {low} and {high}")
+        raise ArgumentError(f"{owner}: {name} must be {bounds}, got {value!r}")
+    return value
 
 
 def _layer_name(index: str, module: Module) -> str:
@@ -320,8 +471,9 @@ class Sequential(Module):
         else:
             for index, module in enumerate(modules):
                 if not isinstance(module, Module):
-                    raise TypeError(f"Sequential takes Modules, got {type(module).__name__} "
-                                    f"at position {index}")
+                    raise ArgumentTypeError("Sequential takes Modules, got "
+                                            f"{type(module).__name__} "
+                                            f"at position {index}")
                 self.add_module(str(index), module)
 
     def append(self, module: Module) -> "Sequential":
@@ -382,12 +534,14 @@ class Sequential(Module):
 
 
 class Identity(Module):
-    """Returns its input unchanged."""
+    """Returns its input unchanged (and the gradient, which must have the input's shape)."""
 
     def forward(self, x):
+        self._keep(output=x)
         return x
 
     def backward(self, grad_out):
+        self._take(grad_out)
         return grad_out
 
 
@@ -398,7 +552,8 @@ class Residual(Module):
     Its backward is ``fn.backward(grad) + shortcut.backward(grad)`` (``grad`` itself for the
     identity). A projection shortcut, e.g. a strided 1x1 convolution with batch norm, lets ``fn``
     change the shape (ResNet's downsampling blocks); without one, ``fn`` must keep the shape of
-    its input. ``output_shape`` checks that both branches give the same shape.
+    its input. ``output_shape`` and ``forward`` check that both branches give the same shape (a
+    ShapeError with both shapes, not a broadcast).
 
     Args:
         fn: the residual branch.
@@ -417,20 +572,25 @@ class Residual(Module):
         self.shortcut = shortcut
 
     def forward(self, x):
+        x = np.asarray(x)
         identity = x if self.shortcut is None else self.shortcut(x)
-        out = self.fn(x)
-        if out.shape != identity.shape:
-            raise ShapeError(f"Residual: the block gives {out.shape} but the shortcut "
-                             f"{identity.shape}; they must agree to be added")
-        return residual.add(out, identity)
+        inner = self.fn(x)
+        if np.shape(inner) != np.shape(identity):
+            what = "keep the shape" if self.shortcut is None else "give the shortcut's shape"
+            raise ShapeError(f"Residual: the inner block must {what} {np.shape(identity)}, but "
+                             f"it gives {np.shape(inner)}")
+        self._keep(output=inner)
+        return residual.add(inner, identity)  # one pass over the cores (functional.add)
 
     def backward(self, grad_out):
+        self._take(grad_out)
         grad_in = self.fn.backward(grad_out)
         if self.shortcut is None:
-            return residual.add(grad_in, grad_out)
+            return residual.add(grad_out, grad_in)
         return residual.add(grad_in, self.shortcut.backward(grad_out))
 
     def backward_params(self, grad_out) -> None:
+        self._take(grad_out)
         self.fn.backward_params(grad_out)
         if self.shortcut is not None:
             self.shortcut.backward_params(grad_out)

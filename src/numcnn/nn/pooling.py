@@ -10,13 +10,16 @@ the layer.
 from __future__ import annotations
 
 from .._grad import is_grad_enabled
+from ..errors import ArgumentError
 from ..functional import pooling as P
+from ._unbatched import accepts_unbatched
 from .module import Module
 
 __all__ = ["MaxPool2d", "AvgPool2d", "LPPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
            "GlobalAvgPool2d", "GlobalMaxPool2d"]
 
 
+@accepts_unbatched(4)
 class MaxPool2d(Module):
     r"""2-D max pooling.
 
@@ -41,7 +44,7 @@ class MaxPool2d(Module):
             maxima, as the course notes do, instead of routing it to the first. Default: False.
 
     Shape:
-        - Input: (N, C, H, W)
+        - Input: (N, C, H, W) or (C, H, W) (one image; the output then has no batch axis)
         - Output: (N, C, H_out, W_out), where
           ``H_out = floor((H + 2*padding[0] - dilation[0]*(kernel_size[0]-1) - 1) / stride[0]) + 1``
           (ceil with ``ceil_mode``) and likewise for ``W_out``.
@@ -88,6 +91,7 @@ class MaxPool2d(Module):
         return text + (", split_ties=True" if self.split_ties else "")
 
 
+@accepts_unbatched(4)
 class AvgPool2d(Module):
     r"""2-D average pooling.
 
@@ -108,7 +112,7 @@ class AvgPool2d(Module):
         divisor_override: divide every window sum by this number instead. Default: None.
 
     Shape:
-        - Input: (N, C, H, W)
+        - Input: (N, C, H, W) or (C, H, W) (one image; the output then has no batch axis)
         - Output: (N, C, H_out, W_out), where
           ``H_out = floor((H + 2*padding[0] - kernel_size[0]) / stride[0]) + 1`` (ceil with
           ``ceil_mode``) and likewise for ``W_out``.
@@ -127,8 +131,8 @@ class AvgPool2d(Module):
         self.divisor_override = divisor_override
         P._pool_args(type(self).__name__, kernel_size, self.stride, padding)
         if divisor_override is not None and divisor_override == 0:
-            raise ValueError(f"{type(self).__name__}: divisor_override must be non-zero, "
-                             f"got {divisor_override}")
+            raise ArgumentError(f"{type(self).__name__}: divisor_override must be non-zero, "
+                                f"got {divisor_override}")
 
     def forward(self, x):
         out, cache = P._avg_pool2d_forward(
@@ -151,6 +155,7 @@ class AvgPool2d(Module):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
+@accepts_unbatched(4)
 class LPPool2d(Module):
     r"""2-D power-average pooling.
 
@@ -169,7 +174,7 @@ class LPPool2d(Module):
         ceil_mode: ceil instead of floor in the output size. Default: False.
 
     Shape:
-        - Input: (N, C, H, W)
+        - Input: (N, C, H, W) or (C, H, W) (one image; the output then has no batch axis)
         - Output: (N, C, H_out, W_out), ``H_out = floor((H - kernel_size[0]) / stride[0]) + 1``
           (ceil with ``ceil_mode``) and likewise for ``W_out``.
 
@@ -206,6 +211,7 @@ class LPPool2d(Module):
                 f"stride={self.stride}, ceil_mode={self.ceil_mode}")
 
 
+@accepts_unbatched(4)
 class AdaptiveAvgPool2d(Module):
     r"""2-D adaptive average pooling: the output size is given, the windows follow from it.
 
@@ -217,7 +223,7 @@ class AdaptiveAvgPool2d(Module):
         output_size: ``(H_out, W_out)``, or an int for both; an entry None keeps the input size.
 
     Shape:
-        - Input: (N, C, H, W)
+        - Input: (N, C, H, W) or (C, H, W) (one image; the output then has no batch axis)
         - Output: (N, C, H_out, W_out)
 
     https://pytorch.org/docs/stable/generated/torch.nn.AdaptiveAvgPool2d.html
@@ -244,6 +250,7 @@ class AdaptiveAvgPool2d(Module):
         return f"output_size={self.output_size}"
 
 
+@accepts_unbatched(4)
 class AdaptiveMaxPool2d(Module):
     r"""2-D adaptive max pooling: the maximum over the bins of :class:`AdaptiveAvgPool2d`.
 
@@ -255,7 +262,7 @@ class AdaptiveMaxPool2d(Module):
             each maximum in its input plane. Default: False.
 
     Shape:
-        - Input: (N, C, H, W)
+        - Input: (N, C, H, W) or (C, H, W) (one image; the output then has no batch axis)
         - Output: (N, C, H_out, W_out)
 
     https://pytorch.org/docs/stable/generated/torch.nn.AdaptiveMaxPool2d.html

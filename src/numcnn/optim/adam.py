@@ -6,6 +6,7 @@ from numbers import Real
 
 import numpy as np
 
+from ..errors import ArgumentError
 from .optimizer import Optimizer, check_nonnegative
 
 __all__ = ["Adam", "AdamW"]
@@ -66,8 +67,8 @@ class Adam(Optimizer):
         group["betas"] = betas = _as_pair(name, group["betas"])
         for index, beta in enumerate(betas):
             if isinstance(beta, bool) or not isinstance(beta, Real) or not 0.0 <= beta < 1.0:
-                raise ValueError(f"{name}: invalid beta parameter at index {index}: {beta!r} "
-                                 f"(must be in [0, 1))")
+                raise ArgumentError(f"{name}: invalid beta parameter at index {index}: {beta!r} "
+                                    f"(must be in [0, 1))")
 
     def _step_group(self, group):
         lr = float(group["lr"])
@@ -175,5 +176,5 @@ def _as_pair(name: str, betas) -> tuple:
     except TypeError:
         pair = ()
     if len(pair) != 2:
-        raise ValueError(f"{name}: betas must be a pair (beta1, beta2), got {betas!r}")
+        raise ArgumentError(f"{name}: betas must be a pair (beta1, beta2), got {betas!r}")
     return pair

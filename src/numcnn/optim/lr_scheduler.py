@@ -22,6 +22,7 @@ from collections import Counter
 from numbers import Integral, Real
 from typing import Any, Iterable
 
+from ..errors import ArgumentError, ArgumentTypeError, StateKeyError
 from .optimizer import Optimizer
 
 __all__ = ["LRScheduler", "StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR",
@@ -51,11 +52,11 @@ class LRScheduler:
 
     def __init__(self, optimizer: Optimizer, last_epoch: int = -1):
         if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"{type(self).__name__}: {type(optimizer).__name__} is not a "
-                            f"numcnn Optimizer")
+            raise ArgumentTypeError(f"{type(self).__name__}: {type(optimizer).__name__} is not a "
+                                    f"numcnn Optimizer")
         if isinstance(last_epoch, bool) or not isinstance(last_epoch, Integral) or last_epoch < -1:
-            raise ValueError(f"{type(self).__name__}: last_epoch must be an int >= -1, "
-                             f"got {last_epoch!r}")
+            raise ArgumentError(f"{type(self).__name__}: last_epoch must be an int >= -1, "
+                                f"got {last_epoch!r}")
         self.optimizer = optimizer
         if last_epoch == -1:
             for group in optimizer.param_groups:
@@ -63,10 +64,11 @@ class LRScheduler:
         else:
             for number, group in enumerate(optimizer.param_groups):
                 if "initial_lr" not in group:
-                    raise KeyError(f"{type(self).__name__}: param 'initial_lr' is not specified "
-                                   f"in param_groups[{number}] when resuming a scheduler with "
-                                   f"last_epoch={last_epoch}; load the optimizer's state dict "
-                                   f"first, or start with last_epoch=-1")
+                    raise StateKeyError(f"{type(self).__name__}: param 'initial_lr' is not "
+                                        "specified "
+                                        f"in param_groups[{number}] when resuming a scheduler with "
+                                        f"last_epoch={last_epoch}; load the optimizer's state dict "
+                                        f"first, or start with last_epoch=-1")
         self.base_lrs: list[float] = [group["initial_lr"] for group in optimizer.param_groups]
         self.last_epoch = int(last_epoch)
         self._step_count = 0
@@ -129,11 +131,11 @@ class LRScheduler:
         Keys this scheduler does not keep (PyTorch's private flags) are ignored.
         """
         if not isinstance(state_dict, dict):
-            raise TypeError(f"{type(self).__name__}.load_state_dict expects a dict, "
-                            f"got {type(state_dict).__name__}")
+            raise ArgumentTypeError(f"{type(self).__name__}.load_state_dict expects a dict, "
+                                    f"got {type(state_dict).__name__}")
         missing = [key for key in self._state_keys if key not in state_dict]
         if missing:
-            raise KeyError(f"{type(self).__name__}.load_state_dict: missing keys {missing}")
+            raise StateKeyError(f"{type(self).__name__}.load_state_dict: missing keys {missing}")
         for key in self._state_keys:
             value = state_dict[key]
             setattr(self, key, list(value) if isinstance(value, (list, tuple)) else value)
@@ -153,12 +155,12 @@ def _optimizer_never_stepped(optimizer: Optimizer) -> bool:
 
 def _check_positive_int(owner: str, name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, Integral) or value <= 0:
-        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
+        raise ArgumentError(f"{owner}: {name} must be a positive int, got {value!r}")
 
 
 def _check_gamma(owner: str, gamma) -> None:
     if isinstance(gamma, bool) or not isinstance(gamma, Real) or not gamma >= 0:
-        raise ValueError(f"{owner}: gamma must be a number >= 0, got {gamma!r}")
+        raise ArgumentError(f"{owner}: gamma must be a number >= 0, got {gamma!r}")
 
 
 class StepLR(LRScheduler):
@@ -220,7 +222,8 @@ class MultiStepLR(LRScheduler):
         milestones = list(milestones)
         for milestone in milestones:
             if isinstance(milestone, bool) or not isinstance(milestone, Integral) or milestone < 0:
-                raise ValueError(f"MultiStepLR: milestones must be ints >= 0, got {milestones!r}")
+                raise ArgumentError("MultiStepLR: milestones must be ints >= 0, got "
+                                    f"{milestones!r}")
         _check_gamma("MultiStepLR", gamma)
         self.milestones = Counter(int(m) for m in milestones)
         self.gamma = gamma
@@ -302,7 +305,8 @@ class CosineAnnealingLR(LRScheduler):
                  last_epoch: int = -1):
         _check_positive_int("CosineAnnealingLR", "T_max", T_max)
         if isinstance(eta_min, bool) or not isinstance(eta_min, Real) or not eta_min >= 0:
-            raise ValueError(f"CosineAnnealingLR: eta_min must be a number >= 0, got {eta_min!r}")
+            raise ArgumentError("CosineAnnealingLR: eta_min must be a number >= 0, got "
+                                f"{eta_min!r}")
         self.T_max = int(T_max)
         self.eta_min = eta_min
         super().__init__(optimizer, last_epoch)
@@ -364,21 +368,22 @@ class ReduceLROnPlateau(LRScheduler):
         # no LRScheduler.__init__: this schedule has no base_lrs and takes no step 0 (as PyTorch)
         name = "ReduceLROnPlateau"
         if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"{name}: {type(optimizer).__name__} is not a numcnn Optimizer")
+            raise ArgumentTypeError(f"{name}: {type(optimizer).__name__} is not a numcnn Optimizer")
         if isinstance(factor, bool) or not isinstance(factor, Real) or not 0 <= factor < 1:
-            raise ValueError(f"{name}: factor should be < 1.0 (and >= 0), got {factor!r}")
+            raise ArgumentError(f"{name}: factor should be < 1.0 (and >= 0), got {factor!r}")
         for key, value in (("patience", patience), ("cooldown", cooldown)):
             if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
-                raise ValueError(f"{name}: {key} must be an int >= 0, got {value!r}")
+                raise ArgumentError(f"{name}: {key} must be an int >= 0, got {value!r}")
         for key, value in (("threshold", threshold), ("eps", eps)):
             if isinstance(value, bool) or not isinstance(value, Real) or not value >= 0:
-                raise ValueError(f"{name}: {key} must be a number >= 0, got {value!r}")
+                raise ArgumentError(f"{name}: {key} must be a number >= 0, got {value!r}")
         self.optimizer = optimizer
         self.factor = factor
         if isinstance(min_lr, (list, tuple)):
             if len(min_lr) != len(optimizer.param_groups):
-                raise ValueError(f"{name}: expected {len(optimizer.param_groups)} min_lrs (one per "
-                                 f"parameter group), got {len(min_lr)}")
+                raise ArgumentError(f"{name}: expected {len(optimizer.param_groups)} min_lrs (one "
+                                    "per "
+                                    f"parameter group), got {len(min_lr)}")
             self.default_min_lr = None
             self.min_lrs = list(min_lr)
         else:
@@ -394,10 +399,10 @@ class ReduceLROnPlateau(LRScheduler):
 
     def _init_is_better(self, mode: str, threshold: float, threshold_mode: str) -> None:
         if mode not in ("min", "max"):
-            raise ValueError(f"ReduceLROnPlateau: mode must be 'min' or 'max', got {mode!r}")
+            raise ArgumentError(f"ReduceLROnPlateau: mode must be 'min' or 'max', got {mode!r}")
         if threshold_mode not in ("rel", "abs"):
-            raise ValueError(f"ReduceLROnPlateau: threshold_mode must be 'rel' or 'abs', "
-                             f"got {threshold_mode!r}")
+            raise ArgumentError(f"ReduceLROnPlateau: threshold_mode must be 'rel' or 'abs', "
+                                f"got {threshold_mode!r}")
         self.mode_worse = math.inf if mode == "min" else -math.inf
         self.mode = mode
         self.threshold = threshold
@@ -427,8 +432,9 @@ class ReduceLROnPlateau(LRScheduler):
         try:
             current = float(metrics)
         except (TypeError, ValueError):
-            raise TypeError(f"ReduceLROnPlateau.step expects the monitored metric as a number, "
-                            f"got {type(metrics).__name__}") from None
+            raise ArgumentTypeError("ReduceLROnPlateau.step expects the monitored metric as a "
+                                    "number, "
+                                    f"got {type(metrics).__name__}") from None
         if epoch is None:
             epoch = self.last_epoch + 1
         else:
@@ -453,9 +459,11 @@ class ReduceLROnPlateau(LRScheduler):
         groups = self.optimizer.param_groups
         if len(groups) != len(self.min_lrs):
             if self.default_min_lr is None:
-                raise ValueError(f"ReduceLROnPlateau: the optimizer has {len(groups)} parameter "
-                                 f"groups but min_lr gave {len(self.min_lrs)} (a group was added "
-                                 f"after the scheduler was made); set scheduler.min_lrs to match")
+                raise ArgumentError(f"ReduceLROnPlateau: the optimizer has {len(groups)} parameter "
+                                    f"groups but min_lr gave {len(self.min_lrs)} (a group was "
+                                    "added "
+                                    "after the scheduler was made); set scheduler.min_lrs to "
+                                    "match")
             self.min_lrs = [self.default_min_lr] * len(groups)
         for group, min_lr in zip(groups, self.min_lrs):
             old_lr = float(group["lr"])
@@ -465,3 +473,9 @@ class ReduceLROnPlateau(LRScheduler):
 
     def _after_load(self) -> None:
         self._init_is_better(self.mode, self.threshold, self.threshold_mode)
+
+
+# Warm-up and one-cycle schedules live in their own module (they build on LRScheduler above).
+from ._schedules import LambdaLR, LinearLR, OneCycleLR, SequentialLR  # noqa: E402
+
+__all__ += ["LinearLR", "LambdaLR", "OneCycleLR", "SequentialLR"]

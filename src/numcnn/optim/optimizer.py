@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import DTypeError, ShapeError
+from ..errors import ArgumentError, ArgumentTypeError, DTypeError, NumcnnError, ShapeError
 from ..nn.module import Parameter
 
 __all__ = ["Optimizer"]
@@ -83,15 +83,18 @@ class Optimizer:
         self._workspace: dict[tuple[np.dtype, int], np.ndarray] = {}
 
         if isinstance(params, (Parameter, np.ndarray)):
-            raise TypeError(f"{type(self).__name__}: params should be an iterable of Parameters or "
-                            f"of dicts, but got a single {type(params).__name__}; "
-                            f"use model.parameters() or [param]")
+            raise ArgumentTypeError(f"{type(self).__name__}: params should be an iterable of "
+                                    "Parameters or "
+                                    f"of dicts, but got a single {type(params).__name__}; "
+                                    f"use model.parameters() or [param]")
         if isinstance(params, (set, frozenset)):
-            raise TypeError(f"{type(self).__name__}: parameters must be given in an ordered "
-                            f"collection (a list), not a set, whose order changes between runs")
+            raise ArgumentTypeError(f"{type(self).__name__}: parameters must be given in an "
+                                    "ordered "
+                                    "collection (a list), not a set, whose order changes between "
+                                    "runs")
         groups = list(params)
         if len(groups) == 0:
-            raise ValueError(f"{type(self).__name__} got an empty parameter list")
+            raise ArgumentError(f"{type(self).__name__} got an empty parameter list")
         if not isinstance(groups[0], dict):
             groups = [{"params": groups}]
         for group in groups:
@@ -105,32 +108,35 @@ class Optimizer:
         """
         name = type(self).__name__
         if not isinstance(param_group, dict):
-            raise TypeError(f"{name}: a param group must be a dict, "
-                            f"got {type(param_group).__name__}")
+            raise ArgumentTypeError(f"{name}: a param group must be a dict, "
+                                    f"got {type(param_group).__name__}")
         if "params" not in param_group:
-            raise ValueError(f"{name}: a param group needs a 'params' entry")
+            raise ArgumentError(f"{name}: a param group needs a 'params' entry")
         group = dict(param_group)
         params = group["params"]
         if isinstance(params, Parameter):
             params = [params]
         elif isinstance(params, (set, frozenset)):
-            raise TypeError(f"{name}: parameters must be given in an ordered collection (a list), "
-                            f"not a set, whose order changes between runs")
+            raise ArgumentTypeError(f"{name}: parameters must be given in an ordered collection "
+                                    "(a list), "
+                                    f"not a set, whose order changes between runs")
         params = list(params)
 
         names = [p[0] for p in params if isinstance(p, tuple)]
         if names:
             if len(names) != len(params):
-                raise ValueError(f"{name}: give every parameter with a name or none "
-                                 f"(some (name, param) pairs are mixed with bare parameters)")
+                raise ArgumentError(f"{name}: give every parameter with a name or none "
+                                    f"(some (name, param) pairs are mixed with bare parameters)")
             group["param_names"] = names
             params = [p[1] for p in params]
         group["params"] = params
 
         for index, param in enumerate(params):
             if not isinstance(param, Parameter):
-                raise TypeError(f"{name} can only optimize numcnn Parameters, but entry {index} "
-                                f"of the group is {type(param).__module__}.{type(param).__name__}")
+                raise ArgumentTypeError(f"{name} can only optimize numcnn Parameters, but entry "
+                                        f"{index} "
+                                        "of the group is "
+                                        f"{type(param).__module__}.{type(param).__name__}")
             if not np.issubdtype(param.dtype, np.floating):
                 raise DTypeError(f"{name} can only optimize floating-point parameters, but entry "
                                  f"{index} of the group has dtype {param.dtype}")
@@ -141,13 +147,14 @@ class Optimizer:
 
         ids = [id(p) for p in params]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"{name}: a parameter group holds the same Parameter more than once; "
-                             f"it would be updated twice per step")
+            raise ArgumentError(f"{name}: a parameter group holds the same Parameter more than "
+                                "once; "
+                                f"it would be updated twice per step")
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         if seen & set(ids):
-            raise ValueError(f"{name}: some parameters appear in more than one parameter group")
+            raise ArgumentError(f"{name}: some parameters appear in more than one parameter group")
         if any(("param_names" in g) != ("param_names" in group) for g in self.param_groups):
-            raise ValueError(f"{name}: all parameter groups should be with names or all without")
+            raise ArgumentError(f"{name}: all parameter groups should be with names or all without")
         self.param_groups.append(group)
 
     def _validate(self, group: dict[str, Any]) -> None:
@@ -298,26 +305,28 @@ class Optimizer:
         """
         name = type(self).__name__
         if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
-            raise ValueError(f"{name}.load_state_dict expects a dict with 'state' and "
-                             f"'param_groups', got {_describe(state_dict)}")
+            raise ArgumentError(f"{name}.load_state_dict expects a dict with 'state' and "
+                                f"'param_groups', got {_describe(state_dict)}")
+        _check_state_layout(name, state_dict)
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
-            raise ValueError(f"{name}.load_state_dict: the state dict has {len(saved_groups)} "
-                             f"parameter groups, the optimizer {len(self.param_groups)}")
+            raise ArgumentError(f"{name}.load_state_dict: expected {len(self.param_groups)} "
+                                f"parameter groups (the optimizer's), got {len(saved_groups)} in "
+                                f"the state dict")
         id_map: dict[int, Parameter] = {}
         for number, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
             if len(saved["params"]) != len(group["params"]):
-                raise ValueError(f"{name}.load_state_dict: parameter group {number} has "
-                                 f"{len(saved['params'])} parameters in the state dict, "
-                                 f"{len(group['params'])} in the optimizer")
+                raise ArgumentError(f"{name}.load_state_dict: parameter group {number} has "
+                                    f"{len(saved['params'])} parameters in the state dict, "
+                                    f"{len(group['params'])} in the optimizer")
             for index, param in zip(saved["params"], group["params"]):
                 id_map[int(index)] = param
 
         state: defaultdict[Parameter, dict[str, Any]] = defaultdict(dict)
         for index, entries in state_dict["state"].items():
             if int(index) not in id_map:
-                raise ValueError(f"{name}.load_state_dict: state for parameter index {index}, "
-                                 f"which no parameter group lists")
+                raise ArgumentError(f"{name}.load_state_dict: state for parameter index {index}, "
+                                    f"which no parameter group lists")
             param = id_map[int(index)]
             state[param] = {key: _load_state_value(name, index, key, value, param)
                             for key, value in entries.items()}
@@ -356,9 +365,11 @@ class Optimizer:
 
 # -- helpers shared by the optimizers -----------------------------------------------------------
 def check_nonnegative(owner: str, name: str, value) -> None:
-    """Raise ``ValueError`` unless ``value`` is a real number >= 0 (NaN refused)."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not value >= 0:
-        raise ValueError(f"{owner}: invalid {name} {value!r} (must be a number >= 0)")
+    """Raise an ArgumentError (a ValueError) unless ``value`` is a finite real number >= 0
+    (NaN and infinity refused: they would turn every weight into NaN at the first step)."""
+    if (isinstance(value, bool) or not isinstance(value, Real) or not value >= 0
+            or not math.isfinite(value)):
+        raise ArgumentError(f"{owner}: invalid {name} {value!r} (must be a finite number >= 0)")
 
 
 def _describe(value) -> str:
@@ -376,13 +387,51 @@ def _plain(value):
     return value
 
 
+def _is_index(value) -> bool:
+    if isinstance(value, str):
+        return value.isdigit()
+    return isinstance(value, Integral) and not isinstance(value, bool) and value >= 0
+
+
+def _check_state_layout(owner: str, state_dict) -> None:
+    """The layout :meth:`Optimizer.state_dict` writes: ``{"state": {index: {key: value}},
+    "param_groups": [{"params": [index, ...], hyperparameter: value, ...}]}``."""
+    groups, state = state_dict["param_groups"], state_dict["state"]
+    expected = (f"{owner}.load_state_dict: expected the layout state_dict() writes "
+                f"({{'state': {{index: {{name: value}}}}, 'param_groups': [{{'params': "
+                f"[index, ...], ...}}]}}), got ")
+    if not isinstance(groups, (list, tuple)) or not all(isinstance(g, dict) for g in groups):
+        raise ArgumentError(expected + f"param_groups {_describe(groups)}")
+    for group in groups:
+        params = group.get("params")
+        if not isinstance(params, (list, tuple)) or not all(map(_is_index, params)):
+            raise ArgumentError(expected + f"a group's params {str(params)[:80]}")
+        if not all(isinstance(key, str) for key in group):
+            raise ArgumentError(expected + f"a group with keys {sorted(map(str, group))}")
+    if not isinstance(state, dict) or not all(map(_is_index, state)) or not all(
+            isinstance(entries, dict) and all(isinstance(k, str) for k in entries)
+            for entries in state.values()):
+        raise ArgumentError(expected + f"state {str(state)[:80]}")
+
+
 def _load_state_value(owner: str, index, key: str, value, param: Parameter):
     """Copy one saved state entry: arrays to the parameter's dtype and shape, ``step`` to int."""
+    try:
+        return _convert_state_value(owner, index, key, value, param)
+    except (TypeError, ValueError, OverflowError) as error:
+        if isinstance(error, NumcnnError):
+            raise
+        raise ArgumentError(f"{owner}.load_state_dict: state {key!r} of parameter {index}: "
+                            f"expected a number or an array of the parameter's shape, got "
+                            f"{_describe(value)} ({error})") from None
+
+
+def _convert_state_value(owner: str, index, key: str, value, param: Parameter):
     if key == "step":
         step = float(np.asarray(value))
         if not (math.isfinite(step) and step >= 0 and step == int(step)):
-            raise ValueError(f"{owner}.load_state_dict: parameter {index} has step {value!r}, "
-                             f"expected a whole number >= 0")
+            raise ArgumentError(f"{owner}.load_state_dict: parameter {index} has step {value!r}, "
+                                f"expected a whole number >= 0")
         return int(step)
     if isinstance(value, (Integral, Real)) or value is None:
         return value

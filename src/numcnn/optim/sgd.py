@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ArgumentError
 from .optimizer import Optimizer, check_nonnegative
 
 __all__ = ["SGD"]
@@ -56,9 +57,10 @@ class SGD(Optimizer):
         check_nonnegative("SGD", "weight_decay", group["weight_decay"])
         check_nonnegative("SGD", "dampening", group["dampening"])
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
-            raise ValueError(f"SGD: Nesterov momentum requires a momentum > 0 and zero dampening, "
-                             f"got momentum={group['momentum']!r}, "
-                             f"dampening={group['dampening']!r}")
+            raise ArgumentError("SGD: Nesterov momentum requires a momentum > 0 and zero "
+                                "dampening, "
+                                f"got momentum={group['momentum']!r}, "
+                                f"dampening={group['dampening']!r}")
 
     def _step_group(self, group):
         lr = float(group["lr"])

@@ -7,7 +7,7 @@ import functools
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ...errors import DTypeError, ShapeError
+from ...errors import ArgumentError, DTypeError, ShapeError
 from .._windows import check_input, formula, out_size, pair
 
 
@@ -32,11 +32,11 @@ def _pool_args(name: str, kernel_size, stride, padding, dilation=1):
     for label, values, low in (("kernel_size", kernel, 1), ("stride", stride, 1),
                                ("dilation", dilation, 1), ("padding", padding, 0)):
         if min(values) < low:
-            raise ValueError(f"{name}: {label} must be {'positive' if low else 'non-negative'}, "
-                             f"got {values}")
+            raise ArgumentError(f"{name}: {label} must be {'positive' if low else 'non-negative'}, "
+                                f"got {values}")
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
-        raise ValueError(f"{name}: padding should be at most half of the kernel size, got "
-                         f"padding={padding} for kernel_size={kernel}")
+        raise ArgumentError(f"{name}: padding should be at most half of the kernel size, got "
+                            f"padding={padding} for kernel_size={kernel}")
     return kernel, stride, padding, dilation
 
 

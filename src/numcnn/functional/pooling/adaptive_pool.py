@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...backend.blas import matmul
-from ...errors import ShapeError
+from ...errors import ArgumentError, ShapeError
 from .._windows import pad2d
 from ._common import _check_grad, _check_map
 from .avg_pool import _avg_pool2d_forward, avg_pool2d_backward
@@ -21,12 +21,12 @@ def adaptive_output_size(name: str, shape, output_size) -> tuple[int, int]:
         output_size = (output_size, output_size)
     output_size = tuple(output_size)
     if len(output_size) != 2:
-        raise ValueError(f"{name}: output_size must be an int or a pair (entries int or None), "
-                         f"got {output_size!r}")
+        raise ArgumentError(f"{name}: output_size must be an int or a pair (entries int or None), "
+                            f"got {output_size!r}")
     sizes = tuple(int(size) if out is None else out for size, out in zip(shape[2:], output_size))
     if not all(isinstance(s, (int, np.integer)) and s >= 1 for s in sizes):
-        raise ValueError(f"{name}: output_size entries must be positive ints or None, "
-                         f"got {output_size!r}")
+        raise ArgumentError(f"{name}: output_size entries must be positive ints or None, "
+                            f"got {output_size!r}")
     if shape[2] < 1 or shape[3] < 1:
         raise ShapeError(f"{name}: input of shape {tuple(shape)} has an empty plane")
     return int(sizes[0]), int(sizes[1])

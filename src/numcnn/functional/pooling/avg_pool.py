@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...backend import policy
+from ...errors import ArgumentError
 from .._windows import col2im, pad2d, pad2d_backward, windows
 from ._common import _blocks, _check_grad, _check_map, _geometry, _is_blocks, _pads
 
@@ -28,7 +29,7 @@ def _avg_pool_args(name, x, kernel_size, stride, padding, ceil_mode, divisor_ove
     kernel, stride, padding, dilation, out_hw = _geometry(
         name, x.shape, kernel_size, stride, padding, 1, ceil_mode)
     if divisor_override is not None and divisor_override == 0:
-        raise ValueError(f"{name}: divisor_override must be non-zero, got {divisor_override}")
+        raise ArgumentError(f"{name}: divisor_override must be non-zero, got {divisor_override}")
     return x, kernel, stride, padding, out_hw
 
 

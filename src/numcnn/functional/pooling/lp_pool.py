@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...errors import ArgumentError
 from .._windows import pair
 from ._common import _check_grad, _check_map
 from .avg_pool import _avg_pool2d_forward, avg_pool2d_backward
@@ -19,7 +20,7 @@ def lp_pool2d_forward(x, norm_type, kernel_size, stride=None, ceil_mode=False):
 def _lp_norm_type(name: str, norm_type) -> float:
     p = float(norm_type)
     if p == 0 or np.isnan(p):
-        raise ValueError(f"{name}: norm_type must be a non-zero number, got {norm_type}")
+        raise ArgumentError(f"{name}: norm_type must be a non-zero number, got {norm_type}")
     return p
 
 

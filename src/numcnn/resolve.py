@@ -1,0 +1,96 @@
+"""Find the model a command names: a preset, a model file, a JSON architecture, or a user's code.
+
+>>> from numcnn.resolve import load_model
+>>> model, input_shape = load_model("convnet-bn")            # a preset, input (1, 28, 28)
+>>> model, input_shape = load_model("runs/x/model.numcnn")   # weights and recorded input shape
+>>> model, input_shape = load_model("arch.json")             # an architecture, fresh weights
+>>> model, input_shape = load_model("my_layers.py:MyConv")   # a class or factory in a .py file
+
+``path/to/file.py:name`` imports the Python file (it runs, as any script you run does: give only
+your own files) and takes ``name`` from it: a :class:`numcnn.nn.Module` subclass (built with no
+arguments), a function returning a Module (called with no arguments), or a Module instance. Its
+``input_shape`` attribute, when present, gives one sample's shape. Model files and JSON
+architectures never run code.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+from .errors import NumcnnError
+
+__all__ = ["load_model"]
+
+
+def load_model(spec: str):
+    """The model named by ``spec`` and the shape of one input sample (or ``None`` if unknown).
+
+    Raises:
+        NumcnnError: ``spec`` is none of a preset, a model file, a JSON architecture or a
+            ``file.py:name`` that gives a Module.
+    """
+    from . import io, models
+
+    spec = str(spec)
+    if spec in models.PRESETS:
+        return models.preset(spec), tuple(models.PRESETS[spec]["input_shape"])
+    path, _, name = spec.rpartition(":")
+    if path.endswith(".py") and name:
+        return _from_python(path, name)
+    if spec.endswith(".py"):
+        raise NumcnnError(f"{spec}: name the class or function in the file as "
+                          f"{spec}:NAME (e.g. {spec}:MyLayer)")
+    if not os.path.exists(spec):
+        raise NumcnnError(f"{spec!r} is neither a preset ({', '.join(models.PRESETS)}), a model "
+                          f"file, a JSON model description, nor path/to/file.py:NAME")
+    with open(spec, "rb") as file:
+        is_json = file.read(64).lstrip()[:1] in (b"{", b"[")
+    if is_json:
+        return models.load_spec(spec), None
+    model = io.load(spec)
+    recorded = (getattr(model, "metadata", {}) or {}).get("input_shape")
+    return model, (tuple(recorded) if recorded else None)
+
+
+def _from_python(path: str, name: str):
+    from . import nn
+
+    if not os.path.isfile(path):
+        raise NumcnnError(f"{path}: no such Python file")
+    module_name = "numcnn_user_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise NumcnnError(f"{path}: cannot be imported as a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:  # the user's code: report it on one line
+        sys.modules.pop(module_name, None)
+        raise NumcnnError(f"{path}: importing it failed: {type(error).__name__}: {error}") from None
+    if not hasattr(module, name):
+        found = sorted(k for k, v in vars(module).items()
+                       if isinstance(v, type) and issubclass(v, nn.Module) and v.__module__ ==
+                       module_name)
+        raise NumcnnError(f"{path} has no {name!r}; the Module classes in it: "
+                          f"{', '.join(found) or 'none'}")
+    obj = getattr(module, name)
+    try:
+        if isinstance(obj, type) and issubclass(obj, nn.Module):
+            model = obj()
+        elif isinstance(obj, nn.Module):
+            model = obj
+        elif callable(obj):
+            model = obj()
+        else:
+            model = obj
+    except Exception as error:
+        raise NumcnnError(f"{path}:{name}() failed: {type(error).__name__}: {error} (a class "
+                          f"or factory must build with no arguments)") from None
+    if not isinstance(model, nn.Module):
+        raise NumcnnError(f"{path}:{name} gives a {type(model).__name__}, expected a "
+                          f"numcnn.nn.Module (a class, a function returning one, or an instance)")
+    shape = getattr(model, "input_shape", None) or getattr(obj, "input_shape", None)
+    return model, (tuple(int(s) for s in shape) if shape else None)
