@@ -53,8 +53,8 @@ from .layout import memory_run, zero_border
 
 __all__ = ["conv_forward", "conv_forward_short_rows", "conv_forward_flat", "conv_forward_small",
            "conv_weight_grad", "conv_input_grad", "width_phases", "phase_weight",
-           "phase_weight_grad", "conv_input_grad_strided", "relu", "relu_backward", "batch_norm_train", "add", "to_chwn",
-           "batch_norm_train_backward", "batch_norm_eval", "max_pool_blocks",
+           "phase_weight_grad", "conv_input_grad_strided", "relu", "relu_backward", "add",
+           "to_chwn", "batch_norm_train", "batch_norm_train_backward", "batch_norm_eval", "max_pool_blocks",
            "max_pool_blocks_backward"]
 
 
@@ -256,7 +256,8 @@ def phase_weight_grad(grad_wph: np.ndarray, weight_shape, sw: int) -> np.ndarray
     return np.ascontiguousarray(full.reshape(oc, c, kh, kq * sw)[..., :kw])
 
 
-def conv_input_grad_strided(grad_rows: np.ndarray, weight: np.ndarray, stride, padded_shape) -> np.ndarray:
+def conv_input_grad_strided(grad_rows: np.ndarray, weight: np.ndarray, stride,
+                            padded_shape) -> np.ndarray:
     """The input gradient of a strided convolution (dilation 1) on its padded input:
     ``(oc, oh, ow, n) -> padded_shape (c, hp, wp, n)`` (the caller crops the padding off).
 
