@@ -212,6 +212,26 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "~/.cache/numcnn)")
     data.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     data.set_defaults(func=cmd_data)
+
+    # -- export ---------------------------------------------------------------------------------
+    export = commands.add_parser(
+        "export", help="write a model file as ONNX",
+        description="Write a model file as an ONNX model (standard operators, opset 17 or "
+                    "later, any batch size) that onnxruntime and other runtimes run. The "
+                    "recorded preprocessing and class names go into the ONNX metadata; with "
+                    "--raw-pixels the preprocessing is folded into the graph. Needs the 'onnx' "
+                    "extra: pip install \"numcnn[onnx]\". See docs/interop.md.")
+    export.add_argument("model", metavar="MODEL", help="a model file (model.numcnn)")
+    export.add_argument("-o", "--output", required=True, metavar="FILE",
+                        help="the ONNX file to write (e.g. model.onnx)")
+    export.add_argument("--input-shape", type=_shape, metavar="C,H,W",
+                        help="shape of one input (default: the one the model file records)")
+    export.add_argument("--opset", type=_number(int, lambda v: v >= 17, "an opset >= 17"),
+                        default=17, help="ONNX opset (default: 17)")
+    export.add_argument("--raw-pixels", action="store_true",
+                        help="fold the preprocessing (scale, mean, std) into the graph, so the "
+                             "ONNX model takes raw pixels (0..255)")
+    export.set_defaults(func=cmd_export)
     return parser
 
 
@@ -630,6 +650,24 @@ def cmd_data(args) -> int:
         where = f"; cached in {data.data_dir() if args.data_dir is None else args.data_dir}"
     print(f"{dataset.name}: {len(dataset.x_train):,} training and {len(dataset.x_test):,} test "
           f"images of {shape} ({dataset.x_train.dtype}), {len(dataset.classes)} classes{where}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------
+# export
+# ----------------------------------------------------------------------------------------------
+def cmd_export(args) -> int:
+    from . import io
+    from . import onnx as numcnn_onnx
+
+    model = io.load(args.model)
+    onnx_model = numcnn_onnx.export(model, args.output, args.input_shape, opset=args.opset,
+                                    fold_preprocessing=args.raw_pixels)
+    shape = [d.dim_param or d.dim_value for d in
+             onnx_model.graph.input[0].type.tensor_type.shape.dim]
+    print(f"written: {args.output} (ONNX opset {args.opset}, {len(onnx_model.graph.node)} "
+          f"nodes, input {onnx_model.graph.input[0].name} {shape}"
+          f"{', raw pixels' if args.raw_pixels else ''})")
     return EXIT_OK
 
 
