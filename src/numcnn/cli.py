@@ -232,6 +232,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fold the preprocessing (scale, mean, std) into the graph, so the "
                              "ONNX model takes raw pixels (0..255)")
     export.set_defaults(func=cmd_export)
+
+    # -- import ---------------------------------------------------------------------------------
+    importer = commands.add_parser(
+        "import", help="read an ONNX model (from PyTorch ...) as a numcnn model file",
+        description="Read an ONNX model made of the operators numcnn has layers for (Conv, "
+                    "BatchNormalization, Relu, MaxPool, AveragePool, GlobalAveragePool, Flatten, "
+                    "Gemm, Add as x + f(x) ...; what torch.onnx.export writes for those layers) "
+                    "and save it as a numcnn model file; anything else is refused naming the "
+                    "node. Needs the 'onnx' extra. See docs/interop.md.")
+    importer.add_argument("onnx_file", metavar="ONNX_FILE", help="an .onnx file")
+    importer.add_argument("-o", "--output", required=True, metavar="FILE",
+                          help="the model file to write (e.g. model.numcnn)")
+    importer.set_defaults(func=cmd_import)
     return parser
 
 
@@ -668,6 +681,18 @@ def cmd_export(args) -> int:
     print(f"written: {args.output} (ONNX opset {args.opset}, {len(onnx_model.graph.node)} "
           f"nodes, input {onnx_model.graph.input[0].name} {shape}"
           f"{', raw pixels' if args.raw_pixels else ''})")
+    return EXIT_OK
+
+
+def cmd_import(args) -> int:
+    from . import io
+    from . import onnx as numcnn_onnx
+
+    model = numcnn_onnx.load(args.onnx_file)
+    io.save(model, args.output)
+    shape = ",".join(map(str, model.metadata["input_shape"]))
+    print(f"written: {args.output} ({len(model)} layers, {model.num_parameters():,} parameters, "
+          f"input {shape})")
     return EXIT_OK
 
 

@@ -1,0 +1,794 @@
+"""ONNX graph -> numcnn model: Sequential chains and residual additions of standard operators.
+
+The nodes are read in their (topological) order. Every value the graph computes from its input
+is kept as a *chain*: the list of numcnn layers that turns the graph input into it. A node with
+one computed input appends a layer to its input's chain; an ``Add`` of two chains where one is
+a prefix of the other, ``x`` and ``f(x)``, becomes ``Residual(f)`` appended to ``x``'s chain. So
+chains and residual blocks nest as they do in numcnn, and any other shape of graph (two branches
+that are both computed, a value used by two nodes that never meet again, a second graph input)
+is refused with the node that makes it so.
+
+Operators read (https://onnx.ai/onnx/operators/), with what ``torch.onnx.export`` emits for the
+same PyTorch layers:
+
+``Conv`` (1-D, 2-D; pads, auto_pad, strides, dilations, group; a ``Pad`` before it in reflect,
+edge or wrap mode becomes ``padding_mode``) -> Conv1d / Conv2d; ``ConvTranspose`` ->
+ConvTranspose2d; ``BatchNormalization`` (inference form) -> BatchNorm1d / BatchNorm2d;
+``MaxPool``, ``AveragePool`` -> MaxPool2d, AvgPool2d (ceil_mode, count_include_pad, extra
+end padding read back as ceil_mode); ``LpPool`` (even p) -> LPPool2d; ``GlobalAveragePool``,
+``GlobalMaxPool`` (-> GlobalAvgPool2d / GlobalMaxPool2d when a ``Flatten`` follows);
+``Relu``, ``LeakyRelu``, ``Sigmoid``, ``Tanh``, ``Softmax``, ``LogSoftmax``, ``Exp(Neg(x*x))``
+-> Gaussian; ``Flatten`` (axis 1) and ``Reshape`` to a flattened shape -> Flatten; ``Gemm`` and
+``MatMul`` (+ ``Add`` of a bias) with constant weights -> Linear; ``Add`` -> Residual or a bias;
+``Dropout`` -> Dropout; ``Identity``; ``Constant``.
+
+Nothing in the file is executed: the graph is only read, external data files are refused, and
+every tensor's size is checked before it is allocated.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+
+from .. import _random, nn
+from . import OnnxError, _require_onnx
+
+MAX_BYTES = 1 << 30  # a model file larger than this is refused unless max_bytes says otherwise
+MAX_ELEMENTS = 1 << 28  # per tensor (1 GiB of float32)
+MAX_DIM = 1 << 20  # per axis of the graph input
+
+_FLOAT_TYPES = None  # ONNX tensor element types read as float32 (set on first use)
+
+
+class _Chain:
+    """A value computed from the graph input: ``layers`` applied in order, and its shape (with
+    batch 1). ``pending`` holds an operator that only makes sense with the next one (a Pad
+    before a Conv, x*x before Neg and Exp), as ``(node name, kind, data)``."""
+
+    __slots__ = ("layers", "shape", "pending")
+
+    def __init__(self, layers, shape, pending=None):
+        self.layers, self.shape, self.pending = list(layers), tuple(shape), pending
+
+
+def _refuse(node, why: str):
+    raise OnnxError(f"node {node.name or '(unnamed)'!r} ({node.op_type}): {why}")
+
+
+def _attrs(node) -> dict:
+    onnx = _require_onnx()
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _float(value) -> float:
+    """An ONNX float attribute (stored as float32) as the shortest decimal it stands for:
+    1e-5 comes back as 1e-05, not 9.999999747378752e-06."""
+    return float(str(np.float32(value)))
+
+
+def _int_list(value, node, name, length=None):
+    try:
+        out = [int(v) for v in value]
+    except (TypeError, ValueError):
+        _refuse(node, f"attribute {name} must be a list of ints, got {value!r}")
+    if length is not None and len(out) != length:
+        _refuse(node, f"attribute {name} must have {length} entries, got {out}")
+    return out
+
+
+def _tensor(tensor, where: str) -> np.ndarray:
+    """An ONNX TensorProto as a NumPy array, its size checked before anything is allocated."""
+    onnx = _require_onnx()
+    if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.external_data:
+        raise OnnxError(f"{where}: the tensor {tensor.name!r} is stored in an external data file; "
+                        f"numcnn reads self-contained ONNX files only (save the model with "
+                        f"onnx.save(model, path, save_as_external_data=False))")
+    dims = list(tensor.dims)
+    if any(d < 0 for d in dims) or math.prod(dims) > MAX_ELEMENTS:
+        raise OnnxError(f"{where}: the tensor {tensor.name!r} has shape {dims}, more than "
+                        f"{MAX_ELEMENTS:,} elements or a negative size; refused")
+    try:
+        array = onnx.numpy_helper.to_array(tensor)
+    except Exception as error:  # malformed data: onnx raises several kinds
+        raise OnnxError(f"{where}: the tensor {tensor.name!r} cannot be read: {error}") from None
+    if array.shape != tuple(dims):
+        raise OnnxError(f"{where}: the tensor {tensor.name!r} holds {array.size} values for "
+                        f"shape {dims}")
+    return array
+
+
+def _weights(array, node, what: str) -> np.ndarray:
+    if array.dtype.kind != "f":
+        _refuse(node, f"{what} must be floating-point, got {array.dtype}")
+    return np.array(array, dtype=np.float32)
+
+
+class _Reader:
+    def __init__(self, graph, input_name: str, input_shape):
+        self.graph = graph
+        self.values: dict[str, object] = {input_name: _Chain([], (1, *input_shape))}
+        self.input_name = input_name
+
+    # -- values ---------------------------------------------------------------------------------
+    def chain(self, node, name: str) -> _Chain:
+        value = self.values.get(name)
+        if isinstance(value, _Chain):
+            return value
+        if value is None:
+            _refuse(node, f"its input {name!r} is not produced by any node read so far")
+        _refuse(node, f"its input {name!r} is a constant, where the data (a value computed from "
+                      f"the graph input) was expected")
+
+    def const(self, node, index: int, what: str, required: bool = True):
+        if index >= len(node.input) or not node.input[index]:
+            if required:
+                _refuse(node, f"needs its {what} input")
+            return None
+        value = self.values.get(node.input[index])
+        if isinstance(value, np.ndarray):
+            return value
+        _refuse(node, f"its {what} ({node.input[index]!r}) must be a constant (an initializer); "
+                      f"numcnn layers hold their weights")
+
+    def append(self, node, chain: _Chain, layer, pending_ok=False) -> _Chain:
+        if chain.pending is not None and not pending_ok:
+            self.refuse_pending(node, chain)
+        try:
+            shape = layer.output_shape(chain.shape)
+        except Exception as error:  # ShapeError, ValueError: the graph does not fit together
+            _refuse(node, f"does not fit the shape {chain.shape} of its input: {error}")
+        return _Chain(chain.layers + [layer], shape)
+
+    @staticmethod
+    def refuse_pending(node, chain):
+        name, kind, _ = chain.pending
+        _refuse(node, f"follows the node {name!r} ({kind}), which numcnn reads only as part of "
+                      f"{'a Conv' if kind == 'Pad' else 'exp(-x*x), a Gaussian'}")
+
+    # -- the nodes ------------------------------------------------------------------------------
+    def read(self, node):
+        inputs = [name for name in node.input if name]
+        if node.op_type in _FOLDABLE and node.domain in ("", "ai.onnx") and inputs \
+                and all(isinstance(self.values.get(name), np.ndarray) for name in inputs):
+            # arithmetic on constants only (exporters compute pads and shapes so): fold it
+            result = _fold(node, _attrs(node), [self.values.get(name) if name else None
+                                                for name in node.input])
+            self.values[node.output[0]] = result
+            return
+        handler = getattr(self, f"op_{node.op_type}", None)
+        if node.domain not in ("", "ai.onnx") or handler is None:
+            known = sorted(name[3:] for name in dir(self) if name.startswith("op_"))
+            _refuse(node, f"operator {node.domain + '.' if node.domain else ''}{node.op_type} "
+                          f"has no numcnn layer; numcnn reads {', '.join(known)}")
+        result = handler(node, _attrs(node))
+        outputs = [o for o in node.output if o]
+        if outputs:
+            self.values[outputs[0]] = result
+
+    def op_Constant(self, node, attrs):
+        if "value" in attrs:
+            return _tensor(attrs["value"], f"node {node.name!r} (Constant)")
+        for key in ("value_float", "value_int"):
+            if key in attrs:
+                return np.array(attrs[key], np.float32 if key == "value_float" else np.int64)
+        for key in ("value_floats", "value_ints"):
+            if key in attrs:
+                values = list(attrs[key])
+                if len(values) > MAX_ELEMENTS:
+                    _refuse(node, "constant too large")
+                return np.array(values, np.float32 if key == "value_floats" else np.int64)
+        _refuse(node, f"a constant of kind {sorted(attrs)} is not read")
+
+    def op_Identity(self, node, attrs):
+        return self.values.get(node.input[0]) if node.input[0] in self.values else \
+            self.chain(node, node.input[0])
+
+    # convolutions
+    def op_Pad(self, node, attrs):
+        chain = self.chain(node, node.input[0])
+        if chain.pending is not None:
+            self.refuse_pending(node, chain)
+        mode = attrs.get("mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+        pads = self.const(node, 1, "pads").astype(np.int64).tolist()
+        if len(node.input) > 2 and node.input[2]:
+            value = self.const(node, 2, "constant_value")
+            if mode == "constant" and np.any(value != 0):
+                _refuse(node, "padding with a value other than 0 has no numcnn layer")
+        if len(node.input) > 3 and node.input[3]:
+            _refuse(node, "the axes input is not read; pad every axis")
+        rank = len(chain.shape)
+        if len(pads) != 2 * rank or any(p != 0 for p in pads[:2] + pads[rank:rank + 2]) \
+                or min(pads) < 0:
+            _refuse(node, f"only non-negative padding of the spatial axes is read, got {pads}")
+        modes = {"constant": "zeros", "reflect": "reflect", "edge": "replicate",
+                 "wrap": "circular"}
+        if mode not in modes:
+            _refuse(node, f"mode {mode!r} has no numcnn padding mode")
+        spatial = list(zip(pads[2:rank], pads[rank + 2:]))
+        return _Chain(chain.layers, chain.shape, (node.name, "Pad", (modes[mode], spatial)))
+
+    def op_Conv(self, node, attrs):
+        chain = self.chain(node, node.input[0])
+        weight = _weights(self.const(node, 1, "weight"), node, "the weight")
+        bias = self.const(node, 2, "bias", required=False)
+        if weight.ndim not in (3, 4):
+            _refuse(node, f"only 1-D and 2-D convolutions are read (weight of rank 3 or 4), got "
+                          f"a weight of shape {weight.shape}")
+        d = weight.ndim - 2
+        group = int(attrs.get("group", 1))
+        kernel = tuple(weight.shape[2:])
+        if "kernel_shape" in attrs and tuple(_int_list(attrs["kernel_shape"], node,
+                                                       "kernel_shape")) != kernel:
+            _refuse(node, f"kernel_shape {list(attrs['kernel_shape'])} differs from the "
+                          f"weight's {list(kernel)}")
+        strides = tuple(_int_list(attrs.get("strides", [1] * d), node, "strides", d))
+        dilations = tuple(_int_list(attrs.get("dilations", [1] * d), node, "dilations", d))
+        if len(chain.shape) != d + 2:
+            _refuse(node, f"a {d}-D convolution of a {len(chain.shape)}-D input")
+        pads = self._pads(node, attrs, chain.shape, kernel, strides, dilations, d)
+        padding_mode = "zeros"
+        if chain.pending is not None:
+            _, kind, data = chain.pending
+            if kind != "Pad":
+                self.refuse_pending(node, chain)
+            mode, extra = data
+            if mode == "zeros":
+                pads = [(lo + a, hi + b) for (lo, hi), (a, b) in zip(pads, extra)]
+            elif any(p != (0, 0) for p in pads):
+                _refuse(node, "a Conv with its own padding after a Pad node has no numcnn layer")
+            else:
+                pads, padding_mode = extra, mode
+        padding = self._padding(node, pads, kernel, strides, dilations)
+        in_channels = weight.shape[1] * group
+        cls = nn.Conv1d if d == 1 else nn.Conv2d
+        try:
+            with _random.kept_state():
+                layer = cls(in_channels, weight.shape[0], kernel, strides, padding, dilations,
+                            groups=group, bias=bias is not None, padding_mode=padding_mode)
+        except ValueError as error:
+            _refuse(node, str(error))
+        layer.weight.data = weight
+        layer.weight.grad = np.zeros_like(weight)
+        if bias is not None:
+            layer.bias.data = self._vector(node, bias, weight.shape[0], "bias")
+            layer.bias.grad = np.zeros_like(layer.bias.data)
+        return self.append(node, chain, layer, pending_ok=True)
+
+    def _pads(self, node, attrs, shape, kernel, strides, dilations, d):
+        """((lo, hi), ...) per spatial axis from pads / auto_pad."""
+        auto_pad = attrs.get("auto_pad", b"NOTSET")
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+        if auto_pad in ("NOTSET", ""):
+            pads = _int_list(attrs.get("pads", [0] * (2 * d)), node, "pads", 2 * d)
+            if min(pads) < 0:
+                _refuse(node, f"negative pads {pads}")
+            return list(zip(pads[:d], pads[d:]))
+        if auto_pad == "VALID":
+            return [(0, 0)] * d
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            out = []
+            for n, k, s, dil in zip(shape[2:], kernel, strides, dilations):
+                total = max((math.ceil(n / s) - 1) * s + dil * (k - 1) + 1 - n, 0)
+                small, large = total // 2, total - total // 2
+                out.append((small, large) if auto_pad == "SAME_UPPER" else (large, small))
+            return out
+        _refuse(node, f"auto_pad {auto_pad!r} is not an ONNX setting")
+
+    @staticmethod
+    def _padding(node, pads, kernel, strides, dilations):
+        """numcnn's padding argument for per-axis (lo, hi) pads."""
+        if all(lo == hi for lo, hi in pads):
+            return tuple(lo for lo, _ in pads)
+        same = [(dil * (k - 1) // 2, dil * (k - 1) - dil * (k - 1) // 2)
+                for k, dil in zip(kernel, dilations)]
+        if all(s == 1 for s in strides) and [tuple(p) for p in pads] == same:
+            return "same"
+        _refuse(node, f"pads {[list(p) for p in pads]} differ before and after an axis; numcnn's "
+                      f"convolutions pad both sides alike (or as padding='same')")
+
+    @staticmethod
+    def _vector(node, value, size, what):
+        value = _weights(np.asarray(value), node, f"the {what}")
+        if value.size != size:
+            _refuse(node, f"the {what} has {value.size} values for {size} channels")
+        return value.reshape(size).copy()
+
+    def op_ConvTranspose(self, node, attrs):
+        chain = self.chain(node, node.input[0])
+        weight = _weights(self.const(node, 1, "weight"), node, "the weight")
+        bias = self.const(node, 2, "bias", required=False)
+        if weight.ndim != 4 or len(chain.shape) != 4:
+            _refuse(node, "only 2-D transposed convolutions are read")
+        if "output_shape" in attrs:
+            _refuse(node, "the output_shape attribute is not read; give pads and output_padding")
+        auto_pad = attrs.get("auto_pad", b"NOTSET")
+        if (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) not in ("NOTSET",
+                                                                                    "VALID", ""):
+            _refuse(node, "auto_pad SAME_* is not read; give pads")
+        group = int(attrs.get("group", 1))
+        kernel = tuple(weight.shape[2:])
+        strides = tuple(_int_list(attrs.get("strides", [1, 1]), node, "strides", 2))
+        dilations = tuple(_int_list(attrs.get("dilations", [1, 1]), node, "dilations", 2))
+        output_padding = tuple(_int_list(attrs.get("output_padding", [0, 0]), node,
+                                         "output_padding", 2))
+        pads = _int_list(attrs.get("pads", [0] * 4), node, "pads", 4)
+        if pads[:2] != pads[2:]:
+            _refuse(node, f"pads {pads} differ before and after an axis")
+        try:
+            with _random.kept_state():
+                layer = nn.ConvTranspose2d(weight.shape[0], weight.shape[1] * group, kernel,
+                                           strides, tuple(pads[:2]), output_padding, group,
+                                           bias is not None, dilations)
+        except ValueError as error:
+            _refuse(node, str(error))
+        layer.weight.data = weight
+        layer.weight.grad = np.zeros_like(weight)
+        if bias is not None:
+            layer.bias.data = self._vector(node, bias, weight.shape[1] * group, "bias")
+            layer.bias.grad = np.zeros_like(layer.bias.data)
+        return self.append(node, chain, layer)
+
+    # normalisation and activations
+    def op_BatchNormalization(self, node, attrs):
+        chain = self.chain(node, node.input[0])
+        if int(attrs.get("training_mode", 0)) or len([o for o in node.output if o]) > 1:
+            _refuse(node, "only the inference form (training_mode=0, one output) is read")
+        rank = len(chain.shape)
+        if rank not in (2, 3, 4):
+            _refuse(node, f"a batch norm of a {rank}-D input has no numcnn layer")
+        c = chain.shape[1]
+        scale, bias, mean, var = (self._vector(node, self.const(node, i, what), c, what)
+                                  for i, what in ((1, "scale"), (2, "bias"), (3, "mean"),
+                                                  (4, "var")))
+        cls = nn.BatchNorm2d if rank == 4 else nn.BatchNorm1d
+        momentum = round(1.0 - _float(attrs.get("momentum", 0.9)), 6)  # ONNX weighs the old value
+        layer = cls(c, eps=_float(attrs.get("epsilon", 1e-5)), momentum=momentum)
+        layer.weight.data, layer.bias.data = scale, bias
+        layer.running_mean[...], layer.running_var[...] = mean, var
+        return self.append(node, chain, layer)
+
+    def _activation(self, node, layer):
+        return self.append(node, self.chain(node, node.input[0]), layer)
+
+    def op_Relu(self, node, attrs):
+        return self._activation(node, nn.ReLU())
+
+    def op_LeakyRelu(self, node, attrs):
+        return self._activation(node, nn.LeakyReLU(_float(attrs.get("alpha", 0.01))))
+
+    def op_Sigmoid(self, node, attrs):
+        return self._activation(node, nn.Sigmoid())
+
+    def op_Tanh(self, node, attrs):
+        return self._activation(node, nn.Tanh())
+
+    def op_Softmax(self, node, attrs):
+        return self._activation(node, nn.Softmax(dim=int(attrs.get("axis", -1))))
+
+    def op_LogSoftmax(self, node, attrs):
+        return self._activation(node, nn.LogSoftmax(dim=int(attrs.get("axis", -1))))
+
+    def op_Dropout(self, node, attrs):
+        ratio = self.const(node, 1, "ratio", required=False)
+        p = _float(ratio) if ratio is not None else _float(attrs.get("ratio", 0.5))
+        if len([o for o in node.output if o]) > 1 and node.output[1] in self._used():
+            _refuse(node, "its mask output is used; numcnn's Dropout gives one output")
+        return self._activation(node, nn.Dropout(p))
+
+    def op_Mul(self, node, attrs):  # x * x, the start of exp(-x^2)
+        if len(node.input) == 2 and node.input[0] == node.input[1]:
+            chain = self.chain(node, node.input[0])
+            if chain.pending is not None:
+                self.refuse_pending(node, chain)
+            return _Chain(chain.layers, chain.shape, (node.name, "x*x", None))
+        _refuse(node, "only x*x (in exp(-x*x), numcnn's Gaussian) is read; a product with "
+                      "weights has no numcnn layer")
+
+    def op_Neg(self, node, attrs):
+        chain = self.chain(node, node.input[0])
+        if chain.pending is None or chain.pending[1] != "x*x":
+            _refuse(node, "only -x*x (in exp(-x*x), numcnn's Gaussian) is read")
+        return _Chain(chain.layers, chain.shape, (node.name, "-x*x", None))
+
+    def op_Exp(self, node, attrs):
+        chain = self.chain(node, node.input[0])
+        if chain.pending is None or chain.pending[1] != "-x*x":
+            _refuse(node, "only exp(-x*x), numcnn's Gaussian, is read")
+        return self.append(node, chain, nn.Gaussian(), pending_ok=True)
+
+    # pooling
+    def _pool_geometry(self, node, attrs, chain, dilations=True):
+        if len(chain.shape) != 4:
+            _refuse(node, f"only 2-D pooling of (N, C, H, W) inputs is read, got "
+                          f"{len(chain.shape)}-D")
+        if len([o for o in node.output if o]) > 1:
+            _refuse(node, "the indices output has no numcnn equivalent")
+        auto_pad = attrs.get("auto_pad", b"NOTSET")
+        if (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) not in ("NOTSET",
+                                                                                    "VALID", ""):
+            _refuse(node, "auto_pad SAME_* is not read; give pads")
+        kernel = tuple(_int_list(attrs.get("kernel_shape", []), node, "kernel_shape", 2))
+        strides = tuple(_int_list(attrs.get("strides", [1, 1]), node, "strides", 2))
+        dil = tuple(_int_list(attrs.get("dilations", [1, 1]), node, "dilations", 2))
+        if not dilations and dil != (1, 1):
+            _refuse(node, "dilations are not read for this pooling")
+        pads = _int_list(attrs.get("pads", [0] * 4), node, "pads", 4)
+        return kernel, strides, dil, pads, bool(attrs.get("ceil_mode", 0))
+
+    def _pool(self, node, chain, make, kernel, strides, dil, pads, ceil_mode,
+              end_padding_counts=False):
+        """A numcnn pooling layer for ONNX pads; extra bottom/right padding (numcnn's export of
+        ceil_mode) is read back as ceil_mode when that gives the same output size."""
+        begin, end = pads[:2], pads[2:]
+        if begin == end:
+            candidates = [ceil_mode]
+        elif min(pads) >= 0 and all(e >= b for b, e in zip(begin, end)) \
+                and not ceil_mode and not end_padding_counts:
+            candidates = [False, True]
+        else:
+            _refuse(node, f"pads {pads}: numcnn's pooling pads both sides alike (more at the end "
+                          f"only where it stands for ceil_mode)")
+        target = [(n + b + e - d * (k - 1) - 1) // s + 1
+                  for n, b, e, k, s, d in zip(chain.shape[2:], begin, end, kernel, strides, dil)]
+        for ceil in candidates:
+            try:
+                layer = make(tuple(begin), ceil)
+                shape = layer.output_shape(chain.shape)
+            except Exception as error:
+                _refuse(node, f"has no numcnn equivalent: {error}")
+            if begin == end or list(shape[2:]) == target:
+                return self.append(node, chain, layer)
+        _refuse(node, f"pads {pads}: the extra padding at the end is not ceil_mode's")
+
+    def op_MaxPool(self, node, attrs):
+        chain = self.chain(node, node.input[0])
+        kernel, strides, dil, pads, ceil = self._pool_geometry(node, attrs, chain)
+        return self._pool(node, chain, lambda p, c: nn.MaxPool2d(
+            _compact(kernel), _compact(strides), _compact(p), _compact(dil), ceil_mode=c),
+            kernel, strides, dil, pads, ceil)
+
+    def op_AveragePool(self, node, attrs):
+        chain = self.chain(node, node.input[0])
+        kernel, strides, dil, pads, ceil = self._pool_geometry(node, attrs, chain,
+                                                               dilations=False)
+        include = bool(attrs.get("count_include_pad", 0))
+        return self._pool(node, chain, lambda p, c: nn.AvgPool2d(
+            _compact(kernel), _compact(strides), _compact(p), ceil_mode=c,
+            count_include_pad=include), kernel, strides, dil, pads, ceil,
+            end_padding_counts=include)
+
+    def op_LpPool(self, node, attrs):
+        chain = self.chain(node, node.input[0])
+        kernel, strides, dil, pads, ceil = self._pool_geometry(node, attrs, chain,
+                                                               dilations=False)
+        p = int(attrs.get("p", 2))
+        if p <= 0 or p % 2 or any(pads):
+            _refuse(node, "only an even p without padding is read (ONNX's LpPool takes |x|^p, "
+                          "numcnn's and PyTorch's x^p: the same for even p)")
+        return self._pool(node, chain, lambda _, c: nn.LPPool2d(p, _compact(kernel),
+                                                                _compact(strides), c),
+                          kernel, strides, dil, pads, ceil)
+
+    def op_GlobalAveragePool(self, node, attrs):
+        chain = self.chain(node, node.input[0])
+        if len(chain.shape) != 4:
+            _refuse(node, "only 2-D global pooling is read")
+        return self.append(node, chain, nn.AdaptiveAvgPool2d(1))
+
+    def op_GlobalMaxPool(self, node, attrs):
+        chain = self.chain(node, node.input[0])
+        if len(chain.shape) != 4:
+            _refuse(node, "only 2-D global pooling is read")
+        return self.append(node, chain, nn.AdaptiveMaxPool2d(1))
+
+    # shapes and linear layers
+    def op_Flatten(self, node, attrs):
+        chain = self.chain(node, node.input[0])
+        axis = int(attrs.get("axis", 1)) % max(len(chain.shape), 1)
+        if axis != 1:
+            _refuse(node, f"Flatten with axis {axis} merges the batch axis; only axis 1 is read")
+        return self._flatten(node, chain)
+
+    def _flatten(self, node, chain, start=1, end=-1):
+        last = chain.layers[-1] if chain.layers else None
+        if (start, end) == (1, -1) and len(chain.shape) == 4 and chain.pending is None \
+                and type(last) in (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d) \
+                and last.output_size == 1:  # global pooling then Flatten: numcnn's layer
+            glob = nn.GlobalAvgPool2d() if type(last) is nn.AdaptiveAvgPool2d \
+                else nn.GlobalMaxPool2d()
+            return _Chain(chain.layers[:-1] + [glob], chain.shape[:2])
+        return self.append(node, chain, nn.Flatten(start, end))
+
+    def op_Reshape(self, node, attrs):
+        chain = self.chain(node, node.input[0])
+        target = self.const(node, 1, "shape")
+        if target.ndim != 1 or target.dtype.kind not in "iu" or target.size > 16:
+            _refuse(node, f"the shape must be a short 1-D list of ints, got {target!r}")
+        for batch in (1, 2):  # the result must keep the batch axis: a flatten
+            shape = (batch, *chain.shape[1:])
+            wanted = [shape[i] if v == 0 and not attrs.get("allowzero") else int(v)
+                      for i, v in enumerate(target.tolist())]
+            if wanted.count(-1) == 1:
+                known = math.prod(v for v in wanted if v != -1)
+                wanted[wanted.index(-1)] = math.prod(shape) // max(known, 1)
+            if math.prod(wanted) != math.prod(shape) or wanted[0] != batch:
+                _refuse(node, f"reshaping {chain.shape[1:]} to {target.tolist()} is not a "
+                              f"flatten that keeps the batch axis")
+        rest = list(chain.shape[1:])
+        for start in range(1, len(rest) + 1):
+            for end in range(start, len(rest) + 1):
+                merged = rest[:start - 1] + [math.prod(rest[start - 1:end])] + rest[end:]
+                if merged == wanted[1:]:
+                    return self._flatten(node, chain, start, end if end < len(rest) else -1)
+        _refuse(node, f"reshaping {chain.shape[1:]} to {target.tolist()} is not a flatten")
+
+    def op_Gemm(self, node, attrs):
+        chain = self.chain(node, node.input[0])
+        if len(chain.shape) != 2 or int(attrs.get("transA", 0)):
+            _refuse(node, "only x @ B (+ C) of a 2-D x without transA is read")
+        b = _weights(self.const(node, 1, "B (the weight)"), node, "B")
+        c = self.const(node, 2, "C (the bias)", required=False)
+        if b.ndim != 2:
+            _refuse(node, f"B must be a matrix, got shape {b.shape}")
+        weight = (b if int(attrs.get("transB", 0)) else b.T) * float(attrs.get("alpha", 1.0))
+        bias = None
+        if c is not None:
+            c = _weights(np.asarray(c), node, "C")
+            if c.size not in (1, weight.shape[0]) or c.ndim > 2 or (c.ndim == 2
+                                                                      and c.shape[0] != 1):
+                _refuse(node, f"C of shape {c.shape} is not one bias per output")
+            bias = np.broadcast_to(c.reshape(-1), (weight.shape[0],)) * float(
+                attrs.get("beta", 1.0))
+        return self.append(node, chain, _linear(weight, bias))
+
+    def op_MatMul(self, node, attrs):
+        chain = self.chain(node, node.input[0])
+        b = _weights(self.const(node, 1, "B (the weight)"), node, "B")
+        if b.ndim != 2:
+            _refuse(node, f"only x @ W with a constant matrix W is read, got shape {b.shape}")
+        return self.append(node, chain, _linear(b.T, None))
+
+    def op_Add(self, node, attrs):
+        if len(node.input) != 2:
+            _refuse(node, "expected two inputs")
+        first, second = (self.values.get(name) for name in node.input)
+        if isinstance(first, np.ndarray) and isinstance(second, _Chain):
+            first, second = second, first
+        if isinstance(first, _Chain) and isinstance(second, np.ndarray):
+            return self._add_bias(node, first, second)
+        a, b = self.chain(node, node.input[0]), self.chain(node, node.input[1])
+        for chain in (a, b):
+            if chain.pending is not None:
+                self.refuse_pending(node, chain)
+        short, long = (a, b) if len(a.layers) <= len(b.layers) else (b, a)
+        prefix = len(short.layers)
+        if all(x is y for x, y in zip(short.layers, long.layers[:prefix])) \
+                and len(long.layers) > prefix:
+            inner = long.layers[prefix:]
+            block = nn.Residual(inner[0] if len(inner) == 1 and isinstance(inner[0],
+                                                                           nn.Sequential)
+                                else nn.Sequential(*inner))
+            return self.append(node, short, block)
+        _refuse(node, "adds two computed branches of which neither is the other's input; numcnn "
+                      "reads x + f(x) (nn.Residual), not two-branch blocks such as a projection "
+                      "shortcut")
+
+    def _add_bias(self, node, chain, value):
+        last = chain.layers[-1] if chain.layers else None
+        value = _weights(np.asarray(value), node, "the added constant")
+        if isinstance(last, nn.Linear) and last.bias is None \
+                and value.size == last.out_features and value.shape[-1] == value.size:
+            layer = _linear(last.weight.data, value.reshape(-1))
+        elif isinstance(last, (nn.Conv1d, nn.Conv2d)) and last.bias is None \
+                and value.size == last.out_channels \
+                and value.shape[:1] in ((last.out_channels,), (1,)) \
+                and sum(n > 1 for n in value.shape) <= 1:
+            spec = {"in_channels": last.in_channels, "out_channels": last.out_channels,
+                    "kernel_size": last.kernel_size, "stride": last.stride,
+                    "padding": last.padding, "dilation": last.dilation, "groups": last.groups,
+                    "padding_mode": last.padding_mode}
+            with _random.kept_state():
+                layer = type(last)(**spec, bias=True)
+            layer.weight.data = last.weight.data
+            layer.weight.grad = np.zeros_like(layer.weight.data)
+            layer.bias.data = value.reshape(-1).copy()
+            layer.bias.grad = np.zeros_like(layer.bias.data)
+        else:
+            _refuse(node, "adding a constant is read only as the bias of a Linear (MatMul) or a "
+                          "convolution without one")
+        return _Chain(chain.layers[:-1] + [layer], chain.shape)
+
+    def _used(self):
+        return {name for node in self.graph.node for name in node.input}
+
+
+def _fold(node, attrs, args):
+    """One operator of the shape arithmetic exporters emit, on constants, in NumPy; sizes are
+    checked before anything is allocated."""
+    x = args[0]
+    op = node.op_type
+    if op == "ConstantOfShape":
+        shape = [int(v) for v in x.reshape(-1)]
+        if min(shape, default=1) < 0 or math.prod(shape) > MAX_ELEMENTS:
+            _refuse(node, f"a constant of shape {shape} is refused")
+        value = attrs.get("value")
+        fill = _tensor(value, f"node {node.name!r}") if value is not None \
+            else np.zeros(1, np.float32)
+        return np.full(shape, fill.reshape(-1)[0], dtype=fill.dtype)
+    if op == "Concat":
+        return np.concatenate([a for a in args if a is not None], axis=int(attrs["axis"]))
+    if op == "Reshape":
+        target = [int(v) for v in args[1].reshape(-1)]
+        target = [x.shape[i] if v == 0 and not attrs.get("allowzero") else v
+                  for i, v in enumerate(target)]
+        try:
+            return x.reshape(target)
+        except ValueError as error:
+            _refuse(node, str(error))
+    if op == "Slice":
+        starts, ends = args[1].reshape(-1), args[2].reshape(-1)
+        axes = args[3].reshape(-1) if len(args) > 3 and args[3] is not None \
+            else np.arange(len(starts))
+        steps = args[4].reshape(-1) if len(args) > 4 and args[4] is not None \
+            else np.ones(len(starts), np.int64)
+        index = [slice(None)] * x.ndim
+        for start, end, axis, step in zip(starts, ends, axes, steps):
+            clip = lambda v: int(max(min(v, np.iinfo(np.int64).max // 2), -(1 << 62)))  # noqa
+            index[int(axis)] = slice(clip(start), clip(end), int(step))
+        return x[tuple(index)]
+    if op == "Transpose":
+        return np.transpose(x, attrs.get("perm"))
+    if op == "Cast":
+        onnx = _require_onnx()
+        return x.astype(onnx.helper.tensor_dtype_to_np_dtype(int(attrs["to"])))
+    if op == "Unsqueeze":
+        axes = attrs.get("axes", args[1].reshape(-1).tolist() if len(args) > 1 else [])
+        out = x
+        for axis in sorted(int(a) % (x.ndim + len(axes)) for a in axes):
+            out = np.expand_dims(out, axis)
+        return out
+    if op == "Squeeze":
+        axes = attrs.get("axes", args[1].reshape(-1).tolist() if len(args) > 1 else None)
+        return np.squeeze(x, axis=None if axes is None else tuple(int(a) for a in axes))
+    if op == "Gather":
+        return np.take(x, args[1], axis=int(attrs.get("axis", 0)))
+    if op == "Shape":
+        return np.array(x.shape, np.int64)
+    raise AssertionError(op)
+
+
+_FOLDABLE = {"ConstantOfShape", "Concat", "Reshape", "Slice", "Transpose", "Cast", "Unsqueeze",
+             "Squeeze", "Gather", "Shape"}
+
+
+def _compact(pair):
+    """(k, k) -> k, as numcnn's layers are usually written."""
+    pair = tuple(int(v) for v in pair)
+    return pair[0] if len(set(pair)) == 1 else pair
+
+
+def _linear(weight, bias):
+    weight = np.ascontiguousarray(weight, dtype=np.float32)
+    with _random.kept_state():
+        layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    layer.weight.data = weight
+    layer.weight.grad = np.zeros_like(weight)
+    if bias is not None:
+        layer.bias.data = np.array(bias, dtype=np.float32)
+        layer.bias.grad = np.zeros_like(layer.bias.data)
+    return layer
+
+
+def _metadata(proto) -> dict:
+    """numcnn's metadata (preprocessing, classes, input_shape) from ``metadata_props``."""
+    from ..data import Preprocessing
+    from ..errors import DataError
+
+    props = {p.key: p.value for p in proto.metadata_props}
+    metadata = {}
+    for key in ("preprocessing", "classes", "input_shape"):
+        if key in props and len(props[key]) < 1_000_000:
+            try:
+                metadata[key] = json.loads(props[key])
+            except (json.JSONDecodeError, RecursionError):
+                continue
+    if "preprocessing" in metadata:
+        try:
+            metadata["preprocessing"] = Preprocessing.from_dict(metadata["preprocessing"]).to_dict()
+        except DataError:
+            del metadata["preprocessing"]
+    if not isinstance(metadata.get("classes", []), list):
+        del metadata["classes"]
+    return metadata
+
+
+def load(path, *, max_bytes: int | None = None):
+    """Read an ONNX file as a numcnn model, with its weights, in eval mode.
+
+    Args:
+        path: an ``.onnx`` file (self-contained: external data files are refused).
+        max_bytes: refuse larger files. Default: 1 GiB.
+
+    Returns:
+        a :class:`numcnn.nn.Sequential`; ``model.metadata`` holds ``input_shape`` (one input,
+        without the batch axis) and, for a file exported by numcnn, the ``preprocessing`` and
+        ``classes`` of its ``metadata_props``.
+
+    Raises:
+        OnnxError: a file that is not an ONNX model, too large, or a graph with an operator or a
+            structure numcnn has no layer for; the message names the node.
+    """
+    onnx = _require_onnx()
+    path = os.fspath(path)
+    limit = MAX_BYTES if max_bytes is None else int(max_bytes)
+    try:
+        size = os.path.getsize(path)
+    except OSError as error:
+        raise OnnxError(f"{path}: cannot read: {error.strerror}") from None
+    if size > limit:
+        raise OnnxError(f"{path}: {size:,} bytes, more than the {limit:,} bytes numcnn reads "
+                        f"(max_bytes=)")
+    with open(path, "rb") as file:
+        raw = file.read(limit + 1)
+    try:
+        proto = onnx.load_model_from_string(raw)  # parses only; external data not loaded
+    except Exception as error:  # protobuf's DecodeError and others
+        raise OnnxError(f"{path}: not an ONNX model ({type(error).__name__}: {error})") from None
+    if not proto.HasField("graph"):
+        raise OnnxError(f"{path}: not an ONNX model (no graph)")
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as error:
+        raise OnnxError(f"{path}: the ONNX model is invalid: {str(error).splitlines()[0]}") \
+            from None
+    return _from_proto(proto, path)
+
+
+def _from_proto(proto, path: str = "model"):
+    onnx = _require_onnx()
+    graph = proto.graph
+    opsets = {o.domain: o.version for o in proto.opset_import}
+    if opsets.get("", opsets.get("ai.onnx", 0)) < 7:
+        raise OnnxError(f"{path}: opset {opsets} is older than numcnn reads (7 or later)")
+    initializers = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if len(inputs) != 1 or len(graph.output) != 1:
+        raise OnnxError(f"{path}: numcnn reads graphs with one input and one output, this one "
+                        f"has inputs {[i.name for i in inputs]} and outputs "
+                        f"{[o.name for o in graph.output]}")
+    tensor_type = inputs[0].type.tensor_type
+    if tensor_type.elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE,
+                                     onnx.TensorProto.FLOAT16):
+        raise OnnxError(f"{path}: the input {inputs[0].name!r} is not floating-point")
+    dims = list(tensor_type.shape.dim)
+    if len(dims) < 2 or any(not d.HasField("dim_value") for d in dims[1:]):
+        raise OnnxError(f"{path}: the input {inputs[0].name!r} needs a known shape after the "
+                        f"batch axis, got {[d.dim_param or d.dim_value for d in dims]}")
+    input_shape = tuple(int(d.dim_value) for d in dims[1:])
+    if min(input_shape) < 1 or max(input_shape) > MAX_DIM \
+            or math.prod(input_shape) > MAX_ELEMENTS:
+        raise OnnxError(f"{path}: the input shape {input_shape} is refused (sizes 1 to "
+                        f"{MAX_DIM:,})")
+    reader = _Reader(graph, inputs[0].name, input_shape)
+    for tensor in graph.initializer:
+        reader.values[tensor.name] = _tensor(tensor, f"{path}: initializer")
+    for node in graph.node:
+        reader.read(node)
+    result = reader.values.get(graph.output[0].name)
+    if not isinstance(result, _Chain):
+        raise OnnxError(f"{path}: the output {graph.output[0].name!r} is not computed from the "
+                        f"input")
+    if result.pending is not None:
+        name, kind, _ = result.pending
+        raise OnnxError(f"{path}: the graph ends with node {name!r} ({kind}), which numcnn reads "
+                        f"only as part of a longer pattern")
+    model = nn.Sequential(*result.layers)
+    metadata = _metadata(proto)
+    metadata["input_shape"] = list(input_shape)
+    object.__setattr__(model, "metadata", metadata)
+    return model.eval()
