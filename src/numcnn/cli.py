@@ -34,6 +34,7 @@ TRAIN_DEFAULTS = {
     "model": DEFAULT_MODEL, "dataset": "mnist", "epochs": 5, "batch_size": 64, "lr": 1e-3,
     "optimizer": "adam", "momentum": 0.9, "weight_decay": 0.0, "scheduler": "cosine",
     "augment": False, "val_fraction": 0.1, "limit": None, "patience": None, "seed": 0,
+    "workers": None,
 }
 MODEL_DEFAULTS = {
     "convnet-bn": {"epochs": 3},
@@ -41,7 +42,7 @@ MODEL_DEFAULTS = {
     "lenet5": {"epochs": 5},
 }
 # What `--resume` lets you change; everything else comes from the run being resumed.
-RESUME_OVERRIDES = ("epochs",)
+RESUME_OVERRIDES = ("epochs", "workers")
 
 CONFIG_FILE = "config.json"
 LOG_FILE = "train.log"
@@ -150,7 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--out", metavar="DIR", help="run folder (default: runs/<model>-<date>-<time>)")
     add("--resume", metavar="CHECKPOINT",
         help="continue an interrupted run from its checkpoint.ckpt (or its run folder), with its "
-             "settings; only --epochs may be changed")
+             "settings; only --epochs and --workers may be changed")
+    add("--workers", type=_positive_int, metavar="N",
+        help="train data-parallel on N Ray workers (each takes a shard of every batch; the "
+             "gradients are averaged); needs: pip install \"numcnn[ray]\"")
+    add("--ray", metavar="ADDRESS",
+        help="with --workers: the Ray cluster to join (e.g. auto, ray://host:10001); "
+             "default: a local Ray")
     add("-q", "--quiet", action="store_true", help="no progress bars, no per-epoch lines")
     train.set_defaults(func=cmd_train)
 
@@ -189,6 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="show the K most likely classes (default: 3; 0 for all)")
     predict.add_argument("--json", action="store_true",
                          help="print JSON: class and every class probability per image")
+    predict.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                         help="classify on Ray (Ray Data, streaming): each IMAGE may then be a "
+                              "folder or a glob pattern, and the rows go to -o; without ADDRESS "
+                              "a local Ray is started, with one (e.g. auto, ray://host:10001) "
+                              "the cluster is joined. Needs: pip install \"numcnn[ray]\"")
+    predict.add_argument("-o", "--output", metavar="CSV",
+                         help="with --ray: the CSV file to write (path, class, probability, "
+                              "error, prob_<class> per class)")
+    predict.add_argument("--workers", type=_positive_int, metavar="N",
+                         help="with --ray: model replicas (default: Ray's CPUs minus one)")
     predict.set_defaults(func=cmd_predict)
 
     # -- summary --------------------------------------------------------------------------------
@@ -304,6 +321,8 @@ def _describe_os_error(error: OSError) -> str:
 # train
 # ----------------------------------------------------------------------------------------------
 def cmd_train(args) -> int:
+    if args.ray is not None and args.workers is None:
+        raise UsageError("--ray needs --workers N (the number of Ray workers)")
     config, run_dir, resume = _train_setup(args)
     import numpy as np
 
@@ -350,7 +369,8 @@ def cmd_train(args) -> int:
             model, loader, validation, epochs=config["epochs"], batch_size=config["batch_size"],
             optimizer=optimizer, scheduler=scheduler,
             early_stopping=config["patience"], run_dir=run_dir, resume=resume,
-            metadata=metadata, progress=False if args.quiet else None, print_fn=say)
+            metadata=metadata, progress=False if args.quiet else None, print_fn=say,
+            workers=config.get("workers"), ray_address=args.ray)
     except train.TrainingInterrupted as stop:
         say.always(f"interrupted: checkpoint of epoch {stop.epoch} saved to {stop.checkpoint}")
         say.always(f"resume with: numcnn train --resume {stop.checkpoint}")
@@ -394,7 +414,7 @@ def _train_setup(args):
         if refused:
             names = ", ".join("--" + key.replace("_", "-") for key in refused)
             raise UsageError(f"--resume continues a run with its own settings; {names} cannot be "
-                             f"changed (only --epochs can)")
+                             f"changed (only --epochs and --workers can)")
         try:
             with open(run_dir / CONFIG_FILE, encoding="utf-8") as file:
                 config = json.load(file)
@@ -600,6 +620,10 @@ def cmd_predict(args) -> int:
 
     from . import data, io, train
 
+    if args.ray is not None:
+        return _predict_on_ray(args)
+    if args.output is not None or args.workers is not None:
+        raise UsageError("-o and --workers are for --ray; without it the results are printed")
     model = io.load(args.model)
     metadata = getattr(model, "metadata", {}) or {}
     preprocessing = _preprocessing_of(model, args.model)
@@ -621,6 +645,22 @@ def cmd_predict(args) -> int:
         order = np.argsort(-p, kind="stable")[:top]
         ranked = "  ".join(f"{classes[k]} {100 * p[k]:5.1f}%" for k in order)
         print(f"{path:<{width}}  {classes[order[0]]} ({100 * p[order[0]]:.1f}%)   [{ranked}]")
+    return EXIT_OK
+
+
+def _predict_on_ray(args) -> int:
+    from . import distributed
+
+    if args.output is None:
+        raise UsageError("--ray writes its rows to a CSV file: give -o FILE, e.g. "
+                         "-o predictions.csv")
+    result = distributed.predict_files(args.model, args.images, args.output,
+                                       address=args.ray or None, workers=args.workers)
+    for path, error in result["failed"]:
+        _error(f"numcnn predict: {path}: {error}")
+    print(f"classified {result['images'] - len(result['failed']):,} of {result['images']:,} "
+          f"images on Ray in {result['seconds']:.1f}s ({len(result['failed'])} could not be "
+          f"read); written: {result['output']}")
     return EXIT_OK
 
 

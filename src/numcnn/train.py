@@ -221,7 +221,7 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
         loss=None, scheduler=None, early_stopping=None, monitor: str | None = None,
         callbacks=(), run_dir=None, resume=None, metadata: dict | None = None,
         seed: int | None = None, transform=None, progress: bool | None = None,
-        print_fn=print) -> History:
+        print_fn=print, workers: int | None = None, ray_address: str | None = None) -> History:
     """Train ``model`` for ``epochs`` epochs and return the :class:`History`.
 
     Args:
@@ -250,6 +250,13 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
         transform: per-batch transform for the loader ``fit`` makes (e.g. augmentation).
         progress: a progress bar per epoch (tqdm on stderr). Default: when stderr is a terminal.
         print_fn: prints one line per epoch; ``None`` for silence.
+        workers: train data-parallel on this many Ray workers
+            (:class:`numcnn.distributed.DataParallel`): each computes the gradients of its
+            shard of every batch, the gradients are averaged and every replica takes the same
+            step. Without batch norm and dropout the weights are those of one process, to
+            float32 rounding; batch norm uses each shard's statistics (as PyTorch's DDP).
+            Needs ``pip install "numcnn[ray]"``. Default: None (this process).
+        ray_address: the Ray cluster for ``workers``; default: a local Ray.
 
     Raises:
         TrainingInterrupted: after Ctrl-C, once the last finished epoch's checkpoint is written.
@@ -294,6 +301,11 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
         callback.stop_training = False
         callback.on_train_begin({})
 
+    cluster = None
+    if workers is not None:
+        from .distributed import DataParallel
+
+        cluster = DataParallel(workers, address=ray_address, seed=seed or 0)
     snapshot = state.snapshot()
     try:
         for epoch in range(state.epoch + 1, epochs + 1):
@@ -302,7 +314,7 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
             for callback in callbacks:
                 callback.on_epoch_begin(epoch, {})
             logs = _train_one_epoch(model, loader, criterion, optimizer, callbacks, epoch, epochs,
-                                    progress)
+                                    progress, cluster)
             if validation is not None:
                 logs["val_loss"], logs["val_accuracy"] = _validate(model, validation, criterion,
                                                                    batch_size)
@@ -343,6 +355,9 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
             state.write_checkpoint(path, snapshot)
             history.save(run_dir / HISTORY_FILE)
         raise TrainingInterrupted(path, snapshot["epoch"], state.history) from None
+    finally:
+        if cluster is not None:
+            cluster.close()
 
     restore = early_stopping is not None and early_stopping.restore_best_weights
     if restore and best_weights is not None:
@@ -368,9 +383,16 @@ def _make_loader(train, batch_size, seed, transform):
     return train
 
 
-def _train_one_epoch(model, loader, criterion, optimizer, callbacks, epoch, epochs, progress):
-    """One pass over the training batches; returns loss, accuracy, seconds, images/s."""
+def _train_one_epoch(model, loader, criterion, optimizer, callbacks, epoch, epochs, progress,
+                     cluster=None):
+    """One pass over the training batches; returns loss, accuracy, seconds, images/s.
+
+    With a ``cluster`` (:class:`numcnn.distributed.DataParallel`) the workers take the steps:
+    they get the model, optimizer (learning rate included) and loss first, and the weights and
+    optimizer state come back at the end."""
     model.train()
+    if cluster is not None:
+        cluster.push(model, optimizer, criterion)
     total = _length(loader)
     bar = None
     if progress:
@@ -382,18 +404,23 @@ def _train_one_epoch(model, loader, criterion, optimizer, callbacks, epoch, epoc
     start = time.perf_counter()
     try:
         for batch, (xb, yb) in enumerate(loader):
-            logits = model(xb)
-            batch_loss = float(criterion(logits, yb))
+            if cluster is not None:
+                batch_loss, batch_correct = cluster.step(xb, yb)
+            else:
+                logits = model(xb)
+                batch_loss = float(criterion(logits, yb))
             if not math.isfinite(batch_loss):
                 raise NumcnnError(f"the training loss became {batch_loss} at epoch {epoch}, "
                                   f"batch {batch + 1}; try a smaller learning rate")
-            optimizer.zero_grad()
-            model.backward_params(criterion.backward())
-            optimizer.step()
+            if cluster is None:
+                optimizer.zero_grad()
+                model.backward_params(criterion.backward())
+                optimizer.step()
+                batch_correct = int(np.count_nonzero(logits.argmax(axis=1) == _labels(yb)))
 
             n = len(xb)
             loss_sum += batch_loss * n
-            correct += int(np.count_nonzero(logits.argmax(axis=1) == _labels(yb)))
+            correct += batch_correct
             seen += n
             if bar is not None or callbacks:
                 logs = {"loss": loss_sum / seen, "accuracy": correct / seen,
@@ -406,6 +433,8 @@ def _train_one_epoch(model, loader, criterion, optimizer, callbacks, epoch, epoc
                                         img_s=f"{logs['images_per_s']:.0f}", refresh=False)
                 for callback in callbacks:
                     callback.on_batch_end(batch, logs)
+        if cluster is not None:
+            cluster.pull(model, optimizer)
     finally:
         if bar is not None:
             bar.close()

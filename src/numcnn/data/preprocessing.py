@@ -175,7 +175,7 @@ def _open_image(image):
     """A PIL image from a path or an array; transparency is laid on white paper."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    if isinstance(image, (str, Path)):
+    if isinstance(image, (str, Path)) or hasattr(image, "read"):  # a path or an open file
         try:
             with Image.open(image) as opened:
                 pil = ImageOps.exif_transpose(opened)  # phone photos store their rotation in EXIF
@@ -244,7 +244,8 @@ def prepare_image(image, preprocessing: Preprocessing, digit=None) -> np.ndarray
     """One image, as a model trained with ``preprocessing`` takes it: (1, C, H, W).
 
     Args:
-        image: a path (PNG, JPEG, ... anything Pillow reads) or an array (H, W), (H, W, 3|4) or
+        image: a path or a binary file object (PNG, JPEG, ... anything Pillow reads) or an
+            array (H, W), (H, W, 3|4) or
             (C, H, W); uint8, or floats in [0, 1].
         preprocessing: the model's :class:`Preprocessing` (its ``input_shape`` gives C, H, W).
         digit: MNIST's recipe (default when the model takes (1, 28, 28) images): to gray; a light
