@@ -140,7 +140,10 @@ def test_circular_padding_needs_opset_19():
 
 @pytest.mark.parametrize("preset", sorted(models.PRESETS))
 def test_every_preset_matches_onnxruntime(preset):
-    proto = assert_parity(models.preset(preset), tuple(models.PRESETS[preset]["input_shape"]))
+    model = models.preset(preset)
+    proto = assert_parity(model, tuple(models.PRESETS[preset]["input_shape"]))
+    weights = {key for key in model.state_dict() if not key.endswith("num_batches_tracked")}
+    assert weights <= {tensor.name for tensor in proto.graph.initializer}  # state_dict names
     ops = {node.op_type for node in proto.graph.node}
     assert "Gemm" in ops and "Conv" in ops
     assert proto.opset_import[0].version == 17

@@ -183,7 +183,8 @@ def predict_dataset(model, dataset, *, batch_size: int = 64, workers: int | None
             contents: ``ray.data.read_binary_files(paths, include_paths=True)``) or ``image``
             (pixel arrays: ``ray.data.read_images(paths, include_paths=True)``).
         batch_size: images per ``map_batches`` call. Default: 64.
-        workers: model replicas (Ray actors, one CPU each). Default: as many as Ray's CPUs.
+        workers: model replicas (Ray actors, one CPU each). Default: Ray's CPUs minus one
+            (a CPU is always left for the tasks that read the files).
         digit: prepare each image as an MNIST digit (see :func:`numcnn.data.prepare_image`).
             Default: for models taking (1, 28, 28) inputs.
 

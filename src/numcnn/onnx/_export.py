@@ -66,7 +66,11 @@ class _Exporter:
         self._names = set()
 
     def name(self, hint: str) -> str:
+        """A unique name from ``hint``: a layer's place, e.g. ``model.3.fn.0.weight``, is written
+        without ``model.``, so initializers are named like the state_dict (``3.fn.0.weight``)."""
         base = hint.replace(" ", "_")
+        if base.startswith("model."):
+            base = base[len("model."):]
         name, k = base, 1
         while name in self._names:
             k += 1

@@ -184,8 +184,9 @@ class _Reader:
         _refuse(node, f"a constant of kind {sorted(attrs)} is not read")
 
     def op_Identity(self, node, attrs):
-        return self.values.get(node.input[0]) if node.input[0] in self.values else \
-            self.chain(node, node.input[0])
+        if node.input[0] not in self.values:
+            self.chain(node, node.input[0])  # refuses: produced by no node read so far
+        return self.values[node.input[0]]
 
     # convolutions
     def op_Pad(self, node, attrs):
