@@ -167,8 +167,9 @@ def test_a_residual_model_matches_onnxruntime():
     assert sum(node.op_type == "Add" for node in proto.graph.node) == 2
 
 
-def test_a_model_using_every_layer_type_matches_onnxruntime():
-    model = nn.Sequential(
+def every_layer_model():
+    """One model using every layer type (input (2, 13, 11))."""
+    return nn.Sequential(
         nn.Conv2d(2, 4, 3, padding="same", padding_mode="reflect"), nn.BatchNorm2d(4),
         nn.LeakyReLU(0.2), nn.Conv2d(4, 4, 3, padding=1, padding_mode="replicate", groups=2),
         nn.Residual(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())),
@@ -180,7 +181,10 @@ def test_a_model_using_every_layer_type_matches_onnxruntime():
         nn.AdaptiveAvgPool2d((3, 5)), nn.AdaptiveMaxPool2d((2, 3)), nn.Identity(),
         nn.Flatten(), nn.Dropout(), nn.Linear(48, 20), nn.BatchNorm1d(20), nn.ReLU(),
         nn.Linear(20, 10), nn.LogSoftmax(dim=1))
-    assert_parity(model, (2, 13, 11))
+
+
+def test_a_model_using_every_layer_type_matches_onnxruntime():
+    assert_parity(every_layer_model(), (2, 13, 11))
     conv1d = nn.Sequential(nn.Conv1d(3, 5, 3, padding=1), nn.BatchNorm1d(5), nn.ReLU(),
                            nn.Flatten(), nn.Linear(50, 4), nn.Softmax(dim=1))
     assert_parity(conv1d, (3, 10))

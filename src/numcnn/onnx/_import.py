@@ -20,7 +20,13 @@ end padding read back as ceil_mode); ``LpPool`` (even p) -> LPPool2d; ``GlobalAv
 ``Relu``, ``LeakyRelu``, ``Sigmoid``, ``Tanh``, ``Softmax``, ``LogSoftmax``, ``Exp(Neg(x*x))``
 -> Gaussian; ``Flatten`` (axis 1) and ``Reshape`` to a flattened shape -> Flatten; ``Gemm`` and
 ``MatMul`` (+ ``Add`` of a bias) with constant weights -> Linear; ``Add`` -> Residual or a bias;
-``Dropout`` -> Dropout; ``Identity``; ``Constant``.
+``Dropout`` -> Dropout; ``Identity``; ``Constant``; shape arithmetic on constants (folded).
+
+And what :mod:`numcnn.onnx._export` writes for layers without an operator of their own:
+``Pow -> AveragePool -> Mul -> Pow`` (and ``Abs -> MaxPool``) -> LPPool2d; two bin-averaging
+``MatMul`` -> AdaptiveAvgPool2d; ``Slice``/``ReduceMax``/``Concat`` bins -> AdaptiveMaxPool2d; a
+depthwise ``Conv`` of ones and a ``Div`` -> AvgPool2d; ``x * gain - offset`` at the input -> the
+preprocessing in ``model.metadata``. So every numcnn model comes back from its ONNX file.
 
 Nothing in the file is executed: the graph is only read, external data files are refused, and
 every tensor's size is checked before it is allocated.
@@ -107,9 +113,28 @@ def _weights(array, node, what: str) -> np.ndarray:
     return np.array(array, dtype=np.float32)
 
 
+# What an operator waiting for the next one ("pending") is read as part of.
+_PATTERNS = {
+    "Pad": "a Conv (as its padding_mode)",
+    "x*x": "exp(-x*x), a Gaussian", "-x*x": "exp(-x*x), a Gaussian",
+    "scale": "the preprocessing folded in at the input (x * gain - offset)",
+    "pow": "LPPool2d: (AveragePool(x^p) * kh*kw)^(1/p)",
+    "lp-mean": "LPPool2d: (AveragePool(x^p) * kh*kw)^(1/p)",
+    "lp-sum": "LPPool2d: (AveragePool(x^p) * kh*kw)^(1/p)",
+    "abs": "LPPool2d with p = inf: MaxPool(|x|)", "-abs": "LPPool2d with p = -inf",
+    "-max": "LPPool2d with p = -inf: -MaxPool(-|x|)",
+    "columns": "AdaptiveAvgPool2d: rows @ x @ columns with its bin-averaging matrices",
+    "window-sum": "AvgPool2d: window sums (a depthwise Conv of ones) / divisors",
+    "slice": "AdaptiveMaxPool2d: Slice, ReduceMax and Concat per bin",
+    "bin-max": "AdaptiveMaxPool2d: Slice, ReduceMax and Concat per bin",
+    "rows-max": "AdaptiveMaxPool2d: Slice, ReduceMax and Concat per bin",
+}
+
+
 class _Reader:
     def __init__(self, graph, input_name: str, input_shape):
         self.graph = graph
+        self.folded = None  # (gain, offset) of preprocessing folded in at the input
         self.values: dict[str, object] = {input_name: _Chain([], (1, *input_shape))}
         self.input_name = input_name
 
@@ -147,7 +172,7 @@ class _Reader:
     def refuse_pending(node, chain):
         name, kind, _ = chain.pending
         _refuse(node, f"follows the node {name!r} ({kind}), which numcnn reads only as part of "
-                      f"{'a Conv' if kind == 'Pad' else 'exp(-x*x), a Gaussian'}")
+                      f"{_PATTERNS.get(kind, 'a longer pattern')}")
 
     # -- the nodes ------------------------------------------------------------------------------
     def read(self, node):
@@ -244,6 +269,13 @@ class _Reader:
                 _refuse(node, "a Conv with its own padding after a Pad node has no numcnn layer")
             else:
                 pads, padding_mode = extra, mode
+        if d == 2 and chain.pending is None and bias is None and group == chain.shape[1] \
+                and weight.shape[:2] == (group, 1) and dilations == (1, 1) \
+                and np.all(weight == 1) and any(lo != hi for lo, hi in pads):
+            # window sums (numcnn's export of AvgPool2d with divisor_override or hanging
+            # windows): an AvgPool2d once the Div by the divisors follows
+            return _Chain(chain.layers, chain.shape,
+                          (node.name, "window-sum", (kernel, strides, pads)))
         padding = self._padding(node, pads, kernel, strides, dilations)
         in_channels = weight.shape[1] * group
         cls = nn.Conv1d if d == 1 else nn.Conv2d
@@ -381,20 +413,190 @@ class _Reader:
             _refuse(node, "its mask output is used; numcnn's Dropout gives one output")
         return self._activation(node, nn.Dropout(p))
 
-    def op_Mul(self, node, attrs):  # x * x, the start of exp(-x^2)
-        if len(node.input) == 2 and node.input[0] == node.input[1]:
+    def _chain_and_const(self, node):
+        """(chain, constant, constant first?) of a binary node, or Nones."""
+        first, second = (self.values.get(name) for name in node.input[:2])
+        if isinstance(first, _Chain) and isinstance(second, np.ndarray):
+            return first, second, False
+        if isinstance(first, np.ndarray) and isinstance(second, _Chain):
+            return second, first, True
+        return None, None, None
+
+    def op_Mul(self, node, attrs):
+        if len(node.input) == 2 and node.input[0] == node.input[1]:  # x*x: exp(-x^2) begins
             chain = self.chain(node, node.input[0])
             if chain.pending is not None:
                 self.refuse_pending(node, chain)
             return _Chain(chain.layers, chain.shape, (node.name, "x*x", None))
-        _refuse(node, "only x*x (in exp(-x*x), numcnn's Gaussian) is read; a product with "
-                      "weights has no numcnn layer")
+        chain, value, _ = self._chain_and_const(node)
+        if chain is not None and chain.pending is not None and chain.pending[1] == "lp-mean":
+            p, kernel, strides, ceil = chain.pending[2]
+            if value.size == 1 and float(value.reshape(-1)[0]) == kernel[0] * kernel[1]:
+                return _Chain(chain.layers, chain.shape, (node.name, "lp-sum", chain.pending[2]))
+        if chain is not None and not chain.layers and chain.pending is None \
+                and self.folded is None:
+            gain = self._per_channel(node, value, chain.shape)
+            return _Chain(chain.layers, chain.shape, (node.name, "scale", gain))
+        _refuse(node, "a product is read only as x*x (in exp(-x*x), numcnn's Gaussian), the "
+                      "preprocessing folded in at the input, or LPPool2d's window size; a product "
+                      "with weights has no numcnn layer")
+
+    @staticmethod
+    def _per_channel(node, value, shape):
+        """A constant of one value per channel, broadcast over (N, C, ...): (C,) as float32."""
+        value = _weights(np.asarray(value), node, "the constant")
+        channels, rank = shape[1], len(shape)
+        if value.size != channels or value.ndim > rank \
+                or (value.ndim >= rank - 1 and value.shape[-(rank - 1)] != channels):
+            _refuse(node, f"a constant of shape {value.shape} is not one value per channel of an "
+                          f"input {shape}")
+        return value.reshape(-1)
+
+    def op_Sub(self, node, attrs):
+        chain, value, const_first = self._chain_and_const(node)
+        if chain is None or const_first or chain.pending is None or chain.pending[1] != "scale":
+            _refuse(node, "a difference is read only as the preprocessing folded in at the input "
+                          "(x * gain - offset)")
+        self.folded = (chain.pending[2], self._per_channel(node, value, chain.shape))
+        return _Chain(chain.layers, chain.shape)
+
+    def op_Pow(self, node, attrs):
+        chain, value, const_first = self._chain_and_const(node)
+        if chain is None or const_first or value.size != 1:
+            _refuse(node, "a power is read only as part of LPPool2d (x^p with a constant p)")
+        exponent = float(value.reshape(-1)[0])
+        if chain.pending is None:
+            return _Chain(chain.layers, chain.shape, (node.name, "pow", exponent))
+        if chain.pending[1] == "lp-sum":
+            p, kernel, strides, ceil = chain.pending[2]
+            if np.isclose(exponent, 1.0 / p, rtol=1e-6, atol=0):
+                norm = int(p) if float(p).is_integer() else p
+                layer = nn.LPPool2d(norm, _compact(kernel), _compact(strides), ceil)
+                return self.append(node, chain, layer, pending_ok=True)
+        self.refuse_pending(node, chain)
+
+    def op_Div(self, node, attrs):
+        chain, value, const_first = self._chain_and_const(node)
+        if chain is None or const_first:
+            _refuse(node, "a division is read only as AvgPool2d's: window sums / divisors")
+        last = chain.layers[-1] if chain.layers else None
+        if chain.pending is not None and chain.pending[1] == "window-sum":
+            kernel, strides, pads = chain.pending[2]
+            base = chain
+        elif isinstance(last, nn.Conv2d) and last.bias is None and last.groups == \
+                last.in_channels == last.out_channels and last.dilation == (1, 1) \
+                and last.padding_mode == "zeros" and not isinstance(last.padding, str) \
+                and np.all(last.weight.data == 1):
+            kernel, strides = last.kernel_size, last.stride
+            pads = [(p, p) for p in last.padding]
+            base = _Chain(chain.layers[:-1], self._shape_before(chain))
+        else:
+            _refuse(node, "a division is read only as AvgPool2d's: window sums (a depthwise Conv "
+                          "of ones) / divisors")
+        flat = [lo for lo, _ in pads] + [hi for _, hi in pads]
+        value = np.asarray(value, np.float64)
+        if value.size == 1:  # divisor_override
+            divisor = float(value.reshape(-1)[0])
+            if divisor == 0 or not divisor.is_integer():
+                _refuse(node, f"divisor {divisor} is not a whole number (divisor_override)")
+            make = lambda p, c: nn.AvgPool2d(_compact(kernel), _compact(strides), _compact(p),  # noqa
+                                             ceil_mode=c, divisor_override=int(divisor))
+            layer = self._pool(node, base, make, kernel, strides, (1, 1), flat, False,
+                               append=False)
+            return self.append(node, base, layer, pending_ok=True)
+        from ..functional import pooling as P
+
+        for ceil in (False, True):  # per-window divisors: count_include_pad (with ceil_mode)
+            layer = nn.AvgPool2d(_compact(kernel), _compact(strides),
+                                 _compact([lo for lo, _ in pads]), ceil_mode=ceil)
+            try:
+                out = layer.output_shape(base.shape)
+            except Exception:
+                continue
+            rows, cols = (P._avg_divisor(n, k, s, lo, o, True) for n, k, s, (lo, _), o in
+                          zip(base.shape[2:], kernel, strides, pads, out[2:]))
+            if value.shape[-2:] == tuple(out[2:]) and np.array_equal(
+                    value.reshape(out[2:]), np.outer(rows, cols)):
+                return self.append(node, base, layer, pending_ok=True)
+        _refuse(node, "the divisors are not those of an average pooling window")
+
+    def _shape_before(self, chain):
+        """The shape of a chain without its last layer (recomputed from the input)."""
+        shape = self.values[self.input_name].shape
+        for layer in chain.layers[:-1]:
+            shape = layer.output_shape(shape)
+        return shape
+
+    def op_Slice(self, node, attrs):  # a bin of adaptive max pooling
+        chain = self.chain(node, node.input[0])
+        if chain.pending is not None and chain.pending[1] != "rows-max":
+            self.refuse_pending(node, chain)
+        values = [self.const(node, i, what, required=i < 3)
+                  for i, what in enumerate(("data", "starts", "ends", "axes", "steps"))
+                  if i > 0]
+        starts, ends, axes, steps = (None if v is None else np.asarray(v).reshape(-1)
+                                     for v in values)
+        if len(chain.shape) != 4 or starts.size != 1 or axes is None or axes.size != 1 \
+                or (steps is not None and int(steps[0]) != 1) \
+                or int(axes[0]) % 4 not in (2, 3):
+            _refuse(node, "a slice is read only as a bin of adaptive max pooling (one spatial "
+                          "axis, step 1)")
+        axis = int(axes[0]) % 4
+        size = chain.shape[axis]
+        start, end = (int(np.clip(v if v >= 0 else v + size, 0, size)) for v in
+                      (int(starts[0]), int(ends[0])))
+        return _Chain(chain.layers, chain.shape, (node.name, "slice", (axis, start, end, chain)))
+
+    def op_ReduceMax(self, node, attrs):
+        chain = self.chain(node, node.input[0])
+        if chain.pending is None or chain.pending[1] != "slice":
+            _refuse(node, "a maximum over an axis is read only as a bin of adaptive max pooling")
+        axes = attrs.get("axes")
+        if axes is None:
+            axes = self.const(node, 1, "axes").reshape(-1).tolist()
+        axis = chain.pending[2][0]
+        if [int(a) % 4 for a in axes] != [axis] or not int(attrs.get("keepdims", 1)):
+            _refuse(node, f"expected the maximum over axis {axis}, keeping it")
+        return _Chain(chain.layers, chain.shape, (node.name, "bin-max", chain.pending[2]))
+
+    def op_Concat(self, node, attrs):
+        parts = [self.chain(node, name) for name in node.input]
+        axis = int(attrs.get("axis", 0)) % 4
+        if not all(p.pending is not None and p.pending[1] == "bin-max" for p in parts):
+            _refuse(node, "a concatenation is read only as the bins of adaptive max pooling")
+        source = parts[0].pending[2][3]
+        bins = [(p.pending[2][1], p.pending[2][2]) for p in parts]
+        from ..functional import pooling as P
+
+        size, out = source.shape[axis], len(parts)
+        starts, ends = P._bins(size, out)
+        if any(p.pending[2][3] is not source or p.pending[2][0] != axis for p in parts) \
+                or bins != list(zip(starts.tolist(), ends.tolist())):
+            _refuse(node, "the slices are not the bins of adaptive max pooling of one input")
+        if axis == 2 and source.pending is None:
+            return _Chain(source.layers, source.shape, (node.name, "rows-max", out))
+        if axis == 3 and source.pending is not None and source.pending[1] == "rows-max":
+            layer = nn.AdaptiveMaxPool2d((source.pending[2], out))
+            return self.append(node, source, layer, pending_ok=True)
+        _refuse(node, "expected the bins of the rows, then of the columns")
+
+    def op_Abs(self, node, attrs):
+        chain = self.chain(node, node.input[0])
+        if chain.pending is not None:
+            self.refuse_pending(node, chain)
+        return _Chain(chain.layers, chain.shape, (node.name, "abs", None))
 
     def op_Neg(self, node, attrs):
         chain = self.chain(node, node.input[0])
-        if chain.pending is None or chain.pending[1] != "x*x":
-            _refuse(node, "only -x*x (in exp(-x*x), numcnn's Gaussian) is read")
-        return _Chain(chain.layers, chain.shape, (node.name, "-x*x", None))
+        kind = chain.pending[1] if chain.pending is not None else None
+        if kind == "x*x":
+            return _Chain(chain.layers, chain.shape, (node.name, "-x*x", None))
+        if kind == "abs":
+            return _Chain(chain.layers, chain.shape, (node.name, "-abs", None))
+        if kind == "-max":  # -MaxPool(-|x|): LPPool2d with p = -inf
+            return self.append(node, chain, chain.pending[2], pending_ok=True)
+        _refuse(node, "a negation is read only in exp(-x*x) (numcnn's Gaussian) and LPPool2d "
+                      "with p = -inf")
 
     def op_Exp(self, node, attrs):
         chain = self.chain(node, node.input[0])
@@ -422,7 +624,7 @@ class _Reader:
         return kernel, strides, dil, pads, bool(attrs.get("ceil_mode", 0))
 
     def _pool(self, node, chain, make, kernel, strides, dil, pads, ceil_mode,
-              end_padding_counts=False):
+              end_padding_counts=False, append=True):
         """A numcnn pooling layer for ONNX pads; extra bottom/right padding (numcnn's export of
         ceil_mode) is read back as ceil_mode when that gives the same output size."""
         begin, end = pads[:2], pads[2:]
@@ -443,12 +645,22 @@ class _Reader:
             except Exception as error:
                 _refuse(node, f"has no numcnn equivalent: {error}")
             if begin == end or list(shape[2:]) == target:
-                return self.append(node, chain, layer)
+                return self.append(node, chain, layer, pending_ok=not append) if append \
+                    else layer
         _refuse(node, f"pads {pads}: the extra padding at the end is not ceil_mode's")
 
     def op_MaxPool(self, node, attrs):
         chain = self.chain(node, node.input[0])
         kernel, strides, dil, pads, ceil = self._pool_geometry(node, attrs, chain)
+        kind = chain.pending[1] if chain.pending is not None else None
+        if kind in ("abs", "-abs") and dil == (1, 1) and pads[:2] == [0, 0]:
+            p = float("inf") if kind == "abs" else float("-inf")
+            layer = self._pool(node, chain, lambda _, c: nn.LPPool2d(
+                p, _compact(kernel), _compact(strides), c), kernel, strides, dil, pads, ceil,
+                append=False)
+            if kind == "abs":
+                return self.append(node, chain, layer, pending_ok=True)
+            return _Chain(chain.layers, chain.shape, (node.name, "-max", layer))
         return self._pool(node, chain, lambda p, c: nn.MaxPool2d(
             _compact(kernel), _compact(strides), _compact(p), _compact(dil), ceil_mode=c),
             kernel, strides, dil, pads, ceil)
@@ -458,6 +670,15 @@ class _Reader:
         kernel, strides, dil, pads, ceil = self._pool_geometry(node, attrs, chain,
                                                                dilations=False)
         include = bool(attrs.get("count_include_pad", 0))
+        if chain.pending is not None and chain.pending[1] == "pow" and not include \
+                and pads[:2] == [0, 0]:  # the mean of x^p over each window: LPPool2d
+            p = chain.pending[2]
+            layer = self._pool(node, chain, lambda _, c: nn.LPPool2d(
+                p, _compact(kernel), _compact(strides), c), kernel, strides, dil, pads, ceil,
+                append=False)
+            data = (p, layer.kernel_size if isinstance(layer.kernel_size, tuple)
+                    else (layer.kernel_size,) * 2, strides, layer.ceil_mode)
+            return _Chain(chain.layers, chain.shape, (node.name, "lp-mean", data))
         return self._pool(node, chain, lambda p, c: nn.AvgPool2d(
             _compact(kernel), _compact(strides), _compact(p), ceil_mode=c,
             count_include_pad=include), kernel, strides, dil, pads, ceil,
@@ -548,6 +769,16 @@ class _Reader:
         return self.append(node, chain, _linear(weight, bias))
 
     def op_MatMul(self, node, attrs):
+        chain, value, const_first = self._chain_and_const(node)
+        if chain is not None and len(chain.shape) == 4 and value.ndim == 2:
+            (h, w), matrix = chain.shape[2:], np.asarray(value, np.float64)
+            if not const_first and chain.pending is None and matrix.shape[0] == w \
+                    and _averages(matrix.T, w):  # plane @ columns: adaptive average pooling
+                return _Chain(chain.layers, chain.shape, (node.name, "columns", matrix.shape[1]))
+            if const_first and chain.pending is not None and chain.pending[1] == "columns" \
+                    and matrix.shape[1] == h and _averages(matrix, h):  # rows @ (plane @ ...)
+                layer = nn.AdaptiveAvgPool2d((matrix.shape[0], chain.pending[2]))
+                return self.append(node, chain, layer, pending_ok=True)
         chain = self.chain(node, node.input[0])
         b = _weights(self.const(node, 1, "B (the weight)"), node, "B")
         if b.ndim != 2:
@@ -667,6 +898,17 @@ _FOLDABLE = {"ConstantOfShape", "Concat", "Reshape", "Slice", "Transpose", "Cast
              "Squeeze", "Gather", "Shape"}
 
 
+def _averages(matrix, size: int) -> bool:
+    """Whether ``matrix`` (out, size) is numcnn's (and PyTorch's) adaptive bin-averaging matrix."""
+    from ..functional import pooling as P
+
+    out = matrix.shape[0]  # more bins than pixels is allowed (bins then overlap)
+    if not 1 <= out <= MAX_DIM:
+        return False
+    expected = P._average_matrix(size, out, np.float32)
+    return bool(np.allclose(matrix, expected, rtol=1e-6, atol=1e-7))
+
+
 def _compact(pair):
     """(k, k) -> k, as numcnn's layers are usually written."""
     pair = tuple(int(v) for v in pair)
@@ -706,6 +948,29 @@ def _metadata(proto) -> dict:
     if not isinstance(metadata.get("classes", []), list):
         del metadata["classes"]
     return metadata
+
+
+def _folded_preprocessing(path, folded, input_shape, recorded):
+    """The preprocessing ``x * gain - offset`` a graph starts with, as numcnn's metadata: the
+    recorded one if it is that, else ``scale=1, std=1/gain, mean=offset/gain``. The numcnn model
+    takes preprocessed images, as every numcnn model does."""
+    from ..data import Preprocessing
+
+    gain, offset = (np.asarray(v, np.float64) for v in folded)
+    if recorded is not None:
+        std = np.asarray(recorded["std"])
+        if np.allclose(recorded["scale"] / std, gain, rtol=1e-6) \
+                and np.allclose(np.asarray(recorded["mean"]) / std, offset, rtol=1e-6,
+                                atol=1e-7):
+            return recorded
+        raise OnnxError(f"{path}: the graph starts with a preprocessing (x * {gain.tolist()} - "
+                        f"{offset.tolist()}) that is not the one its metadata records")
+    if np.any(gain <= 0) or len(input_shape) != 3:
+        raise OnnxError(f"{path}: the graph starts with x * {gain.tolist()} - {offset.tolist()}, "
+                        f"which is not a preprocessing numcnn records (gains must be > 0, "
+                        f"inputs (C, H, W))")
+    return Preprocessing(scale=1.0, mean=offset / gain, std=1.0 / gain,
+                         input_shape=input_shape).to_dict()
 
 
 def load(path, *, max_bytes: int | None = None):
@@ -791,5 +1056,8 @@ def _from_proto(proto, path: str = "model"):
     model = nn.Sequential(*result.layers)
     metadata = _metadata(proto)
     metadata["input_shape"] = list(input_shape)
+    if reader.folded is not None:
+        metadata["preprocessing"] = _folded_preprocessing(path, reader.folded, input_shape,
+                                                          metadata.get("preprocessing"))
     object.__setattr__(model, "metadata", metadata)
     return model.eval()
