@@ -196,8 +196,8 @@ def test_run_folder_checkpoint_and_resume_with_workers(local_ray, tmp_path):
 def test_cli_train_with_workers(local_ray, mnist_small, tmp_path):
     x_train, y_train, x_test, y_test = mnist_small
     npz = tmp_path / "digits.npz"
-    np.savez(npz, x_train=x_train[:256], y_train=y_train[:256], x_test=x_test[:64],
-             y_test=y_test[:64])
+    np.savez(npz, x_train=x_train[:160], y_train=y_train[:160], x_test=x_test[:32],
+             y_test=y_test[:32])
     out, err = stdio.StringIO(), stdio.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = cli.main(["train", "--dataset", str(npz), "--model", "small-cnn", "--epochs", "1",

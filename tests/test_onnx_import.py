@@ -2,6 +2,7 @@
 outputs; numcnn -> ONNX -> numcnn gives the same model; anything else is refused by node, and
 nothing in a file is trusted (sizes bounded, no external data)."""
 
+import contextlib
 import io as stdio
 import json
 import sys
@@ -38,6 +39,28 @@ def torch_to_onnx(model, input_shape, path=None, **options):
     if path is not None:
         path.write_bytes(buffer.getvalue())
     return onnx.load_from_string(buffer.getvalue())
+
+
+def torch_to_onnx_dynamo(model, input_shape):
+    """torch.onnx.export's default exporter in torch 2.13 (dynamo=True, needs onnxscript)."""
+    pytest.importorskip("onnxscript")
+    with warnings.catch_warnings(), contextlib.redirect_stdout(stdio.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model.eval(), (torch.randn(2, *input_shape),), dynamo=True,
+                                    input_names=["input"], output_names=["logits"],
+                                    dynamic_shapes=({0: torch.export.Dim("batch")},))
+    return program.model_proto
+
+
+def test_a_resnet_from_the_dynamo_exporter():
+    """(Reshape for Flatten, ReduceMean for the adaptive pooling, opset 18+; the preset twins
+    come out as from the TorchScript exporter.)"""
+    torch.manual_seed(0)
+    model, shape = torch_resnet(), (1, 15, 15)
+    randomise_torch_statistics(model)
+    proto = torch_to_onnx_dynamo(model, shape)
+    assert proto.opset_import[0].version >= 18
+    assert_matches_torch(model, _import._from_proto(proto), shape)
 
 
 def randomise_torch_statistics(model):

@@ -547,10 +547,31 @@ class _Reader:
                       (int(starts[0]), int(ends[0])))
         return _Chain(chain.layers, chain.shape, (node.name, "slice", (axis, start, end, chain)))
 
+    def _global_reduce(self, node, attrs, chain, kind):
+        """ReduceMean / ReduceMax over (H, W): global pooling (the dynamo exporter's form of
+        AdaptiveAvgPool2d(1))."""
+        axes = attrs.get("axes")
+        if axes is None:
+            axes = self.const(node, 1, "axes", required=False)
+            axes = None if axes is None else axes.reshape(-1).tolist()
+        if len(chain.shape) != 4 or axes is None or sorted(int(a) % 4 for a in axes) != [2, 3]:
+            _refuse(node, "a reduction is read only over the two spatial axes of (N, C, H, W) "
+                          "(global pooling)")
+        if int(attrs.get("keepdims", 1)):
+            layer = nn.AdaptiveAvgPool2d(1) if kind == "avg" else nn.AdaptiveMaxPool2d(1)
+        else:
+            layer = nn.GlobalAvgPool2d() if kind == "avg" else nn.GlobalMaxPool2d()
+        return self.append(node, chain, layer)
+
+    def op_ReduceMean(self, node, attrs):
+        return self._global_reduce(node, attrs, self.chain(node, node.input[0]), "avg")
+
     def op_ReduceMax(self, node, attrs):
         chain = self.chain(node, node.input[0])
-        if chain.pending is None or chain.pending[1] != "slice":
-            _refuse(node, "a maximum over an axis is read only as a bin of adaptive max pooling")
+        if chain.pending is None:
+            return self._global_reduce(node, attrs, chain, "max")
+        if chain.pending[1] != "slice":
+            self.refuse_pending(node, chain)
         axes = attrs.get("axes")
         if axes is None:
             axes = self.const(node, 1, "axes").reshape(-1).tolist()
