@@ -46,6 +46,7 @@ from . import OnnxError, _require_onnx
 MAX_BYTES = 1 << 30  # a model file larger than this is refused unless max_bytes says otherwise
 MAX_ELEMENTS = 1 << 28  # per tensor (1 GiB of float32)
 MAX_DIM = 1 << 20  # per axis of the graph input
+MAX_FOLDED = 1 << 20  # elements of a constant computed on load (shape arithmetic is small)
 
 _FLOAT_TYPES = None  # ONNX tensor element types read as float32 (set on first use)
 
@@ -135,6 +136,7 @@ class _Reader:
     def __init__(self, graph, input_name: str, input_shape):
         self.graph = graph
         self.folded = None  # (gain, offset) of preprocessing folded in at the input
+        self.folded_elements = 0  # elements of the constants computed so far (bounded)
         self.values: dict[str, object] = {input_name: _Chain([], (1, *input_shape))}
         self.input_name = input_name
 
@@ -180,8 +182,17 @@ class _Reader:
         if node.op_type in _FOLDABLE and node.domain in ("", "ai.onnx") and inputs \
                 and all(isinstance(self.values.get(name), np.ndarray) for name in inputs):
             # arithmetic on constants only (exporters compute pads and shapes so): fold it
-            result = _fold(node, _attrs(node), [self.values.get(name) if name else None
-                                                for name in node.input])
+            args = [self.values.get(name) if name else None for name in node.input]
+            attrs = _attrs(node)
+            size = _folded_size(node, attrs, args)
+            self.folded_elements += size
+            if size > MAX_FOLDED or self.folded_elements > 4 * MAX_FOLDED:
+                _refuse(node, f"computing constants of {self.folded_elements:,} elements is "
+                              f"refused (at most {MAX_FOLDED:,} each, {4 * MAX_FOLDED:,} in all)")
+            try:
+                result = _fold(node, attrs, args)
+            except (ValueError, IndexError, TypeError, KeyError) as error:
+                _refuse(node, f"cannot be computed on its constant inputs: {error}")
             self.values[node.output[0]] = result
             return
         handler = getattr(self, f"op_{node.op_type}", None)
@@ -860,6 +871,22 @@ class _Reader:
         return {name for node in self.graph.node for name in node.input}
 
 
+def _folded_size(node, attrs, args) -> int:
+    """How many elements :func:`_fold` would make, known before it makes them."""
+    x = args[0]
+    if node.op_type == "ConstantOfShape":
+        shape = [int(v) for v in np.asarray(x).reshape(-1)]
+        return math.prod(shape) if min(shape, default=1) >= 0 else MAX_ELEMENTS + 1
+    if node.op_type == "Concat":
+        return sum(int(a.size) for a in args if a is not None)
+    if node.op_type == "Gather":
+        axis = int(attrs.get("axis", 0))
+        if x.ndim == 0 or not -x.ndim <= axis < x.ndim:
+            return 0
+        return int(np.asarray(args[1]).size) * (x.size // max(x.shape[axis], 1))
+    return int(np.asarray(x).size)
+
+
 def _fold(node, attrs, args):
     """One operator of the shape arithmetic exporters emit, on constants, in NumPy; sizes are
     checked before anything is allocated."""
@@ -867,7 +894,7 @@ def _fold(node, attrs, args):
     op = node.op_type
     if op == "ConstantOfShape":
         shape = [int(v) for v in x.reshape(-1)]
-        if min(shape, default=1) < 0 or math.prod(shape) > MAX_ELEMENTS:
+        if min(shape, default=1) < 0 or math.prod(shape) > MAX_FOLDED:
             _refuse(node, f"a constant of shape {shape} is refused")
         value = attrs.get("value")
         fill = _tensor(value, f"node {node.name!r}") if value is not None \
