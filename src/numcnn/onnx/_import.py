@@ -510,8 +510,10 @@ class _Reader:
             divisor = float(value.reshape(-1)[0])
             if divisor == 0 or not divisor.is_integer():
                 _refuse(node, f"divisor {divisor} is not a whole number (divisor_override)")
-            make = lambda p, c: nn.AvgPool2d(_compact(kernel), _compact(strides), _compact(p),  # noqa
-                                             ceil_mode=c, divisor_override=int(divisor))
+            def make(padding, ceil):
+                return nn.AvgPool2d(_compact(kernel), _compact(strides), _compact(padding),
+                                    ceil_mode=ceil, divisor_override=int(divisor))
+
             layer = self._pool(node, base, make, kernel, strides, (1, 1), flat, False,
                                append=False)
             return self.append(node, base, layer, pending_ok=True)
@@ -918,8 +920,7 @@ def _fold(node, attrs, args):
             else np.ones(len(starts), np.int64)
         index = [slice(None)] * x.ndim
         for start, end, axis, step in zip(starts, ends, axes, steps):
-            clip = lambda v: int(max(min(v, np.iinfo(np.int64).max // 2), -(1 << 62)))  # noqa
-            index[int(axis)] = slice(clip(start), clip(end), int(step))
+            index[int(axis)] = slice(int(start), int(end), int(step))  # Python clips the ends
         return x[tuple(index)]
     if op == "Transpose":
         return np.transpose(x, attrs.get("perm"))
