@@ -133,6 +133,7 @@ def plain_model():
                          nn.Flatten(), nn.Linear(64, 4))
 
 
+@pytest.mark.filterwarnings("error:Detected call of:UserWarning")  # the steps count on the driver
 def test_two_workers_equal_one_process_without_batch_norm(local_ray):
     x, y = small_data(600)  # batch 40: 15 steps an epoch
     weights = {}

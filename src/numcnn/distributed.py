@@ -393,8 +393,10 @@ class _Replica:
         return True
 
     def state(self):
-        """The replica's model and optimizer state (to the driver at the end of an epoch)."""
-        return self.model.state_dict(), self.optimizer.state_dict()
+        """The replica's model and optimizer state and the optimizer's step count (to the
+        driver at the end of an epoch)."""
+        return (self.model.state_dict(), self.optimizer.state_dict(),
+                getattr(self.optimizer, "_step_count", 0))
 
     def weights(self):
         return self.model.state_dict()
@@ -448,9 +450,11 @@ class DataParallel:
         return loss, sum(s[1] for s in stats)
 
     def pull(self, model, optimizer) -> None:
-        weights, optimizer_state = self._get(self.workers[0].state.remote())
+        weights, optimizer_state, steps = self._get(self.workers[0].state.remote())
         model.load_state_dict(weights)
         optimizer.load_state_dict(optimizer_state)
+        if hasattr(optimizer, "_step_count"):  # the steps were taken (schedulers check it)
+            optimizer._step_count = steps
 
     def replica_weights(self) -> list[dict]:
         """Every worker's state_dict (to check that the replicas are identical)."""
