@@ -336,3 +336,26 @@ def test_hostile_files_are_refused_before_allocating(tmp_path):
     (tmp_path / "big.onnx").write_bytes(proto.SerializeToString())
     with pytest.raises(OnnxError, match="more than the 1,000 bytes"):
         numcnn_onnx.load(tmp_path / "big.onnx", max_bytes=1000)
+
+
+def test_a_graph_exported_for_one_batch_size_takes_any():
+    """torch.onnx.export without dynamic axes fixes the batch (here 1) and flattens with
+    Reshape(x, [1, -1]); numcnn reads that 1 as the batch axis."""
+    helper, TensorProto = onnx.helper, onnx.TensorProto
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((4, 18)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["input"], ["r"], name="relu"),
+         helper.make_node("Reshape", ["r", "shape"], ["flat"], name="flatten", allowzero=1),
+         helper.make_node("Gemm", ["flat", "w"], ["out"], name="fc", transB=1)], "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 3, 3])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4])],
+        initializer=[helper.make_tensor("shape", TensorProto.INT64, [2], [1, -1]),
+                     onnx.numpy_helper.from_array(weight, "w")])
+    model = _import._from_proto(helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert [type(m) for m in model] == [nn.ReLU, nn.Flatten, nn.Linear]
+    x = rng.standard_normal((5, 2, 3, 3)).astype(np.float32)
+    with nc.no_grad():
+        got = np.ascontiguousarray(model(x))
+    assert np.allclose(got, np.maximum(x, 0).reshape(5, 18) @ weight.T, atol=1e-6)

@@ -137,6 +137,7 @@ class _Reader:
         self.graph = graph
         self.folded = None  # (gain, offset) of preprocessing folded in at the input
         self.folded_elements = 0  # elements of the constants computed so far (bounded)
+        self.static_batch = None  # the batch size of a graph exported for one
         self.values: dict[str, object] = {input_name: _Chain([], (1, *input_shape))}
         self.input_name = input_name
 
@@ -765,10 +766,15 @@ class _Reader:
         target = self.const(node, 1, "shape")
         if target.ndim != 1 or target.dtype.kind not in "iu" or target.size > 16:
             _refuse(node, f"the shape must be a short 1-D list of ints, got {target!r}")
+        # a graph exported for one batch size names it: that is its batch axis, kept
+        static = self.static_batch is not None and target.size and \
+            int(target[0]) == self.static_batch
         for batch in (1, 2):  # the result must keep the batch axis: a flatten
             shape = (batch, *chain.shape[1:])
             wanted = [shape[i] if v == 0 and not attrs.get("allowzero") else int(v)
                       for i, v in enumerate(target.tolist())]
+            if static:
+                wanted[0] = batch
             if wanted.count(-1) == 1:
                 known = math.prod(v for v in wanted if v != -1)
                 wanted[wanted.index(-1)] = math.prod(shape) // max(known, 1)
@@ -1090,6 +1096,8 @@ def _from_proto(proto, path: str = "model"):
         raise OnnxError(f"{path}: the input shape {input_shape} is refused (sizes 1 to "
                         f"{MAX_DIM:,})")
     reader = _Reader(graph, inputs[0].name, input_shape)
+    if dims[0].HasField("dim_value") and dims[0].dim_value > 0:
+        reader.static_batch = int(dims[0].dim_value)
     for tensor in graph.initializer:
         reader.values[tensor.name] = _tensor(tensor, f"{path}: initializer")
     for node in graph.node:
