@@ -170,6 +170,33 @@ def test_replicas_stay_identical_with_batch_norm_and_dropout(local_ray):
     assert np.array_equal(model.state_dict()["1.running_mean"], first["1.running_mean"])
 
 
+def test_synchronised_batch_norm_equals_one_process(local_ray):
+    x, y = small_data(200)  # batch 40: 5 steps an epoch
+
+    def bn_model():
+        nc.manual_seed(1)
+        return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                             nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 8), nn.BatchNorm1d(8),
+                             nn.ReLU(), nn.Linear(8, 4))
+
+    states = {}
+    for workers, sync in ((None, False), (2, True), (2, False)):
+        model = bn_model()
+        train.fit(model, (x, y), epochs=3, batch_size=40, seed=3, workers=workers,
+                  sync_batch_norm=sync, print_fn=None,
+                  optimizer=optim.SGD(model.parameters(), lr=0.05, momentum=0.9))
+        states[workers, sync] = model.state_dict()
+
+    def distance(state):
+        single = states[None, False]
+        return max(float(np.abs(state[k] - single[k]).max() / np.abs(single[k]).max())
+                   for k in single if not k.endswith("num_batches_tracked"))
+
+    assert distance(states[2, True]) <= 1e-5  # weights and running statistics alike
+    assert distance(states[2, False]) > 1e-2  # each shard's own statistics: another model
+    assert states[2, True]["1.num_batches_tracked"] == 15
+
+
 def test_run_folder_checkpoint_and_resume_with_workers(local_ray, tmp_path):
     x, y = small_data(128)
     xv, yv = small_data(32, seed=1)
@@ -211,4 +238,4 @@ def test_cli_train_with_workers(local_ray, mnist_small, tmp_path):
     assert (tmp_path / "run" / "model.numcnn").is_file()
     with contextlib.redirect_stderr(err):
         assert cli.main(["train", "--ray", "auto"]) == 2
-    assert "--ray needs --workers" in err.getvalue()
+    assert "--ray and --sync-batch-norm need --workers" in err.getvalue()

@@ -34,7 +34,7 @@ TRAIN_DEFAULTS = {
     "model": DEFAULT_MODEL, "dataset": "mnist", "epochs": 5, "batch_size": 64, "lr": 1e-3,
     "optimizer": "adam", "momentum": 0.9, "weight_decay": 0.0, "scheduler": "cosine",
     "augment": False, "val_fraction": 0.1, "limit": None, "patience": None, "seed": 0,
-    "workers": None,
+    "workers": None, "sync_batch_norm": None,
 }
 MODEL_DEFAULTS = {
     "convnet-bn": {"epochs": 3},
@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--ray", metavar="ADDRESS",
         help="with --workers: the Ray cluster to join (e.g. auto, ray://host:10001); "
              "default: a local Ray")
+    add("--sync-batch-norm", action="store_true", default=None,
+        help="with --workers: batch norm over the whole batch (statistics all-reduced across "
+             "the workers) instead of each worker's shard")
     add("-q", "--quiet", action="store_true", help="no progress bars, no per-epoch lines")
     train.set_defaults(func=cmd_train)
 
@@ -321,8 +324,9 @@ def _describe_os_error(error: OSError) -> str:
 # train
 # ----------------------------------------------------------------------------------------------
 def cmd_train(args) -> int:
-    if args.ray is not None and args.workers is None:
-        raise UsageError("--ray needs --workers N (the number of Ray workers)")
+    if (args.ray is not None or args.sync_batch_norm) and args.workers is None:
+        raise UsageError("--ray and --sync-batch-norm need --workers N (the number of Ray "
+                         "workers)")
     config, run_dir, resume = _train_setup(args)
     import numpy as np
 
@@ -370,7 +374,8 @@ def cmd_train(args) -> int:
             optimizer=optimizer, scheduler=scheduler,
             early_stopping=config["patience"], run_dir=run_dir, resume=resume,
             metadata=metadata, progress=False if args.quiet else None, print_fn=say,
-            workers=config.get("workers"), ray_address=args.ray)
+            workers=config.get("workers"), ray_address=args.ray,
+            sync_batch_norm=bool(config.get("sync_batch_norm")))
     except train.TrainingInterrupted as stop:
         say.always(f"interrupted: checkpoint of epoch {stop.epoch} saved to {stop.checkpoint}")
         say.always(f"resume with: numcnn train --resume {stop.checkpoint}")

@@ -16,7 +16,9 @@ adds them up in rank order (an all-reduce built on the object store: the same su
 on every worker), and takes the same optimizer step, so the replicas stay identical. Batch norm
 normalises each shard with its own statistics, as PyTorch's DistributedDataParallel does; the
 running statistics of worker 0 are copied to the others after every step (DDP broadcasts rank
-0's buffers likewise). For a model without batch norm and dropout the weights equal those of one
+0's buffers likewise). With ``sync_batch_norm=True`` batch norm uses the global batch's
+statistics instead (PyTorch's SyncBatchNorm), all-reduced through a Ray actor. For a model
+without dropout (and without batch norm, or with it synchronised) the weights equal those of one
 process trained on the same global batches, to float32 rounding.
 
 Ray is an optional extra: ``pip install "numcnn[ray]"``. Without an address a local Ray is
@@ -318,6 +320,110 @@ def _short(error) -> str:
 # ----------------------------------------------------------------------------------------------
 # Data-parallel training
 # ----------------------------------------------------------------------------------------------
+class _Rendezvous:
+    """An all-reduce point for the synchronised batch norm (a Ray async actor): each of
+    ``count`` workers hands in its array under a key and gets the sum, added in rank order, so
+    every worker gets the same bits."""
+
+    def __init__(self):
+        self.pending = {}
+
+    async def allreduce(self, key, rank: int, count: int, value):
+        import asyncio
+
+        entry = self.pending.get(key)
+        if entry is None:
+            entry = self.pending[key] = {"values": {}, "event": asyncio.Event(), "taken": 0}
+        entry["values"][rank] = value
+        if len(entry["values"]) == count:
+            ordered = [entry["values"][r] for r in sorted(entry["values"])]
+            total = np.array(ordered[0], dtype=np.float64, copy=True)
+            for part in ordered[1:]:
+                total += part
+            entry["result"] = total
+            entry["event"].set()
+        await entry["event"].wait()
+        entry["taken"] += 1
+        result = entry["result"]
+        if entry["taken"] == count:
+            del self.pending[key]
+        return result
+
+
+class _SyncBatchNorm:
+    """Batch norm over the global batch, split across workers: the forward pass all-reduces the
+    per-channel sums (the mean, then the squared deviations: the variance, two passes as
+    numcnn's own batch norm), the backward pass the sums of ``dy`` and ``dy * x_hat`` that the
+    input gradient needs. Installed on a replica's batch-norm layers in training
+    (``sync_batch_norm=True``); the upstream gradient is that of the global batch's mean loss.
+
+    With M values per channel over all workers:
+    ``mean = sum x / M``, ``var = sum (x - mean)^2 / M``, ``y = gamma (x - mean)/sqrt(var + eps)
+    + beta``, ``dx = gamma / sqrt(var + eps) * (dy - sum dy / M - x_hat * sum(dy x_hat) / M)``.
+    PyTorch: https://pytorch.org/docs/stable/generated/torch.nn.SyncBatchNorm.html
+    """
+
+    def __init__(self, replica, layer, index: int):
+        self.replica, self.layer, self.index = replica, layer, index
+        self.plain_forward, self.plain_backward = layer.forward, layer.backward
+
+    def _sum(self, phase: str, value):
+        replica = self.replica
+        key = (replica.step_id, self.index, phase)
+        import ray
+
+        return ray.get(replica.rendezvous.allreduce.remote(key, replica.rank,
+                                                           replica.participants, value))
+
+    def forward(self, x):
+        layer = self.layer
+        if not layer.training or layer.running_mean is None:
+            return self.plain_forward(x)
+        x = np.asarray(x)
+        layer._check_shape(x.shape)
+        axes = (0,) + tuple(range(2, x.ndim))
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        count_sums = self._sum("mean", np.concatenate([[x.size // x.shape[1]],
+                                                       x.sum(axis=axes, dtype=np.float64)]))
+        total = count_sums[0]
+        mean = count_sums[1:] / total
+        centred = x - mean.astype(x.dtype).reshape(shape)
+        var = self._sum("var", np.square(centred).sum(axis=axes, dtype=np.float64)) / total
+        inv_std = (1.0 / np.sqrt(var + layer.eps)).astype(x.dtype)
+        x_hat = centred * inv_std.reshape(shape)
+        weight = layer.weight.data if layer.weight is not None else np.ones_like(inv_std)
+        bias = layer.bias.data if layer.bias is not None else np.zeros_like(inv_std)
+        y = x_hat * weight.reshape(shape) + bias.reshape(shape)
+        factor = layer.momentum if layer.momentum is not None else None
+        layer.num_batches_tracked += 1
+        if factor is None:
+            factor = 1.0 / float(layer.num_batches_tracked)
+        layer.running_mean[...] = (1 - factor) * layer.running_mean + factor * mean
+        layer.running_var[...] = ((1 - factor) * layer.running_var
+                                  + factor * var * total / max(total - 1, 1))
+        self.cache = (x_hat, inv_std, weight, total, axes, shape)
+        return y.astype(x.dtype, copy=False)
+
+    def backward(self, grad_out):
+        layer = self.layer
+        if not layer.training or layer.running_mean is None:
+            return self.plain_backward(grad_out)
+        x_hat, inv_std, weight, total, axes, shape = self.cache
+        self.cache = None
+        dy = np.asarray(grad_out)
+        sum_dy = dy.sum(axis=axes, dtype=np.float64)
+        sum_dy_xhat = (dy * x_hat).sum(axis=axes, dtype=np.float64)
+        if layer.weight is not None:  # this shard's share; the all-reduce adds the shares
+            layer.weight.grad += sum_dy_xhat.astype(layer.weight.dtype)
+            layer.bias.grad += sum_dy.astype(layer.bias.dtype)
+        sums = self._sum("grad", np.concatenate([sum_dy, sum_dy_xhat]))
+        c = dy.shape[1]
+        mean_dy = (sums[:c] / total).astype(dy.dtype).reshape(shape)
+        mean_dy_xhat = (sums[c:] / total).astype(dy.dtype).reshape(shape)
+        scale = (weight * inv_std).astype(dy.dtype).reshape(shape)
+        return scale * (dy - mean_dy - x_hat * mean_dy_xhat)
+
+
 class _Replica:
     """One worker of :class:`DataParallel` (a Ray actor): a replica of the model, optimizer and
     loss; computes its shard's gradients, then all-reduces and steps."""
@@ -329,6 +435,11 @@ class _Replica:
         _random.manual_seed(seed)  # dropout masks etc.: the worker's own stream
         self.model = self.optimizer = self.criterion = None
         self.params = []
+        self.rendezvous, self.step_id, self.participants = None, 0, 1
+
+    def sync_batch_norm(self, rendezvous) -> None:
+        """Normalise the batch-norm layers over the global batch (see :class:`_SyncBatchNorm`)."""
+        self.rendezvous = rendezvous
 
     def load(self, state) -> None:
         """The driver's (model, optimizer, loss), pickled together so the optimizer holds this
@@ -340,13 +451,25 @@ class _Replica:
         self.model, self.optimizer, self.criterion = copy.deepcopy(state)
         self.params = list(self.model.parameters())
         self.model.train()
+        if self.rendezvous is not None:
+            from . import nn
 
-    def gradient(self, x, y, total: int):
+            layers = [m for m in self.model.modules()
+                      if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+            for index, layer in enumerate(layers):
+                sync = _SyncBatchNorm(self, layer, index)
+                object.__setattr__(layer, "forward", sync.forward)
+                object.__setattr__(layer, "backward", sync.backward)
+
+    def gradient(self, x, y, total: int, step_id: int = 0, participants: int = 1):
         """This shard's gradient, flat, weighted by its share ``len(x) / total`` of the global
         batch (a loss that sums instead of averaging: weight 1). Returns ``(stats, gradient,
-        buffers)``; stats are ``(loss * len(x), correct, len(x))``."""
+        buffers)``; stats are ``(loss * len(x), correct, len(x))``. With the synchronised batch
+        norm the weight is applied to the loss's gradient instead, before the backward pass,
+        so that the batch-norm layers all-reduce gradients of the same (global) loss."""
         from .train import _labels
 
+        self.step_id, self.participants = step_id, participants
         n = len(x)
         x, y = np.array(x), np.array(y)  # writable copies of the object store's arrays
         self.model.zero_grad()
@@ -355,9 +478,13 @@ class _Replica:
             return (0.0, 0, 0), flat, self._buffers()
         logits = self.model(x)
         loss = float(self.criterion(logits, y))
-        self.model.backward_params(self.criterion.backward())
         mean = getattr(self.criterion, "reduction", "mean") == "mean"
         weight = n / total if mean else 1.0
+        grad_logits = self.criterion.backward()
+        if self.rendezvous is not None and weight != 1.0:
+            grad_logits = grad_logits * np.asarray(weight, grad_logits.dtype)
+            weight = 1.0
+        self.model.backward_params(grad_logits)
         flat = np.concatenate([p.grad.reshape(-1) for p in self.params]).astype(np.float32)
         if weight != 1.0:
             flat *= np.float32(weight)
@@ -383,7 +510,7 @@ class _Replica:
             p.grad[...] = total[offset:offset + p.size].reshape(p.shape)
             offset += p.size
         self.optimizer.step()
-        if self.rank != 0:  # replicas keep rank 0's running statistics, as DDP broadcasts them
+        if self.rank != 0 and self.rendezvous is None:  # rank 0's statistics, as DDP's broadcast
             state = dict(buffers)
             for module_name, module in self.model.named_modules():
                 prefix = f"{module_name}." if module_name else ""
@@ -416,12 +543,18 @@ class DataParallel:
             thread per worker).
         address: the Ray cluster to join; default: this process's Ray, or a local one.
         seed: worker i seeds numcnn's generator with ``seed + i`` (dropout).
+        sync_batch_norm: normalise the batch-norm layers over the global batch
+            (:class:`_SyncBatchNorm`, PyTorch's ``SyncBatchNorm``): the statistics and the
+            batch-norm gradients are all-reduced through a Ray actor, three times per layer and
+            step, and the model trains as in one process. Default: False (each shard's own
+            statistics, and rank 0's running statistics kept, as PyTorch's DDP).
 
     Shard i of a global batch of B samples is ``np.array_split(batch, N)[i]``; its gradient is
     weighted by ``len(shard) / B``, so the sum is the gradient of the global batch's mean loss.
     """
 
-    def __init__(self, workers: int, address: str | None = None, seed: int = 0):
+    def __init__(self, workers: int, address: str | None = None, seed: int = 0,
+                 sync_batch_norm: bool = False):
         if not isinstance(workers, int) or workers < 1:
             raise RayError(f"workers must be a positive int, got {workers!r}")
         self._session = ray_session(address)
@@ -429,6 +562,12 @@ class DataParallel:
         actor = self.ray.remote(num_cpus=1)(_Replica)
         self.workers = [actor.remote(rank, seed + rank) for rank in range(workers)]
         self.n = workers
+        self.steps = 0
+        self.rendezvous = None
+        if sync_batch_norm:
+            self.rendezvous = self.ray.remote(num_cpus=0, max_concurrency=4 * workers + 8)(
+                _Rendezvous).remote()
+            self._get([w.sync_batch_norm.remote(self.rendezvous) for w in self.workers])
 
     def push(self, model, optimizer, criterion) -> None:
         state = self.ray.put((model, optimizer, criterion))
@@ -439,7 +578,10 @@ class DataParallel:
         x, y = np.asarray(x), np.asarray(y)
         total = len(x)
         shards = list(zip(np.array_split(x, self.n), np.array_split(y, self.n)))
-        results = [w.gradient.options(num_returns=3).remote(xs, ys, total)
+        participants = sum(len(xs) > 0 for xs, _ in shards)  # the synchronised batch norm's
+        self.steps += 1
+        results = [w.gradient.options(num_returns=3).remote(xs, ys, total, self.steps,
+                                                            participants)
                    for w, (xs, ys) in zip(self.workers, shards)]
         gradients = [r[1] for r in results]
         buffers = results[0][2]
@@ -472,6 +614,9 @@ class DataParallel:
     def close(self) -> None:
         for w in self.workers:
             self.ray.kill(w)
+        if self.rendezvous is not None:
+            self.ray.kill(self.rendezvous)
+            self.rendezvous = None
         self.workers = []
         self._session.__exit__(None, None, None)
 

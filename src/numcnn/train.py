@@ -221,7 +221,8 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
         loss=None, scheduler=None, early_stopping=None, monitor: str | None = None,
         callbacks=(), run_dir=None, resume=None, metadata: dict | None = None,
         seed: int | None = None, transform=None, progress: bool | None = None,
-        print_fn=print, workers: int | None = None, ray_address: str | None = None) -> History:
+        print_fn=print, workers: int | None = None, ray_address: str | None = None,
+        sync_batch_norm: bool = False) -> History:
     """Train ``model`` for ``epochs`` epochs and return the :class:`History`.
 
     Args:
@@ -257,6 +258,8 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
             float32 rounding; batch norm uses each shard's statistics (as PyTorch's DDP).
             Needs ``pip install "numcnn[ray]"``. Default: None (this process).
         ray_address: the Ray cluster for ``workers``; default: a local Ray.
+        sync_batch_norm: with ``workers``, batch norm over the global batch (all-reduced
+            statistics, as PyTorch's SyncBatchNorm) instead of each shard's. Default: False.
 
     Raises:
         TrainingInterrupted: after Ctrl-C, once the last finished epoch's checkpoint is written.
@@ -305,7 +308,8 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
     if workers is not None:
         from .distributed import DataParallel
 
-        cluster = DataParallel(workers, address=ray_address, seed=seed or 0)
+        cluster = DataParallel(workers, address=ray_address, seed=seed or 0,
+                               sync_batch_norm=sync_batch_norm)
     snapshot = state.snapshot()
     try:
         for epoch in range(state.epoch + 1, epochs + 1):
