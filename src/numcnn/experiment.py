@@ -214,6 +214,7 @@ def run_experiment(settings: dict | None = None, *, out=None, resume=None, data_
     import numpy as np
 
     import numcnn
+
     from . import data, io, models, train
 
     config, run_dir, resume = prepare_run(settings, out, resume)
