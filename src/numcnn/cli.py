@@ -1,4 +1,4 @@
-"""The ``numcnn`` command: train, evaluate, predict, summary, data.
+"""The ``numcnn`` command: train, evaluate, predict, summary, data, explain, check, show, demo.
 
     numcnn train                                   # convnet-bn on MNIST, sensible defaults
     numcnn train --model small-cnn --epochs 5 --augment
@@ -6,6 +6,10 @@
     numcnn predict model.numcnn digit.png another.png
     numcnn summary convnet-bn
     numcnn data mnist
+    numcnn explain convnet-bn --batch 64              # formulas, FLOPs, memory per layer
+    numcnn check my_layers.py:MyConv --torch          # gradients against central differences
+    numcnn show model.numcnn digit.png                # filters, feature maps, saliency
+    numcnn demo kernels                               # correlation beside convolution
 
 Exit codes: 0 success, 1 a runtime failure (bad data, unreadable model file, diverged training ...),
 2 a usage error (unknown option, bad value), 130 interrupted with Ctrl-C (after ``train`` has saved
