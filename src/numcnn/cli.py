@@ -531,18 +531,18 @@ def cmd_check(args) -> int:
     model, input_shape = load_model(args.model)
     shape = (args.batch, *(args.input_shape or input_shape or (1, 28, 28)))
     report = gradcheck(model, input_shape=shape, tol=args.tol, max_entries=args.entries)
+    if not args.json:  # the check's table first, whatever the PyTorch twin then says
+        print(f"{args.model}: gradient check on a random input of shape {shape}")
+        print(report.format(), flush=True)
     twin = compare_with_torch(model, input_shape=shape) if args.torch else None
     if args.json:
         data = report.to_dict()
         if twin is not None:
             data["torch"] = {"passed": twin.passed, "results": twin.results}
         print(json.dumps(data, indent=2))
-    else:
-        print(f"{args.model}: gradient check on a random input of shape {shape}")
-        print(report.format())
-        if twin is not None:
-            print()
-            print(twin.format())
+    elif twin is not None:
+        print()
+        print(twin.format())
     if not report.passed:
         _error(f"numcnn: error: gradient check failed in {report.describe_failure()}")
         return EXIT_FAILURE
