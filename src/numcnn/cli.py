@@ -1,4 +1,4 @@
-"""The ``numcnn`` command: train, evaluate, predict, summary, data.
+"""The ``numcnn`` command: train, evaluate, predict, summary, data, explain, check, show, demo.
 
     numcnn train                                   # convnet-bn on MNIST, sensible defaults
     numcnn train --model small-cnn --epochs 5 --augment
@@ -6,6 +6,10 @@
     numcnn predict model.numcnn digit.png another.png
     numcnn summary convnet-bn
     numcnn data mnist
+    numcnn explain convnet-bn --batch 64              # formulas, FLOPs, memory per layer
+    numcnn check my_layers.py:MyConv --torch          # gradients against central differences
+    numcnn show model.numcnn digit.png                # filters, feature maps, saliency
+    numcnn demo kernels                               # correlation beside convolution
 
 Exit codes: 0 success, 1 a runtime failure (bad data, unreadable model file, diverged training ...),
 2 a usage error (unknown option, bad value), 130 interrupted with Ctrl-C (after ``train`` has saved
@@ -652,18 +656,18 @@ def cmd_check(args) -> int:
     model, input_shape = load_model(args.model)
     shape = (args.batch, *(args.input_shape or input_shape or (1, 28, 28)))
     report = gradcheck(model, input_shape=shape, tol=args.tol, max_entries=args.entries)
+    if not args.json:  # the check's table first, whatever the PyTorch twin then says
+        print(f"{args.model}: gradient check on a random input of shape {shape}")
+        print(report.format(), flush=True)
     twin = compare_with_torch(model, input_shape=shape) if args.torch else None
     if args.json:
         data = report.to_dict()
         if twin is not None:
             data["torch"] = {"passed": twin.passed, "results": twin.results}
         print(json.dumps(data, indent=2))
-    else:
-        print(f"{args.model}: gradient check on a random input of shape {shape}")
-        print(report.format())
-        if twin is not None:
-            print()
-            print(twin.format())
+    elif twin is not None:
+        print()
+        print(twin.format())
     if not report.passed:
         _error(f"numcnn: error: gradient check failed in {report.describe_failure()}")
         return EXIT_FAILURE
