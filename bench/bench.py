@@ -12,8 +12,8 @@ numcnn and PyTorch in alternation (ABBA order over the repeats), both with every
 
 - training: batch 64, Adam (lr 1e-3) for the MNIST presets; for ``resnet-cifar`` batch 128, SGD
   (lr 0.01, momentum 0.9) on the digits padded to 3x32x32 (see ``CONFIGS``); cross-entropy,
-  ``--steps`` timed steps after ``--warmup`` untimed ones, images/s; both libraries start from the SAME weights (numcnn's initialisation,
-  copied into the PyTorch twin built from the numcnn model's spec) and see the same batches, so
+  ``--steps`` timed steps after ``--warmup`` untimed ones, images/s; both libraries start from
+  the SAME weights (numcnn's initialisation, copied into the PyTorch twin built from the numcnn model's spec) and see the same batches, so
   their losses agree step by step, which the report checks;
 - inference in eval mode at batch 1 and batch 1,000 (the ResNet: batch 500; numcnn under
   ``numcnn.no_grad()``, PyTorch under ``torch.inference_mode()``), images/s;
@@ -24,7 +24,8 @@ numcnn and PyTorch in alternation (ABBA order over the repeats), both with every
   with and without it alternating in one process (target: under 5% of a step);
 - numcnn's time per leaf layer (a Residual's block and shortcut taken apart), forward and
   backward, with FLOPs and effective GFLOP/s and their share of the float32 matrix-multiply peak
-  of NumPy (and PyTorch's peak) measured in the same run; PyTorch's per-layer times (each layer run alone on the activations it sees in the model) for comparison.
+  of NumPy (and PyTorch's peak) measured in the same run; PyTorch's per-layer times (each layer
+  run alone on the activations it sees in the model) for comparison.
 
 The figures are medians over ``--repeats``; the ratio is numcnn / PyTorch for speeds (>= 1.0 means
 numcnn is at least as fast) and numcnn / PyTorch for memory (<= 1.0 means numcnn uses no more).

@@ -92,6 +92,8 @@ STRIDED_CASES = [
     (33, 3, 17, 9, 13, (1, 1), (1, 3), (0, 0), (1, 1)),
     (20, 2, 9, 7, 15, (2, 2), (1, 4), (1, 1), (1, 1)),
     (1, 4, 12, 9, 200, (3, 3), (2, 2), (1, 1), (1, 1)),  # a single image with long rows
+    (16, 3, 8, 20, 20, (7, 7), (2, 2), (3, 3), (1, 1)),   # a 7x7 stride-2 stem
+    (16, 6, 10, 15, 17, (5, 5), (2, 2), (2, 2), (1, 1)),
 ]
 
 
@@ -519,3 +521,36 @@ def test_blas_keeps_its_threads_outside_numcnn(monkeypatch):
     with backend.use_kernels(False):
         nn.Linear(8, 4)(np.ones((3, 8), np.float32))
     assert seen and min(seen) >= 2
+
+
+@needs_kernels
+@pytest.mark.parametrize("layout", ["nchw", "batch_last"])
+def test_residual_add_kernel_matches_numpy(layout):
+    rng = np.random.default_rng(7)
+    a, b = (rng.standard_normal((64, 8, 9, 10)).astype(np.float32) for _ in range(2))
+    if layout == "batch_last":
+        a, b = _batch_last(a), _batch_last(b)
+    out = F.add(a, b)
+    assert out.strides == a.strides  # laid out as its terms, for the next layer
+    np.testing.assert_array_equal(out, a + b)
+    with backend.use_kernels(False):
+        np.testing.assert_array_equal(F.add(a, b), a + b)
+    assert policy.elementwise(a, b) == policy.KERNELS
+    with pytest.raises(numcnn.errors.ShapeError, match="one shape"):
+        F.add(a, b[:, :4])
+
+
+@needs_kernels
+@pytest.mark.parametrize("shape, pads", [((128, 3, 32, 32), ((1, 1), (1, 1))),
+                                         ((33, 5, 7, 9), ((1, 0), (2, 1))),
+                                         ((17, 2, 40, 41), ((0, 0), (0, 0))),
+                                         ((20, 3, 30, 30), ((2, 3), (0, 1)))])
+def test_to_chwn_kernel_matches_the_numpy_copy(shape, pads):
+    """The blocked NCHW -> padded CHWN transposition (batches not a multiple of its 16-sample
+    blocks, uneven padding) gives exactly layout.to_chwn's array, and convolutions on NCHW
+    colour images take it."""
+    x = np.random.default_rng(8).standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(kernels.to_chwn(x, pads), layout.to_chwn(x, pads))
+    assert policy.to_chwn(x) == (policy.KERNELS if x.size >= policy.MIN_ELEMENTWISE
+                                 else policy.NUMPY)
+    assert policy.to_chwn(x[:, :1].copy()) == policy.NUMPY

@@ -91,6 +91,8 @@ def _declare(lib) -> None:
         "conv_forward_small_f32": ([ptr, size, size, size, size, ptr, size, size, size, ptr, ptr,
                                     size, size, size, size, size, size], ctypes.c_int),
         "relu_f32": ([ptr, ptr, size], None),
+        "add_f32": ([ptr, ptr, ptr, size], None),
+        "to_chwn_f32": ([ptr, size, size, size, size, ptr, size, size, size, size], None),
         "relu_backward_f32": ([ptr, ptr, ptr, size], None),
         "batch_norm_f32": ([ptr, size, size, ptr, ptr, double, ptr, ptr, ptr], None),
         "batch_norm_backward_f32": ([ptr, ptr, size, size, ptr, ptr, ptr, ptr, ptr, ptr], None),

@@ -53,8 +53,8 @@ from .layout import memory_run, zero_border
 
 __all__ = ["conv_forward", "conv_forward_short_rows", "conv_forward_flat", "conv_forward_small",
            "conv_weight_grad", "conv_input_grad", "width_phases", "phase_weight",
-           "phase_weight_grad", "conv_input_grad_strided", "relu", "relu_backward", "batch_norm_train",
-           "batch_norm_train_backward", "batch_norm_eval", "max_pool_blocks",
+           "phase_weight_grad", "conv_input_grad_strided", "relu", "relu_backward", "add",
+           "to_chwn", "batch_norm_train", "batch_norm_train_backward", "batch_norm_eval", "max_pool_blocks",
            "max_pool_blocks_backward"]
 
 
@@ -256,7 +256,8 @@ def phase_weight_grad(grad_wph: np.ndarray, weight_shape, sw: int) -> np.ndarray
     return np.ascontiguousarray(full.reshape(oc, c, kh, kq * sw)[..., :kw])
 
 
-def conv_input_grad_strided(grad_rows: np.ndarray, weight: np.ndarray, stride, padded_shape) -> np.ndarray:
+def conv_input_grad_strided(grad_rows: np.ndarray, weight: np.ndarray, stride,
+                            padded_shape) -> np.ndarray:
     """The input gradient of a strided convolution (dilation 1) on its padded input:
     ``(oc, oh, ow, n) -> padded_shape (c, hp, wp, n)`` (the caller crops the padding off).
 
@@ -287,6 +288,26 @@ def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``max(x, 0)`` into ``out`` (a new array laid out as ``x`` by default; may be ``x``)."""
     out = np.empty_like(x) if out is None else out
     _LIB.numcnn_relu_f32(_ptr(memory_run(x)), _ptr(memory_run(out)), x.size)
+    return out
+
+
+def to_chwn(x: np.ndarray, pads=((0, 0), (0, 0))) -> np.ndarray:
+    """:func:`numcnn.backend.layout.to_chwn` for a C-contiguous float32 NCHW batch: the
+    zero-padded CHWN copy ``(c, hp, wp, n)``, the transposition blocked for the cache."""
+    n, c, h, w = x.shape
+    (top, bottom), (left, right) = pads
+    hp, wp = h + top + bottom, w + left + right
+    rows_p = np.empty((c, hp, wp, n), np.float32)
+    _LIB.numcnn_to_chwn_f32(_ptr(x), n, c, h, w, _ptr(rows_p), top, left, hp, wp)
+    zero_border(rows_p, pads)
+    return rows_p
+
+
+def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a + b`` in one pass split over the cores; ``a`` and ``b`` laid out alike, the result
+    too."""
+    out = np.empty_like(a)
+    _LIB.numcnn_add_f32(_ptr(memory_run(a)), _ptr(memory_run(b)), _ptr(memory_run(out)), a.size)
     return out
 
 

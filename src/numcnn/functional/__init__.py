@@ -16,6 +16,7 @@ from .normalization import *  # noqa: F401,F403
 from .norms import *  # noqa: F401,F403
 from .pooling import *  # noqa: F401,F403
 from .pooling1d import *  # noqa: F401,F403
+from .residual import *  # noqa: F401,F403
 from .signal import *  # noqa: F401,F403
 from .unpool import *  # noqa: F401,F403
 from .upsample import *  # noqa: F401,F403

@@ -396,7 +396,10 @@ def _conv2d_forward(x, weight, bias, stride, pads, dilation, groups, out_hw, nam
     ``keep_cols``: keep the im2col matrix for the backward pass; by default when gradients are
     on (not under ``numcnn.no_grad()``) and it takes at most ``KEEP_COLS_BYTES``.
     """
-    rows_p = to_chwn(x, pads)  # (c, hp, wp, n)
+    if policy.to_chwn(x) == policy.KERNELS:  # NCHW images: the blocked transposition
+        rows_p = kernels.to_chwn(x, pads)  # (c, hp, wp, n)
+    else:
+        rows_p = to_chwn(x, pads)  # (c, hp, wp, n); no copy if already CHWN and unpadded
     has_bias = bias is not None
     impl = policy.conv2d(rows_p, weight, groups, stride, out_hw, dilation)
     if impl == policy.KERNELS_STRIDED:

@@ -19,6 +19,7 @@ import numpy as np
 
 from .._grad import is_grad_enabled
 from ..errors import ArgumentError, ArgumentTypeError, DTypeError, NumcnnError, ShapeError
+from ..functional import residual
 
 # Parameter gradients are accumulated (``grad += ...``) under this lock, so that two threads
 # running backward passes through one model add both contributions (NumPy releases the GIL
@@ -579,14 +580,14 @@ class Residual(Module):
             raise ShapeError(f"Residual: the inner block must {what} {np.shape(identity)}, but "
                              f"it gives {np.shape(inner)}")
         self._keep(output=inner)
-        return inner + identity
+        return residual.add(inner, identity)  # one pass over the cores (functional.add)
 
     def backward(self, grad_out):
         self._take(grad_out)
         grad_in = self.fn.backward(grad_out)
         if self.shortcut is None:
-            return grad_out + grad_in
-        return grad_in + self.shortcut.backward(grad_out)
+            return residual.add(grad_out, grad_in)
+        return residual.add(grad_in, self.shortcut.backward(grad_out))
 
     def backward_params(self, grad_out) -> None:
         self._take(grad_out)
