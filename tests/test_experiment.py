@@ -33,10 +33,11 @@ def test_run_experiment_from_python(tmp_path, mnist_small):
     lines = []
     result = experiment.run_experiment(
         {"model": "small-cnn", "dataset": str(npz), "epochs": 1, "val_fraction": 0.2},
-        out=tmp_path / "run", quiet=True, print_fn=lines.append)
+        out=tmp_path / "run", quiet=True, print_fn=lines.append, pictures=False)
     assert result.run_dir == tmp_path / "run"
     assert result.evaluation.n == 100 and len(result.history) == 1
     assert lines[-1] == f"run folder: {tmp_path / 'run'}"
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["test"]["accuracy"] == pytest.approx(result.evaluation.accuracy)
     assert "small-cnn" in (tmp_path / "run" / "train.log").read_text()
+    assert not (tmp_path / "run" / "report.html").exists()  # pictures=False

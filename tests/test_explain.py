@@ -6,13 +6,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_cli import run
 from torch.utils.flop_counter import FlopCounterMode
 
 import numcnn
 from numcnn import models, nn
 from numcnn.errors import NumcnnError, ShapeError
-
-from test_cli import run
 
 
 def _model_zoo(groups=4):

@@ -6,13 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_cli import run
 
 import numcnn
 from numcnn import models, nn
 from numcnn.errors import NumcnnError
 from numcnn.gradcheck import compare_with_torch, gradcheck
-
-from test_cli import run
 
 LAYERS = Path(__file__).resolve().parent.parent / "examples" / "my_layers.py"
 

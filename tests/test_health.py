@@ -111,3 +111,19 @@ def test_health_png_and_history_json(tmp_path):
     path = plot_health(history.health, tmp_path / "health.png")
     with Image.open(path) as picture:
         assert picture.info["numcnn-grid"] == "2x2" and picture.size[0] > 500
+
+
+def test_numcnn_train_stops_on_a_diverging_run_naming_the_layer(tmp_path, mnist_small):
+    from test_cli import run
+
+    x_train, y_train, x_test, y_test = mnist_small
+    npz = tmp_path / "digits.npz"
+    np.savez(npz, x_train=x_train[:512], y_train=y_train[:512], x_test=x_test[:64],
+             y_test=y_test[:64])
+    with np.errstate(all="ignore"):
+        code, _, err = run(["train", "--dataset", npz, "--model", "small-cnn", "--epochs", 1,
+                            "--optimizer", "sgd", "--lr", 1e4, "--out", tmp_path / "run", "-q"])
+    assert code == 1
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("numcnn: error: the training loss became")
+    assert "at epoch 1, step" in line and "pass at layer" in line and "--lr" in line

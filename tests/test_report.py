@@ -15,7 +15,7 @@ from numcnn import experiment, report
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
-import render_report  # noqa: E402
+import render_report
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,10 @@ the feature maps and the saliency are the numbers they claim to be."""
 import numpy as np
 import pytest
 from PIL import Image
+from test_cli import run
 
 from numcnn import models, nn, visualize
 from numcnn.errors import NumcnnError
-
-from test_cli import run
 
 
 def _decoded(path):
@@ -88,7 +87,7 @@ def test_cli_show_and_demo(tmp_path, mnist_small):
                      "feature_maps_7.png", "filters.png", "saliency.png"]
     for path in (tmp_path / "shown").iterdir():
         _decoded(path)
-    code, out, _ = run(["demo", "kernels", png, "--out", tmp_path / "k.png"])
+    code, _, _ = run(["demo", "kernels", png, "--out", tmp_path / "k.png"])
     assert code == 0 and _decoded(tmp_path / "k.png")[:2] == (6, 4)
     code, _, err = run(["show", "small-cnn", tmp_path / "missing.png"])
     assert code == 1 and len(err.strip().splitlines()) == 1

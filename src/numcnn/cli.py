@@ -1,4 +1,4 @@
-"""The ``numcnn`` command: train, evaluate, predict, summary, data.
+"""The ``numcnn`` command: train, evaluate, predict, summary, data, explain, check, show, demo.
 
     numcnn train                                   # convnet-bn on MNIST, sensible defaults
     numcnn train --model small-cnn --epochs 5 --augment
@@ -6,6 +6,10 @@
     numcnn predict model.numcnn digit.png another.png
     numcnn summary convnet-bn
     numcnn data mnist
+    numcnn explain convnet-bn --batch 64              # formulas, FLOPs, memory per layer
+    numcnn check my_layers.py:MyConv --torch          # gradients against central differences
+    numcnn show model.numcnn digit.png                # filters, feature maps, saliency
+    numcnn demo kernels                               # correlation beside convolution
 
 Exit codes: 0 success, 1 a runtime failure (bad data, unreadable model file, diverged training ...),
 2 a usage error (unknown option, bad value), 130 interrupted with Ctrl-C (after ``train`` has saved
@@ -32,7 +36,8 @@ DEFAULT_MODEL = "convnet-bn"
 # MODEL_DEFAULTS), written here again only for --help, which imports nothing heavy.
 TRAIN_DEFAULTS = ("model", "dataset", "epochs", "batch_size", "lr", "optimizer", "momentum",
                   "weight_decay", "scheduler", "augment", "val_fraction", "limit", "patience",
-                  "seed", "clip_grad_norm", "clip_grad_value")
+                  "seed", "clip_grad_norm", "clip_grad_value", "workers",
+                  "sync_batch_norm")
 
 METRICS_FILE = "metrics.json"
 CONFUSION_FILE = "confusion_matrix.png"
@@ -147,7 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
     add("--out", metavar="DIR", help="run folder (default: runs/<model>-<date>-<time>)")
     add("--resume", metavar="CHECKPOINT",
         help="continue an interrupted run from its checkpoint.ckpt (or its run folder), with its "
-             "settings; only --epochs may be changed")
+             "settings; only --epochs and --workers may be changed")
+    add("--workers", type=_positive_int, metavar="N",
+        help="train data-parallel on N Ray workers (each takes a shard of every batch; the "
+             "gradients are averaged); needs: pip install \"numcnn[ray]\"")
+    add("--ray", metavar="ADDRESS",
+        help="with --workers: the Ray cluster to join (e.g. auto, ray://host:10001); "
+             "default: a local Ray")
+    add("--sync-batch-norm", action="store_true", default=None,
+        help="with --workers: batch norm over the whole batch (statistics all-reduced across "
+             "the workers) instead of each worker's shard")
     add("-q", "--quiet", action="store_true", help="no progress bars, no per-epoch lines")
     train.set_defaults(func=cmd_train)
 
@@ -190,6 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="show the K most likely classes (default: 3; 0 for all)")
     predict.add_argument("--json", action="store_true",
                          help="print JSON: class and every class probability per image")
+    predict.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                         help="classify on Ray (Ray Data, streaming): each IMAGE may then be a "
+                              "folder or a glob pattern, and the rows go to -o; without ADDRESS "
+                              "a local Ray is started, with one (e.g. auto, ray://host:10001) "
+                              "the cluster is joined. Needs: pip install \"numcnn[ray]\"")
+    predict.add_argument("-o", "--output", metavar="CSV",
+                         help="with --ray: the CSV file to write (path, class, probability, "
+                              "error, prob_<class> per class)")
+    predict.add_argument("--workers", type=_positive_int, metavar="N",
+                         help="with --ray: model replicas (default: Ray's CPUs minus one)")
     predict.set_defaults(func=cmd_predict)
 
     # -- summary --------------------------------------------------------------------------------
@@ -216,6 +240,39 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     data.set_defaults(func=cmd_data)
     _add_inside_commands(commands)
+
+    # -- export ---------------------------------------------------------------------------------
+    export = commands.add_parser(
+        "export", help="write a model file as ONNX",
+        description="Write a model file as an ONNX model (standard operators, opset 17 or "
+                    "later, any batch size) that onnxruntime and other runtimes run. The "
+                    "recorded preprocessing and class names go into the ONNX metadata; with "
+                    "--raw-pixels the preprocessing is folded into the graph. Needs the 'onnx' "
+                    "extra: pip install \"numcnn[onnx]\". See docs/interop.md.")
+    export.add_argument("model", metavar="MODEL", help="a model file (model.numcnn)")
+    export.add_argument("-o", "--output", required=True, metavar="FILE",
+                        help="the ONNX file to write (e.g. model.onnx)")
+    export.add_argument("--input-shape", type=_shape, metavar="C,H,W",
+                        help="shape of one input (default: the one the model file records)")
+    export.add_argument("--opset", type=_number(int, lambda v: v >= 17, "an opset >= 17"),
+                        default=17, help="ONNX opset (default: 17)")
+    export.add_argument("--raw-pixels", action="store_true",
+                        help="fold the preprocessing (scale, mean, std) into the graph, so the "
+                             "ONNX model takes raw pixels (0..255)")
+    export.set_defaults(func=cmd_export)
+
+    # -- import ---------------------------------------------------------------------------------
+    importer = commands.add_parser(
+        "import", help="read an ONNX model (from PyTorch ...) as a numcnn model file",
+        description="Read an ONNX model made of the operators numcnn has layers for (Conv, "
+                    "BatchNormalization, Relu, MaxPool, AveragePool, GlobalAveragePool, Flatten, "
+                    "Gemm, Add as x + f(x) ...; what torch.onnx.export writes for those layers) "
+                    "and save it as a numcnn model file; anything else is refused naming the "
+                    "node. Needs the 'onnx' extra. See docs/interop.md.")
+    importer.add_argument("onnx_file", metavar="ONNX_FILE", help="an .onnx file")
+    importer.add_argument("-o", "--output", required=True, metavar="FILE",
+                          help="the model file to write (e.g. model.numcnn)")
+    importer.set_defaults(func=cmd_import)
     return parser
 
 
@@ -293,13 +350,17 @@ def _describe_os_error(error: OSError) -> str:
 # train
 # ----------------------------------------------------------------------------------------------
 def cmd_train(args) -> int:
+    if (args.ray is not None or args.sync_batch_norm) and args.workers is None:
+        raise UsageError("--ray and --sync-batch-norm need --workers N (the number of Ray "
+                         "workers)")
     from .experiment import run_experiment
     from .train import TrainingInterrupted
 
     settings = {key: getattr(args, key) for key in TRAIN_DEFAULTS}
     try:
         run_experiment(settings, out=args.out, resume=args.resume, data_dir=args.data_dir,
-                       quiet=args.quiet, command_line=_command_line())
+                       quiet=args.quiet, command_line=_command_line(),
+                       ray_address=args.ray)
     except TrainingInterrupted as stop:
         print(f"interrupted: checkpoint of epoch {stop.epoch} saved to {stop.checkpoint}",
               flush=True)
@@ -399,6 +460,10 @@ def cmd_predict(args) -> int:
 
     from . import data, io, train
 
+    if args.ray is not None:
+        return _predict_on_ray(args)
+    if args.output is not None or args.workers is not None:
+        raise UsageError("-o and --workers are for --ray; without it the results are printed")
     model = io.load(args.model)
     metadata = getattr(model, "metadata", {}) or {}
     preprocessing = _preprocessing_of(model, args.model)
@@ -431,6 +496,22 @@ def cmd_predict(args) -> int:
         order = np.argsort(-p, kind="stable")[:top]
         ranked = "  ".join(f"{classes[k]} {100 * p[k]:5.1f}%" for k in order)
         print(f"{path:<{width}}  {classes[order[0]]} ({100 * p[order[0]]:.1f}%)   [{ranked}]")
+    return EXIT_OK
+
+
+def _predict_on_ray(args) -> int:
+    from . import distributed
+
+    if args.output is None:
+        raise UsageError("--ray writes its rows to a CSV file: give -o FILE, e.g. "
+                         "-o predictions.csv")
+    result = distributed.predict_files(args.model, args.images, args.output,
+                                       address=args.ray or None, workers=args.workers)
+    for path, error in result["failed"]:
+        _error(f"numcnn predict: {path}: {error}")
+    print(f"classified {result['images'] - len(result['failed']):,} of {result['images']:,} "
+          f"images on Ray in {result['seconds']:.1f}s ({len(result['failed'])} could not be "
+          f"read); written: {result['output']}")
     return EXIT_OK
 
 
@@ -575,18 +656,18 @@ def cmd_check(args) -> int:
     model, input_shape = load_model(args.model)
     shape = (args.batch, *(args.input_shape or input_shape or (1, 28, 28)))
     report = gradcheck(model, input_shape=shape, tol=args.tol, max_entries=args.entries)
+    if not args.json:  # the check's table first, whatever the PyTorch twin then says
+        print(f"{args.model}: gradient check on a random input of shape {shape}")
+        print(report.format(), flush=True)
     twin = compare_with_torch(model, input_shape=shape) if args.torch else None
     if args.json:
         data = report.to_dict()
         if twin is not None:
             data["torch"] = {"passed": twin.passed, "results": twin.results}
         print(json.dumps(data, indent=2))
-    else:
-        print(f"{args.model}: gradient check on a random input of shape {shape}")
-        print(report.format())
-        if twin is not None:
-            print()
-            print(twin.format())
+    elif twin is not None:
+        print()
+        print(twin.format())
     if not report.passed:
         _error(f"numcnn: error: gradient check failed in {report.describe_failure()}")
         return EXIT_FAILURE
@@ -630,6 +711,36 @@ def cmd_demo(args) -> int:
     else:
         image = load_dataset("mnist", data_dir=args.data_dir, progress=False).x_test[0]
     print(f"written: {visualize.plot_kernel_demo(np.squeeze(image), args.out)}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------
+# export
+# ----------------------------------------------------------------------------------------------
+def cmd_export(args) -> int:
+    from . import io
+    from . import onnx as numcnn_onnx
+
+    model = io.load(args.model)
+    onnx_model = numcnn_onnx.export(model, args.output, args.input_shape, opset=args.opset,
+                                    fold_preprocessing=args.raw_pixels)
+    shape = [d.dim_param or d.dim_value for d in
+             onnx_model.graph.input[0].type.tensor_type.shape.dim]
+    print(f"written: {args.output} (ONNX opset {args.opset}, {len(onnx_model.graph.node)} "
+          f"nodes, input {onnx_model.graph.input[0].name} {shape}"
+          f"{', raw pixels' if args.raw_pixels else ''})")
+    return EXIT_OK
+
+
+def cmd_import(args) -> int:
+    from . import io
+    from . import onnx as numcnn_onnx
+
+    model = numcnn_onnx.load(args.onnx_file)
+    io.save(model, args.output)
+    shape = ",".join(map(str, model.metadata["input_shape"]))
+    print(f"written: {args.output} ({len(model)} layers, {model.num_parameters():,} parameters, "
+          f"input {shape})")
     return EXIT_OK
 
 

@@ -38,7 +38,7 @@ TRAIN_DEFAULTS = {
     "model": DEFAULT_MODEL, "dataset": "mnist", "epochs": 5, "batch_size": 64, "lr": 1e-3,
     "optimizer": "adam", "momentum": None, "weight_decay": 0.0, "scheduler": "cosine",
     "augment": False, "val_fraction": 0.1, "limit": None, "patience": None, "seed": 0,
-    "clip_grad_norm": None, "clip_grad_value": None,
+    "clip_grad_norm": None, "clip_grad_value": None, "workers": None, "sync_batch_norm": None,
 }
 MODEL_DEFAULTS = {
     "convnet-bn": {"epochs": 3},
@@ -46,7 +46,7 @@ MODEL_DEFAULTS = {
     "lenet5": {"epochs": 5},
 }
 # What resuming lets you change; everything else comes from the run being resumed.
-RESUME_OVERRIDES = ("epochs",)
+RESUME_OVERRIDES = ("epochs", "workers")
 
 CONFIG_FILE = "config.json"
 LOG_FILE = "train.log"
@@ -160,7 +160,7 @@ def prepare_run(settings: dict | None = None, out=None, resume=None, print_fn=pr
         if refused:
             names = ", ".join("--" + key.replace("_", "-") for key in refused)
             raise SettingsError(f"--resume continues a run with its own settings; {names} cannot "
-                                f"be changed (only --epochs can)")
+                                f"be changed (only --epochs and --workers can)")
         try:
             with open(run_dir / CONFIG_FILE, encoding="utf-8") as file:
                 config = json.load(file)
@@ -205,7 +205,7 @@ def _new_run_dir(model: str) -> Path:
 def run_experiment(settings: dict | None = None, *, out=None, resume=None, data_dir=None,
                    quiet: bool = False, progress: bool | None = None, print_fn=_print_flush,
                    command_line: str | None = None, health: bool = True,
-                   pictures: bool = True) -> ExperimentResult:
+                   pictures: bool = True, ray_address: str | None = None) -> ExperimentResult:
     """Train, keep the best epoch, evaluate it on the test set and write the run folder.
 
     Args:
@@ -222,6 +222,8 @@ def run_experiment(settings: dict | None = None, *, out=None, resume=None, data_
             names the layer. Default: True.
         pictures: write ``filters.png``, the feature maps and saliency of the first test image
             (``sample_*.png``, :mod:`numcnn.visualize`) and ``report.html``. Default: True.
+        ray_address: the Ray cluster for the setting ``workers`` (data-parallel training on Ray
+            actors, :mod:`numcnn.distributed`); default: a local Ray.
 
     Returns:
         An :class:`ExperimentResult`.
@@ -281,8 +283,10 @@ def run_experiment(settings: dict | None = None, *, out=None, resume=None, data_
             optimizer=optimizer, scheduler=scheduler,
             early_stopping=config["patience"], run_dir=run_dir, resume=resume,
             metadata=metadata, progress=False if quiet else progress, print_fn=say,
-            health=health or None, clip_grad_norm=config.get("clip_grad_norm"),
-            clip_grad_value=config.get("clip_grad_value"))
+            health=(health or None) if not config.get("workers") else None,
+            clip_grad_norm=config.get("clip_grad_norm"),
+            clip_grad_value=config.get("clip_grad_value"), workers=config.get("workers"),
+            ray_address=ray_address, sync_batch_norm=bool(config.get("sync_batch_norm")))
     except train.TrainingInterrupted as stop:
         say.log_only(f"interrupted: checkpoint of epoch {stop.epoch} saved to {stop.checkpoint}")
         raise

@@ -28,8 +28,9 @@ gradient (a sum, 1 per output element). A training step skips the first layer's 
 Memory: "kept" is what each layer's forward pass holds for its backward pass, measured by running
 the model once in training mode on random input (arrays shared between layers, such as a ReLU's
 output that the next max pooling also keeps, are counted once, at the first layer holding them).
-The weights a layer refers to are not counted. The peak activation memory is measured with :mod:`tracemalloc` (which sees NumPy's allocations)
-over one forward and backward pass at the given batch size; the parameters are not included. The
+The weights a layer refers to are not counted. The peak activation memory is measured with
+:mod:`tracemalloc` (which sees NumPy's allocations) over one forward and backward pass at the
+given batch size; the parameters are not included. The
 model's weights, running statistics and numcnn's random generator are left as they were.
 """
 
@@ -337,8 +338,9 @@ def _conv_row(module, name, in_shape, out_shape):
                                                               else "")
                       + f" = {module.num_parameters():,}")
     stride = "x".join(str(s) for s in module.stride)
-    backward = (f"dL/dx = full correlation of dL/dy (dilated by the stride {stride}: "
-                f"{'no zeros inserted' if max(module.stride) == 1 else 'stride-1 zeros between its values'}) "
+    zeros = ("no zeros inserted" if max(module.stride) == 1
+             else "stride-1 zeros between its values")
+    backward = (f"dL/dx = full correlation of dL/dy (dilated by the stride {stride}: {zeros}) "
                 f"with the kernel rotated by 180 degrees (im2col: col2im(W^T @ dY), "
                 f"{k_rows:,}x{c_out // g} @ {c_out // g}x{positions:,}); dL/dW = correlation of "
                 f"the input x with dL/dy (dY @ columns^T, {c_out // g}x{positions:,} @ "

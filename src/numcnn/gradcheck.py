@@ -17,8 +17,9 @@ for every entry of a tensor of up to ``max_entries`` entries, else for ``max_ent
 drawn at random (a wrong backward, such as a sign flipped or a transpose missing, spoils nearly
 every entry). The relative error of a tensor is ``max|analytic - numerical| / scale`` with
 ``scale = max(max|analytic|, max|numerical|, noise/tol)``, where
-``noise = 10 * 2.2e-16 * max(1, sum|R * f(x)|) / eps`` bounds the round-off of the difference quotient (so a gradient that is zero, such as that of a bias
-followed by batch norm, is not divided by itself); a tensor passes below ``tol`` (default
+``noise = 10 * 2.2e-16 * max(1, sum|R * f(x)|) / eps`` bounds the round-off of the difference
+quotient (so a gradient that is zero, such as that of a bias followed by batch norm, is not
+divided by itself); a tensor passes below ``tol`` (default
 ``1e-5``; float64 central differences are good to about 1e-8 here).
 
 The whole model is checked, then every layer alone (for a :class:`~numcnn.nn.Sequential`,

@@ -11,16 +11,16 @@ Measured for every layer (named as in ``model.named_modules()``), averaged over 
 - ``grad_norm``: the L2 norm of the layer's parameter gradients, ``sqrt(sum grad^2)`` over its
   weight and bias, every step. Vanishing (< 1e-6) or exploding (> 1e3) norms show here first.
 - ``update_ratio``: ``||w_after - w_before|| / ||w_before||`` of the layer's weights over one
-  optimiser step, every step. About 1e-3 is the usual healthy size (Karpathy, "CS231n: neural
-  networks part 3"); much smaller learns slowly, much larger is unstable.
+  optimiser step, on the sampled steps. About 1e-3 is the usual healthy size (Karpathy,
+  "CS231n: neural networks part 3"); much smaller learns slowly, much larger is unstable.
 - ``dead``: for ReLU layers, the share of units (positions ``(c, h, w)``) whose output was zero
   for every image of every sampled batch of the epoch.
 - ``act_mean`` and ``act_std``: the mean and standard deviation of the layer's output over the
   sampled batches.
 
-Activations are sampled every ``every``-th step (default 10; the dead-unit share is therefore over
-the images of those batches), gradients and updates are taken every step: the cost is a few small reductions per
-layer (the benchmark measures it: ``bench/bench.py --health``).
+Activations and updates are sampled every ``every``-th step (default 10; the dead-unit share is
+therefore over the images of those batches), gradient norms are taken every step: the cost is a
+few small reductions per layer (the benchmark measures it: ``bench/bench.py --parts health``).
 
 The NaN/Inf guard: every step the loss and every parameter gradient are checked (the gradient
 norms are computed anyway). When one is not finite, the batch is run again, forward and backward,
@@ -112,7 +112,7 @@ class HealthMonitor:
         self._step = 0
         self._sums: dict = {}
         self._active: dict = {}
-        self._before = [[p.data.copy() for p in params] for _, _, params in self._param_layers]
+        self._before = [params[0].data.copy() for _, _, params in self._param_layers]
 
     def before_forward(self) -> None:
         """Called before each training step's forward pass."""
@@ -162,14 +162,13 @@ class HealthMonitor:
                 self._active[name] = active if seen is None else (seen | active)
 
     def after_step(self) -> None:
-        """Called after the optimiser step: update / weight ratios."""
-        for (name, _, params), before in zip(self._param_layers, self._before):
-            weight, old = params[0].data, before[0]
+        """Called after the optimiser step: on sampled steps, the update / weight ratios."""
+        if not self._sampling:
+            return
+        for (name, _, params), old in zip(self._param_layers, self._before):
             size = float(np.linalg.norm(old))
             if size > 0:
-                self._add(name, "update_ratio", float(np.linalg.norm(weight - old)) / size)
-            for p, b in zip(params, before):
-                np.copyto(b, p.data)
+                self._add(name, "update_ratio", float(np.linalg.norm(params[0].data - old)) / size)
 
     def end_epoch(self, epoch: int) -> dict:
         """The epoch's averages: ``{"epoch", "steps", "layers": {name: {...}}}``; kept in
@@ -191,13 +190,17 @@ class HealthMonitor:
     # -- the guard ------------------------------------------------------------------------------
     def after_backward(self, epoch: int, xb=None, yb=None, criterion=None) -> None:
         """Called after the backward pass, before the optimiser step: gradient norms, and the
-        guard (which needs the batch and the loss to find the layer)."""
+        guard (which needs the batch and the loss to find the layer); on sampled steps, the
+        weights before the step."""
         for name, _, params in self._param_layers:
             squares = sum(float(np.vdot(p.grad, p.grad)) for p in params)
             if self.guard and not math.isfinite(squares):
                 self._raise(epoch, xb, yb, criterion, f"a gradient (of layer {name}'s parameters)"
                                                       f" became NaN or Inf")
             self._add(name, "grad_norm", math.sqrt(squares))
+        if self._sampling:
+            for (_, _, params), old in zip(self._param_layers, self._before):
+                np.copyto(old, params[0].data)
 
     def nonfinite_loss(self, loss, epoch: int, xb, yb, criterion) -> None:
         """The loss is NaN or Inf: find the first layer where it came from and raise."""

@@ -34,7 +34,7 @@ import numpy as np
 from . import _random
 from .errors import ArgumentTypeError, ModelFileError, NumcnnError
 
-__all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "read_header", "atomic_write"]
+__all__ = ["save", "load", "dumps", "loads", "save_checkpoint", "load_checkpoint", "read_header", "atomic_write"]
 
 FORMAT = "numcnn-model"
 VERSION = 1
@@ -161,8 +161,13 @@ def save(model, path, metadata: dict | None = None) -> None:
             summary ...); :func:`load` returns it as ``model.metadata``. Default: the model's own
             ``metadata`` attribute if it has one (so a loaded model saves with its metadata).
     """
+    atomic_write(path, dumps(model, metadata))
+
+
+def dumps(model, metadata: dict | None = None) -> bytes:
+    """The bytes :func:`save` writes (to send a model to another process or machine)."""
     document, tensors = _model_document(model, metadata)
-    atomic_write(path, _serialise(document, tensors))
+    return _serialise(document, tensors)
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -398,6 +403,17 @@ def load(path):
     architecture.
     """
     path, raw, size = _read_raw(path)
+    return _load_bytes(path, raw, size)
+
+
+def loads(raw: bytes, name: str = "<bytes>"):
+    """:func:`load` from the bytes of a model file (e.g. sent to another machine); ``name``
+    stands for the file in error messages."""
+    raw = bytes(raw)
+    return _load_bytes(name, raw, len(raw))
+
+
+def _load_bytes(path: str, raw: bytes, size: int):
     document, tensors = _parse(path, raw, size)
     model = _build_model(path, document)
     optimizer_keys = _optimizer_keys(document)

@@ -38,7 +38,7 @@ import numpy as np
 
 from . import _random
 from ._grad import no_grad
-from .errors import NumcnnError
+from .errors import ArgumentError, NumcnnError
 
 __all__ = ["fit", "evaluate", "predict", "softmax", "History", "EarlyStopping", "Callback",
            "Evaluation", "TrainingInterrupted", "RunFolderBusy", "lock_run_dir", "unlock_run_dir",
@@ -307,7 +307,8 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
         callbacks=(), run_dir=None, resume=None, metadata: dict | None = None,
         seed: int | None = None, transform=None, progress: bool | None = None,
         print_fn=print, health=None, clip_grad_norm: float | None = None,
-        clip_grad_value: float | None = None) -> History:
+        clip_grad_value: float | None = None, workers: int | None = None,
+        ray_address: str | None = None, sync_batch_norm: bool = False) -> History:
     """Train ``model`` for ``epochs`` epochs and return the :class:`History`.
 
     Args:
@@ -346,6 +347,17 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
         clip_grad_value: after each backward pass, clip each gradient element into
             ``[-clip_grad_value, clip_grad_value]`` (:func:`numcnn.nn.utils.clip_grad_value_`).
             Default: none.
+        workers: train data-parallel on this many Ray workers
+            (:class:`numcnn.distributed.DataParallel`): each computes the gradients of its
+            shard of every batch, the gradients are averaged and every replica takes the same
+            step. Without batch norm and dropout the weights are those of one process, to
+            float32 rounding; batch norm uses each shard's statistics (as PyTorch's DDP).
+            Needs ``pip install "numcnn[ray]"``. Default: None (this process).
+        ray_address: the Ray cluster for ``workers``; default: a local Ray.
+        sync_batch_norm: with ``workers``, batch norm over the global batch (all-reduced
+            statistics, as PyTorch's SyncBatchNorm) instead of each shard's. Default: False.
+            With ``workers`` the workers take the steps: ``health``, gradient clipping and
+            schedules stepped every batch (OneCycleLR) are not available there yet (refused).
 
     Raises:
         TrainingInterrupted: after Ctrl-C, once the last finished epoch's checkpoint is written.
@@ -384,7 +396,7 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
                     scheduler, early_stopping, monitor, callbacks, run_dir, resume, metadata,
                     progress, print_fn, health,
                     _after_backward(model, clip_grad_norm, clip_grad_value),
-                    _per_batch(scheduler))
+                    _per_batch(scheduler), workers, ray_address, sync_batch_norm, seed)
     finally:
         if run_dir is not None:
             unlock_run_dir(run_dir)
@@ -392,7 +404,7 @@ def fit(model, train, validation=None, *, epochs: int = 1, batch_size: int = 64,
 
 def _fit(model, loader, validation, epochs, batch_size, optimizer, criterion, scheduler,
          early_stopping, monitor, callbacks, run_dir, resume, metadata, progress, print_fn,
-         health, after_backward, batch_scheduler):
+         health, after_backward, batch_scheduler, workers, ray_address, sync_batch_norm, seed):
     best = _Best(monitor,
                  mode=early_stopping.mode if early_stopping is not None else "auto",
                  min_delta=early_stopping.min_delta if early_stopping is not None else 0.0)
@@ -409,12 +421,25 @@ def _fit(model, loader, validation, epochs, batch_size, optimizer, criterion, sc
         callback.stop_training = False
         callback.on_train_begin({})
 
+    cluster = None
+    if workers is not None:
+        if health not in (None, False) or after_backward is not None \
+                or batch_scheduler is not None:
+            raise ArgumentError("fit: workers cannot be combined with health, gradient clipping "
+                                "or a schedule stepped every batch (OneCycleLR) yet; train in "
+                                "one process for those")
+        from .distributed import DataParallel
+
+        cluster = DataParallel(workers, address=ray_address, seed=seed or 0,
+                               sync_batch_norm=sync_batch_norm)
     if health is True:
         from .health import HealthMonitor
 
         health = HealthMonitor()
-    if health is not None:
+    if health is not None and health is not False:
         health.attach(model)
+    else:
+        health = None
     snapshot = state.snapshot()
     try:
         for epoch in range(state.epoch + 1, epochs + 1):
@@ -423,7 +448,8 @@ def _fit(model, loader, validation, epochs, batch_size, optimizer, criterion, sc
             for callback in callbacks:
                 callback.on_epoch_begin(epoch, {})
             logs = _train_one_epoch(model, loader, criterion, optimizer, callbacks, epoch, epochs,
-                                    progress, health, after_backward, batch_scheduler)
+                                    progress, health, after_backward, batch_scheduler,
+                                    cluster)
             if validation is not None:
                 logs["val_loss"], logs["val_accuracy"] = _validate(model, validation, criterion,
                                                                    batch_size)
@@ -473,6 +499,8 @@ def _fit(model, loader, validation, epochs, batch_size, optimizer, criterion, sc
     finally:
         if health is not None:
             health.detach()
+        if cluster is not None:
+            cluster.close()
 
     restore = early_stopping is not None and early_stopping.restore_best_weights
     if restore and best_weights is not None:
@@ -520,9 +548,15 @@ def _per_batch(scheduler):
 
 
 def _train_one_epoch(model, loader, criterion, optimizer, callbacks, epoch, epochs, progress,
-                     health=None, after_backward=None, batch_scheduler=None):
-    """One pass over the training batches; returns loss, accuracy, seconds, images/s."""
+                     health=None, after_backward=None, batch_scheduler=None, cluster=None):
+    """One pass over the training batches; returns loss, accuracy, seconds, images/s.
+
+    With a ``cluster`` (:class:`numcnn.distributed.DataParallel`) the workers take the steps:
+    they get the model, optimizer (learning rate included) and loss first, and the weights and
+    optimizer state come back at the end."""
     model.train()
+    if cluster is not None:
+        cluster.push(model, optimizer, criterion)
     total = _length(loader)
     bar = None
     if progress:
@@ -534,30 +568,35 @@ def _train_one_epoch(model, loader, criterion, optimizer, callbacks, epoch, epoc
     start = time.perf_counter()
     try:
         for batch, (xb, yb) in enumerate(loader):
-            if health is not None:
-                health.before_forward()
-            logits = model(xb)
-            batch_loss = float(criterion(logits, yb))
+            if cluster is not None:
+                batch_loss, batch_correct = cluster.step(xb, yb)
+            else:
+                if health is not None:
+                    health.before_forward()
+                logits = model(xb)
+                batch_loss = float(criterion(logits, yb))
             if not math.isfinite(batch_loss):
                 if health is not None and health.guard:
                     health.nonfinite_loss(batch_loss, epoch, xb, yb, criterion)  # names the layer
                 raise NumcnnError(f"the training loss became {batch_loss} at epoch {epoch}, "
                                   f"batch {batch + 1}; try a smaller learning rate")
-            optimizer.zero_grad()
-            model.backward_params(criterion.backward())
-            if health is not None:
-                health.after_backward(epoch, xb, yb, criterion)
-            if after_backward is not None:
-                after_backward()
-            optimizer.step()
-            if health is not None:
-                health.after_step()
-            if batch_scheduler is not None:
-                batch_scheduler.step()
+            if cluster is None:
+                optimizer.zero_grad()
+                model.backward_params(criterion.backward())
+                if health is not None:
+                    health.after_backward(epoch, xb, yb, criterion)
+                if after_backward is not None:
+                    after_backward()
+                optimizer.step()
+                if health is not None:
+                    health.after_step()
+                if batch_scheduler is not None:
+                    batch_scheduler.step()
+                batch_correct = int(np.count_nonzero(logits.argmax(axis=1) == _labels(yb)))
 
             n = len(xb)
             loss_sum += batch_loss * n
-            correct += int(np.count_nonzero(logits.argmax(axis=1) == _labels(yb)))
+            correct += batch_correct
             seen += n
             if bar is not None or callbacks:
                 logs = {"loss": loss_sum / seen, "accuracy": correct / seen,
@@ -570,6 +609,8 @@ def _train_one_epoch(model, loader, criterion, optimizer, callbacks, epoch, epoc
                                         img_s=f"{logs['images_per_s']:.0f}", refresh=False)
                 for callback in callbacks:
                     callback.on_batch_end(batch, logs)
+        if cluster is not None:
+            cluster.pull(model, optimizer)
     finally:
         if bar is not None:
             bar.close()

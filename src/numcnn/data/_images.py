@@ -21,23 +21,34 @@ HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 
 
 def open_image(path):
-    """A loaded PIL image from ``path`` (EXIF rotation applied), or a DataError in one line: an
-    unreadable or non-image file, not a regular file, or more than ``MAX_IMAGE_PIXELS`` pixels
-    (checked from the header, before anything is decoded)."""
+    """A loaded PIL image from ``path`` (a file path, or an open binary file) with its EXIF
+    rotation applied, or a DataError in one line: an unreadable or non-image file, not a regular
+    file, or more than ``MAX_IMAGE_PIXELS`` pixels (checked from the header, before anything is
+    decoded)."""
+    import contextlib
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    source = path
+    if hasattr(source, "read"):  # an open file: read from where it stands
+        path = getattr(source, "name", None)
+    where = "" if path is None else f" {path}"
     try:
-        with open_regular(path, DataError, "an image file (PNG, JPEG, ...)") as file:
+        if hasattr(source, "read"):
+            opened_file = contextlib.nullcontext(source)
+        else:
+            opened_file = open_regular(path, DataError, "an image file (PNG, JPEG, ...)")
+        with opened_file as file:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 with Image.open(file) as opened:
-                    check_pixels(path, opened.size)
+                    check_pixels(path if path is not None else "the image", opened.size)
                     pil = ImageOps.exif_transpose(opened)
                     pil.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise DataError(f"cannot read image {path}: {err}") from None
+        raise DataError(f"cannot read image{where}: {err}") from None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-        raise DataError(f"cannot read image {path}: {err}") from None
+        raise DataError(f"cannot read image{where}: {err}") from None
     return pil
 
 

@@ -231,7 +231,7 @@ def _open_image(image):
 
     from ._images import check_pixels, open_image, to_8bit
 
-    if isinstance(image, (str, Path)):
+    if isinstance(image, (str, Path)) or hasattr(image, "read"):  # a path or an open file
         pil = to_8bit(open_image(image))
     else:
         array = np.asarray(image)
@@ -294,7 +294,8 @@ def prepare_image(image, preprocessing: Preprocessing, digit=None) -> np.ndarray
     """One image, as a model trained with ``preprocessing`` takes it: (1, C, H, W).
 
     Args:
-        image: a path (PNG, JPEG, ... anything Pillow reads) or an array (H, W), (H, W, 3|4) or
+        image: a path or a binary file object (PNG, JPEG, ... anything Pillow reads) or an
+            array (H, W), (H, W, 3|4) or
             (C, H, W); uint8, or floats in [0, 1].
         preprocessing: the model's :class:`Preprocessing` (its ``input_shape`` gives C, H, W).
         digit: MNIST's recipe (default when the model takes (1, 28, 28) images): to gray; a light
