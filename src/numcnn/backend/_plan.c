@@ -1,0 +1,391 @@
+/*
+ * numcnn's inference plans: a whole model's forward pass (or a run of its layers) as one call,
+ * given a compact table of fused operations that numcnn.inference prepares once per batch size.
+ *
+ * Included by each instruction-set variant after _kernels.c (it uses its vector type vf, VL,
+ * load/store/splat, thread_count and BLOCK_CHANNELS), so it is built for every variant.
+ *
+ * Every activation lives batch-last, CHWN: the number (ci, row, col, s) of a map sits at
+ *
+ *     base + ci * cs + row * rs + col * n + s
+ *
+ * with cs and rs the channel and row strides of its buffer. A buffer may be larger than its map
+ * by a zero frame (the padding of the convolutions that read it): the producer writes the
+ * interior only, so the frame stays zero and no padded copy is ever made. A vector of features
+ * (after Flatten) is the map (F, 1, 1, n), so a Linear layer is a 1x1 convolution on it.
+ *
+ * Operations (struct plan_op; fields not named are unused):
+ *
+ *   PLAN_CONV     y[o,p,q,s] = act(b[o] + sum_{ci,i,j} w[o,ci,i,j] x[ci, p*sh+i*dh, q*sw+j*dw, s]
+ *                              + r[o,p,q,s])
+ *                 batch norm already folded into w and b; r, the residual, optional. Two ways:
+ *                 mode 0 ("rows", stride 1 along the width, rows of >= 64 numbers): every output
+ *                 row's ow*n numbers are one vector run, blocks of FOB channels x 2 vectors in
+ *                 registers; mode 1 ("channels", a single image, any stride): vectorised over
+ *                 the output channels, blocks of 2 vectors of channels x 6 positions.
+ *   PLAN_MAXPOOL  y[c,p,q,s] = act(max_{i,j} x[c, p*sh+i, q*sw+j, s])
+ *   PLAN_EWISE    y = act(x + r) (r optional): a residual sum not fused into a convolution,
+ *                 or a ReLU on its own
+ *   PLAN_COPY     any 4-D strides to any 4-D strides: the input into the first map (NCHW to
+ *                 CHWN, into a frame), the last map out to the caller's NCHW array
+ *   PLAN_MEAN     y[c,0,0,s] = mean_{p,q} x[c,p,q,s] (global average pooling)
+ *   PLAN_CHECK    the model's weights unchanged since the plan was made: memcmp of a snapshot
+ *
+ * numcnn_plan_run returns 0, or 1 when a PLAN_CHECK found the weights changed (then nothing
+ * after it ran). With a times array it records each operation's wall time (seconds).
+ */
+#include <time.h>
+
+#define PLAN_FOB BLOCK_CHANNELS /* rows mode: output channels per register block */
+#define PLAN_FNV 2              /* rows mode: vectors of positions per register block */
+#define PLAN_TILE 128           /* rows mode: positions per task */
+#define PLAN_SOV 2              /* channels mode: vectors of output channels per block */
+#define PLAN_SNP 6              /* channels mode: positions per block */
+
+enum { PLAN_CONV = 1, PLAN_MAXPOOL = 2, PLAN_EWISE = 3, PLAN_COPY = 4, PLAN_MEAN = 5,
+       PLAN_CHECK = 6 };
+enum { PLAN_FROM_INPUT = 1, PLAN_TO_OUTPUT = 2 }; /* PLAN_COPY's ends */
+
+/* One operation; every field an int64 (addresses too), mirrored by numcnn/backend/plan_kernels.py. */
+typedef struct {
+    long kind, act, mode, ends;
+    long c, oc, h, w, n, oh, ow;         /* input channels and map, output channels and map */
+    long kh, kw, sh, sw, dh, dw;         /* kernel, stride, dilation */
+    long x, xcs, xrs, xcol, xs;          /* input: address, channel/row/column/sample strides */
+    long y, ycs, yrs, ycol, ys;          /* output */
+    long r, rcs, rrs;                    /* residual (same column/sample strides as y) */
+    long wgt, bias;                      /* packed weights, bias (padded with zeros) */
+} plan_op;
+
+int numcnn_plan_block_channels(void) { return PLAN_FOB; }
+long numcnn_plan_op_size(void) { return (long)sizeof(plan_op); }
+
+typedef int plan_vi __attribute__((vector_size(VL * sizeof(float))));
+
+/* ReLU keeps NaN, as PyTorch (and numcnn's relu) do */
+ALWAYS_INLINE vf plan_relu(vf s)
+{
+    plan_vi keep = (s > splat(0.0f)) | (s != s);
+    return (vf)((plan_vi)s & keep);
+}
+
+ALWAYS_INLINE float plan_relu1(float s) { return s > 0.0f || s != s ? s : 0.0f; }
+
+/* ---- convolution, rows mode ---------------------------------------------------------------- */
+
+/* FOB channels x nv vectors of positions; stores the first ob channels. */
+ALWAYS_INLINE void plan_rows_block(const float *x, long c, long xcs, long kh, long kw,
+                                   long row_step, long tap_step, const float *wp,
+                                   const float *bias, int ob, int nv, float *y, long ycs,
+                                   const float *r, long rcs, int relu)
+{
+    vf acc[PLAN_FOB][PLAN_FNV];
+    for (int b = 0; b < PLAN_FOB; b++)
+        for (int v = 0; v < nv; v++)
+            acc[b][v] = splat(bias[b]);
+    for (long ci = 0; ci < c; ci++) {
+        for (long i = 0; i < kh; i++) {
+            const float *xi = x + ci * xcs + i * row_step;
+            const float *wi = wp + (ci * kh + i) * kw * PLAN_FOB;
+            for (long j = 0; j < kw; j++) {
+                const float *xj = xi + j * tap_step;
+                vf xv[PLAN_FNV];
+                for (int v = 0; v < nv; v++)
+                    xv[v] = load(xj + v * VL);
+                for (int b = 0; b < PLAN_FOB; b++) {
+                    vf wv = splat(wi[j * PLAN_FOB + b]);
+                    for (int v = 0; v < nv; v++)
+                        acc[b][v] += wv * xv[v];
+                }
+            }
+        }
+    }
+    for (int b = 0; b < ob; b++)
+        for (int v = 0; v < nv; v++) {
+            vf s = acc[b][v];
+            if (r)
+                s += load(r + b * rcs + v * VL);
+            if (relu)
+                s = plan_relu(s);
+            store(y + b * ycs + v * VL, s);
+        }
+}
+
+static void plan_conv_rows(const plan_op *op)
+{
+    const float *x = (const float *)op->x, *wgt = (const float *)op->wgt;
+    const float *bias = (const float *)op->bias, *res = (const float *)op->r;
+    float *y = (float *)op->y;
+    long c = op->c, oc = op->oc, kh = op->kh, kw = op->kw, oh = op->oh, n = op->n;
+    long len = op->ow * n, taps = c * kh * kw, blocks = (oc + PLAN_FOB - 1) / PLAN_FOB;
+    long row_step = op->dh * op->xrs, tap_step = op->dw * n;
+    long tiles = len / PLAN_TILE > 0 ? len / PLAN_TILE : 1, tasks = tiles * oh;
+    int relu = op->act == 1;
+    int nthreads = thread_count(tasks, 2 * oc * oh * len * taps, 0);
+    UNUSED_WITHOUT_OPENMP(nthreads);
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (long task = 0; task < tasks; task++) {
+        long t = task / oh, p = task % oh;
+        long l0 = t * PLAN_TILE, l1 = t == tiles - 1 ? len : l0 + PLAN_TILE;
+        const float *xrow = x + p * op->sh * op->xrs;
+        for (long blk = 0; blk < blocks; blk++) {
+            long o0 = blk * PLAN_FOB;
+            int ob = (int)(oc - o0 < PLAN_FOB ? oc - o0 : PLAN_FOB);
+            const float *wp = wgt + blk * taps * PLAN_FOB, *bs = bias + o0;
+            float *yrow = y + o0 * op->ycs + p * op->yrs;
+            const float *rrow = res ? res + o0 * op->rcs + p * op->rrs : NULL;
+            long l = l0;
+#define PLAN_ROWS_AT(L, NV)                                                                   \
+    plan_rows_block(xrow + (L), c, op->xcs, kh, kw, row_step, tap_step, wp, bs, ob, NV,       \
+                    yrow + (L), op->ycs, rrow ? rrow + (L) : NULL, op->rcs, relu)
+            for (; l + PLAN_FNV * VL <= l1; l += PLAN_FNV * VL)
+                PLAN_ROWS_AT(l, PLAN_FNV);
+            for (; l + VL <= l1; l += VL)
+                PLAN_ROWS_AT(l, 1);
+            if (l < l1) /* the tile's last vector again, overlapping: the same sums */
+                PLAN_ROWS_AT(l1 - VL, 1);
+#undef PLAN_ROWS_AT
+        }
+    }
+}
+
+/* ---- convolution, channels mode ------------------------------------------------------------ */
+
+/* np positions x ov vectors of output channels, summed over the taps. */
+ALWAYS_INLINE void plan_channels_block(const float *const *xs, int np, long c, long xcs,
+                                       long kh, long kw, long row_step, long tap_step,
+                                       const float *wp, long ocp, int ov,
+                                       vf acc[PLAN_SNP][PLAN_SOV])
+{
+    for (int pp = 0; pp < np; pp++)
+        for (int v = 0; v < ov; v++)
+            acc[pp][v] = splat(0.0f);
+    for (long ci = 0; ci < c; ci++)
+        for (long i = 0; i < kh; i++)
+            for (long j = 0; j < kw; j++) {
+                long off = ci * xcs + i * row_step + j * tap_step;
+                const float *wt = wp + ((ci * kh + i) * kw + j) * ocp;
+                vf wv[PLAN_SOV];
+                for (int v = 0; v < ov; v++)
+                    wv[v] = load(wt + v * VL);
+                for (int pp = 0; pp < np; pp++) {
+                    vf xv = splat(xs[pp][off]);
+                    for (int v = 0; v < ov; v++)
+                        acc[pp][v] += wv[v] * xv;
+                }
+            }
+}
+
+static void plan_conv_channels(const plan_op *op)
+{
+    const float *x = (const float *)op->x, *wgt = (const float *)op->wgt;
+    const float *bias = (const float *)op->bias, *res = (const float *)op->r;
+    float *y = (float *)op->y;
+    long c = op->c, oc = op->oc, kh = op->kh, kw = op->kw, n = op->n, ow = op->ow;
+    long ocp = (oc + VL - 1) / VL * VL, taps = c * kh * kw, positions = op->oh * ow * n;
+    long blocks = (positions + PLAN_SNP - 1) / PLAN_SNP;
+    long oblocks = (ocp / VL + PLAN_SOV - 1) / PLAN_SOV;
+    long row_step = op->dh * op->xrs, tap_step = op->dw * op->xcol;
+    int relu = op->act == 1;
+    int nthreads = thread_count(blocks, 2 * oc * positions * taps, 0);
+    UNUSED_WITHOUT_OPENMP(nthreads);
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (long blk = 0; blk < blocks; blk++) {
+        const float *xs[PLAN_SNP];
+        long yoff[PLAN_SNP], roff[PLAN_SNP];
+        int valid = (int)(positions - blk * PLAN_SNP < PLAN_SNP ? positions - blk * PLAN_SNP
+                                                                : PLAN_SNP);
+        for (int pp = 0; pp < valid; pp++) {
+            long k = blk * PLAN_SNP + pp;
+            long s = k % n, q = k / n % ow, p = k / n / ow;
+            xs[pp] = x + p * op->sh * op->xrs + q * op->sw * op->xcol + s * op->xs;
+            yoff[pp] = p * op->yrs + q * op->ycol + s * op->ys;
+            roff[pp] = p * op->rrs + q * op->ycol + s * op->ys;
+        }
+        for (long ob = 0; ob < oblocks; ob++) {
+            long o0 = ob * PLAN_SOV * VL;
+            int ov = (int)((ocp - o0) / VL < PLAN_SOV ? (ocp - o0) / VL : PLAN_SOV);
+            vf acc[PLAN_SNP][PLAN_SOV];
+            const float *wp = wgt + o0;
+            if (valid == PLAN_SNP && ov == PLAN_SOV)
+                plan_channels_block(xs, PLAN_SNP, c, op->xcs, kh, kw, row_step, tap_step, wp,
+                                    ocp, PLAN_SOV, acc);
+            else if (valid == PLAN_SNP)
+                plan_channels_block(xs, PLAN_SNP, c, op->xcs, kh, kw, row_step, tap_step, wp,
+                                    ocp, 1, acc);
+            else
+                for (int pp = 0; pp < valid; pp++)
+                    for (int v = 0; v < ov; v++) {
+                        vf one[PLAN_SNP][PLAN_SOV];
+                        plan_channels_block(xs + pp, 1, c, op->xcs, kh, kw, row_step, tap_step,
+                                            wp + v * VL, ocp, 1, one);
+                        acc[pp][v] = one[0][0];
+                    }
+            for (int pp = 0; pp < valid; pp++)
+                for (int v = 0; v < ov; v++)
+                    for (int k = 0; k < VL; k++) {
+                        long o = o0 + v * VL + k;
+                        if (o >= oc)
+                            break;
+                        float s = acc[pp][v][k] + bias[o];
+                        if (res)
+                            s += res[o * op->rcs + roff[pp]];
+                        y[o * op->ycs + yoff[pp]] = relu ? plan_relu1(s) : s;
+                    }
+        }
+    }
+}
+
+/* ---- the layers between the convolutions ------------------------------------------------- */
+
+static int plan_pass_threads(long size) { return thread_count(size / 8192 + 1, size * 32, 0); }
+
+static void plan_max_pool(const plan_op *op)
+{
+    const float *x = (const float *)op->x;
+    float *y = (float *)op->y;
+    long n = op->n, oh = op->oh, ow = op->ow, tasks = op->c * oh;
+    int relu = op->act == 1;
+#pragma omp parallel for schedule(static) num_threads(plan_pass_threads(op->c * op->h * op->w * n))
+    for (long task = 0; task < tasks; task++) {
+        long ch = task / oh, p = task % oh;
+        const float *xr = x + ch * op->xcs + p * op->sh * op->xrs;
+        float *yr = y + ch * op->ycs + p * op->yrs;
+        for (long q = 0; q < ow; q++) {
+            const float *xq = xr + q * op->sw * n;
+            float *yq = yr + q * n;
+            memcpy(yq, xq, (size_t)n * sizeof(float));
+            for (long i = 0; i < op->kh; i++)
+                for (long j = (i == 0); j < op->kw; j++) {
+                    const float *xij = xq + i * op->xrs + j * n;
+#pragma omp simd
+                    for (long s = 0; s < n; s++) {
+                        float v = xij[s];
+                        yq[s] = v > yq[s] || v != v ? v : yq[s];
+                    }
+                }
+            if (relu)
+                for (long s = 0; s < n; s++)
+                    yq[s] = plan_relu1(yq[s]);
+        }
+    }
+}
+
+static void plan_ewise(const plan_op *op)
+{
+    const float *x = (const float *)op->x, *r = (const float *)op->r;
+    float *y = (float *)op->y;
+    long run = op->w * op->n, tasks = op->c * op->h;
+    int relu = op->act == 1;
+#pragma omp parallel for schedule(static) num_threads(plan_pass_threads(tasks * run))
+    for (long task = 0; task < tasks; task++) {
+        long ch = task / op->h, p = task % op->h;
+        const float *xr = x + ch * op->xcs + p * op->xrs;
+        const float *rr = r ? r + ch * op->rcs + p * op->rrs : NULL;
+        float *yr = y + ch * op->ycs + p * op->yrs;
+        if (rr) {
+#pragma omp simd
+            for (long l = 0; l < run; l++) {
+                float s = xr[l] + rr[l];
+                yr[l] = relu ? plan_relu1(s) : s;
+            }
+        } else {
+#pragma omp simd
+            for (long l = 0; l < run; l++)
+                yr[l] = relu ? plan_relu1(xr[l]) : xr[l];
+        }
+    }
+}
+
+static void plan_copy(const plan_op *op, const float *input, const long *in_strides,
+                      float *output)
+{
+    const float *x = op->ends & PLAN_FROM_INPUT ? input : (const float *)op->x;
+    float *y = op->ends & PLAN_TO_OUTPUT ? output : (float *)op->y;
+    long xs = op->xs, xcs = op->xcs, xrs = op->xrs, xcol = op->xcol;
+    if (op->ends & PLAN_FROM_INPUT) { /* (n, c, h, w) strides of the caller's array */
+        xs = in_strides[0], xcs = in_strides[1], xrs = in_strides[2], xcol = in_strides[3];
+    }
+    long n = op->n, w = op->w, tasks = op->c * op->h;
+    /* blocks of 16 samples by the row's columns: both sides read or written in short runs */
+#pragma omp parallel for schedule(static) num_threads(plan_pass_threads(tasks * w * n))
+    for (long task = 0; task < tasks; task++) {
+        long ch = task / op->h, p = task % op->h;
+        const float *xr = x + ch * xcs + p * xrs;
+        float *yr = y + ch * op->ycs + p * op->yrs;
+        for (long s0 = 0; s0 < n; s0 += 16) {
+            long s1 = s0 + 16 < n ? s0 + 16 : n;
+            for (long q = 0; q < w; q++)
+                for (long s = s0; s < s1; s++)
+                    yr[q * op->ycol + s * op->ys] = xr[q * xcol + s * xs];
+        }
+    }
+}
+
+static void plan_mean(const plan_op *op)
+{
+    const float *x = (const float *)op->x;
+    float *y = (float *)op->y;
+    long n = op->n;
+    float inv = 1.0f / (float)(op->h * op->w);
+#pragma omp parallel for schedule(static) num_threads(plan_pass_threads(op->c * op->h * op->w * n))
+    for (long ch = 0; ch < op->c; ch++) {
+        float *yc = y + ch * op->ycs;
+        for (long s = 0; s < n; s++)
+            yc[s] = 0.0f;
+        for (long p = 0; p < op->h; p++)
+            for (long q = 0; q < op->w; q++) {
+                const float *xq = x + ch * op->xcs + p * op->xrs + q * n;
+#pragma omp simd
+                for (long s = 0; s < n; s++)
+                    yc[s] += xq[s];
+            }
+        for (long s = 0; s < n; s++)
+            yc[s] *= inv;
+    }
+}
+
+static double plan_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+int numcnn_plan_run(const plan_op *ops, long count, const float *input, const long *in_strides,
+                    float *output, double *times)
+{
+    for (long k = 0; k < count; k++) {
+        const plan_op *op = ops + k;
+        double start = times ? plan_now() : 0.0;
+        switch (op->kind) {
+        case PLAN_CONV:
+            if (op->mode == 0)
+                plan_conv_rows(op);
+            else
+                plan_conv_channels(op);
+            break;
+        case PLAN_MAXPOOL:
+            plan_max_pool(op);
+            break;
+        case PLAN_EWISE:
+            plan_ewise(op);
+            break;
+        case PLAN_COPY:
+            plan_copy(op, input, in_strides, output);
+            break;
+        case PLAN_MEAN:
+            plan_mean(op);
+            break;
+        case PLAN_CHECK:
+            if (memcmp((const void *)op->x, (const void *)op->y, (size_t)op->n) != 0)
+                return 1;
+            break;
+        default:
+            return -1;
+        }
+        if (times)
+            times[k] = plan_now() - start;
+    }
+    return 0;
+}
