@@ -196,7 +196,8 @@ class _Segment:
         x, y = node["x"], node["y"]
         (sh, sw), (dh, dw) = node["stride"], node["dilation"]
         oc, c, kh, kw = node["weight"].shape
-        rows = sw == 1 and y.w * n >= 64
+        (oh, ow), (ph, pw) = node["conv_hw"], node["pool"]
+        rows = sw == 1 and (ow // pw) * pw * n >= 64
         mode = K.ROWS if rows else K.CHANNELS
         packed = node["packed"].get(mode)
         if packed is None:
@@ -205,7 +206,8 @@ class _Segment:
             node["packed"][mode] = packed
         vx, vy = _view(x, n, node["pads"]), _view(y, n)
         record = {"kind": K.CONV, "mode": mode, "act": node["act"], "c": c, "oc": oc,
-                  "h": x.h, "w": x.w, "n": n, "oh": y.h, "ow": y.w, "kh": kh, "kw": kw,
+                  "h": x.h, "w": x.w, "n": n, "oh": oh, "ow": ow, "ph": ph, "pw": pw,
+                  "kh": kh, "kw": kw,
                   "sh": sh, "sw": sw, "dh": dh, "dw": dw,
                   "x": vx["addr"], "xcs": vx["cs"], "xrs": vx["rs"], "xcol": vx["col"],
                   "xs": vx["s"], "y": vy["addr"], "ycs": vy["cs"], "yrs": vy["rs"],
@@ -227,7 +229,10 @@ def _describe(node: dict) -> str:
         text += " + bias" + (" (batch norm folded)" if node.get("folded") else "")
         if node.get("r") is not None:
             text += " + residual"
-        return text + (" + ReLU" if node["act"] == K.RELU else "")
+        text += " + ReLU" if node["act"] == K.RELU else ""
+        if node["pool"] != (1, 1):
+            text += f" + max pool {node['pool'][0]}x{node['pool'][1]}"
+        return text
     if kind == "maxpool":
         return (f"max pool {node['kernel'][0]}x{node['kernel'][1]}"
                 + (" + ReLU" if node.get("act") == K.RELU else ""))
@@ -371,7 +376,16 @@ class _Builder:
         node = {"op": "conv", "x": value, "y": out, "act": act, "folded": folded,
                 "weight": np.ascontiguousarray(weight, np.float32),
                 "bias": K.padded_bias(bias.astype(np.float32), weight.shape[0]),
-                "packed": {}, "what": what, **geometry}
+                "packed": {}, "what": what, "conv_hw": (out.h, out.w), "pool": (1, 1),
+                **geometry}
+        pool = _fusable_pool(following[taken - 1:], out)
+        if what == "conv" and pool is not None:
+            # max pooling in the convolution's output loop: the conv map is never stored
+            (ph, pw), (pooled_h, pooled_w) = pool
+            node["pool"], taken = (ph, pw), taken + 1
+            node["y"] = out = _Value(out.c, pooled_h, pooled_w)
+            if act == K.NO_ACT and self._fusable_relu(following[taken - 1:]):
+                node["act"], taken = K.RELU, taken + 1  # ReLU after the maximum = before
         return self.emit(node), taken
 
     def max_pool(self, layer, following, value):
@@ -403,12 +417,31 @@ class _Builder:
         act, taken = (K.RELU, 2) if self._fusable_relu(following) else (K.NO_ACT, 1)
         last = self.nodes[-1] if len(self.nodes) > first else None
         if (last is not None and last["op"] == "conv" and last["y"] is out
-                and last["act"] == K.NO_ACT and last.get("r") is None):
+                and last["act"] == K.NO_ACT and last.get("r") is None
+                and last["pool"] == (1, 1)):
             last["r"], last["act"] = shortcut, act  # y = act(conv(x) + b + shortcut)
             last["reads"].append(shortcut)
             return out, taken
         summed = _Value(out.c, out.h, out.w)
         return self.emit({"op": "ewise", "x": out, "r": shortcut, "y": summed, "act": act}), taken
+
+
+def _fusable_pool(following, value: _Value):
+    """``((ph, pw), (pooled h, pooled w))`` if the next layer is a max pooling over
+    non-overlapping windows of at most 6 positions (no padding, dilation or ceil mode), which
+    the convolution can do in its output loop; else None."""
+    from .functional import pooling as P
+
+    if not following or type(following[0]) is not nn.MaxPool2d:
+        return None
+    layer = following[0]
+    kernel, stride, padding, dilation = P._pool_args(
+        "MaxPool2d", layer.kernel_size, layer.stride, layer.padding, layer.dilation)
+    if (kernel != stride or padding != (0, 0) or dilation != (1, 1) or layer.ceil_mode
+            or layer.return_indices or kernel[0] * kernel[1] > 6
+            or value.h < kernel[0] or value.w < kernel[1]):
+        return None
+    return kernel, (value.h // kernel[0], value.w // kernel[1])
 
 
 def _flattens_all(layer, value: _Value) -> bool:

@@ -55,6 +55,7 @@ typedef struct {
     long y, ycs, yrs, ycol, ys;          /* output */
     long r, rcs, rrs;                    /* residual (same column/sample strides as y) */
     long wgt, bias;                      /* packed weights, bias (padded with zeros) */
+    long ph, pw;                         /* PLAN_CONV: max pooling ph x pw fused (1 x 1: none) */
 } plan_op;
 
 int numcnn_plan_block_channels(void) { return PLAN_FOB; }
@@ -71,13 +72,22 @@ ALWAYS_INLINE vf plan_relu(vf s)
 
 ALWAYS_INLINE float plan_relu1(float s) { return s > 0.0f || s != s ? s : 0.0f; }
 
+/* max pooling's maximum: a NaN wins, as in PyTorch */
+ALWAYS_INLINE vf plan_max(vf m, vf a)
+{
+    plan_vi take = (a > m) | (a != a);
+    return (vf)(((plan_vi)a & take) | ((plan_vi)m & ~take));
+}
+
+ALWAYS_INLINE float plan_max1(float m, float a) { return a > m || a != a ? a : m; }
+
 /* ---- convolution, rows mode ---------------------------------------------------------------- */
 
 /* FOB channels x nv vectors of positions; stores the first ob channels. */
 ALWAYS_INLINE void plan_rows_block(const float *x, long c, long xcs, long kh, long kw,
                                    long row_step, long tap_step, const float *wp,
                                    const float *bias, int ob, int nv, float *y, long ycs,
-                                   const float *r, long rcs, int relu)
+                                   const float *r, long rcs, int relu, int combine)
 {
     vf acc[PLAN_FOB][PLAN_FNV];
     for (int b = 0; b < PLAN_FOB; b++)
@@ -107,6 +117,8 @@ ALWAYS_INLINE void plan_rows_block(const float *x, long c, long xcs, long kh, lo
                 s += load(r + b * rcs + v * VL);
             if (relu)
                 s = plan_relu(s);
+            if (combine) /* max pooling: the maximum with the rows before */
+                s = plan_max(load(y + b * ycs + v * VL), s);
             store(y + b * ycs + v * VL, s);
         }
 }
@@ -137,7 +149,7 @@ static void plan_conv_rows(const plan_op *op)
             long l = l0;
 #define PLAN_ROWS_AT(L, NV)                                                                   \
     plan_rows_block(xrow + (L), c, op->xcs, kh, kw, row_step, tap_step, wp, bs, ob, NV,       \
-                    yrow + (L), op->ycs, rrow ? rrow + (L) : NULL, op->rcs, relu)
+                    yrow + (L), op->ycs, rrow ? rrow + (L) : NULL, op->rcs, relu, 0)
             for (; l + PLAN_FNV * VL <= l1; l += PLAN_FNV * VL)
                 PLAN_ROWS_AT(l, PLAN_FNV);
             for (; l + VL <= l1; l += VL)
@@ -147,6 +159,80 @@ static void plan_conv_rows(const plan_op *op)
 #undef PLAN_ROWS_AT
         }
     }
+}
+
+/* Rows mode with max pooling fused (ph x pw windows, stride = window): a task is a tile of
+ * whole windows along the row and one pooled row; each block of channels sums the ph conv rows
+ * of the window into a scratch tile (the first stores, the others keep the maximum), then pools
+ * its columns into the output. The conv map itself is never written to memory. ReLU commutes
+ * with the maximum, so it is applied to the conv rows as they are made. */
+static int plan_conv_rows_pool(const plan_op *op)
+{
+    const float *x = (const float *)op->x, *wgt = (const float *)op->wgt;
+    const float *bias = (const float *)op->bias;
+    float *y = (float *)op->y;
+    long c = op->c, oc = op->oc, kh = op->kh, kw = op->kw, n = op->n, ph = op->ph, pw = op->pw;
+    long pooled_h = op->oh / ph, pooled_w = op->ow / pw, window = pw * n;
+    long per_tile = 256 / window > 0 ? 256 / window : 1; /* pooled columns per task */
+    if (per_tile > pooled_w)
+        per_tile = pooled_w;
+    long tiles = (pooled_w + per_tile - 1) / per_tile, tasks = tiles * pooled_h;
+    long taps = c * kh * kw, blocks = (oc + PLAN_FOB - 1) / PLAN_FOB;
+    long row_step = op->dh * op->xrs, tap_step = op->dw * n, span = per_tile * window;
+    int relu = op->act == 1, failed = 0;
+    int nthreads = thread_count(tasks, 2 * oc * op->oh * op->ow * n * taps, 0);
+    UNUSED_WITHOUT_OPENMP(nthreads);
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *scratch = alloc_aligned((size_t)(PLAN_FOB * span) * sizeof(float));
+        if (!scratch)
+            failed = 1;
+#pragma omp for schedule(static)
+        for (long task = 0; task < tasks; task++) {
+            if (!scratch)
+                continue;
+            long t = task / pooled_h, pr = task % pooled_h;
+            long u0 = t * per_tile, u1 = u0 + per_tile < pooled_w ? u0 + per_tile : pooled_w;
+            long l0 = u0 * window, len = (u1 - u0) * window; /* conv positions of the tile */
+            for (long blk = 0; blk < blocks; blk++) {
+                long o0 = blk * PLAN_FOB;
+                int ob = (int)(oc - o0 < PLAN_FOB ? oc - o0 : PLAN_FOB);
+                const float *wp = wgt + blk * taps * PLAN_FOB, *bs = bias + o0;
+                for (long i = 0; i < ph; i++) {
+                    const float *xrow = x + (pr * ph + i) * op->sh * op->xrs + l0;
+                    int combine = i > 0;
+                    long l = 0;
+#define PLAN_POOL_AT(L, NV)                                                                   \
+    plan_rows_block(xrow + (L), c, op->xcs, kh, kw, row_step, tap_step, wp, bs, PLAN_FOB, NV, \
+                    scratch + (L), span, NULL, 0, relu, combine)
+                    for (; l + PLAN_FNV * VL <= len; l += PLAN_FNV * VL)
+                        PLAN_POOL_AT(l, PLAN_FNV);
+                    for (; l + VL <= len; l += VL)
+                        PLAN_POOL_AT(l, 1);
+                    if (l < len) /* the last vector again, overlapping: the same sums, and
+                                  * the maximum is idempotent */
+                        PLAN_POOL_AT(len - VL, 1);
+#undef PLAN_POOL_AT
+                }
+                for (int b = 0; b < ob; b++) {
+                    float *yo = y + (o0 + b) * op->ycs + pr * op->yrs + u0 * n;
+                    const float *sc = scratch + b * span;
+                    for (long u = 0; u < u1 - u0; u++) {
+                        const float *su = sc + u * window;
+                        float *yu = yo + u * n;
+                        for (long s = 0; s < n; s++)
+                            yu[s] = su[s];
+                        for (long j = 1; j < pw; j++)
+#pragma omp simd
+                            for (long s = 0; s < n; s++)
+                                yu[s] = plan_max1(yu[s], su[j * n + s]);
+                    }
+                }
+            }
+        }
+        free(scratch);
+    }
+    return failed ? -2 : 0;
 }
 
 /* ---- convolution, channels mode ------------------------------------------------------------ */
@@ -236,6 +322,71 @@ static void plan_conv_channels(const plan_op *op)
     }
 }
 
+/* Channels mode with max pooling fused: a block is the ph*pw conv positions of one window
+ * (at most PLAN_SNP), reduced to their maximum before the bias, the ReLU and the store; the
+ * conv map is never written. */
+static int plan_conv_channels_pool(const plan_op *op)
+{
+    const float *x = (const float *)op->x, *wgt = (const float *)op->wgt;
+    const float *bias = (const float *)op->bias;
+    float *y = (float *)op->y;
+    long c = op->c, oc = op->oc, kh = op->kh, kw = op->kw, n = op->n, ph = op->ph, pw = op->pw;
+    long pooled_h = op->oh / ph, pooled_w = op->ow / pw, window = ph * pw;
+    if (window > PLAN_SNP)
+        return -3;
+    long ocp = (oc + VL - 1) / VL * VL, taps = c * kh * kw, outputs = pooled_h * pooled_w * n;
+    long oblocks = (ocp / VL + PLAN_SOV - 1) / PLAN_SOV;
+    long row_step = op->dh * op->xrs, tap_step = op->dw * op->xcol;
+    int relu = op->act == 1;
+    int nthreads = thread_count(outputs, 2 * oc * outputs * window * taps, 0);
+    UNUSED_WITHOUT_OPENMP(nthreads);
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (long k = 0; k < outputs; k++) {
+        long s = k % n, u = k / n % pooled_w, pr = k / n / pooled_w;
+        const float *xs[PLAN_SNP];
+        for (long i = 0; i < ph; i++)
+            for (long j = 0; j < pw; j++)
+                xs[i * pw + j] = x + (pr * ph + i) * op->sh * op->xrs
+                                 + (u * pw + j) * op->sw * op->xcol + s * op->xs;
+        long yoff = pr * op->yrs + u * op->ycol + s * op->ys;
+        for (long ob = 0; ob < oblocks; ob++) {
+            long o0 = ob * PLAN_SOV * VL;
+            int ov = (int)((ocp - o0) / VL < PLAN_SOV ? (ocp - o0) / VL : PLAN_SOV);
+            vf acc[PLAN_SNP][PLAN_SOV];
+            const float *wp = wgt + o0;
+            if (window == 4 && ov == PLAN_SOV)
+                plan_channels_block(xs, 4, c, op->xcs, kh, kw, row_step, tap_step, wp, ocp,
+                                    PLAN_SOV, acc);
+            else if (window == 4)
+                plan_channels_block(xs, 4, c, op->xcs, kh, kw, row_step, tap_step, wp, ocp, 1,
+                                    acc);
+            else
+                for (int v = 0; v < ov; v++) {
+                    vf one[PLAN_SNP][PLAN_SOV] = {{{0}}};
+                    plan_channels_block(xs, (int)window, c, op->xcs, kh, kw, row_step,
+                                        tap_step, wp + v * VL, ocp, 1, one);
+                    for (long pp = 0; pp < window; pp++)
+                        acc[pp][v] = one[pp][0];
+                }
+            for (int v = 0; v < ov; v++) {
+                vf m = acc[0][v];
+                for (long pp = 1; pp < window; pp++)
+                    m = plan_max(m, acc[pp][v]);
+                m += load(bias + o0 + v * VL);
+                if (relu)
+                    m = plan_relu(m);
+                for (int kk = 0; kk < VL; kk++) {
+                    long o = o0 + v * VL + kk;
+                    if (o >= oc)
+                        break;
+                    y[o * op->ycs + yoff] = m[kk];
+                }
+            }
+        }
+    }
+    return 0;
+}
+
 /* ---- the layers between the convolutions ------------------------------------------------- */
 
 static int plan_pass_threads(long size) { return thread_count(size / 8192 + 1, size * 32, 0); }
@@ -254,7 +405,8 @@ static void plan_max_pool(const plan_op *op)
         for (long q = 0; q < ow; q++) {
             const float *xq = xr + q * op->sw * n;
             float *yq = yr + q * n;
-            memcpy(yq, xq, (size_t)n * sizeof(float));
+            for (long s = 0; s < n; s++) /* the window's first position, to start with */
+                yq[s] = xq[s];
             for (long i = 0; i < op->kh; i++)
                 for (long j = (i == 0); j < op->kw; j++) {
                     const float *xij = xq + i * op->xrs + j * n;
@@ -360,10 +512,15 @@ int numcnn_plan_run(const plan_op *ops, long count, const float *input, const lo
         double start = times ? plan_now() : 0.0;
         switch (op->kind) {
         case PLAN_CONV:
-            if (op->mode == 0)
+            if (op->ph * op->pw > 1) {
+                int status = op->mode == 0 ? plan_conv_rows_pool(op) : plan_conv_channels_pool(op);
+                if (status != 0)
+                    return status;
+            } else if (op->mode == 0) {
                 plan_conv_rows(op);
-            else
+            } else {
                 plan_conv_channels(op);
+            }
             break;
         case PLAN_MAXPOOL:
             plan_max_pool(op);

@@ -27,7 +27,7 @@ ROWS, CHANNELS = 0, 1
 NO_ACT, RELU = 0, 1
 
 _FIELDS = ("kind act mode ends c oc h w n oh ow kh kw sh sw dh dw x xcs xrs xcol xs "
-           "y ycs yrs ycol ys r rcs rrs wgt bias").split()
+           "y ycs yrs ycol ys r rcs rrs wgt bias ph pw").split()
 
 
 class PlanOp(ctypes.Structure):
