@@ -120,8 +120,10 @@ class _Segment:
         self.tables: dict[int, tuple] = {}
 
     def prepare(self, n: int, checks: list) -> tuple:
-        """The operation table for batch size ``n``: ``(table, count, out_view)``."""
+        """The operation table for batch size ``n``: ``(table, count, out_view, buffers)``;
+        the table holds raw addresses, so ``buffers`` must be kept as long as it is."""
         free: dict[tuple, list] = {}
+        buffers = []
         last_read = {}
         for index, node in enumerate(self.nodes):
             for value in node["reads"]:
@@ -133,6 +135,7 @@ class _Segment:
                 key = (out.geometry(n), tuple(out.frame))
                 spare = free.get(key)
                 out.buffer = spare.pop() if spare else np.zeros(key[0], np.float32)
+                buffers.append(out.buffer)
             if node["op"] != "flatten":  # a Flatten is a view: no operation
                 records.append(self._record(node, n))
             for value in node["reads"]:
@@ -145,7 +148,7 @@ class _Segment:
         out_view = None
         if not self.final:
             out_view = self._nchw(self.last, n)
-        return table, len(records), out_view
+        return table, len(records), out_view, buffers
 
     @staticmethod
     def _nchw(value: _Value, n: int) -> np.ndarray:
@@ -321,7 +324,7 @@ class _Builder:
             return self.emit({"op": "flatten", "x": value, "y": out}), 1
         if type(layer) is nn.GlobalAvgPool2d and value.ndim == 4:
             return self.emit({"op": "mean", "x": value, "y": _Value(value.c, ndim=2)}), 1
-        if type(layer) is nn.Residual:
+        if isinstance(layer, nn.Residual):  # fn(x) + shortcut(x), the shortcut x if None
             return self.residual(layer, following, value)
         if type(layer) is nn.Sequential:
             return self.chain(_layers(layer), value)[0], 1
@@ -564,8 +567,8 @@ class Plan:
         for segment in self._segments:
             if isinstance(segment, _Segment):
                 checks = self._checks if (first_c and self.check_weights) else []
-                table, count, out_view = segment.prepare(n, checks)
-                steps.append((table, count, out_view, segment.final))
+                table, count, out_view, buffers = segment.prepare(n, checks)
+                steps.append((table, count, out_view, segment.final, buffers))
                 first_c = False
             else:
                 steps.append(segment)
@@ -604,7 +607,7 @@ class Plan:
         out = x
         for step in steps:
             if type(step) is tuple:
-                table, count, out_view, final = step
+                table, count, out_view, final, _ = step
                 strides = _strides(out)
                 result = np.empty((n, *self.output_shape), np.float32) if final else None
                 clock = (ctypes.c_double * count)() if times is not None else None
