@@ -306,3 +306,31 @@ def test_compiling_is_quick_and_profile_names_each_operation():
     rows = plan.profile(_images(2, (3, 32, 32)), repeats=3)
     assert [label for label, _ in rows] == plan.describe()
     assert all(seconds >= 0 for _, seconds in rows)
+
+
+def test_train_predict_and_evaluate_use_a_plan_by_default(monkeypatch):
+    from numcnn import train
+
+    numcnn.manual_seed(0)
+    model = _randomise_batch_norms(models.preset("convnet-bn")).train()
+    x = _images(300)
+    y = np.random.default_rng(0).integers(0, 10, 300)
+    compiled = []
+    real_compile = inference.compile
+
+    def counting_compile(*args, **kwargs):
+        compiled.append(args[1])
+        return real_compile(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "compile", counting_compile)
+    with_plan = train.predict(model, x, batch_size=128)
+    assert compiled == [(1, 28, 28)]  # one plan for the three batches (128, 128, 44)
+    assert model.training  # put back in training mode afterwards
+    without = train.predict(model, x, batch_size=128, compile=False)
+    assert len(compiled) == 1
+    np.testing.assert_allclose(with_plan, without, rtol=1e-4, atol=1e-6)
+    a = train.evaluate(model, x, y, batch_size=100)
+    b = train.evaluate(model, x, y, batch_size=100, compile=False)
+    assert len(compiled) == 2
+    np.testing.assert_array_equal(a.confusion, b.confusion)
+    assert a.loss == pytest.approx(b.loss, rel=1e-5)

@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "confusion_matrix.png, misclassified.png")
     evaluate.add_argument("-q", "--quiet", action="store_true",
                           help="print the accuracy line only")
+    evaluate.add_argument("--no-plan", action="store_true",
+                          help="run the layers one by one instead of a compiled inference plan "
+                               "(docs/inference.md)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     # -- predict --------------------------------------------------------------------------------
@@ -189,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="show the K most likely classes (default: 3; 0 for all)")
     predict.add_argument("--json", action="store_true",
                          help="print JSON: class and every class probability per image")
+    predict.add_argument("--no-plan", action="store_true",
+                         help="run the layers one by one instead of a compiled inference plan "
+                              "(docs/inference.md)")
     predict.set_defaults(func=cmd_predict)
 
     # -- summary --------------------------------------------------------------------------------
@@ -530,7 +536,8 @@ def cmd_evaluate(args) -> int:
     classes = metadata.get("classes") or list(dataset.classes)
     _check_model_fits(model, x.shape[1:], len(classes), args.model)
     result = train.evaluate(model, x, y, batch_size=args.batch_size,
-                            preprocessing=preprocessing, classes=classes)
+                            preprocessing=preprocessing, classes=classes,
+                            compile=not args.no_plan)
     if args.quiet:
         print(f"accuracy {100 * result.accuracy:.2f}%")
     else:
@@ -574,7 +581,7 @@ def cmd_predict(args) -> int:
     metadata = getattr(model, "metadata", {}) or {}
     preprocessing = _preprocessing_of(model, args.model)
     images = np.concatenate([data.prepare_image(path, preprocessing) for path in args.images])
-    probabilities = train.predict(model, images)
+    probabilities = train.predict(model, images, compile=not args.no_plan)
     classes = metadata.get("classes") or list(range(probabilities.shape[1]))
     if len(classes) != probabilities.shape[1]:
         classes = list(range(probabilities.shape[1]))
