@@ -123,6 +123,29 @@ ALWAYS_INLINE void plan_rows_block(const float *x, long c, long xcs, long kh, lo
         }
 }
 
+/* A run of len (>= VL) positions for one block of channels: whole register blocks, then single
+ * vectors, then the last vector again, overlapping (the same sums; storing or taking the maximum
+ * twice changes nothing). Kept out of line so that each caller's registers stay its own: inlined
+ * into the pooled kernels, GCC spilled the input vectors of the inner loop to the stack. */
+static __attribute__((noinline)) void plan_rows_run(const float *x, long len, long c, long xcs,
+                                                    long kh, long kw, long row_step,
+                                                    long tap_step, const float *wp,
+                                                    const float *bias, int ob, float *y,
+                                                    long ycs, const float *r, long rcs, int relu,
+                                                    int combine)
+{
+    long l = 0;
+    for (; l + PLAN_FNV * VL <= len; l += PLAN_FNV * VL)
+        plan_rows_block(x + l, c, xcs, kh, kw, row_step, tap_step, wp, bias, ob, PLAN_FNV,
+                        y + l, ycs, r ? r + l : NULL, rcs, relu, combine);
+    for (; l + VL <= len; l += VL)
+        plan_rows_block(x + l, c, xcs, kh, kw, row_step, tap_step, wp, bias, ob, 1, y + l, ycs,
+                        r ? r + l : NULL, rcs, relu, combine);
+    if (l < len)
+        plan_rows_block(x + len - VL, c, xcs, kh, kw, row_step, tap_step, wp, bias, ob, 1,
+                        y + len - VL, ycs, r ? r + len - VL : NULL, rcs, relu, combine);
+}
+
 static void plan_conv_rows(const plan_op *op)
 {
     const float *x = (const float *)op->x, *wgt = (const float *)op->wgt;
@@ -135,7 +158,7 @@ static void plan_conv_rows(const plan_op *op)
     int relu = op->act == 1;
     int nthreads = thread_count(tasks, 2 * oc * oh * len * taps, 0);
     UNUSED_WITHOUT_OPENMP(nthreads);
-#pragma omp parallel for schedule(static) num_threads(nthreads)
+#pragma omp parallel for schedule(dynamic) num_threads(nthreads)
     for (long task = 0; task < tasks; task++) {
         long t = task / oh, p = task % oh;
         long l0 = t * PLAN_TILE, l1 = t == tiles - 1 ? len : l0 + PLAN_TILE;
@@ -146,19 +169,63 @@ static void plan_conv_rows(const plan_op *op)
             const float *wp = wgt + blk * taps * PLAN_FOB, *bs = bias + o0;
             float *yrow = y + o0 * op->ycs + p * op->yrs;
             const float *rrow = res ? res + o0 * op->rcs + p * op->rrs : NULL;
-            long l = l0;
-#define PLAN_ROWS_AT(L, NV)                                                                   \
-    plan_rows_block(xrow + (L), c, op->xcs, kh, kw, row_step, tap_step, wp, bs, ob, NV,       \
-                    yrow + (L), op->ycs, rrow ? rrow + (L) : NULL, op->rcs, relu, 0)
-            for (; l + PLAN_FNV * VL <= l1; l += PLAN_FNV * VL)
-                PLAN_ROWS_AT(l, PLAN_FNV);
-            for (; l + VL <= l1; l += VL)
-                PLAN_ROWS_AT(l, 1);
-            if (l < l1) /* the tile's last vector again, overlapping: the same sums */
-                PLAN_ROWS_AT(l1 - VL, 1);
-#undef PLAN_ROWS_AT
+            plan_rows_run(xrow + l0, l1 - l0, c, op->xcs, kh, kw, row_step, tap_step, wp, bs, ob,
+                          yrow + l0, op->ycs, rrow ? rrow + l0 : NULL, op->rcs, relu, 0);
         }
     }
+}
+
+/* Rows mode with max pooling fused, for batches of at least 64: a task is one pooled output
+ * position (pr, u) and a block of samples; each block of channels computes the ph x pw conv
+ * positions of the window over those samples (contiguous runs of the batch) into a small
+ * scratch (the first stores, the others keep the maximum) and stores the result. Only the
+ * inputs of one window and block of samples are live, whatever the batch size. */
+static int plan_conv_rows_pool_wide(const plan_op *op)
+{
+    const float *x = (const float *)op->x, *wgt = (const float *)op->wgt;
+    const float *bias = (const float *)op->bias;
+    float *y = (float *)op->y;
+    long c = op->c, oc = op->oc, kh = op->kh, kw = op->kw, n = op->n, ph = op->ph, pw = op->pw;
+    long pooled_h = op->oh / ph, pooled_w = op->ow / pw;
+    long sblocks = (n + PLAN_TILE - 1) / PLAN_TILE, span = (n + sblocks - 1) / sblocks;
+    long tasks = pooled_h * pooled_w * sblocks;
+    long taps = c * kh * kw, blocks = (oc + PLAN_FOB - 1) / PLAN_FOB;
+    long row_step = op->dh * op->xrs, tap_step = op->dw * n;
+    int relu = op->act == 1, failed = 0;
+    int nthreads = thread_count(tasks, 2 * oc * op->oh * op->ow * n * taps, 0);
+    UNUSED_WITHOUT_OPENMP(nthreads);
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *scratch = alloc_aligned((size_t)(PLAN_FOB * span) * sizeof(float));
+        if (!scratch)
+            failed = 1;
+#pragma omp for schedule(dynamic)
+        for (long task = 0; task < tasks; task++) {
+            if (!scratch)
+                continue;
+            long sb = task % sblocks, u = task / sblocks % pooled_w;
+            long pr = task / sblocks / pooled_w;
+            long s0 = sb * span, len = s0 + span < n ? span : n - s0;
+            for (long blk = 0; blk < blocks; blk++) {
+                long o0 = blk * PLAN_FOB;
+                int ob = (int)(oc - o0 < PLAN_FOB ? oc - o0 : PLAN_FOB);
+                const float *wp = wgt + blk * taps * PLAN_FOB, *bs = bias + o0;
+                for (long i = 0; i < ph; i++)
+                    for (long j = 0; j < pw; j++) {
+                        const float *xs = x + (pr * ph + i) * op->sh * op->xrs
+                                          + (u * pw + j) * n + s0;
+                        int combine = i > 0 || j > 0;
+                        plan_rows_run(xs, len, c, op->xcs, kh, kw, row_step, tap_step, wp, bs,
+                                      PLAN_FOB, scratch, span, NULL, 0, relu, combine);
+                    }
+                for (int b = 0; b < ob; b++)
+                    memcpy(y + (o0 + b) * op->ycs + pr * op->yrs + u * n + s0,
+                           scratch + b * span, (size_t)len * sizeof(float));
+            }
+        }
+        free(scratch);
+    }
+    return failed ? -2 : 0;
 }
 
 /* Rows mode with max pooling fused (ph x pw windows, stride = window): a task is a tile of
@@ -187,7 +254,7 @@ static int plan_conv_rows_pool(const plan_op *op)
         float *scratch = alloc_aligned((size_t)(PLAN_FOB * span) * sizeof(float));
         if (!scratch)
             failed = 1;
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic)
         for (long task = 0; task < tasks; task++) {
             if (!scratch)
                 continue;
@@ -201,18 +268,8 @@ static int plan_conv_rows_pool(const plan_op *op)
                 for (long i = 0; i < ph; i++) {
                     const float *xrow = x + (pr * ph + i) * op->sh * op->xrs + l0;
                     int combine = i > 0;
-                    long l = 0;
-#define PLAN_POOL_AT(L, NV)                                                                   \
-    plan_rows_block(xrow + (L), c, op->xcs, kh, kw, row_step, tap_step, wp, bs, PLAN_FOB, NV, \
-                    scratch + (L), span, NULL, 0, relu, combine)
-                    for (; l + PLAN_FNV * VL <= len; l += PLAN_FNV * VL)
-                        PLAN_POOL_AT(l, PLAN_FNV);
-                    for (; l + VL <= len; l += VL)
-                        PLAN_POOL_AT(l, 1);
-                    if (l < len) /* the last vector again, overlapping: the same sums, and
-                                  * the maximum is idempotent */
-                        PLAN_POOL_AT(len - VL, 1);
-#undef PLAN_POOL_AT
+                    plan_rows_run(xrow, len, c, op->xcs, kh, kw, row_step, tap_step, wp, bs,
+                                  PLAN_FOB, scratch, span, NULL, 0, relu, combine);
                 }
                 for (int b = 0; b < ob; b++) {
                     float *yo = y + (o0 + b) * op->ycs + pr * op->yrs + u0 * n;
@@ -275,7 +332,7 @@ static void plan_conv_channels(const plan_op *op)
     int relu = op->act == 1;
     int nthreads = thread_count(blocks, 2 * oc * positions * taps, 0);
     UNUSED_WITHOUT_OPENMP(nthreads);
-#pragma omp parallel for schedule(static) num_threads(nthreads)
+#pragma omp parallel for schedule(dynamic, 8) num_threads(nthreads)
     for (long blk = 0; blk < blocks; blk++) {
         const float *xs[PLAN_SNP];
         long yoff[PLAN_SNP], roff[PLAN_SNP];
@@ -340,7 +397,7 @@ static int plan_conv_channels_pool(const plan_op *op)
     int relu = op->act == 1;
     int nthreads = thread_count(outputs, 2 * oc * outputs * window * taps, 0);
     UNUSED_WITHOUT_OPENMP(nthreads);
-#pragma omp parallel for schedule(static) num_threads(nthreads)
+#pragma omp parallel for schedule(dynamic, 4) num_threads(nthreads)
     for (long k = 0; k < outputs; k++) {
         long s = k % n, u = k / n % pooled_w, pr = k / n / pooled_w;
         const float *xs[PLAN_SNP];
@@ -397,7 +454,7 @@ static void plan_max_pool(const plan_op *op)
     float *y = (float *)op->y;
     long n = op->n, oh = op->oh, ow = op->ow, tasks = op->c * oh;
     int relu = op->act == 1;
-#pragma omp parallel for schedule(static) num_threads(plan_pass_threads(op->c * op->h * op->w * n))
+#pragma omp parallel for schedule(dynamic, 4) num_threads(plan_pass_threads(op->c * op->h * op->w * n))
     for (long task = 0; task < tasks; task++) {
         long ch = task / oh, p = task % oh;
         const float *xr = x + ch * op->xcs + p * op->sh * op->xrs;
@@ -429,7 +486,7 @@ static void plan_ewise(const plan_op *op)
     float *y = (float *)op->y;
     long run = op->w * op->n, tasks = op->c * op->h;
     int relu = op->act == 1;
-#pragma omp parallel for schedule(static) num_threads(plan_pass_threads(tasks * run))
+#pragma omp parallel for schedule(dynamic, 4) num_threads(plan_pass_threads(tasks * run))
     for (long task = 0; task < tasks; task++) {
         long ch = task / op->h, p = task % op->h;
         const float *xr = x + ch * op->xcs + p * op->xrs;
@@ -460,7 +517,7 @@ static void plan_copy(const plan_op *op, const float *input, const long *in_stri
     }
     long n = op->n, w = op->w, tasks = op->c * op->h;
     /* blocks of 16 samples by the row's columns: both sides read or written in short runs */
-#pragma omp parallel for schedule(static) num_threads(plan_pass_threads(tasks * w * n))
+#pragma omp parallel for schedule(dynamic, 4) num_threads(plan_pass_threads(tasks * w * n))
     for (long task = 0; task < tasks; task++) {
         long ch = task / op->h, p = task % op->h;
         const float *xr = x + ch * xcs + p * xrs;
@@ -480,7 +537,7 @@ static void plan_mean(const plan_op *op)
     float *y = (float *)op->y;
     long n = op->n;
     float inv = 1.0f / (float)(op->h * op->w);
-#pragma omp parallel for schedule(static) num_threads(plan_pass_threads(op->c * op->h * op->w * n))
+#pragma omp parallel for schedule(dynamic) num_threads(plan_pass_threads(op->c * op->h * op->w * n))
     for (long ch = 0; ch < op->c; ch++) {
         float *yc = y + ch * op->ycs;
         for (long s = 0; s < n; s++)
@@ -513,7 +570,9 @@ int numcnn_plan_run(const plan_op *ops, long count, const float *input, const lo
         switch (op->kind) {
         case PLAN_CONV:
             if (op->ph * op->pw > 1) {
-                int status = op->mode == 0 ? plan_conv_rows_pool(op) : plan_conv_channels_pool(op);
+                int status = op->mode == 1 ? plan_conv_channels_pool(op)
+                             : op->n >= 64 ? plan_conv_rows_pool_wide(op)
+                                           : plan_conv_rows_pool(op);
                 if (status != 0)
                     return status;
             } else if (op->mode == 0) {
