@@ -100,8 +100,9 @@ def overhead(depth: int, repeats: int) -> dict:
     out["plan_per_operation_us"] = 1e6 * (planned_unchecked[1] - planned_unchecked[0]) / (depth - 1)
     out["plan_call_us"] = 1e6 * planned[0]
     out["plan_call_unchecked_us"] = 1e6 * planned_unchecked[0]
-    out["weight_check_us_per_100kb"] = 1e6 * (planned[1] - planned_unchecked[1]) / (
-        depth * (16 * 16 + 16) * 4 / 1e5)
+    out["weight_check_us"] = 1e6 * (planned[1] - planned_unchecked[1])
+    out["weight_check_arrays"] = 2 * depth
+    out["weight_check_kb"] = depth * (16 * 16 + 16) * 4 / 1e3
     out["depth"] = depth
     return out
 
@@ -138,7 +139,8 @@ def main(argv=None) -> int:
           f"layer path {o['layer_path_per_layer_us']:.2f} us per layer, plan "
           f"{o['plan_per_operation_us']:.2f} us per fused operation; a one-operation plan call "
           f"{o['plan_call_us']:.1f} us ({o['plan_call_unchecked_us']:.1f} us without the weight "
-          f"check); the check {o['weight_check_us_per_100kb']:.2f} us per 100 KB of weights")
+          f"check); the weight check of the deep chain ({o['weight_check_arrays']} arrays, "
+          f"{o['weight_check_kb']:.0f} KB) {o['weight_check_us']:.1f} us")
     if args.json:
         with open(args.json, "w") as file:
             json.dump(report, file, indent=1)

@@ -59,6 +59,21 @@ typedef struct {
 } plan_op;
 
 int numcnn_plan_block_channels(void) { return PLAN_FOB; }
+
+/* Threads. An OpenMP team ends in a barrier: every thread must have run before the call returns.
+ * On a busy machine (this project's: six agents on two cores) a second thread waits for a core
+ * for a scheduler time slice, milliseconds, so a 20 us convolution on two threads took 6 ms
+ * (measured: convnet-bn at batch 1, 167 images/s against 10,000 on one thread). A plan's
+ * operation therefore takes a second thread only when its work is large enough to hide such a
+ * wait: PLAN_MIN_PARALLEL_FLOPS for a convolution, PLAN_MIN_PARALLEL_NUMBERS for a pass over
+ * memory (which a second core speeds up little anyway). */
+#define PLAN_MIN_PARALLEL_FLOPS 50000000L  /* about 0.5 ms on one core */
+#define PLAN_MIN_PARALLEL_NUMBERS (4L << 20)
+
+static int plan_threads(long tasks, long flops)
+{
+    return flops < PLAN_MIN_PARALLEL_FLOPS ? 1 : thread_count(tasks, flops, 0);
+}
 long numcnn_plan_op_size(void) { return (long)sizeof(plan_op); }
 
 typedef int plan_vi __attribute__((vector_size(VL * sizeof(float))));
@@ -156,7 +171,7 @@ static void plan_conv_rows(const plan_op *op)
     long row_step = op->dh * op->xrs, tap_step = op->dw * n;
     long tiles = len / PLAN_TILE > 0 ? len / PLAN_TILE : 1, tasks = tiles * oh;
     int relu = op->act == 1;
-    int nthreads = thread_count(tasks, 2 * oc * oh * len * taps, 0);
+    int nthreads = plan_threads(tasks, 2 * oc * oh * len * taps);
     UNUSED_WITHOUT_OPENMP(nthreads);
 #pragma omp parallel for schedule(dynamic) num_threads(nthreads)
     for (long task = 0; task < tasks; task++) {
@@ -192,7 +207,7 @@ static int plan_conv_rows_pool_wide(const plan_op *op)
     long taps = c * kh * kw, blocks = (oc + PLAN_FOB - 1) / PLAN_FOB;
     long row_step = op->dh * op->xrs, tap_step = op->dw * n;
     int relu = op->act == 1, failed = 0;
-    int nthreads = thread_count(tasks, 2 * oc * op->oh * op->ow * n * taps, 0);
+    int nthreads = plan_threads(tasks, 2 * oc * op->oh * op->ow * n * taps);
     UNUSED_WITHOUT_OPENMP(nthreads);
 #pragma omp parallel num_threads(nthreads)
     {
@@ -247,7 +262,7 @@ static int plan_conv_rows_pool(const plan_op *op)
     long taps = c * kh * kw, blocks = (oc + PLAN_FOB - 1) / PLAN_FOB;
     long row_step = op->dh * op->xrs, tap_step = op->dw * n, span = per_tile * window;
     int relu = op->act == 1, failed = 0;
-    int nthreads = thread_count(tasks, 2 * oc * op->oh * op->ow * n * taps, 0);
+    int nthreads = plan_threads(tasks, 2 * oc * op->oh * op->ow * n * taps);
     UNUSED_WITHOUT_OPENMP(nthreads);
 #pragma omp parallel num_threads(nthreads)
     {
@@ -330,7 +345,7 @@ static void plan_conv_channels(const plan_op *op)
     long oblocks = (ocp / VL + PLAN_SOV - 1) / PLAN_SOV;
     long row_step = op->dh * op->xrs, tap_step = op->dw * op->xcol;
     int relu = op->act == 1;
-    int nthreads = thread_count(blocks, 2 * oc * positions * taps, 0);
+    int nthreads = plan_threads(blocks, 2 * oc * positions * taps);
     UNUSED_WITHOUT_OPENMP(nthreads);
 #pragma omp parallel for schedule(dynamic, 8) num_threads(nthreads)
     for (long blk = 0; blk < blocks; blk++) {
@@ -395,7 +410,7 @@ static int plan_conv_channels_pool(const plan_op *op)
     long oblocks = (ocp / VL + PLAN_SOV - 1) / PLAN_SOV;
     long row_step = op->dh * op->xrs, tap_step = op->dw * op->xcol;
     int relu = op->act == 1;
-    int nthreads = thread_count(outputs, 2 * oc * outputs * window * taps, 0);
+    int nthreads = plan_threads(outputs, 2 * oc * outputs * window * taps);
     UNUSED_WITHOUT_OPENMP(nthreads);
 #pragma omp parallel for schedule(dynamic, 4) num_threads(nthreads)
     for (long k = 0; k < outputs; k++) {
@@ -446,7 +461,10 @@ static int plan_conv_channels_pool(const plan_op *op)
 
 /* ---- the layers between the convolutions ------------------------------------------------- */
 
-static int plan_pass_threads(long size) { return thread_count(size / 8192 + 1, size * 32, 0); }
+static int plan_pass_threads(long size)
+{
+    return size < PLAN_MIN_PARALLEL_NUMBERS ? 1 : thread_count(size / 8192 + 1, size * 32, 0);
+}
 
 static void plan_max_pool(const plan_op *op)
 {
