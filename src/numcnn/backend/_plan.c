@@ -85,6 +85,13 @@ ALWAYS_INLINE vf plan_relu(vf s)
     return (vf)((plan_vi)s & keep);
 }
 
+/* a float in every lane, as one broadcast (splat's "0 + a" costs an addition first) */
+ALWAYS_INLINE vf plan_bcast(float a)
+{
+    vf v = {a};
+    return __builtin_shuffle(v, (plan_vi){0});
+}
+
 ALWAYS_INLINE float plan_relu1(float s) { return s > 0.0f || s != s ? s : 0.0f; }
 
 /* max pooling's maximum: a NaN wins, as in PyTorch */
@@ -118,7 +125,7 @@ ALWAYS_INLINE void plan_rows_block(const float *x, long c, long xcs, long kh, lo
                 for (int v = 0; v < nv; v++)
                     xv[v] = load(xj + v * VL);
                 for (int b = 0; b < PLAN_FOB; b++) {
-                    vf wv = splat(wi[j * PLAN_FOB + b]);
+                    vf wv = plan_bcast(wi[j * PLAN_FOB + b]);
                     for (int v = 0; v < nv; v++)
                         acc[b][v] += wv * xv[v];
                 }
@@ -327,7 +334,7 @@ ALWAYS_INLINE void plan_channels_block(const float *const *xs, int np, long c, l
                 for (int v = 0; v < ov; v++)
                     wv[v] = load(wt + v * VL);
                 for (int pp = 0; pp < np; pp++) {
-                    vf xv = splat(xs[pp][off]);
+                    vf xv = plan_bcast(xs[pp][off]);
                     for (int v = 0; v < ov; v++)
                         acc[pp][v] += wv[v] * xv;
                 }
