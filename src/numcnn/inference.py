@@ -631,13 +631,13 @@ class Plan:
             with no_grad():
                 return self.model(x)
         steps = self._runs.get(n) or self._prepare(n)
-        if x.dtype != np.float32 or not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x, np.float32)
-        run = K.runner()
         out = x
         for step in steps:
             if type(step) is tuple:
+                run = K.runner()
                 table, count, out_view, final, _ = step
+                if out.dtype != np.float32:  # any strides do; the dtype must be float32
+                    out = out.astype(np.float32)
                 strides = _strides(out)
                 result = np.empty((n, *self.output_shape), np.float32) if final else None
                 clock = (ctypes.c_double * count)() if times is not None else None
