@@ -286,6 +286,14 @@ def test_two_threads_share_a_plan():
             if not np.allclose(plan(inputs[k]), expected[k], rtol=1e-4, atol=1e-5):
                 failures.append(k)
 
+    from numcnn.backend import plan_kernels
+
+    plan_kernels.set_parallel_mflop(0)  # every operation on every core, then back
+    try:
+        for k in range(2):
+            np.testing.assert_allclose(plan(inputs[k]), expected[k], rtol=1e-4, atol=1e-5)
+    finally:
+        plan_kernels.set_parallel_mflop(500)
     threads = [threading.Thread(target=serve, args=(k,)) for k in range(2)]
     for thread in threads:
         thread.start()

@@ -105,6 +105,7 @@ def _declare(lib) -> None:
         "plan_run": ([ptr, size, ptr, ptr, ptr, ptr], ctypes.c_int),
         "plan_block_channels": ([], ctypes.c_int),
         "plan_op_size": ([], size),
+        "plan_set_parallel_flops": ([size], None),
     }
     for name, (argtypes, restype) in signatures.items():
         function = getattr(lib, f"numcnn_{name}")

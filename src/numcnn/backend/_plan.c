@@ -62,17 +62,21 @@ int numcnn_plan_block_channels(void) { return PLAN_FOB; }
 
 /* Threads. An OpenMP team ends in a barrier: every thread must have run before the call returns.
  * On a busy machine (this project's: six agents on two cores) a second thread waits for a core
- * for a scheduler time slice, milliseconds, so a 20 us convolution on two threads took 6 ms
- * (measured: convnet-bn at batch 1, 167 images/s against 10,000 on one thread). A plan's
- * operation therefore takes a second thread only when its work is large enough to hide such a
- * wait: PLAN_MIN_PARALLEL_FLOPS for a convolution, PLAN_MIN_PARALLEL_NUMBERS for a pass over
- * memory (which a second core speeds up little anyway). */
-#define PLAN_MIN_PARALLEL_FLOPS 50000000L  /* about 0.5 ms on one core */
+ * for a scheduler time slice, about 12 ms, so a 20 us convolution on two threads took 6 ms
+ * (measured: convnet-bn at batch 1, 167 images/s against 10,000 on one thread) and 50-MFLOP
+ * convolutions at batch 1,000 took 12 or 24 ms. A plan's operation therefore takes a second
+ * thread only when its work is large enough to hide such a wait: plan_min_parallel_flops for a
+ * convolution, PLAN_MIN_PARALLEL_NUMBERS for a pass over memory (which a second core speeds up
+ * little anyway). */
+static long plan_min_parallel_flops = 500000000L; /* about 5-10 ms on one core */
 #define PLAN_MIN_PARALLEL_NUMBERS (4L << 20)
+
+/* NUMCNN_PLAN_PARALLEL_MFLOP (read by numcnn/backend/plan_kernels.py) sets it; 0: always. */
+void numcnn_plan_set_parallel_flops(long flops) { plan_min_parallel_flops = flops; }
 
 static int plan_threads(long tasks, long flops)
 {
-    return flops < PLAN_MIN_PARALLEL_FLOPS ? 1 : thread_count(tasks, flops, 0);
+    return flops < plan_min_parallel_flops ? 1 : thread_count(tasks, flops, 0);
 }
 long numcnn_plan_op_size(void) { return (long)sizeof(plan_op); }
 

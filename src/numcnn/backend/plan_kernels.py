@@ -16,10 +16,11 @@ The weight packings (made once, when a plan is compiled):
 from __future__ import annotations
 
 import ctypes
+import os
 
 import numpy as np
 
-from ._lib import LIB as _LIB, VECTOR_FLOATS
+from ._lib import LIB as _LIB, VECTOR_FLOATS, KernelLoadError
 
 CONV, MAXPOOL, EWISE, COPY, MEAN, CHECK = 1, 2, 3, 4, 5, 6
 FROM_INPUT, TO_OUTPUT = 1, 2
@@ -48,6 +49,23 @@ def block_channels() -> int:
 
 if available() and _LIB.numcnn_plan_op_size() != ctypes.sizeof(PlanOp):  # pragma: no cover
     raise ImportError("numcnn: _plan.c's plan_op and plan_kernels.PlanOp differ; rebuild")
+
+
+def set_parallel_mflop(mflop: float) -> None:
+    """A plan's operation runs on more than one thread only from this much work (MFLOP; 0:
+    always). Default 500: on a machine whose cores are busy, a second thread waits a scheduler
+    time slice (~12 ms) for a core, which only larger operations hide (``_plan.c``). The
+    environment variable ``NUMCNN_PLAN_PARALLEL_MFLOP`` sets it at import."""
+    if available():
+        _LIB.numcnn_plan_set_parallel_flops(int(float(mflop) * 1e6))
+
+
+if available() and os.environ.get("NUMCNN_PLAN_PARALLEL_MFLOP"):
+    try:
+        set_parallel_mflop(float(os.environ["NUMCNN_PLAN_PARALLEL_MFLOP"]))
+    except ValueError:
+        raise KernelLoadError(f"NUMCNN_PLAN_PARALLEL_MFLOP must be a number of MFLOP, got "
+                          f"{os.environ['NUMCNN_PLAN_PARALLEL_MFLOP']!r}") from None
 
 
 def pack_rows(weight: np.ndarray) -> np.ndarray:
