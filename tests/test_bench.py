@@ -118,3 +118,27 @@ def test_help_timing_runs_the_console_script():
     assert "error" not in result, result.get("error")
     assert result["seconds"] > 0 and result["bare_python_seconds"] > 0
     assert result["command"].endswith("--help")
+
+
+def test_onnxruntime_is_an_inference_peer_on_the_same_model(mnist_path, tmp_path):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--repeats", "1", "--presets", "convnet-bn",
+         "--infer1-steps", "3", "--infer1000-steps", "1", "--parts", "infer", "--onnxruntime",
+         "--data", str(mnist_path), "--json", str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    results = report["results"]["convnet-bn"]
+    for key in ("infer_b1", "infer_b1000"):
+        assert {"numcnn", "torch", "onnxruntime"} <= set(results[key])
+    assert results["infer_b1000"]["numcnn"][0]["path"] == "plan"
+    # the three serve one model: the same logits on the batch of 1,000
+    checksums = [results["infer_b1000"][lib][0]["checksum"]
+                 for lib in ("numcnn", "torch", "onnxruntime")]
+    np.testing.assert_allclose(checksums[0], checksums[2], rtol=1e-3, atol=1e-2)
+    np.testing.assert_allclose(checksums[1], checksums[2], rtol=1e-3, atol=1e-2)
+    whats = [row["what"] for row in report["summary"]]
+    assert "infer b1 convnet-bn vs ORT (img/s)" in whats
+    assert "infer b1000 peak memory convnet-bn vs ORT (MiB)" in whats

@@ -344,3 +344,28 @@ def test_train_predict_and_evaluate_use_a_plan_by_default(monkeypatch):
     assert len(compiled) == 2
     np.testing.assert_array_equal(a.confusion, b.confusion)
     assert a.loss == pytest.approx(b.loss, rel=1e-5)
+
+
+@needs_kernels
+@pytest.mark.parametrize("preset", ["convnet-bn", "small-cnn"])
+def test_a_plan_agrees_with_onnx_runtime(preset, tmp_path):
+    """An independent oracle: the PyTorch twin (same weights, batch norm statistics included)
+    exported to ONNX and run by ONNX Runtime, which folds and fuses in its own way."""
+    ort = pytest.importorskip("onnxruntime")
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "bench.py"
+    spec = importlib.util.spec_from_file_location("numcnn_bench_for_plan", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    numcnn.manual_seed(0)
+    model = _randomise_batch_norms(models.preset(preset)).eval()
+    bench.export_onnx(models.to_spec(model), model.state_dict(), tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    plan = inference.compile(model, (1, 28, 28))
+    for n in (1, 7):
+        x = _images(n)
+        expected = session.run(None, {"x": x})[0]
+        scale = float(np.abs(expected).max())
+        np.testing.assert_allclose(plan(x), expected, rtol=1e-4, atol=2e-5 * scale)
