@@ -105,7 +105,7 @@ def every_layer_model():
         ("reflect", nn.Conv2d(6, 6, 3, padding=1, padding_mode="reflect")),
         ("res", nn.Residual(nn.Sequential(nn.Conv2d(6, 6, 3, padding=1), nn.BatchNorm2d(6)))),
         ("relu2", nn.ReLU()),
-        ("res_fallback", nn.Residual(nn.Sequential(nn.Conv2d(6, 6, 1), nn.Tanh()))),
+        ("res_fallback", nn.Residual(nn.Sequential(nn.Conv2d(6, 6, 1), nn.Sigmoid()))),
         ("pool_overlap", nn.MaxPool2d(3, stride=2, padding=1)),  # 14x14, not fused
         ("sep", nn.SeparableConv2d(6, 8, 3, padding=1)), ("sigmoid", nn.Sigmoid()),
         ("convt", nn.ConvTranspose2d(8, 8, 2, stride=2)), ("tanh", nn.Tanh()),
@@ -142,6 +142,19 @@ def test_convnet_bn_at_batch_1000_is_folded_and_fused():
     assert sum("batch norm folded" in line and "ReLU" in line and "max pool 2x2" in line
                for line in lines) == 2
     _assert_matches(plan, model, _images(1000))
+
+
+@needs_kernels
+def test_lenet5_runs_whole_in_c_with_tanh_and_average_pooling():
+    numcnn.manual_seed(0)
+    model = models.preset("lenet5").eval()
+    plan = inference.compile(model, (1, 28, 28))
+    lines = plan.describe()
+    assert not any("Python" in line for line in lines)
+    assert sum(line.endswith("+ tanh") for line in lines) == 4
+    assert sum(line.startswith("avg pool 2x2") for line in lines) == 2
+    for n in (1, 7, 64):
+        _assert_matches(plan, model, _images(n, seed=n))
 
 
 @needs_kernels

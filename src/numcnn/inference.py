@@ -11,11 +11,12 @@ readable reference; docs/inference.md shows both, timed):
       s = gamma / sqrt(running_var + eps)
       w' = w * s  (per output channel),   b' = (b - running_mean) * s + beta
 
-- **Fused**: convolution (or linear) + bias + ReLU is one operation whose output loop adds the
-  bias and clamps while the sums are still in registers; a residual sum followed by a ReLU is
-  added in the same output loop of the block's last convolution (``y = relu(conv(x) + b +
-  shortcut)``); a ReLU after max pooling is applied in the pooling loop; Dropout and Identity
-  vanish.
+- **Fused**: convolution (or linear) + bias + ReLU (or tanh) + max pooling is one operation
+  whose output loop adds the bias, applies the activation and takes each window's maximum while
+  the sums are still in registers (the convolution's map is never stored); a residual sum
+  followed by an activation is added in the same output loop of the block's last convolution
+  (``y = relu(conv(x) + b + shortcut)``); an activation after a pooling is applied in the
+  pooling loop; Dropout and Identity vanish.
 - **Layout**: every activation stays batch-last (CHWN, numcnn's kernel layout) from the first
   layer to the last; each map's buffer carries a zero frame as wide as the padding of the
   convolutions that read it, so a convolution reads its padded input in place and the layer
@@ -33,10 +34,10 @@ readable reference; docs/inference.md shows both, timed):
 Layers the plan cannot take run as they do today -- their eval forward under ``no_grad`` --
 between C segments of the same plan (float64 models, or with the kernels not built, run wholly
 so). Taken: ``Conv2d`` (one group, zero padding), ``Linear``, ``BatchNorm2d``/``BatchNorm1d``
-right after one of them (with running statistics), ``ReLU``, ``MaxPool2d`` (no padding or
-dilation, floor mode), ``Flatten``, ``GlobalAvgPool2d``, ``Dropout``/``Dropout2d``/
-``Identity`` (nothing, in eval), and ``Sequential`` and ``Residual`` (identity or projection
-shortcut) made of these.
+right after one of them (with running statistics), ``ReLU``, ``Tanh``, ``MaxPool2d`` (no
+padding or dilation, floor mode), ``AvgPool2d`` (no padding, floor mode, no divisor override),
+``Flatten``, ``GlobalAvgPool2d``, ``Dropout``/``Dropout2d``/``Identity`` (nothing, in eval),
+and ``Sequential`` and ``Residual`` (identity or projection shortcut) made of these.
 
 Guards. A plan refuses (:class:`NumcnnError`) a model in training mode, at compile time and at
 every call, and an input whose shape is not ``(N, *input_shape)`` (:class:`ShapeError`). It
@@ -180,9 +181,10 @@ class _Segment:
                   "x": vx["addr"], "xcs": vx["cs"], "xrs": vx["rs"], "xcol": vx["col"],
                   "xs": vx["s"], "y": vy["addr"], "ycs": vy["cs"], "yrs": vy["rs"],
                   "ycol": vy["col"], "ys": vy["s"], "act": node.get("act", K.NO_ACT)}
-        if kind == "maxpool":
+        if kind in ("maxpool", "avgpool"):
             (kh, kw), (sh, sw) = node["kernel"], node["stride"]
-            record.update(kind=K.MAXPOOL, kh=kh, kw=kw, sh=sh, sw=sw)
+            record.update(kind=K.MAXPOOL if kind == "maxpool" else K.AVGPOOL, kh=kh, kw=kw,
+                          sh=sh, sw=sw)
         elif kind == "ewise":
             record["kind"] = K.EWISE
             if node.get("r") is not None:
@@ -222,6 +224,10 @@ class _Segment:
         return record
 
 
+_ACT_NAMES = {K.NO_ACT: "", K.RELU: " + ReLU", K.TANH: " + tanh"}
+_ACTIVATIONS = {nn.ReLU: K.RELU, nn.Tanh: K.TANH}  # layer type -> the fused activation's code
+
+
 def _describe(node: dict) -> str:
     kind = node["op"]
     if kind == "conv":
@@ -232,16 +238,16 @@ def _describe(node: dict) -> str:
         text += " + bias" + (" (batch norm folded)" if node.get("folded") else "")
         if node.get("r") is not None:
             text += " + residual"
-        text += " + ReLU" if node["act"] == K.RELU else ""
+        text += _ACT_NAMES[node["act"]]
         if node["pool"] != (1, 1):
             text += f" + max pool {node['pool'][0]}x{node['pool'][1]}"
         return text
-    if kind == "maxpool":
-        return (f"max pool {node['kernel'][0]}x{node['kernel'][1]}"
-                + (" + ReLU" if node.get("act") == K.RELU else ""))
+    if kind in ("maxpool", "avgpool"):
+        return (f"{kind[:3]} pool {node['kernel'][0]}x{node['kernel'][1]}"
+                + _ACT_NAMES[node.get("act", K.NO_ACT)])
     if kind == "ewise":
-        return ("add" if node.get("r") is not None else "") + (
-            " + ReLU" if node.get("act") == K.RELU else "")
+        text = ("add" if node.get("r") is not None else "") + _ACT_NAMES[node["act"]]
+        return text.lstrip(" +")
     return {"input": "input copy (NCHW -> CHWN)", "output": "output copy (CHWN -> NCHW)",
             "mean": "global average pool", "copy": "copy"}.get(kind, kind)
 
@@ -312,11 +318,14 @@ class _Builder:
             return self.conv(layer, following, value)
         if type(layer) is nn.Linear and value.ndim == 2:
             return self.linear(layer, following, value)
-        if type(layer) is nn.ReLU:
+        if type(layer) in _ACTIVATIONS:
             out = _Value(value.c, value.h, value.w, value.ndim)
-            return self.emit({"op": "ewise", "x": value, "y": out, "act": K.RELU}), 1
+            return self.emit({"op": "ewise", "x": value, "y": out,
+                              "act": _ACTIVATIONS[type(layer)]}), 1
         if type(layer) is nn.MaxPool2d and value.ndim == 4:
             return self.max_pool(layer, following, value)
+        if type(layer) is nn.AvgPool2d and value.ndim == 4:
+            return self.avg_pool(layer, following, value)
         if type(layer) is nn.Flatten and _flattens_all(layer, value):
             if value.ndim == 2:
                 return value, 1
@@ -331,8 +340,9 @@ class _Builder:
         raise _Unsupported(type(layer).__name__)
 
     @staticmethod
-    def _fusable_relu(following) -> bool:
-        return bool(following) and type(following[0]) is nn.ReLU
+    def _fusable_act(following) -> int:
+        """The code of the activation layer that comes next (ReLU, tanh), or NO_ACT."""
+        return _ACTIVATIONS.get(type(following[0]), K.NO_ACT) if following else K.NO_ACT
 
     def conv(self, layer, following, value):
         if (layer.groups != 1 or layer.padding_mode != "zeros"
@@ -373,9 +383,8 @@ class _Builder:
                 bias = bias * scale + shift
                 self.watch(following[0], "weight", "bias", "running_mean", "running_var")
                 taken, folded = 2, True
-        act = K.NO_ACT
-        if self._fusable_relu(following[taken - 1:]):
-            act, taken = K.RELU, taken + 1
+        act = self._fusable_act(following[taken - 1:])
+        taken += act != K.NO_ACT
         node = {"op": "conv", "x": value, "y": out, "act": act, "folded": folded,
                 "weight": np.ascontiguousarray(weight, np.float32),
                 "bias": K.padded_bias(bias.astype(np.float32), weight.shape[0]),
@@ -387,8 +396,10 @@ class _Builder:
             (ph, pw), (pooled_h, pooled_w) = pool
             node["pool"], taken = (ph, pw), taken + 1
             node["y"] = out = _Value(out.c, pooled_h, pooled_w)
-            if act == K.NO_ACT and self._fusable_relu(following[taken - 1:]):
-                node["act"], taken = K.RELU, taken + 1  # ReLU after the maximum = before
+            if act == K.NO_ACT and self._fusable_act(following[taken - 1:]) != K.NO_ACT:
+                # an activation after the maximum is the same before it (non-decreasing)
+                node["act"] = self._fusable_act(following[taken - 1:])
+                taken += 1
         return self.emit(node), taken
 
     def max_pool(self, layer, following, value):
@@ -400,10 +411,23 @@ class _Builder:
                 or layer.return_indices):
             raise _Unsupported("MaxPool2d")
         _, _, oh, ow = layer.output_shape((1, value.c, value.h, value.w))
-        act, taken = (K.RELU, 2) if self._fusable_relu(following) else (K.NO_ACT, 1)
+        act = self._fusable_act(following)
         out = _Value(value.c, oh, ow)
         return self.emit({"op": "maxpool", "x": value, "y": out, "kernel": kernel,
-                          "stride": stride, "act": act}), taken
+                          "stride": stride, "act": act}), 1 + (act != K.NO_ACT)
+
+    def avg_pool(self, layer, following, value):
+        from .functional import pooling as P
+
+        kernel, stride, padding, _ = P._pool_args(
+            "AvgPool2d", layer.kernel_size, layer.stride, layer.padding)
+        if padding != (0, 0) or layer.ceil_mode or layer.divisor_override is not None:
+            raise _Unsupported("AvgPool2d")
+        _, _, oh, ow = layer.output_shape((1, value.c, value.h, value.w))
+        act = self._fusable_act(following)
+        out = _Value(value.c, oh, ow)
+        return self.emit({"op": "avgpool", "x": value, "y": out, "kernel": kernel,
+                          "stride": stride, "act": act}), 1 + (act != K.NO_ACT)
 
     def residual(self, layer, following, value):
         shortcut_module = getattr(layer, "shortcut", None)
@@ -417,7 +441,8 @@ class _Builder:
         if out.shape != shortcut.shape or out.ndim != 4:
             raise ShapeError(f"Residual: the block gives {out.shape} but the shortcut "
                              f"{shortcut.shape}; they must agree to be added")
-        act, taken = (K.RELU, 2) if self._fusable_relu(following) else (K.NO_ACT, 1)
+        act = self._fusable_act(following)
+        taken = 1 + (act != K.NO_ACT)
         last = self.nodes[-1] if len(self.nodes) > first else None
         if (last is not None and last["op"] == "conv" and last["y"] is out
                 and last["act"] == K.NO_ACT and last.get("r") is None

@@ -24,8 +24,10 @@
  *                 registers; mode 1 ("channels", a single image, any stride): vectorised over
  *                 the output channels, blocks of 2 vectors of channels x 6 positions.
  *   PLAN_MAXPOOL  y[c,p,q,s] = act(max_{i,j} x[c, p*sh+i, q*sw+j, s])
+ *   PLAN_AVGPOOL  y[c,p,q,s] = act(sum_{i,j} x[c, p*sh+i, q*sw+j, s] / (kh*kw)), no padding
  *   PLAN_EWISE    y = act(x + r) (r optional): a residual sum not fused into a convolution,
- *                 or a ReLU on its own
+ *                 or an activation on its own
+ * act: 0 none, 1 ReLU, 2 tanh.
  *   PLAN_COPY     any 4-D strides to any 4-D strides: the input into the first map (NCHW to
  *                 CHWN, into a frame), the last map out to the caller's NCHW array
  *   PLAN_MEAN     y[c,0,0,s] = mean_{p,q} x[c,p,q,s] (global average pooling)
@@ -43,7 +45,7 @@
 #define PLAN_SNP 6              /* channels mode: positions per block */
 
 enum { PLAN_CONV = 1, PLAN_MAXPOOL = 2, PLAN_EWISE = 3, PLAN_COPY = 4, PLAN_MEAN = 5,
-       PLAN_CHECK = 6 };
+       PLAN_CHECK = 6, PLAN_AVGPOOL = 7 };
 enum { PLAN_FROM_INPUT = 1, PLAN_TO_OUTPUT = 2 }; /* PLAN_COPY's ends */
 
 /* One operation; every field an int64 (addresses too), mirrored by numcnn/backend/plan_kernels.py. */
@@ -98,6 +100,23 @@ ALWAYS_INLINE vf plan_bcast(float a)
 
 ALWAYS_INLINE float plan_relu1(float s) { return s > 0.0f || s != s ? s : 0.0f; }
 
+/* the activation of an operation: 0 none, 1 ReLU, 2 tanh (both commute with the maximum of a
+ * max pooling, being non-decreasing) */
+ALWAYS_INLINE vf plan_act(vf s, int act)
+{
+    if (act == 1)
+        return plan_relu(s);
+    if (act == 2)
+        for (int k = 0; k < VL; k++)
+            s[k] = tanhf(s[k]);
+    return s;
+}
+
+ALWAYS_INLINE float plan_act1(float s, int act)
+{
+    return act == 1 ? plan_relu1(s) : act == 2 ? tanhf(s) : s;
+}
+
 /* max pooling's maximum: a NaN wins, as in PyTorch */
 ALWAYS_INLINE vf plan_max(vf m, vf a)
 {
@@ -113,7 +132,7 @@ ALWAYS_INLINE float plan_max1(float m, float a) { return a > m || a != a ? a : m
 ALWAYS_INLINE void plan_rows_block(const float *x, long c, long xcs, long kh, long kw,
                                    long row_step, long tap_step, const float *wp,
                                    const float *bias, int ob, int nv, float *y, long ycs,
-                                   const float *r, long rcs, int relu, int combine)
+                                   const float *r, long rcs, int act, int combine)
 {
     vf acc[PLAN_FOB][PLAN_FNV];
     for (int b = 0; b < PLAN_FOB; b++)
@@ -141,8 +160,7 @@ ALWAYS_INLINE void plan_rows_block(const float *x, long c, long xcs, long kh, lo
             vf s = acc[b][v];
             if (r)
                 s += load(r + b * rcs + v * VL);
-            if (relu)
-                s = plan_relu(s);
+            s = plan_act(s, act);
             if (combine) /* max pooling: the maximum with the rows before */
                 s = plan_max(load(y + b * ycs + v * VL), s);
             store(y + b * ycs + v * VL, s);
@@ -157,19 +175,19 @@ static __attribute__((noinline)) void plan_rows_run(const float *x, long len, lo
                                                     long kh, long kw, long row_step,
                                                     long tap_step, const float *wp,
                                                     const float *bias, int ob, float *y,
-                                                    long ycs, const float *r, long rcs, int relu,
+                                                    long ycs, const float *r, long rcs, int act,
                                                     int combine)
 {
     long l = 0;
     for (; l + PLAN_FNV * VL <= len; l += PLAN_FNV * VL)
         plan_rows_block(x + l, c, xcs, kh, kw, row_step, tap_step, wp, bias, ob, PLAN_FNV,
-                        y + l, ycs, r ? r + l : NULL, rcs, relu, combine);
+                        y + l, ycs, r ? r + l : NULL, rcs, act, combine);
     for (; l + VL <= len; l += VL)
         plan_rows_block(x + l, c, xcs, kh, kw, row_step, tap_step, wp, bias, ob, 1, y + l, ycs,
-                        r ? r + l : NULL, rcs, relu, combine);
+                        r ? r + l : NULL, rcs, act, combine);
     if (l < len)
         plan_rows_block(x + len - VL, c, xcs, kh, kw, row_step, tap_step, wp, bias, ob, 1,
-                        y + len - VL, ycs, r ? r + len - VL : NULL, rcs, relu, combine);
+                        y + len - VL, ycs, r ? r + len - VL : NULL, rcs, act, combine);
 }
 
 static void plan_conv_rows(const plan_op *op)
@@ -181,7 +199,7 @@ static void plan_conv_rows(const plan_op *op)
     long len = op->ow * n, taps = c * kh * kw, blocks = (oc + PLAN_FOB - 1) / PLAN_FOB;
     long row_step = op->dh * op->xrs, tap_step = op->dw * n;
     long tiles = len / PLAN_TILE > 0 ? len / PLAN_TILE : 1, tasks = tiles * oh;
-    int relu = op->act == 1;
+    int act = (int)op->act;
     int nthreads = plan_threads(tasks, 2 * oc * oh * len * taps);
     UNUSED_WITHOUT_OPENMP(nthreads);
 #pragma omp parallel for schedule(dynamic) num_threads(nthreads)
@@ -196,7 +214,7 @@ static void plan_conv_rows(const plan_op *op)
             float *yrow = y + o0 * op->ycs + p * op->yrs;
             const float *rrow = res ? res + o0 * op->rcs + p * op->rrs : NULL;
             plan_rows_run(xrow + l0, l1 - l0, c, op->xcs, kh, kw, row_step, tap_step, wp, bs, ob,
-                          yrow + l0, op->ycs, rrow ? rrow + l0 : NULL, op->rcs, relu, 0);
+                          yrow + l0, op->ycs, rrow ? rrow + l0 : NULL, op->rcs, act, 0);
         }
     }
 }
@@ -217,7 +235,7 @@ static int plan_conv_rows_pool_wide(const plan_op *op)
     long tasks = pooled_h * pooled_w * sblocks;
     long taps = c * kh * kw, blocks = (oc + PLAN_FOB - 1) / PLAN_FOB;
     long row_step = op->dh * op->xrs, tap_step = op->dw * n;
-    int relu = op->act == 1, failed = 0;
+    int act = (int)op->act, failed = 0;
     int nthreads = plan_threads(tasks, 2 * oc * op->oh * op->ow * n * taps);
     UNUSED_WITHOUT_OPENMP(nthreads);
 #pragma omp parallel num_threads(nthreads)
@@ -242,7 +260,7 @@ static int plan_conv_rows_pool_wide(const plan_op *op)
                                           + (u * pw + j) * n + s0;
                         int combine = i > 0 || j > 0;
                         plan_rows_run(xs, len, c, op->xcs, kh, kw, row_step, tap_step, wp, bs,
-                                      PLAN_FOB, scratch, span, NULL, 0, relu, combine);
+                                      PLAN_FOB, scratch, span, NULL, 0, act, combine);
                     }
                 for (int b = 0; b < ob; b++)
                     memcpy(y + (o0 + b) * op->ycs + pr * op->yrs + u * n + s0,
@@ -272,7 +290,7 @@ static int plan_conv_rows_pool(const plan_op *op)
     long tiles = (pooled_w + per_tile - 1) / per_tile, tasks = tiles * pooled_h;
     long taps = c * kh * kw, blocks = (oc + PLAN_FOB - 1) / PLAN_FOB;
     long row_step = op->dh * op->xrs, tap_step = op->dw * n, span = per_tile * window;
-    int relu = op->act == 1, failed = 0;
+    int act = (int)op->act, failed = 0;
     int nthreads = plan_threads(tasks, 2 * oc * op->oh * op->ow * n * taps);
     UNUSED_WITHOUT_OPENMP(nthreads);
 #pragma omp parallel num_threads(nthreads)
@@ -295,7 +313,7 @@ static int plan_conv_rows_pool(const plan_op *op)
                     const float *xrow = x + (pr * ph + i) * op->sh * op->xrs + l0;
                     int combine = i > 0;
                     plan_rows_run(xrow, len, c, op->xcs, kh, kw, row_step, tap_step, wp, bs,
-                                  PLAN_FOB, scratch, span, NULL, 0, relu, combine);
+                                  PLAN_FOB, scratch, span, NULL, 0, act, combine);
                 }
                 for (int b = 0; b < ob; b++) {
                     float *yo = y + (o0 + b) * op->ycs + pr * op->yrs + u0 * n;
@@ -355,7 +373,7 @@ static void plan_conv_channels(const plan_op *op)
     long blocks = (positions + PLAN_SNP - 1) / PLAN_SNP;
     long oblocks = (ocp / VL + PLAN_SOV - 1) / PLAN_SOV;
     long row_step = op->dh * op->xrs, tap_step = op->dw * op->xcol;
-    int relu = op->act == 1;
+    int act = (int)op->act;
     int nthreads = plan_threads(blocks, 2 * oc * positions * taps);
     UNUSED_WITHOUT_OPENMP(nthreads);
 #pragma omp parallel for schedule(dynamic, 8) num_threads(nthreads)
@@ -399,7 +417,7 @@ static void plan_conv_channels(const plan_op *op)
                         float s = acc[pp][v][k] + bias[o];
                         if (res)
                             s += res[o * op->rcs + roff[pp]];
-                        y[o * op->ycs + yoff[pp]] = relu ? plan_relu1(s) : s;
+                        y[o * op->ycs + yoff[pp]] = plan_act1(s, act);
                     }
         }
     }
@@ -420,7 +438,7 @@ static int plan_conv_channels_pool(const plan_op *op)
     long ocp = (oc + VL - 1) / VL * VL, taps = c * kh * kw, outputs = pooled_h * pooled_w * n;
     long oblocks = (ocp / VL + PLAN_SOV - 1) / PLAN_SOV;
     long row_step = op->dh * op->xrs, tap_step = op->dw * op->xcol;
-    int relu = op->act == 1;
+    int act = (int)op->act;
     int nthreads = plan_threads(outputs, 2 * oc * outputs * window * taps);
     UNUSED_WITHOUT_OPENMP(nthreads);
 #pragma omp parallel for schedule(dynamic, 4) num_threads(nthreads)
@@ -456,8 +474,7 @@ static int plan_conv_channels_pool(const plan_op *op)
                 for (long pp = 1; pp < window; pp++)
                     m = plan_max(m, acc[pp][v]);
                 m += load(bias + o0 + v * VL);
-                if (relu)
-                    m = plan_relu(m);
+                m = plan_act(m, act);
                 for (int kk = 0; kk < VL; kk++) {
                     long o = o0 + v * VL + kk;
                     if (o >= oc)
@@ -482,7 +499,7 @@ static void plan_max_pool(const plan_op *op)
     const float *x = (const float *)op->x;
     float *y = (float *)op->y;
     long n = op->n, oh = op->oh, ow = op->ow, tasks = op->c * oh;
-    int relu = op->act == 1;
+    int act = (int)op->act;
 #pragma omp parallel for schedule(dynamic, 4) num_threads(plan_pass_threads(op->c * op->h * op->w * n))
     for (long task = 0; task < tasks; task++) {
         long ch = task / oh, p = task % oh;
@@ -502,9 +519,40 @@ static void plan_max_pool(const plan_op *op)
                         yq[s] = v > yq[s] || v != v ? v : yq[s];
                     }
                 }
-            if (relu)
+            if (act)
                 for (long s = 0; s < n; s++)
-                    yq[s] = plan_relu1(yq[s]);
+                    yq[s] = plan_act1(yq[s], act);
+        }
+    }
+}
+
+/* Average pooling over windows without padding: y = act(sum of the window / (kh*kw)). */
+static void plan_avg_pool(const plan_op *op)
+{
+    const float *x = (const float *)op->x;
+    float *y = (float *)op->y;
+    long n = op->n, oh = op->oh, ow = op->ow, tasks = op->c * oh;
+    int act = (int)op->act;
+    float inv = 1.0f / (float)(op->kh * op->kw);
+#pragma omp parallel for schedule(dynamic, 4) num_threads(plan_pass_threads(op->c * op->h * op->w * n))
+    for (long task = 0; task < tasks; task++) {
+        long ch = task / oh, p = task % oh;
+        const float *xr = x + ch * op->xcs + p * op->sh * op->xrs;
+        float *yr = y + ch * op->ycs + p * op->yrs;
+        for (long q = 0; q < ow; q++) {
+            const float *xq = xr + q * op->sw * n;
+            float *yq = yr + q * n;
+            for (long s = 0; s < n; s++)
+                yq[s] = 0.0f;
+            for (long i = 0; i < op->kh; i++)
+                for (long j = 0; j < op->kw; j++) {
+                    const float *xij = xq + i * op->xrs + j * n;
+#pragma omp simd
+                    for (long s = 0; s < n; s++)
+                        yq[s] += xij[s];
+                }
+            for (long s = 0; s < n; s++)
+                yq[s] = plan_act1(yq[s] * inv, act);
         }
     }
 }
@@ -514,7 +562,7 @@ static void plan_ewise(const plan_op *op)
     const float *x = (const float *)op->x, *r = (const float *)op->r;
     float *y = (float *)op->y;
     long run = op->w * op->n, tasks = op->c * op->h;
-    int relu = op->act == 1;
+    int act = (int)op->act;
 #pragma omp parallel for schedule(dynamic, 4) num_threads(plan_pass_threads(tasks * run))
     for (long task = 0; task < tasks; task++) {
         long ch = task / op->h, p = task % op->h;
@@ -525,12 +573,12 @@ static void plan_ewise(const plan_op *op)
 #pragma omp simd
             for (long l = 0; l < run; l++) {
                 float s = xr[l] + rr[l];
-                yr[l] = relu ? plan_relu1(s) : s;
+                yr[l] = plan_act1(s, act);
             }
         } else {
 #pragma omp simd
             for (long l = 0; l < run; l++)
-                yr[l] = relu ? plan_relu1(xr[l]) : xr[l];
+                yr[l] = plan_act1(xr[l], act);
         }
     }
 }
@@ -612,6 +660,9 @@ int numcnn_plan_run(const plan_op *ops, long count, const float *input, const lo
             break;
         case PLAN_MAXPOOL:
             plan_max_pool(op);
+            break;
+        case PLAN_AVGPOOL:
+            plan_avg_pool(op);
             break;
         case PLAN_EWISE:
             plan_ewise(op);
