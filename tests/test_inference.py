@@ -382,3 +382,23 @@ def test_a_plan_agrees_with_onnx_runtime(preset, tmp_path):
         expected = session.run(None, {"x": x})[0]
         scale = float(np.abs(expected).max())
         np.testing.assert_allclose(plan(x), expected, rtol=1e-4, atol=2e-5 * scale)
+
+
+@needs_kernels
+def test_the_fused_tanh_is_tanh_to_float32_rounding():
+    """The plan's tanh (Cephes' polynomial and exp, vectorised) against NumPy's in float64,
+    over both of its branches, their border, huge values, signed zeros, infinities and NaN, on
+    the rows kernel (many samples) and the channels kernel (one)."""
+    model = nn.Sequential(nn.Conv2d(1, 1, 1, bias=False), nn.Tanh()).eval()
+    model[0].weight.data[...] = 1
+    plan = inference.compile(model, (1, 1, 1))
+    x = np.concatenate([np.linspace(-12, 12, 40001, dtype=np.float32),
+                        np.float32([0.0, -0.0, 1e-30, -1e-8, 0.624999, 0.625, -0.625001, 40,
+                                    -100, 3e38, np.inf, -np.inf])])
+    for batch in (x, x[7:8], x[-3:-2]):
+        out = plan(batch.reshape(-1, 1, 1, 1)).ravel()
+        expected = np.tanh(batch.astype(np.float64))
+        np.testing.assert_allclose(out, expected, rtol=3e-7, atol=0)
+        nonzero = batch != 0  # (a convolution's sum starts at +0, so -0 comes out +0)
+        np.testing.assert_array_equal(np.signbit(out[nonzero]), np.signbit(expected[nonzero]))
+    assert np.isnan(plan(np.float32([[[[np.nan]]]]))).all()

@@ -100,6 +100,59 @@ ALWAYS_INLINE vf plan_bcast(float a)
 
 ALWAYS_INLINE float plan_relu1(float s) { return s > 0.0f || s != s ? s : 0.0f; }
 
+/* tanh in float32 without libm, so that the compiler vectorises it (glibc's tanhf, one call
+ * per number, made a fused convolution 20 times slower than its sums): Cephes' tanhf, a
+ * polynomial below |x| = 0.625 and 1 - 2 / (exp(2|x|) + 1) above, with Cephes' expf (the power
+ * of two put into the exponent bits); within 2 ulp of tanh. NaN stays NaN. */
+ALWAYS_INLINE float plan_tanh1(float x)
+{
+    float a = x < 0.0f ? -x : x;
+    float z = x * x;
+    float small = x + x * z * ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z
+                                 - 5.37397155531e-2f) * z + 1.33314422036e-1f) * z
+                               - 3.33332819422e-1f);
+    float t = 2.0f * (a < 44.0f ? a : 44.0f); /* exp(88) is near float's top */
+    float fx = __builtin_floorf(t * 1.44269504088896341f + 0.5f);
+    float r = t - fx * 0.693359375f + fx * 2.12194440e-4f;
+    float r2 = r * r;
+    float e = ((((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r
+                  + 4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f) * r2
+               + r + 1.0f);
+    union { float f; int i; } scale = {.i = ((int)fx + 127) << 23};
+    float large = 1.0f - 2.0f / (e * scale.f + 1.0f);
+    large = x < 0.0f ? -large : large;
+    return a < 0.625f ? small : (x != x ? x : large);
+}
+
+/* where mask (all ones or zeros per lane): a, else b */
+ALWAYS_INLINE vf plan_select(plan_vi mask, vf a, vf b)
+{
+    return (vf)((mask & (plan_vi)a) | (~mask & (plan_vi)b));
+}
+
+/* plan_tanh1 on every lane, written with vector operations (GCC would not vectorise the
+ * scalar loop) */
+ALWAYS_INLINE vf plan_tanh(vf x)
+{
+    const plan_vi sign = (plan_vi){0} + (int)0x80000000;
+    vf a = (vf)((plan_vi)x & ~sign), z = x * x;
+    vf small = x + x * z * ((((splat(-5.70498872745e-3f) * z + 2.06390887954e-2f) * z
+                              - 5.37397155531e-2f) * z + 1.33314422036e-1f) * z
+                            - 3.33332819422e-1f);
+    vf t = plan_select(a < splat(44.0f), a, splat(44.0f)) * 2.0f;
+    plan_vi k = __builtin_convertvector(t * 1.44269504088896341f + 0.5f, plan_vi); /* t >= 0:
+                                                                      truncation is floor */
+    vf fx = __builtin_convertvector(k, vf);
+    vf r = t - fx * 0.693359375f + fx * 2.12194440e-4f, r2 = r * r;
+    vf e = ((((((splat(1.9875691500e-4f) * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r
+               + 4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f) * r2
+            + r + 1.0f);
+    vf scale = (vf)((k + 127) << 23);
+    vf large = 1.0f - 2.0f / (e * scale + 1.0f);
+    large = (vf)((plan_vi)large | ((plan_vi)x & sign));
+    return plan_select(x != x, x, plan_select(a < splat(0.625f), small, large));
+}
+
 /* the activation of an operation: 0 none, 1 ReLU, 2 tanh (both commute with the maximum of a
  * max pooling, being non-decreasing) */
 ALWAYS_INLINE vf plan_act(vf s, int act)
@@ -107,14 +160,13 @@ ALWAYS_INLINE vf plan_act(vf s, int act)
     if (act == 1)
         return plan_relu(s);
     if (act == 2)
-        for (int k = 0; k < VL; k++)
-            s[k] = tanhf(s[k]);
+        return plan_tanh(s);
     return s;
 }
 
 ALWAYS_INLINE float plan_act1(float s, int act)
 {
-    return act == 1 ? plan_relu1(s) : act == 2 ? tanhf(s) : s;
+    return act == 1 ? plan_relu1(s) : act == 2 ? plan_tanh1(s) : s;
 }
 
 /* max pooling's maximum: a NaN wins, as in PyTorch */
