@@ -461,16 +461,19 @@ static void plan_conv_channels(const plan_op *op)
                         acc[pp][v] = one[0][0];
                     }
             for (int pp = 0; pp < valid; pp++)
-                for (int v = 0; v < ov; v++)
+                for (int v = 0; v < ov; v++) {
+                    vf sum = acc[pp][v] + load(bias + o0 + v * VL);
+                    if (res) /* the residual, one channel at a time (strided) */
+                        for (int k = 0; k < VL && o0 + v * VL + k < oc; k++)
+                            sum[k] += res[(o0 + v * VL + k) * op->rcs + roff[pp]];
+                    sum = plan_act(sum, act); /* a whole vector at once (tanh vectorised) */
                     for (int k = 0; k < VL; k++) {
                         long o = o0 + v * VL + k;
                         if (o >= oc)
                             break;
-                        float s = acc[pp][v][k] + bias[o];
-                        if (res)
-                            s += res[o * op->rcs + roff[pp]];
-                        y[o * op->ycs + yoff[pp]] = plan_act1(s, act);
+                        y[o * op->ycs + yoff[pp]] = sum[k];
                     }
+                }
         }
     }
 }
@@ -557,6 +560,17 @@ static void plan_max_pool(const plan_op *op)
         long ch = task / oh, p = task % oh;
         const float *xr = x + ch * op->xcs + p * op->sh * op->xrs;
         float *yr = y + ch * op->ycs + p * op->yrs;
+        if (n == 1) { /* a single image: the window's maximum directly */
+            for (long q = 0; q < ow; q++) {
+                const float *xq = xr + q * op->sw;
+                float m = xq[0];
+                for (long i = 0; i < op->kh; i++)
+                    for (long j = (i == 0); j < op->kw; j++)
+                        m = plan_max1(m, xq[i * op->xrs + j]);
+                yr[q] = plan_act1(m, act);
+            }
+            continue;
+        }
         for (long q = 0; q < ow; q++) {
             const float *xq = xr + q * op->sw * n;
             float *yq = yr + q * n;
@@ -591,6 +605,17 @@ static void plan_avg_pool(const plan_op *op)
         long ch = task / oh, p = task % oh;
         const float *xr = x + ch * op->xcs + p * op->sh * op->xrs;
         float *yr = y + ch * op->ycs + p * op->yrs;
+        if (n == 1) { /* a single image: the window's numbers summed directly */
+            for (long q = 0; q < ow; q++) {
+                const float *xq = xr + q * op->sw;
+                float sum = 0.0f;
+                for (long i = 0; i < op->kh; i++)
+                    for (long j = 0; j < op->kw; j++)
+                        sum += xq[i * op->xrs + j];
+                yr[q] = plan_act1(sum * inv, act);
+            }
+            continue;
+        }
         for (long q = 0; q < ow; q++) {
             const float *xq = xr + q * op->sw * n;
             float *yq = yr + q * n;
