@@ -212,6 +212,7 @@ def test_a_fully_convolutional_model_returns_maps():
 
 
 def test_a_plan_refuses_training_mode_and_wrong_shapes():
+    assert numcnn.inference is inference  # reachable from `import numcnn`
     model = models.preset("convnet-bn")
     with pytest.raises(NumcnnError, match="eval mode"):
         inference.compile(model, (1, 28, 28))
