@@ -307,7 +307,7 @@ def test_two_threads_share_a_plan():
         for k in range(2):
             np.testing.assert_allclose(plan(inputs[k]), expected[k], rtol=1e-4, atol=1e-5)
     finally:
-        plan_kernels.set_parallel_mflop(1000)
+        plan_kernels.set_parallel_mflop(100)
     threads = [threading.Thread(target=serve, args=(k,)) for k in range(2)]
     for thread in threads:
         thread.start()

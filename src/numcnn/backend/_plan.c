@@ -70,7 +70,7 @@ int numcnn_plan_block_channels(void) { return PLAN_FOB; }
  * thread only when its work is large enough to hide such a wait: plan_min_parallel_flops for a
  * convolution, PLAN_MIN_PARALLEL_NUMBERS for a pass over memory (which a second core speeds up
  * little anyway). */
-static long plan_min_parallel_flops = 1000000000L; /* about 15-20 ms on one core */
+static long plan_min_parallel_flops = 100000000L; /* about 0.5-1 ms on one core */
 #define PLAN_MIN_PARALLEL_NUMBERS (4L << 20)
 
 /* NUMCNN_PLAN_PARALLEL_MFLOP (read by numcnn/backend/plan_kernels.py) sets it; 0: always. */

@@ -53,7 +53,7 @@ if available() and _LIB.numcnn_plan_op_size() != ctypes.sizeof(PlanOp):  # pragm
 
 def set_parallel_mflop(mflop: float) -> None:
     """A plan's operation runs on more than one thread only from this much work (MFLOP; 0:
-    always). Default 1000: on a machine whose cores are busy, a second thread waits a scheduler
+    always). Default 100: on a machine whose cores are busy, a second thread waits a scheduler
     time slice (~12 ms) for a core, which only larger operations hide (``_plan.c``). The
     environment variable ``NUMCNN_PLAN_PARALLEL_MFLOP`` sets it at import."""
     if available():
