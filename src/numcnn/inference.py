@@ -203,12 +203,15 @@ class _Segment:
         oc, c, kh, kw = node["weight"].shape
         (oh, ow), (ph, pw) = node["conv_hw"], node["pool"]
         rows = sw == 1 and (ow // pw) * pw * n >= 64
-        mode = K.ROWS if rows else K.CHANNELS
-        packed = node["packed"].get(mode)
+        # a strided convolution of a batch: the rows kernel along each position's samples
+        columns = not rows and (ph, pw) == (1, 1) and n >= 64
+        mode = K.ROWS if rows else K.COLUMNS if columns else K.CHANNELS
+        packing = K.CHANNELS if mode == K.CHANNELS else K.ROWS
+        packed = node["packed"].get(packing)
         if packed is None:
             weight = node["weight"]
-            packed = K.pack_rows(weight) if rows else K.pack_channels(weight)
-            node["packed"][mode] = packed
+            packed = K.pack_channels(weight) if packing == K.CHANNELS else K.pack_rows(weight)
+            node["packed"][packing] = packed
         vx, vy = _view(x, n, node["pads"]), _view(y, n)
         record = {"kind": K.CONV, "mode": mode, "act": node["act"], "c": c, "oc": oc,
                   "h": x.h, "w": x.w, "n": n, "oh": oh, "ow": ow, "ph": ph, "pw": pw,

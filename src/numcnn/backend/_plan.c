@@ -22,7 +22,9 @@
  *                 mode 0 ("rows", stride 1 along the width, rows of >= 64 numbers): every output
  *                 row's ow*n numbers are one vector run, blocks of FOB channels x 2 vectors in
  *                 registers; mode 1 ("channels", a single image, any stride): vectorised over
- *                 the output channels, blocks of 2 vectors of channels x 6 positions.
+ *                 the output channels, blocks of 2 vectors of channels x 6 positions; mode 2
+ *                 ("columns", a strided convolution of >= 64 samples): the rows kernel along
+ *                 each output position's run of samples.
  *   PLAN_MAXPOOL  y[c,p,q,s] = act(max_{i,j} x[c, p*sh+i, q*sw+j, s])
  *   PLAN_AVGPOOL  y[c,p,q,s] = act(sum_{i,j} x[c, p*sh+i, q*sw+j, s] / (kh*kw)), no padding
  *   PLAN_EWISE    y = act(x + r) (r optional): a residual sum not fused into a convolution,
@@ -267,6 +269,39 @@ static void plan_conv_rows(const plan_op *op)
             const float *rrow = res ? res + o0 * op->rcs + p * op->rrs : NULL;
             plan_rows_run(xrow + l0, l1 - l0, c, op->xcs, kh, kw, row_step, tap_step, wp, bs, ob,
                           yrow + l0, op->ycs, rrow ? rrow + l0 : NULL, op->rcs, act, 0);
+        }
+    }
+}
+
+/* "Columns" mode: a strided convolution of a batch (stride along the width, so that a row's
+ * positions are not one run): for every output position (p, q) the batch's samples are one
+ * contiguous run in the input and the output alike, so the rows kernel runs along them. A task
+ * is one position and a block of samples. */
+static void plan_conv_columns(const plan_op *op)
+{
+    const float *x = (const float *)op->x, *wgt = (const float *)op->wgt;
+    const float *bias = (const float *)op->bias, *res = (const float *)op->r;
+    float *y = (float *)op->y;
+    long c = op->c, oc = op->oc, kh = op->kh, kw = op->kw, n = op->n, oh = op->oh, ow = op->ow;
+    long sblocks = (n + PLAN_TILE - 1) / PLAN_TILE, span = (n + sblocks - 1) / sblocks;
+    long tasks = oh * ow * sblocks, taps = c * kh * kw, blocks = (oc + PLAN_FOB - 1) / PLAN_FOB;
+    long row_step = op->dh * op->xrs, tap_step = op->dw * n;
+    int act = (int)op->act;
+    int nthreads = plan_threads(tasks, 2 * oc * oh * ow * n * taps);
+    UNUSED_WITHOUT_OPENMP(nthreads);
+#pragma omp parallel for schedule(dynamic) num_threads(nthreads)
+    for (long task = 0; task < tasks; task++) {
+        long sb = task % sblocks, q = task / sblocks % ow, p = task / sblocks / ow;
+        long s0 = sb * span, len = s0 + span < n ? span : n - s0;
+        const float *xs = x + p * op->sh * op->xrs + q * op->sw * n + s0;
+        for (long blk = 0; blk < blocks; blk++) {
+            long o0 = blk * PLAN_FOB;
+            int ob = (int)(oc - o0 < PLAN_FOB ? oc - o0 : PLAN_FOB);
+            long yo = o0 * op->ycs + p * op->yrs + q * n + s0;
+            plan_rows_run(xs, len, c, op->xcs, kh, kw, row_step, tap_step,
+                          wgt + blk * taps * PLAN_FOB, bias + o0, ob, y + yo, op->ycs,
+                          res ? res + o0 * op->rcs + p * op->rrs + q * n + s0 : NULL, op->rcs,
+                          act, 0);
         }
     }
 }
@@ -731,6 +766,8 @@ int numcnn_plan_run(const plan_op *ops, long count, const float *input, const lo
                     return status;
             } else if (op->mode == 0) {
                 plan_conv_rows(op);
+            } else if (op->mode == 2) {
+                plan_conv_columns(op);
             } else {
                 plan_conv_channels(op);
             }

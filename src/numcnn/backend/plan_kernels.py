@@ -24,7 +24,7 @@ from ._lib import LIB as _LIB, VECTOR_FLOATS, KernelLoadError
 
 CONV, MAXPOOL, EWISE, COPY, MEAN, CHECK, AVGPOOL = 1, 2, 3, 4, 5, 6, 7
 FROM_INPUT, TO_OUTPUT = 1, 2
-ROWS, CHANNELS = 0, 1
+ROWS, CHANNELS, COLUMNS = 0, 1, 2
 NO_ACT, RELU, TANH = 0, 1, 2  # the activations fused into an operation's output loop
 
 _FIELDS = ("kind act mode ends c oc h w n oh ow kh kw sh sw dh dw x xcs xrs xcol xs "
