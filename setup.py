@@ -64,7 +64,8 @@ class OptionalKernels(build_ext):
 setup(
     ext_modules=[Extension(f"numcnn.backend._kernels_{variant}",
                            sources=[f"src/numcnn/backend/_kernels_{variant}.c"],
-                           depends=["src/numcnn/backend/_kernels.c"], optional=True)
+                           depends=["src/numcnn/backend/_kernels.c",
+                                    "src/numcnn/backend/_plan.c"], optional=True)
                  for variant in VARIANTS],
     cmdclass={"build_ext": OptionalKernels},
 )

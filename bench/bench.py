@@ -15,8 +15,11 @@ numcnn and PyTorch in alternation (ABBA order over the repeats), both with every
   ``--steps`` timed steps after ``--warmup`` untimed ones, images/s; both libraries start from
   the SAME weights (numcnn's initialisation, copied into the PyTorch twin built from the numcnn model's spec) and see the same batches, so
   their losses agree step by step, which the report checks;
-- inference in eval mode at batch 1 and batch 1,000 (the ResNet: batch 500; numcnn under
-  ``numcnn.no_grad()``, PyTorch under ``torch.inference_mode()``), images/s;
+- inference in eval mode at batch 1 and batch 1,000 (the ResNet: batch 500; numcnn through a
+  compiled inference plan, ``numcnn.inference.compile``, or with ``--numcnn-infer layers`` layer
+  by layer under ``numcnn.no_grad()``; PyTorch under ``torch.inference_mode()``; ONNX Runtime,
+  with ``--onnxruntime``, running the PyTorch twin exported by ``torch.onnx.export``, every graph
+  optimisation on), images/s, and the peak memory of each;
 - peak memory of each worker (``ru_maxrss``), and its baseline after the imports;
 - the wall time of ``numcnn --help`` (median of 5 runs);
 - with ``--parts health``: the cost of ``numcnn.health.HealthMonitor`` (what ``numcnn train``
@@ -352,6 +355,8 @@ def worker(args) -> dict:
         import numcnn
 
         numcnn.tune_malloc()  # the allocator setting numcnn train uses too (numcnn._memory)
+    elif lib == "onnxruntime":
+        import onnxruntime  # noqa: F401
     else:
         import torch  # noqa: F401
     result = {"lib": lib, "preset": preset, "mode": mode, "rss_after_imports_mib": peak_rss_mib()}
@@ -366,7 +371,8 @@ def worker(args) -> dict:
     if mode == "train":
         result.update(_train(lib, preset, workdir, xs, ys, args.steps, args.warmup))
     elif mode == "infer":
-        result.update(_infer(lib, preset, workdir, x_test, args.batch, args.steps, args.warmup))
+        result.update(_infer(lib, preset, workdir, x_test, args.batch, args.steps, args.warmup,
+                             getattr(args, "numcnn_infer", "plan")))
     elif mode == "profile":
         result.update(_profile(lib, preset, workdir, xs, ys, args.steps, args.warmup))
     elif mode == "health":
@@ -377,6 +383,8 @@ def worker(args) -> dict:
 
 
 def _threads(lib: str):
+    if lib == "onnxruntime":  # its intra-op pool: one thread per core unless told otherwise
+        return os.cpu_count()
     if lib == "torch":
         import torch
         return torch.get_num_threads()
@@ -503,16 +511,42 @@ def _health_overhead(preset, workdir, xs, ys, steps, warmup, block: int = 10) ->
             "block_times": {"plain": times[False], "health": times[True]}}
 
 
-def _infer(lib, preset, workdir, x_test, batch, steps, warmup) -> dict:
+def _infer(lib, preset, workdir, x_test, batch, steps, warmup, numcnn_infer="plan") -> dict:
     if batch == 1:
         inputs = [x_test[i % len(x_test)][None] for i in range(warmup + steps)]
     else:
         inputs = [np.ascontiguousarray(np.resize(x_test, (batch, *x_test.shape[1:])))] * (
             warmup + steps)
+    extra = {}
     if lib == "numcnn":
         numcnn, model, _, _ = _numcnn_train_setup(preset, workdir)
         model.eval()
         context, run = numcnn.no_grad, model
+        if numcnn_infer == "plan":
+            from numcnn import inference
+
+            start = time.perf_counter()
+            run = inference.compile(model, x_test.shape[1:])
+            extra = {"path": "plan", "compile_ms": 1e3 * (time.perf_counter() - start)}
+        else:
+            extra = {"path": "layers"}
+    elif lib == "onnxruntime":
+        import contextlib
+
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        start = time.perf_counter()
+        session = onnxruntime.InferenceSession(str(workdir / f"{preset}.onnx"), options,
+                                               providers=["CPUExecutionProvider"])
+        extra = {"session_ms": 1e3 * (time.perf_counter() - start),
+                 "version": onnxruntime.__version__}
+        name = session.get_inputs()[0].name
+        context = contextlib.nullcontext
+
+        def run(x):
+            return session.run(None, {name: x})[0]
     else:
         torch, model, _, _ = _torch_train_setup(preset, workdir)
         model.eval()
@@ -526,7 +560,7 @@ def _infer(lib, preset, workdir, x_test, batch, steps, warmup) -> dict:
             out = run(x)
         elapsed = time.perf_counter() - start
     return {"seconds": elapsed, "images_per_s": steps * batch / elapsed,
-            "checksum": float(np.asarray(out).astype(np.float64).sum())}
+            "checksum": float(np.asarray(out).astype(np.float64).sum()), **extra}
 
 
 def _profile(lib, preset, workdir, xs, ys, steps, warmup) -> dict:
@@ -695,10 +729,12 @@ def worker_env(threads: int | None = None) -> dict:
 
 
 def run_worker(workdir: Path, mode: str, lib: str, preset: str, steps: int, warmup: int,
-               batch: int = BATCH, threads: int | None = None) -> dict:
+               batch: int = BATCH, threads: int | None = None,
+               numcnn_infer: str = "plan") -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", mode, "--lib", lib,
                "--preset", preset, "--steps", str(steps), "--warmup", str(warmup),
-               "--batch", str(batch), "--workdir", str(workdir)]
+               "--batch", str(batch), "--workdir", str(workdir),
+               "--numcnn-infer", numcnn_infer]
     done = subprocess.run(command, capture_output=True, text=True, env=worker_env(threads))
     if done.returncode != 0:
         raise RuntimeError(f"worker {mode} {lib} {preset} failed:\n{done.stderr}")
@@ -773,6 +809,22 @@ def prepare(args, workdir: Path) -> None:
         model, spec = numcnn_model(preset)
         (workdir / f"{preset}.spec.json").write_text(json.dumps(spec))
         np.savez(workdir / f"{preset}.weights.npz", **model.state_dict())
+        if getattr(args, "onnxruntime", False):
+            export_onnx(spec, model.state_dict(), workdir / f"{preset}.onnx")
+
+
+def export_onnx(spec: dict, state: dict, path: Path, input_shape=(1, 28, 28)) -> None:
+    """The PyTorch twin of ``spec`` with the weights ``state``, in eval mode, exported to ONNX
+    (opset 17, dynamic batch axis) for ONNX Runtime. numcnn's own ONNX export is not used here:
+    the twin is the same graph PyTorch runs, so all three serve one model."""
+    import torch
+
+    model = torch_model(spec)
+    load_into_torch(model, state)
+    model.eval()
+    torch.onnx.export(model, torch.zeros(1, *input_shape), str(path), input_names=["x"],
+                      output_names=["logits"], dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
+                      opset_version=17, dynamo=False)
 
 
 def median(values):
@@ -812,17 +864,21 @@ def run_all(args) -> dict:
         workdir = Path(tmp)
         prepare(args, workdir)
         for repeat in range(args.repeats):
-            libs = ("numcnn", "torch") if repeat % 2 == 0 else ("torch", "numcnn")
             for preset in args.presets:
                 for key, mode, steps, warmup, batch in _jobs(args, preset, parts):
+                    libs = ["numcnn", "torch"]
+                    if mode == "infer" and args.onnxruntime:
+                        libs.append("onnxruntime")
+                    if repeat % 2:  # alternate the order over the repeats
+                        libs.reverse()
                     for lib in libs:
                         result = run_worker(workdir, mode, lib, preset, steps, warmup, batch,
-                                            args.threads)
+                                            args.threads, args.numcnn_infer)
                         entry = report["results"].setdefault(preset, {}).setdefault(
                             key, {}).setdefault(lib, [])
                         entry.append(result)
                         print(f"  [{repeat + 1}/{args.repeats}] {preset:<10} {key:<11} "
-                              f"{lib:<6} {result['images_per_s']:>10.1f} img/s  "
+                              f"{lib:<11} {result['images_per_s']:>10.1f} img/s  "
                               f"peak {result['peak_rss_mib']:.0f} MiB", file=sys.stderr)
         if "health" in parts:
             for preset in args.presets:
@@ -845,6 +901,11 @@ def run_all(args) -> dict:
     return report
 
 
+def _label(key: str, preset: str) -> str:
+    """``train b64``, ``infer b1``, ``infer b1000``: a measurement's name in the summary."""
+    return f"train b{config(preset)['batch']}" if key == "train" else key.replace("_", " ")
+
+
 def summarise(report: dict) -> list[dict]:
     """Median figures, ratios and targets: one row per comparison."""
     rows = []
@@ -854,13 +915,31 @@ def summarise(report: dict) -> list[dict]:
             if "numcnn" in speed and "torch" in speed:
                 spread = {lib: [min(r["images_per_s"] for r in runs),
                                 max(r["images_per_s"] for r in runs)]
-                          for lib, runs in by_lib.items()}
-                label = (f"train b{config(preset)['batch']}" if key == "train"
-                         else key.replace("_", " "))
-                rows.append({"what": f"{label} {preset} (img/s)", "numcnn": speed["numcnn"],
+                          for lib, runs in by_lib.items() if lib in ("numcnn", "torch")}
+                rows.append({"what": f"{_label(key, preset)} {preset} (img/s)",
+                             "numcnn": speed["numcnn"],
                              "torch": speed["torch"], "ratio": speed["numcnn"] / speed["torch"],
                              "target": ">= 1.0",
                              "met": speed["numcnn"] / speed["torch"] >= 1.0, "spread": spread})
+        for key, by_lib in by_key.items():  # numcnn against ONNX Runtime (inference)
+            if "numcnn" in by_lib and "onnxruntime" in by_lib:
+                speed = {lib: median([r["images_per_s"] for r in by_lib[lib]])
+                         for lib in ("numcnn", "onnxruntime")}
+                path = by_lib["numcnn"][0].get("path", "layers")
+                rows.append({"what": f"{_label(key, preset)} {preset} vs ORT (img/s)",
+                             "numcnn": speed["numcnn"], "torch": speed["onnxruntime"],
+                             "ratio": speed["numcnn"] / speed["onnxruntime"], "target": ">= 1.0",
+                             "met": speed["numcnn"] >= speed["onnxruntime"],
+                             "note": f"numcnn {path}; second column ONNX Runtime "
+                                     f"{by_lib['onnxruntime'][0].get('version', '')}"})
+                if key == "infer_b1000":
+                    peak = {lib: max(r["peak_rss_mib"] for r in by_lib[lib])
+                            for lib in ("numcnn", "onnxruntime")}
+                    rows.append({"what": f"infer b1000 peak memory {preset} vs ORT (MiB)",
+                                 "numcnn": peak["numcnn"], "torch": peak["onnxruntime"],
+                                 "ratio": peak["numcnn"] / peak["onnxruntime"],
+                                 "target": "<= 1.0", "met": peak["numcnn"] <= peak["onnxruntime"],
+                                 "note": "peak resident memory of the whole worker process"})
         if "train" in by_key and len(by_key["train"]) == 2:
             peak = {lib: max(r["peak_rss_mib"] for r in runs)
                     for lib, runs in by_key["train"].items()}
@@ -1025,13 +1104,20 @@ def main(argv=None) -> int:
                         help="what to run (default train,infer,profile,help; also: health, the "
                              "cost of numcnn.health's monitor on a training step)")
     parser.add_argument("--seed", type=int, default=0, help="numcnn.manual_seed for the weights")
+    parser.add_argument("--onnxruntime", action="store_true",
+                        help="add ONNX Runtime as a peer for inference (the PyTorch twin "
+                             "exported to ONNX; needs the onnxruntime and onnx packages)")
+    parser.add_argument("--numcnn-infer", choices=("plan", "layers"), default="plan",
+                        help="numcnn's inference path: a compiled plan (default) or the layers "
+                             "one by one")
     parser.add_argument("--threads", type=int, default=None,
                         help="limit both libraries to this many threads (a diagnostic, e.g. on a "
                              "busy machine; default: every core, as the targets ask)")
     # Internal: one measurement in a worker process.
     parser.add_argument("--worker", choices=("train", "infer", "profile", "health"),
                         help=argparse.SUPPRESS)
-    parser.add_argument("--lib", choices=("numcnn", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--lib", choices=("numcnn", "torch", "onnxruntime"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--preset", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=BATCH, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)

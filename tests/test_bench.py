@@ -163,3 +163,27 @@ def test_health_part_measures_the_monitor(tmp_path, mnist_path):
     assert run["seconds_per_step"] > 0 and run["monitor_seconds_per_step"] > 0
     assert len(run["block_times"]["plain"]) == len(run["block_times"]["health"]) == 1
     assert any(row["what"].startswith("health monitor overhead") for row in report["summary"])
+
+
+def test_onnxruntime_is_an_inference_peer_on_the_same_model(mnist_path, tmp_path):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--repeats", "1", "--presets", "convnet-bn",
+         "--infer1-steps", "3", "--infer1000-steps", "1", "--parts", "infer", "--onnxruntime",
+         "--data", str(mnist_path), "--json", str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    results = report["results"]["convnet-bn"]
+    for key in ("infer_b1", "infer_b1000"):
+        assert {"numcnn", "torch", "onnxruntime"} <= set(results[key])
+    assert results["infer_b1000"]["numcnn"][0]["path"] == "plan"
+    # the three serve one model: the same logits on the batch of 1,000
+    checksums = [results["infer_b1000"][lib][0]["checksum"]
+                 for lib in ("numcnn", "torch", "onnxruntime")]
+    np.testing.assert_allclose(checksums[0], checksums[2], rtol=1e-3, atol=1e-2)
+    np.testing.assert_allclose(checksums[1], checksums[2], rtol=1e-3, atol=1e-2)
+    whats = [row["what"] for row in report["summary"]]
+    assert "infer b1 convnet-bn vs ORT (img/s)" in whats
+    assert "infer b1000 peak memory convnet-bn vs ORT (MiB)" in whats

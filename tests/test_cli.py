@@ -402,3 +402,27 @@ def test_train_records_the_statistics_of_the_training_images_it_used(trained, np
     np.testing.assert_allclose(recorded["std"], [pixels.std()], rtol=1e-6)
     with np.load(npz) as arrays:                           # and not the test split's
         assert abs(arrays["x_test"].mean() / 255.0 - recorded["mean"][0]) > 1e-6
+
+
+def test_evaluate_and_predict_without_the_plan_agree_with_it(trained, npz, mnist_small,
+                                                             tmp_path):
+    from PIL import Image
+
+    out, _, _ = trained
+    lines = []
+    for extra in ([], ["--no-plan"]):
+        code, stdout, _ = run(["evaluate", out / "model.numcnn", "--dataset", npz, "--quiet",
+                               *extra])
+        assert code == 0
+        lines.append(one_line(stdout))
+    assert lines[0] == lines[1] and lines[0].startswith("accuracy ")
+    path = tmp_path / "digit.png"
+    Image.fromarray(mnist_small[2][0]).save(path)
+    answers = []
+    for extra in ([], ["--no-plan"]):
+        code, stdout, _ = run(["predict", out / "model.numcnn", path, "--json", *extra])
+        assert code == 0
+        answers.append(json.loads(stdout)[0])
+    assert answers[0]["class"] == answers[1]["class"]
+    for key, value in answers[0]["probabilities"].items():
+        assert value == pytest.approx(answers[1]["probabilities"][key], abs=1e-5)

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import numcnn
-from numcnn import data, io, models, nn
+from numcnn import data, io, models
 from numcnn.errors import DataError, ModelFileError, NumcnnError
 from numcnn.nn import init
 from tests import fuzzing as fz

@@ -19,4 +19,7 @@ def __getattr__(name):
     if name in ("save", "load"):
         from . import io
         return getattr(io, name)
+    if name == "inference":  # numcnn.inference.compile(model, input_shape), on first use
+        import importlib
+        return importlib.import_module(".inference", __name__)
     raise AttributeError(f"module 'numcnn' has no attribute {name!r}")

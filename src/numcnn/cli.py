@@ -188,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "confusion_matrix.png, misclassified.png")
     evaluate.add_argument("-q", "--quiet", action="store_true",
                           help="print the accuracy line only")
+    evaluate.add_argument("--no-plan", action="store_true",
+                          help="run the layers one by one instead of a compiled inference plan "
+                               "(docs/inference.md)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     # -- predict --------------------------------------------------------------------------------
@@ -214,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "error, prob_<class> per class)")
     predict.add_argument("--workers", type=_positive_int, metavar="N",
                          help="with --ray: model replicas (default: Ray's CPUs minus one)")
+    predict.add_argument("--no-plan", action="store_true",
+                         help="run the layers one by one instead of a compiled inference plan "
+                              "(docs/inference.md)")
     predict.set_defaults(func=cmd_predict)
 
     # -- summary --------------------------------------------------------------------------------
@@ -420,7 +426,8 @@ def cmd_evaluate(args) -> int:
     classes = metadata.get("classes") or list(dataset.classes)
     _check_model_fits(model, x.shape[1:], len(classes), args.model)
     result = train.evaluate(model, x, y, batch_size=args.batch_size,
-                            preprocessing=preprocessing, classes=classes)
+                            preprocessing=preprocessing, classes=classes,
+                            compile=not args.no_plan)
     if args.quiet:
         print(f"accuracy {100 * result.accuracy:.2f}%")
     else:
@@ -474,7 +481,7 @@ def cmd_predict(args) -> int:
     digit = False if canonical_name(metadata.get("dataset", "")) is not None else None
     images = np.concatenate([data.prepare_image(path, preprocessing, digit=digit)
                              for path in args.images])
-    probabilities = train.predict(model, images)
+    probabilities = train.predict(model, images, compile=not args.no_plan)
     if not np.isfinite(probabilities).all():
         from .errors import NumcnnError
 

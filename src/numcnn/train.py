@@ -836,7 +836,7 @@ class Evaluation:
 
 
 def evaluate(model, x, y, *, batch_size: int = 256, loss=None, preprocessing=None,
-             classes=None) -> Evaluation:
+             classes=None, compile: bool = True) -> Evaluation:
     """Loss, accuracy, per-class precision and recall, and the confusion matrix on ``(x, y)``.
 
     Args:
@@ -846,6 +846,9 @@ def evaluate(model, x, y, *, batch_size: int = 256, loss=None, preprocessing=Non
         loss: default ``numcnn.nn.CrossEntropyLoss()``.
         preprocessing: applied to each batch (a :class:`numcnn.data.Preprocessing`). Default: none.
         classes: class names. Default: ``0 .. K-1``.
+        compile: run the batches through an inference plan (:func:`numcnn.inference.compile`:
+            batch norm folded, layers fused, one C call per batch); False runs the layers one
+            by one. The results agree to float32 rounding. Default: True.
     """
     from . import metrics, nn
 
@@ -857,7 +860,7 @@ def evaluate(model, x, y, *, batch_size: int = 256, loss=None, preprocessing=Non
     if len(x) == 0:
         raise NumcnnError("evaluate: expected at least one image, got none (accuracy is "
                           "undefined)")
-    logits = _logits(model, x, batch_size, preprocessing)
+    logits = _logits(model, x, batch_size, preprocessing, compile)
     finite = np.isfinite(logits).all(axis=1)
     if not finite.all():
         bad = np.flatnonzero(~finite)
@@ -875,9 +878,14 @@ def evaluate(model, x, y, *, batch_size: int = 256, loss=None, preprocessing=Non
                       report=metrics.classification_report(confusion, classes))
 
 
-def predict(model, x, *, batch_size: int = 256, preprocessing=None) -> np.ndarray:
-    """Class probabilities ``(N, K)`` (softmax of the logits) for images ``x`` ``(N, C, H, W)``."""
-    return softmax(_logits(model, x, batch_size, preprocessing))
+def predict(model, x, *, batch_size: int = 256, preprocessing=None,
+            compile: bool = True) -> np.ndarray:
+    """Class probabilities ``(N, K)`` (softmax of the logits) for images ``x`` ``(N, C, H, W)``.
+
+    ``compile`` (default True) runs the batches through an inference plan
+    (:func:`numcnn.inference.compile`); False runs the layers one by one.
+    """
+    return softmax(_logits(model, x, batch_size, preprocessing, compile))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -888,19 +896,25 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted
 
 
-def _logits(model, x, batch_size, preprocessing):
+def _logits(model, x, batch_size, preprocessing, compile=True):
     if batch_size < 1:
         raise NumcnnError(f"batch_size must be >= 1, got {batch_size}")
     was_training = model.training
     model.eval()
     outputs = []
     try:
+        run, plan_shape = model, None
         with no_grad():
             for start in range(0, len(x), batch_size):
                 xb = x[start:start + batch_size]
                 if preprocessing is not None:
                     xb = preprocessing.apply(xb)
-                outputs.append(model(xb))
+                if compile and np.ndim(xb) >= 2 and plan_shape != np.shape(xb)[1:]:
+                    from . import inference  # one plan for every batch of these images
+
+                    plan_shape = np.shape(xb)[1:]
+                    run = inference.compile(model, plan_shape)
+                outputs.append(run(xb))
     finally:
         model.train(was_training)
     if not outputs:  # no images: (0, K), K from the model's output shape (nothing runs)

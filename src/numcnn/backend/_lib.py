@@ -103,6 +103,11 @@ def _declare(lib) -> None:
         "set_max_threads": ([ctypes.c_int], None),
         "vector_floats": ([], ctypes.c_int),
         "cpu_level": ([], ctypes.c_int),
+        # inference plans (_plan.c): run(ops, count, input, input strides, output, times)
+        "plan_run": ([ptr, size, ptr, ptr, ptr, ptr], ctypes.c_int),
+        "plan_block_channels": ([], ctypes.c_int),
+        "plan_op_size": ([], size),
+        "plan_set_parallel_flops": ([size], None),
     }
     for name, (argtypes, restype) in signatures.items():
         function = getattr(lib, f"numcnn_{name}")

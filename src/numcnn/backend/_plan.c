@@ -1,0 +1,801 @@
+/*
+ * numcnn's inference plans: a whole model's forward pass (or a run of its layers) as one call,
+ * given a compact table of fused operations that numcnn.inference prepares once per batch size.
+ *
+ * Included by each instruction-set variant after _kernels.c (it uses its vector type vf, VL,
+ * load/store/splat, thread_count and BLOCK_CHANNELS), so it is built for every variant.
+ *
+ * Every activation lives batch-last, CHWN: the number (ci, row, col, s) of a map sits at
+ *
+ *     base + ci * cs + row * rs + col * n + s
+ *
+ * with cs and rs the channel and row strides of its buffer. A buffer may be larger than its map
+ * by a zero frame (the padding of the convolutions that read it): the producer writes the
+ * interior only, so the frame stays zero and no padded copy is ever made. A vector of features
+ * (after Flatten) is the map (F, 1, 1, n), so a Linear layer is a 1x1 convolution on it.
+ *
+ * Operations (struct plan_op; fields not named are unused):
+ *
+ *   PLAN_CONV     y[o,p,q,s] = act(b[o] + sum_{ci,i,j} w[o,ci,i,j] x[ci, p*sh+i*dh, q*sw+j*dw, s]
+ *                              + r[o,p,q,s])
+ *                 batch norm already folded into w and b; r, the residual, optional. Two ways:
+ *                 mode 0 ("rows", stride 1 along the width, rows of >= 64 numbers): every output
+ *                 row's ow*n numbers are one vector run, blocks of FOB channels x 2 vectors in
+ *                 registers; mode 1 ("channels", a single image, any stride): vectorised over
+ *                 the output channels, blocks of 2 vectors of channels x 6 positions; mode 2
+ *                 ("columns", a strided convolution of >= 64 samples): the rows kernel along
+ *                 each output position's run of samples.
+ *   PLAN_MAXPOOL  y[c,p,q,s] = act(max_{i,j} x[c, p*sh+i, q*sw+j, s])
+ *   PLAN_AVGPOOL  y[c,p,q,s] = act(sum_{i,j} x[c, p*sh+i, q*sw+j, s] / (kh*kw)), no padding
+ *   PLAN_EWISE    y = act(x + r) (r optional): a residual sum not fused into a convolution,
+ *                 or an activation on its own
+ * act: 0 none, 1 ReLU, 2 tanh.
+ *   PLAN_COPY     any 4-D strides to any 4-D strides: the input into the first map (NCHW to
+ *                 CHWN, into a frame), the last map out to the caller's NCHW array
+ *   PLAN_MEAN     y[c,0,0,s] = mean_{p,q} x[c,p,q,s] (global average pooling)
+ *   PLAN_CHECK    the model's weights unchanged since the plan was made: memcmp of a snapshot
+ *
+ * numcnn_plan_run returns 0, or 1 when a PLAN_CHECK found the weights changed (then nothing
+ * after it ran). With a times array it records each operation's wall time (seconds).
+ */
+#include <time.h>
+
+#define PLAN_FOB BLOCK_CHANNELS /* rows mode: output channels per register block */
+#define PLAN_FNV 2              /* rows mode: vectors of positions per register block */
+#define PLAN_TILE 128           /* rows mode: positions per task */
+#define PLAN_SOV 2              /* channels mode: vectors of output channels per block */
+#define PLAN_SNP 6              /* channels mode: positions per block */
+
+enum { PLAN_CONV = 1, PLAN_MAXPOOL = 2, PLAN_EWISE = 3, PLAN_COPY = 4, PLAN_MEAN = 5,
+       PLAN_CHECK = 6, PLAN_AVGPOOL = 7 };
+enum { PLAN_FROM_INPUT = 1, PLAN_TO_OUTPUT = 2 }; /* PLAN_COPY's ends */
+
+/* One operation; every field an int64 (addresses too), mirrored by numcnn/backend/plan_kernels.py. */
+typedef struct {
+    long kind, act, mode, ends;
+    long c, oc, h, w, n, oh, ow;         /* input channels and map, output channels and map */
+    long kh, kw, sh, sw, dh, dw;         /* kernel, stride, dilation */
+    long x, xcs, xrs, xcol, xs;          /* input: address, channel/row/column/sample strides */
+    long y, ycs, yrs, ycol, ys;          /* output */
+    long r, rcs, rrs;                    /* residual (same column/sample strides as y) */
+    long wgt, bias;                      /* packed weights, bias (padded with zeros) */
+    long ph, pw;                         /* PLAN_CONV: max pooling ph x pw fused (1 x 1: none) */
+} plan_op;
+
+int numcnn_plan_block_channels(void) { return PLAN_FOB; }
+
+/* Threads. An OpenMP team ends in a barrier: every thread must have run before the call returns.
+ * On a busy machine (this project's: six agents on two cores) a second thread waits for a core
+ * for a scheduler time slice, about 12 ms, so a 20 us convolution on two threads took 6 ms
+ * (measured: convnet-bn at batch 1, 167 images/s against 10,000 on one thread) and 50-MFLOP
+ * convolutions at batch 1,000 took 12 or 24 ms. A plan's operation therefore takes a second
+ * thread only when its work is large enough to hide such a wait: plan_min_parallel_flops for a
+ * convolution, PLAN_MIN_PARALLEL_NUMBERS for a pass over memory (which a second core speeds up
+ * little anyway). */
+static long plan_min_parallel_flops = 100000000L; /* about 0.5-1 ms on one core */
+#define PLAN_MIN_PARALLEL_NUMBERS (4L << 20)
+
+/* NUMCNN_PLAN_PARALLEL_MFLOP (read by numcnn/backend/plan_kernels.py) sets it; 0: always. */
+void numcnn_plan_set_parallel_flops(long flops) { plan_min_parallel_flops = flops; }
+
+static int plan_threads(long tasks, long flops)
+{
+    return flops < plan_min_parallel_flops ? 1 : thread_count(tasks, flops, 0);
+}
+long numcnn_plan_op_size(void) { return (long)sizeof(plan_op); }
+
+typedef int plan_vi __attribute__((vector_size(VL * sizeof(float))));
+
+/* ReLU keeps NaN, as PyTorch (and numcnn's relu) do */
+ALWAYS_INLINE vf plan_relu(vf s)
+{
+    plan_vi keep = (s > splat(0.0f)) | (s != s);
+    return (vf)((plan_vi)s & keep);
+}
+
+/* a float in every lane, as one broadcast (splat's "0 + a" costs an addition first) */
+ALWAYS_INLINE vf plan_bcast(float a)
+{
+    vf v = {a};
+    return __builtin_shuffle(v, (plan_vi){0});
+}
+
+ALWAYS_INLINE float plan_relu1(float s) { return s > 0.0f || s != s ? s : 0.0f; }
+
+/* tanh in float32 without libm, so that the compiler vectorises it (glibc's tanhf, one call
+ * per number, made a fused convolution 20 times slower than its sums): Cephes' tanhf, a
+ * polynomial below |x| = 0.625 and 1 - 2 / (exp(2|x|) + 1) above, with Cephes' expf (the power
+ * of two put into the exponent bits); within 2 ulp of tanh. NaN stays NaN. */
+ALWAYS_INLINE float plan_tanh1(float x)
+{
+    float a = x < 0.0f ? -x : x;
+    float z = x * x;
+    float small = x + x * z * ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z
+                                 - 5.37397155531e-2f) * z + 1.33314422036e-1f) * z
+                               - 3.33332819422e-1f);
+    float t = 2.0f * (a < 44.0f ? a : 44.0f); /* exp(88) is near float's top */
+    float fx = __builtin_floorf(t * 1.44269504088896341f + 0.5f);
+    float r = t - fx * 0.693359375f + fx * 2.12194440e-4f;
+    float r2 = r * r;
+    float e = ((((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r
+                  + 4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f) * r2
+               + r + 1.0f);
+    union { float f; int i; } scale = {.i = ((int)fx + 127) << 23};
+    float large = 1.0f - 2.0f / (e * scale.f + 1.0f);
+    large = x < 0.0f ? -large : large;
+    return a < 0.625f ? small : (x != x ? x : large);
+}
+
+/* where mask (all ones or zeros per lane): a, else b */
+ALWAYS_INLINE vf plan_select(plan_vi mask, vf a, vf b)
+{
+    return (vf)((mask & (plan_vi)a) | (~mask & (plan_vi)b));
+}
+
+/* plan_tanh1 on every lane, written with vector operations (GCC would not vectorise the
+ * scalar loop) */
+ALWAYS_INLINE vf plan_tanh(vf x)
+{
+    const plan_vi sign = (plan_vi){0} + (int)0x80000000;
+    vf a = (vf)((plan_vi)x & ~sign), z = x * x;
+    vf small = x + x * z * ((((splat(-5.70498872745e-3f) * z + 2.06390887954e-2f) * z
+                              - 5.37397155531e-2f) * z + 1.33314422036e-1f) * z
+                            - 3.33332819422e-1f);
+    vf t = plan_select(a < splat(44.0f), a, splat(44.0f)) * 2.0f;
+    plan_vi k = __builtin_convertvector(t * 1.44269504088896341f + 0.5f, plan_vi); /* t >= 0:
+                                                                      truncation is floor */
+    vf fx = __builtin_convertvector(k, vf);
+    vf r = t - fx * 0.693359375f + fx * 2.12194440e-4f, r2 = r * r;
+    vf e = ((((((splat(1.9875691500e-4f) * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r
+               + 4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f) * r2
+            + r + 1.0f);
+    vf scale = (vf)((k + 127) << 23);
+    vf large = 1.0f - 2.0f / (e * scale + 1.0f);
+    large = (vf)((plan_vi)large | ((plan_vi)x & sign));
+    return plan_select(x != x, x, plan_select(a < splat(0.625f), small, large));
+}
+
+/* the activation of an operation: 0 none, 1 ReLU, 2 tanh (both commute with the maximum of a
+ * max pooling, being non-decreasing) */
+ALWAYS_INLINE vf plan_act(vf s, int act)
+{
+    if (act == 1)
+        return plan_relu(s);
+    if (act == 2)
+        return plan_tanh(s);
+    return s;
+}
+
+ALWAYS_INLINE float plan_act1(float s, int act)
+{
+    return act == 1 ? plan_relu1(s) : act == 2 ? plan_tanh1(s) : s;
+}
+
+/* max pooling's maximum: a NaN wins, as in PyTorch */
+ALWAYS_INLINE vf plan_max(vf m, vf a)
+{
+    plan_vi take = (a > m) | (a != a);
+    return (vf)(((plan_vi)a & take) | ((plan_vi)m & ~take));
+}
+
+ALWAYS_INLINE float plan_max1(float m, float a) { return a > m || a != a ? a : m; }
+
+/* ---- convolution, rows mode ---------------------------------------------------------------- */
+
+/* FOB channels x nv vectors of positions; stores the first ob channels. */
+ALWAYS_INLINE void plan_rows_block(const float *x, long c, long xcs, long kh, long kw,
+                                   long row_step, long tap_step, const float *wp,
+                                   const float *bias, int ob, int nv, float *y, long ycs,
+                                   const float *r, long rcs, int act, int combine)
+{
+    vf acc[PLAN_FOB][PLAN_FNV];
+    for (int b = 0; b < PLAN_FOB; b++)
+        for (int v = 0; v < nv; v++)
+            acc[b][v] = splat(bias[b]);
+    for (long ci = 0; ci < c; ci++) {
+        for (long i = 0; i < kh; i++) {
+            const float *xi = x + ci * xcs + i * row_step;
+            const float *wi = wp + (ci * kh + i) * kw * PLAN_FOB;
+            for (long j = 0; j < kw; j++) {
+                const float *xj = xi + j * tap_step;
+                vf xv[PLAN_FNV];
+                for (int v = 0; v < nv; v++)
+                    xv[v] = load(xj + v * VL);
+                for (int b = 0; b < PLAN_FOB; b++) {
+                    vf wv = plan_bcast(wi[j * PLAN_FOB + b]);
+                    for (int v = 0; v < nv; v++)
+                        acc[b][v] += wv * xv[v];
+                }
+            }
+        }
+    }
+    for (int b = 0; b < ob; b++)
+        for (int v = 0; v < nv; v++) {
+            vf s = acc[b][v];
+            if (r)
+                s += load(r + b * rcs + v * VL);
+            s = plan_act(s, act);
+            if (combine) /* max pooling: the maximum with the rows before */
+                s = plan_max(load(y + b * ycs + v * VL), s);
+            store(y + b * ycs + v * VL, s);
+        }
+}
+
+/* A run of len (>= VL) positions for one block of channels: whole register blocks, then single
+ * vectors, then the last vector again, overlapping (the same sums; storing or taking the maximum
+ * twice changes nothing). Kept out of line so that each caller's registers stay its own: inlined
+ * into the pooled kernels, GCC spilled the input vectors of the inner loop to the stack. */
+static __attribute__((noinline)) void plan_rows_run(const float *x, long len, long c, long xcs,
+                                                    long kh, long kw, long row_step,
+                                                    long tap_step, const float *wp,
+                                                    const float *bias, int ob, float *y,
+                                                    long ycs, const float *r, long rcs, int act,
+                                                    int combine)
+{
+    long l = 0;
+    for (; l + PLAN_FNV * VL <= len; l += PLAN_FNV * VL)
+        plan_rows_block(x + l, c, xcs, kh, kw, row_step, tap_step, wp, bias, ob, PLAN_FNV,
+                        y + l, ycs, r ? r + l : NULL, rcs, act, combine);
+    for (; l + VL <= len; l += VL)
+        plan_rows_block(x + l, c, xcs, kh, kw, row_step, tap_step, wp, bias, ob, 1, y + l, ycs,
+                        r ? r + l : NULL, rcs, act, combine);
+    if (l < len)
+        plan_rows_block(x + len - VL, c, xcs, kh, kw, row_step, tap_step, wp, bias, ob, 1,
+                        y + len - VL, ycs, r ? r + len - VL : NULL, rcs, act, combine);
+}
+
+static void plan_conv_rows(const plan_op *op)
+{
+    const float *x = (const float *)op->x, *wgt = (const float *)op->wgt;
+    const float *bias = (const float *)op->bias, *res = (const float *)op->r;
+    float *y = (float *)op->y;
+    long c = op->c, oc = op->oc, kh = op->kh, kw = op->kw, oh = op->oh, n = op->n;
+    long len = op->ow * n, taps = c * kh * kw, blocks = (oc + PLAN_FOB - 1) / PLAN_FOB;
+    long row_step = op->dh * op->xrs, tap_step = op->dw * n;
+    long tiles = len / PLAN_TILE > 0 ? len / PLAN_TILE : 1, tasks = tiles * oh;
+    int act = (int)op->act;
+    int nthreads = plan_threads(tasks, 2 * oc * oh * len * taps);
+    UNUSED_WITHOUT_OPENMP(nthreads);
+#pragma omp parallel for schedule(dynamic) num_threads(nthreads)
+    for (long task = 0; task < tasks; task++) {
+        long t = task / oh, p = task % oh;
+        long l0 = t * PLAN_TILE, l1 = t == tiles - 1 ? len : l0 + PLAN_TILE;
+        const float *xrow = x + p * op->sh * op->xrs;
+        for (long blk = 0; blk < blocks; blk++) {
+            long o0 = blk * PLAN_FOB;
+            int ob = (int)(oc - o0 < PLAN_FOB ? oc - o0 : PLAN_FOB);
+            const float *wp = wgt + blk * taps * PLAN_FOB, *bs = bias + o0;
+            float *yrow = y + o0 * op->ycs + p * op->yrs;
+            const float *rrow = res ? res + o0 * op->rcs + p * op->rrs : NULL;
+            plan_rows_run(xrow + l0, l1 - l0, c, op->xcs, kh, kw, row_step, tap_step, wp, bs, ob,
+                          yrow + l0, op->ycs, rrow ? rrow + l0 : NULL, op->rcs, act, 0);
+        }
+    }
+}
+
+/* "Columns" mode: a strided convolution of a batch (stride along the width, so that a row's
+ * positions are not one run): for every output position (p, q) the batch's samples are one
+ * contiguous run in the input and the output alike, so the rows kernel runs along them. A task
+ * is one position and a block of samples. */
+static void plan_conv_columns(const plan_op *op)
+{
+    const float *x = (const float *)op->x, *wgt = (const float *)op->wgt;
+    const float *bias = (const float *)op->bias, *res = (const float *)op->r;
+    float *y = (float *)op->y;
+    long c = op->c, oc = op->oc, kh = op->kh, kw = op->kw, n = op->n, oh = op->oh, ow = op->ow;
+    long sblocks = (n + PLAN_TILE - 1) / PLAN_TILE, span = (n + sblocks - 1) / sblocks;
+    long tasks = oh * ow * sblocks, taps = c * kh * kw, blocks = (oc + PLAN_FOB - 1) / PLAN_FOB;
+    long row_step = op->dh * op->xrs, tap_step = op->dw * n;
+    int act = (int)op->act;
+    int nthreads = plan_threads(tasks, 2 * oc * oh * ow * n * taps);
+    UNUSED_WITHOUT_OPENMP(nthreads);
+#pragma omp parallel for schedule(dynamic) num_threads(nthreads)
+    for (long task = 0; task < tasks; task++) {
+        long sb = task % sblocks, q = task / sblocks % ow, p = task / sblocks / ow;
+        long s0 = sb * span, len = s0 + span < n ? span : n - s0;
+        const float *xs = x + p * op->sh * op->xrs + q * op->sw * n + s0;
+        for (long blk = 0; blk < blocks; blk++) {
+            long o0 = blk * PLAN_FOB;
+            int ob = (int)(oc - o0 < PLAN_FOB ? oc - o0 : PLAN_FOB);
+            long yo = o0 * op->ycs + p * op->yrs + q * n + s0;
+            plan_rows_run(xs, len, c, op->xcs, kh, kw, row_step, tap_step,
+                          wgt + blk * taps * PLAN_FOB, bias + o0, ob, y + yo, op->ycs,
+                          res ? res + o0 * op->rcs + p * op->rrs + q * n + s0 : NULL, op->rcs,
+                          act, 0);
+        }
+    }
+}
+
+/* Rows mode with max pooling fused, for batches of at least 64: a task is one pooled output
+ * position (pr, u) and a block of samples; each block of channels computes the ph x pw conv
+ * positions of the window over those samples (contiguous runs of the batch) into a small
+ * scratch (the first stores, the others keep the maximum) and stores the result. Only the
+ * inputs of one window and block of samples are live, whatever the batch size. */
+static int plan_conv_rows_pool_wide(const plan_op *op)
+{
+    const float *x = (const float *)op->x, *wgt = (const float *)op->wgt;
+    const float *bias = (const float *)op->bias;
+    float *y = (float *)op->y;
+    long c = op->c, oc = op->oc, kh = op->kh, kw = op->kw, n = op->n, ph = op->ph, pw = op->pw;
+    long pooled_h = op->oh / ph, pooled_w = op->ow / pw;
+    long sblocks = (n + PLAN_TILE - 1) / PLAN_TILE, span = (n + sblocks - 1) / sblocks;
+    long tasks = pooled_h * pooled_w * sblocks;
+    long taps = c * kh * kw, blocks = (oc + PLAN_FOB - 1) / PLAN_FOB;
+    long row_step = op->dh * op->xrs, tap_step = op->dw * n;
+    int act = (int)op->act, failed = 0;
+    int nthreads = plan_threads(tasks, 2 * oc * op->oh * op->ow * n * taps);
+    UNUSED_WITHOUT_OPENMP(nthreads);
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *scratch = alloc_aligned((size_t)(PLAN_FOB * span) * sizeof(float));
+        if (!scratch)
+            failed = 1;
+#pragma omp for schedule(dynamic)
+        for (long task = 0; task < tasks; task++) {
+            if (!scratch)
+                continue;
+            long sb = task % sblocks, u = task / sblocks % pooled_w;
+            long pr = task / sblocks / pooled_w;
+            long s0 = sb * span, len = s0 + span < n ? span : n - s0;
+            for (long blk = 0; blk < blocks; blk++) {
+                long o0 = blk * PLAN_FOB;
+                int ob = (int)(oc - o0 < PLAN_FOB ? oc - o0 : PLAN_FOB);
+                const float *wp = wgt + blk * taps * PLAN_FOB, *bs = bias + o0;
+                for (long i = 0; i < ph; i++)
+                    for (long j = 0; j < pw; j++) {
+                        const float *xs = x + (pr * ph + i) * op->sh * op->xrs
+                                          + (u * pw + j) * n + s0;
+                        int combine = i > 0 || j > 0;
+                        plan_rows_run(xs, len, c, op->xcs, kh, kw, row_step, tap_step, wp, bs,
+                                      PLAN_FOB, scratch, span, NULL, 0, act, combine);
+                    }
+                for (int b = 0; b < ob; b++)
+                    memcpy(y + (o0 + b) * op->ycs + pr * op->yrs + u * n + s0,
+                           scratch + b * span, (size_t)len * sizeof(float));
+            }
+        }
+        free(scratch);
+    }
+    return failed ? -2 : 0;
+}
+
+/* Rows mode with max pooling fused (ph x pw windows, stride = window): a task is a tile of
+ * whole windows along the row and one pooled row; each block of channels sums the ph conv rows
+ * of the window into a scratch tile (the first stores, the others keep the maximum), then pools
+ * its columns into the output. The conv map itself is never written to memory. ReLU commutes
+ * with the maximum, so it is applied to the conv rows as they are made. */
+static int plan_conv_rows_pool(const plan_op *op)
+{
+    const float *x = (const float *)op->x, *wgt = (const float *)op->wgt;
+    const float *bias = (const float *)op->bias;
+    float *y = (float *)op->y;
+    long c = op->c, oc = op->oc, kh = op->kh, kw = op->kw, n = op->n, ph = op->ph, pw = op->pw;
+    long pooled_h = op->oh / ph, pooled_w = op->ow / pw, window = pw * n;
+    long per_tile = 256 / window > 0 ? 256 / window : 1; /* pooled columns per task */
+    if (per_tile > pooled_w)
+        per_tile = pooled_w;
+    long tiles = (pooled_w + per_tile - 1) / per_tile, tasks = tiles * pooled_h;
+    long taps = c * kh * kw, blocks = (oc + PLAN_FOB - 1) / PLAN_FOB;
+    long row_step = op->dh * op->xrs, tap_step = op->dw * n, span = per_tile * window;
+    int act = (int)op->act, failed = 0;
+    int nthreads = plan_threads(tasks, 2 * oc * op->oh * op->ow * n * taps);
+    UNUSED_WITHOUT_OPENMP(nthreads);
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *scratch = alloc_aligned((size_t)(PLAN_FOB * span) * sizeof(float));
+        if (!scratch)
+            failed = 1;
+#pragma omp for schedule(dynamic)
+        for (long task = 0; task < tasks; task++) {
+            if (!scratch)
+                continue;
+            long t = task / pooled_h, pr = task % pooled_h;
+            long u0 = t * per_tile, u1 = u0 + per_tile < pooled_w ? u0 + per_tile : pooled_w;
+            long l0 = u0 * window, len = (u1 - u0) * window; /* conv positions of the tile */
+            for (long blk = 0; blk < blocks; blk++) {
+                long o0 = blk * PLAN_FOB;
+                int ob = (int)(oc - o0 < PLAN_FOB ? oc - o0 : PLAN_FOB);
+                const float *wp = wgt + blk * taps * PLAN_FOB, *bs = bias + o0;
+                for (long i = 0; i < ph; i++) {
+                    const float *xrow = x + (pr * ph + i) * op->sh * op->xrs + l0;
+                    int combine = i > 0;
+                    plan_rows_run(xrow, len, c, op->xcs, kh, kw, row_step, tap_step, wp, bs,
+                                  PLAN_FOB, scratch, span, NULL, 0, act, combine);
+                }
+                for (int b = 0; b < ob; b++) {
+                    float *yo = y + (o0 + b) * op->ycs + pr * op->yrs + u0 * n;
+                    const float *sc = scratch + b * span;
+                    for (long u = 0; u < u1 - u0; u++) {
+                        const float *su = sc + u * window;
+                        float *yu = yo + u * n;
+                        for (long s = 0; s < n; s++)
+                            yu[s] = su[s];
+                        for (long j = 1; j < pw; j++)
+#pragma omp simd
+                            for (long s = 0; s < n; s++)
+                                yu[s] = plan_max1(yu[s], su[j * n + s]);
+                    }
+                }
+            }
+        }
+        free(scratch);
+    }
+    return failed ? -2 : 0;
+}
+
+/* ---- convolution, channels mode ------------------------------------------------------------ */
+
+/* np positions x ov vectors of output channels, summed over the taps. */
+ALWAYS_INLINE void plan_channels_block(const float *const *xs, int np, long c, long xcs,
+                                       long kh, long kw, long row_step, long tap_step,
+                                       const float *wp, long ocp, int ov,
+                                       vf acc[PLAN_SNP][PLAN_SOV])
+{
+    for (int pp = 0; pp < np; pp++)
+        for (int v = 0; v < ov; v++)
+            acc[pp][v] = splat(0.0f);
+    for (long ci = 0; ci < c; ci++)
+        for (long i = 0; i < kh; i++)
+            for (long j = 0; j < kw; j++) {
+                long off = ci * xcs + i * row_step + j * tap_step;
+                const float *wt = wp + ((ci * kh + i) * kw + j) * ocp;
+                vf wv[PLAN_SOV];
+                for (int v = 0; v < ov; v++)
+                    wv[v] = load(wt + v * VL);
+                for (int pp = 0; pp < np; pp++) {
+                    vf xv = plan_bcast(xs[pp][off]);
+                    for (int v = 0; v < ov; v++)
+                        acc[pp][v] += wv[v] * xv;
+                }
+            }
+}
+
+static void plan_conv_channels(const plan_op *op)
+{
+    const float *x = (const float *)op->x, *wgt = (const float *)op->wgt;
+    const float *bias = (const float *)op->bias, *res = (const float *)op->r;
+    float *y = (float *)op->y;
+    long c = op->c, oc = op->oc, kh = op->kh, kw = op->kw, n = op->n, ow = op->ow;
+    long ocp = (oc + VL - 1) / VL * VL, taps = c * kh * kw, positions = op->oh * ow * n;
+    long blocks = (positions + PLAN_SNP - 1) / PLAN_SNP;
+    long oblocks = (ocp / VL + PLAN_SOV - 1) / PLAN_SOV;
+    long row_step = op->dh * op->xrs, tap_step = op->dw * op->xcol;
+    int act = (int)op->act;
+    int nthreads = plan_threads(blocks, 2 * oc * positions * taps);
+    UNUSED_WITHOUT_OPENMP(nthreads);
+#pragma omp parallel for schedule(dynamic, 8) num_threads(nthreads)
+    for (long blk = 0; blk < blocks; blk++) {
+        const float *xs[PLAN_SNP];
+        long yoff[PLAN_SNP], roff[PLAN_SNP];
+        int valid = (int)(positions - blk * PLAN_SNP < PLAN_SNP ? positions - blk * PLAN_SNP
+                                                                : PLAN_SNP);
+        for (int pp = 0; pp < valid; pp++) {
+            long k = blk * PLAN_SNP + pp;
+            long s = k % n, q = k / n % ow, p = k / n / ow;
+            xs[pp] = x + p * op->sh * op->xrs + q * op->sw * op->xcol + s * op->xs;
+            yoff[pp] = p * op->yrs + q * op->ycol + s * op->ys;
+            roff[pp] = p * op->rrs + q * op->ycol + s * op->ys;
+        }
+        for (long ob = 0; ob < oblocks; ob++) {
+            long o0 = ob * PLAN_SOV * VL;
+            int ov = (int)((ocp - o0) / VL < PLAN_SOV ? (ocp - o0) / VL : PLAN_SOV);
+            vf acc[PLAN_SNP][PLAN_SOV];
+            const float *wp = wgt + o0;
+            if (valid == PLAN_SNP && ov == PLAN_SOV)
+                plan_channels_block(xs, PLAN_SNP, c, op->xcs, kh, kw, row_step, tap_step, wp,
+                                    ocp, PLAN_SOV, acc);
+            else if (valid == PLAN_SNP)
+                plan_channels_block(xs, PLAN_SNP, c, op->xcs, kh, kw, row_step, tap_step, wp,
+                                    ocp, 1, acc);
+            else
+                for (int pp = 0; pp < valid; pp++)
+                    for (int v = 0; v < ov; v++) {
+                        vf one[PLAN_SNP][PLAN_SOV];
+                        plan_channels_block(xs + pp, 1, c, op->xcs, kh, kw, row_step, tap_step,
+                                            wp + v * VL, ocp, 1, one);
+                        acc[pp][v] = one[0][0];
+                    }
+            for (int pp = 0; pp < valid; pp++)
+                for (int v = 0; v < ov; v++) {
+                    vf sum = acc[pp][v] + load(bias + o0 + v * VL);
+                    if (res) /* the residual, one channel at a time (strided) */
+                        for (int k = 0; k < VL && o0 + v * VL + k < oc; k++)
+                            sum[k] += res[(o0 + v * VL + k) * op->rcs + roff[pp]];
+                    sum = plan_act(sum, act); /* a whole vector at once (tanh vectorised) */
+                    for (int k = 0; k < VL; k++) {
+                        long o = o0 + v * VL + k;
+                        if (o >= oc)
+                            break;
+                        y[o * op->ycs + yoff[pp]] = sum[k];
+                    }
+                }
+        }
+    }
+}
+
+/* Channels mode with max pooling fused: a block is the ph*pw conv positions of one window
+ * (at most PLAN_SNP), reduced to their maximum before the bias, the ReLU and the store; the
+ * conv map is never written. */
+static int plan_conv_channels_pool(const plan_op *op)
+{
+    const float *x = (const float *)op->x, *wgt = (const float *)op->wgt;
+    const float *bias = (const float *)op->bias;
+    float *y = (float *)op->y;
+    long c = op->c, oc = op->oc, kh = op->kh, kw = op->kw, n = op->n, ph = op->ph, pw = op->pw;
+    long pooled_h = op->oh / ph, pooled_w = op->ow / pw, window = ph * pw;
+    if (window > PLAN_SNP)
+        return -3;
+    long ocp = (oc + VL - 1) / VL * VL, taps = c * kh * kw, outputs = pooled_h * pooled_w * n;
+    long oblocks = (ocp / VL + PLAN_SOV - 1) / PLAN_SOV;
+    long row_step = op->dh * op->xrs, tap_step = op->dw * op->xcol;
+    int act = (int)op->act;
+    int nthreads = plan_threads(outputs, 2 * oc * outputs * window * taps);
+    UNUSED_WITHOUT_OPENMP(nthreads);
+#pragma omp parallel for schedule(dynamic, 4) num_threads(nthreads)
+    for (long k = 0; k < outputs; k++) {
+        long s = k % n, u = k / n % pooled_w, pr = k / n / pooled_w;
+        const float *xs[PLAN_SNP];
+        for (long i = 0; i < ph; i++)
+            for (long j = 0; j < pw; j++)
+                xs[i * pw + j] = x + (pr * ph + i) * op->sh * op->xrs
+                                 + (u * pw + j) * op->sw * op->xcol + s * op->xs;
+        long yoff = pr * op->yrs + u * op->ycol + s * op->ys;
+        for (long ob = 0; ob < oblocks; ob++) {
+            long o0 = ob * PLAN_SOV * VL;
+            int ov = (int)((ocp - o0) / VL < PLAN_SOV ? (ocp - o0) / VL : PLAN_SOV);
+            vf acc[PLAN_SNP][PLAN_SOV];
+            const float *wp = wgt + o0;
+            if (window == 4 && ov == PLAN_SOV)
+                plan_channels_block(xs, 4, c, op->xcs, kh, kw, row_step, tap_step, wp, ocp,
+                                    PLAN_SOV, acc);
+            else if (window == 4)
+                plan_channels_block(xs, 4, c, op->xcs, kh, kw, row_step, tap_step, wp, ocp, 1,
+                                    acc);
+            else
+                for (int v = 0; v < ov; v++) {
+                    vf one[PLAN_SNP][PLAN_SOV] = {{{0}}};
+                    plan_channels_block(xs, (int)window, c, op->xcs, kh, kw, row_step,
+                                        tap_step, wp + v * VL, ocp, 1, one);
+                    for (long pp = 0; pp < window; pp++)
+                        acc[pp][v] = one[pp][0];
+                }
+            for (int v = 0; v < ov; v++) {
+                vf m = acc[0][v];
+                for (long pp = 1; pp < window; pp++)
+                    m = plan_max(m, acc[pp][v]);
+                m += load(bias + o0 + v * VL);
+                m = plan_act(m, act);
+                for (int kk = 0; kk < VL; kk++) {
+                    long o = o0 + v * VL + kk;
+                    if (o >= oc)
+                        break;
+                    y[o * op->ycs + yoff] = m[kk];
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+/* ---- the layers between the convolutions ------------------------------------------------- */
+
+static int plan_pass_threads(long size)
+{
+    return size < PLAN_MIN_PARALLEL_NUMBERS ? 1 : thread_count(size / 8192 + 1, size * 32, 0);
+}
+
+static void plan_max_pool(const plan_op *op)
+{
+    const float *x = (const float *)op->x;
+    float *y = (float *)op->y;
+    long n = op->n, oh = op->oh, ow = op->ow, tasks = op->c * oh;
+    int act = (int)op->act;
+#pragma omp parallel for schedule(dynamic, 4) num_threads(plan_pass_threads(op->c * op->h * op->w * n))
+    for (long task = 0; task < tasks; task++) {
+        long ch = task / oh, p = task % oh;
+        const float *xr = x + ch * op->xcs + p * op->sh * op->xrs;
+        float *yr = y + ch * op->ycs + p * op->yrs;
+        if (n == 1) { /* a single image: the window's maximum directly */
+            for (long q = 0; q < ow; q++) {
+                const float *xq = xr + q * op->sw;
+                float m = xq[0];
+                for (long i = 0; i < op->kh; i++)
+                    for (long j = (i == 0); j < op->kw; j++)
+                        m = plan_max1(m, xq[i * op->xrs + j]);
+                yr[q] = plan_act1(m, act);
+            }
+            continue;
+        }
+        for (long q = 0; q < ow; q++) {
+            const float *xq = xr + q * op->sw * n;
+            float *yq = yr + q * n;
+            for (long s = 0; s < n; s++) /* the window's first position, to start with */
+                yq[s] = xq[s];
+            for (long i = 0; i < op->kh; i++)
+                for (long j = (i == 0); j < op->kw; j++) {
+                    const float *xij = xq + i * op->xrs + j * n;
+#pragma omp simd
+                    for (long s = 0; s < n; s++) {
+                        float v = xij[s];
+                        yq[s] = v > yq[s] || v != v ? v : yq[s];
+                    }
+                }
+            if (act)
+                for (long s = 0; s < n; s++)
+                    yq[s] = plan_act1(yq[s], act);
+        }
+    }
+}
+
+/* Average pooling over windows without padding: y = act(sum of the window / (kh*kw)). */
+static void plan_avg_pool(const plan_op *op)
+{
+    const float *x = (const float *)op->x;
+    float *y = (float *)op->y;
+    long n = op->n, oh = op->oh, ow = op->ow, tasks = op->c * oh;
+    int act = (int)op->act;
+    float inv = 1.0f / (float)(op->kh * op->kw);
+#pragma omp parallel for schedule(dynamic, 4) num_threads(plan_pass_threads(op->c * op->h * op->w * n))
+    for (long task = 0; task < tasks; task++) {
+        long ch = task / oh, p = task % oh;
+        const float *xr = x + ch * op->xcs + p * op->sh * op->xrs;
+        float *yr = y + ch * op->ycs + p * op->yrs;
+        if (n == 1) { /* a single image: the window's numbers summed directly */
+            for (long q = 0; q < ow; q++) {
+                const float *xq = xr + q * op->sw;
+                float sum = 0.0f;
+                for (long i = 0; i < op->kh; i++)
+                    for (long j = 0; j < op->kw; j++)
+                        sum += xq[i * op->xrs + j];
+                yr[q] = plan_act1(sum * inv, act);
+            }
+            continue;
+        }
+        for (long q = 0; q < ow; q++) {
+            const float *xq = xr + q * op->sw * n;
+            float *yq = yr + q * n;
+            for (long s = 0; s < n; s++)
+                yq[s] = 0.0f;
+            for (long i = 0; i < op->kh; i++)
+                for (long j = 0; j < op->kw; j++) {
+                    const float *xij = xq + i * op->xrs + j * n;
+#pragma omp simd
+                    for (long s = 0; s < n; s++)
+                        yq[s] += xij[s];
+                }
+            for (long s = 0; s < n; s++)
+                yq[s] = plan_act1(yq[s] * inv, act);
+        }
+    }
+}
+
+static void plan_ewise(const plan_op *op)
+{
+    const float *x = (const float *)op->x, *r = (const float *)op->r;
+    float *y = (float *)op->y;
+    long run = op->w * op->n, tasks = op->c * op->h;
+    int act = (int)op->act;
+#pragma omp parallel for schedule(dynamic, 4) num_threads(plan_pass_threads(tasks * run))
+    for (long task = 0; task < tasks; task++) {
+        long ch = task / op->h, p = task % op->h;
+        const float *xr = x + ch * op->xcs + p * op->xrs;
+        const float *rr = r ? r + ch * op->rcs + p * op->rrs : NULL;
+        float *yr = y + ch * op->ycs + p * op->yrs;
+        if (rr) {
+#pragma omp simd
+            for (long l = 0; l < run; l++) {
+                float s = xr[l] + rr[l];
+                yr[l] = plan_act1(s, act);
+            }
+        } else {
+#pragma omp simd
+            for (long l = 0; l < run; l++)
+                yr[l] = plan_act1(xr[l], act);
+        }
+    }
+}
+
+static void plan_copy(const plan_op *op, const float *input, const long *in_strides,
+                      float *output)
+{
+    const float *x = op->ends & PLAN_FROM_INPUT ? input : (const float *)op->x;
+    float *y = op->ends & PLAN_TO_OUTPUT ? output : (float *)op->y;
+    long xs = op->xs, xcs = op->xcs, xrs = op->xrs, xcol = op->xcol;
+    if (op->ends & PLAN_FROM_INPUT) { /* (n, c, h, w) strides of the caller's array */
+        xs = in_strides[0], xcs = in_strides[1], xrs = in_strides[2], xcol = in_strides[3];
+    }
+    long n = op->n, w = op->w, tasks = op->c * op->h;
+    /* blocks of 16 samples by the row's columns: both sides read or written in short runs */
+#pragma omp parallel for schedule(dynamic, 4) num_threads(plan_pass_threads(tasks * w * n))
+    for (long task = 0; task < tasks; task++) {
+        long ch = task / op->h, p = task % op->h;
+        const float *xr = x + ch * xcs + p * xrs;
+        float *yr = y + ch * op->ycs + p * op->yrs;
+        for (long s0 = 0; s0 < n; s0 += 16) {
+            long s1 = s0 + 16 < n ? s0 + 16 : n;
+            for (long q = 0; q < w; q++)
+                for (long s = s0; s < s1; s++)
+                    yr[q * op->ycol + s * op->ys] = xr[q * xcol + s * xs];
+        }
+    }
+}
+
+static void plan_mean(const plan_op *op)
+{
+    const float *x = (const float *)op->x;
+    float *y = (float *)op->y;
+    long n = op->n;
+    float inv = 1.0f / (float)(op->h * op->w);
+#pragma omp parallel for schedule(dynamic) num_threads(plan_pass_threads(op->c * op->h * op->w * n))
+    for (long ch = 0; ch < op->c; ch++) {
+        float *yc = y + ch * op->ycs;
+        for (long s = 0; s < n; s++)
+            yc[s] = 0.0f;
+        for (long p = 0; p < op->h; p++)
+            for (long q = 0; q < op->w; q++) {
+                const float *xq = x + ch * op->xcs + p * op->xrs + q * n;
+#pragma omp simd
+                for (long s = 0; s < n; s++)
+                    yc[s] += xq[s];
+            }
+        for (long s = 0; s < n; s++)
+            yc[s] *= inv;
+    }
+}
+
+static double plan_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+int numcnn_plan_run(const plan_op *ops, long count, const float *input, const long *in_strides,
+                    float *output, double *times)
+{
+    for (long k = 0; k < count; k++) {
+        const plan_op *op = ops + k;
+        double start = times ? plan_now() : 0.0;
+        switch (op->kind) {
+        case PLAN_CONV:
+            if (op->ph * op->pw > 1) {
+                int status = op->mode == 1 ? plan_conv_channels_pool(op)
+                             : op->n >= 64 ? plan_conv_rows_pool_wide(op)
+                                           : plan_conv_rows_pool(op);
+                if (status != 0)
+                    return status;
+            } else if (op->mode == 0) {
+                plan_conv_rows(op);
+            } else if (op->mode == 2) {
+                plan_conv_columns(op);
+            } else {
+                plan_conv_channels(op);
+            }
+            break;
+        case PLAN_MAXPOOL:
+            plan_max_pool(op);
+            break;
+        case PLAN_AVGPOOL:
+            plan_avg_pool(op);
+            break;
+        case PLAN_EWISE:
+            plan_ewise(op);
+            break;
+        case PLAN_COPY:
+            plan_copy(op, input, in_strides, output);
+            break;
+        case PLAN_MEAN:
+            plan_mean(op);
+            break;
+        case PLAN_CHECK:
+            if (memcmp((const void *)op->x, (const void *)op->y, (size_t)op->n) != 0)
+                return 1;
+            break;
+        default:
+            return -1;
+        }
+        if (times)
+            times[k] = plan_now() - start;
+    }
+    return 0;
+}

@@ -1,0 +1,749 @@
+"""Inference plans: a trained model compiled once for serving, then run with one call per batch.
+
+``plan = numcnn.inference.compile(model, input_shape)`` turns a model in eval mode into a plan;
+``plan(x)`` returns what ``model(x)`` returns under ``numcnn.no_grad()``, to float32 rounding,
+for any batch size. What compiling does to the model (the layer-by-layer path stays the
+readable reference; docs/inference.md shows both, timed):
+
+- **Batch norm folded** into the convolution or linear layer before it (TensorRT's and ONNX
+  Runtime's rewrite), in float64 then cast to float32::
+
+      s = gamma / sqrt(running_var + eps)
+      w' = w * s  (per output channel),   b' = (b - running_mean) * s + beta
+
+- **Fused**: convolution (or linear) + bias + ReLU (or tanh) + max pooling is one operation
+  whose output loop adds the bias, applies the activation and takes each window's maximum while
+  the sums are still in registers (the convolution's map is never stored); a residual sum
+  followed by an activation is added in the same output loop of the block's last convolution
+  (``y = relu(conv(x) + b + shortcut)``); an activation after a pooling is applied in the
+  pooling loop; Dropout and Identity vanish.
+- **Layout**: every activation stays batch-last (CHWN, numcnn's kernel layout) from the first
+  layer to the last; each map's buffer carries a zero frame as wide as the padding of the
+  convolutions that read it, so a convolution reads its padded input in place and the layer
+  before writes straight into the frame's interior (no padded copy). ``Flatten`` is free: a
+  CHWN map ``(c, h, w, n)`` already is the ``(c*h*w, n)`` matrix the linear layer reads, as a
+  1x1 convolution.
+- **Buffers** are allocated once per batch size (kept in the plan, reused by every call of that
+  size); maps whose lives do not overlap share a buffer.
+- **One call**: the chain of fused operations is a table of records (``numcnn/backend/
+  _plan.c``) that one C call runs from the input's copy to the output's; a single image
+  crosses from Python to C once. Convolutions choose, per batch size, between the kernel that
+  vectorises along the rows (many images) and the one that vectorises along the output
+  channels (one image; any stride), with weights packed for each once.
+
+Layers the plan cannot take run as they do today -- their eval forward under ``no_grad`` --
+between C segments of the same plan (float64 models, or with the kernels not built, run wholly
+so). Taken: ``Conv2d`` (one group, zero padding), ``Linear``, ``BatchNorm2d``/``BatchNorm1d``
+right after one of them (with running statistics), ``ReLU``, ``Tanh``, ``MaxPool2d`` (no
+padding or dilation, floor mode), ``AvgPool2d`` (no padding, floor mode, no divisor override),
+``Flatten``, ``GlobalAvgPool2d``, ``Dropout``/``Dropout2d``/``Identity`` (nothing, in eval),
+and ``Sequential`` and ``Residual`` (identity or projection shortcut) made of these.
+
+Guards. A plan refuses (:class:`NumcnnError`) a model in training mode, at compile time and at
+every call, and an input whose shape is not ``(N, *input_shape)`` (:class:`ShapeError`). It
+notices weights changed after compiling -- a parameter or buffer replaced (``load_state_dict``,
+``to``) or changed in place (an optimiser step) -- and then compiles itself again before
+running (a snapshot of every weight it folded is compared with the model's at each call, in C:
+``memcmp``, about 1 us per 100 KB); ``check_weights=False`` leaves that out. One plan may be
+called from several threads (its buffers are guarded by a lock: calls run one at a time).
+
+Source: the folding and fusions are those of ONNX Runtime's graph optimisations
+(https://onnxruntime.ai/docs/performance/model-optimizations/graph-optimizations.html).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+
+import numpy as np
+
+from . import nn
+from ._grad import no_grad
+from .backend import plan_kernels as K
+from .backend.switch import enabled as _kernels_enabled
+from .errors import NumcnnError, ShapeError
+
+__all__ = ["compile", "Plan"]
+
+_SKIPPED = (nn.Dropout, nn.Identity)  # nothing in eval mode (Dropout2d is a Dropout)
+
+
+class _Unsupported(Exception):
+    """The layer at this point cannot go into a C segment."""
+
+
+class _Value:
+    """An activation map ``(c, h, w)`` per image (a vector of ``c`` features: ``h = w = 1``,
+    ``ndim = 2``), batch-last in a buffer with a zero ``frame`` (top, bottom, left, right)."""
+
+    __slots__ = ("c", "h", "w", "ndim", "frame", "alias", "buffer")
+
+    def __init__(self, c, h=1, w=1, ndim=4, alias=None):
+        self.c, self.h, self.w, self.ndim = int(c), int(h), int(w), ndim
+        self.frame = [0, 0, 0, 0]
+        self.alias = alias  # the value whose buffer this one is (Flatten)
+        self.buffer = None
+
+    @property
+    def root(self) -> "_Value":
+        return self if self.alias is None else self.alias.root
+
+    @property
+    def shape(self) -> tuple:
+        return (self.c, self.h, self.w) if self.ndim == 4 else (self.c,)
+
+    def geometry(self, n: int) -> tuple:
+        top, bottom, left, right = self.frame
+        return (self.c, self.h + top + bottom, self.w + left + right, n)
+
+
+def _view(value: _Value, n: int, pads=((0, 0), (0, 0))) -> dict:
+    """Address and strides (in floats) of ``value``'s map, widened by ``pads`` into its frame."""
+    root = value.root
+    buffer = root.buffer
+    _, height, width, _ = root.geometry(n)
+    top, _, left, _ = root.frame
+    (pt, _), (pl, _) = pads
+    if value is not root:  # Flatten: the (c*h*w, n) matrix of the root's dense map
+        return {"addr": buffer.ctypes.data, "cs": n, "rs": n, "col": n, "s": 1}
+    offset = ((top - pt) * width + (left - pl)) * n
+    return {"addr": buffer.ctypes.data + 4 * offset, "cs": height * width * n,
+            "rs": width * n, "col": n, "s": 1}
+
+
+class _Segment:
+    """Layers run by one C call: the nodes of fused operations, and per batch size the table."""
+
+    def __init__(self, nodes, first: _Value, last: _Value, final: bool):
+        self.nodes, self.first, self.last, self.final = nodes, first, last, final
+        self.tables: dict[int, tuple] = {}
+
+    def prepare(self, n: int, checks: list) -> tuple:
+        """The operation table for batch size ``n``: ``(table, count, out_view, buffers)``;
+        the table holds raw addresses, so ``buffers`` must be kept as long as it is."""
+        free: dict[tuple, list] = {}
+        buffers = []
+        last_read = {}
+        for index, node in enumerate(self.nodes):
+            for value in node["reads"]:
+                last_read[id(value.root)] = index
+        records = list(checks)
+        for index, node in enumerate(self.nodes):
+            out = node.get("y")
+            if out is not None and out.alias is None:
+                key = (out.geometry(n), tuple(out.frame))
+                spare = free.get(key)
+                out.buffer = spare.pop() if spare else np.zeros(key[0], np.float32)
+                buffers.append(out.buffer)
+            if node["op"] != "flatten":  # a Flatten is a view: no operation
+                records.append(self._record(node, n))
+            for value in node["reads"]:
+                root = value.root
+                if last_read.get(id(root)) == index and root is not self.last.root:
+                    key = (root.geometry(n), tuple(root.frame))
+                    free.setdefault(key, []).append(root.buffer)
+                    last_read.pop(id(root))
+        table = K.table(records)
+        out_view = None
+        if not self.final:
+            out_view = self._nchw(self.last, n)
+        return table, len(records), out_view, buffers
+
+    @staticmethod
+    def _nchw(value: _Value, n: int) -> np.ndarray:
+        """The NCHW (or ``(n, features)``) view of a value's map, for a Python layer after it."""
+        root = value.root
+        if value is not root or value.ndim == 2:
+            return root.buffer.reshape(-1, n).T
+        top, _, left, _ = root.frame
+        return root.buffer[:, top:top + value.h, left:left + value.w].transpose(3, 0, 1, 2)
+
+    def _record(self, node: dict, n: int) -> dict:
+        kind = node["op"]
+        if kind == "input":
+            y, v = node["y"], _view(node["y"], n)
+            return {"kind": K.COPY, "ends": K.FROM_INPUT, "c": y.c, "h": y.h, "w": y.w, "n": n,
+                    "y": v["addr"], "ycs": v["cs"], "yrs": v["rs"], "ycol": v["col"],
+                    "ys": v["s"]}
+        if kind == "output":
+            x, v = node["x"], _view(node["x"], n)
+            return {"kind": K.COPY, "ends": K.TO_OUTPUT, "c": x.c, "h": x.h, "w": x.w, "n": n,
+                    "x": v["addr"], "xcs": v["cs"], "xrs": v["rs"], "xcol": v["col"],
+                    "xs": v["s"], "ycs": x.h * x.w, "yrs": x.w, "ycol": 1,
+                    "ys": x.c * x.h * x.w}
+        if kind == "conv":
+            return self._conv_record(node, n)
+        x, y = node["x"], node["y"]
+        vx, vy = _view(x, n), _view(y, n)
+        record = {"c": x.c, "h": x.h, "w": x.w, "n": n, "oh": y.h, "ow": y.w,
+                  "x": vx["addr"], "xcs": vx["cs"], "xrs": vx["rs"], "xcol": vx["col"],
+                  "xs": vx["s"], "y": vy["addr"], "ycs": vy["cs"], "yrs": vy["rs"],
+                  "ycol": vy["col"], "ys": vy["s"], "act": node.get("act", K.NO_ACT)}
+        if kind in ("maxpool", "avgpool"):
+            (kh, kw), (sh, sw) = node["kernel"], node["stride"]
+            record.update(kind=K.MAXPOOL if kind == "maxpool" else K.AVGPOOL, kh=kh, kw=kw,
+                          sh=sh, sw=sw)
+        elif kind == "ewise":
+            record["kind"] = K.EWISE
+            if node.get("r") is not None:
+                vr = _view(node["r"], n)
+                record.update(r=vr["addr"], rcs=vr["cs"], rrs=vr["rs"])
+        elif kind == "mean":
+            record["kind"] = K.MEAN
+        elif kind == "copy":
+            record.update(kind=K.COPY, c=x.c, h=x.h, w=x.w)
+        return record
+
+    @staticmethod
+    def _conv_record(node: dict, n: int) -> dict:
+        x, y = node["x"], node["y"]
+        (sh, sw), (dh, dw) = node["stride"], node["dilation"]
+        oc, c, kh, kw = node["weight"].shape
+        (oh, ow), (ph, pw) = node["conv_hw"], node["pool"]
+        rows = sw == 1 and (ow // pw) * pw * n >= 64
+        # a strided convolution of a batch: the rows kernel along each position's samples
+        columns = not rows and (ph, pw) == (1, 1) and n >= 64
+        mode = K.ROWS if rows else K.COLUMNS if columns else K.CHANNELS
+        packing = K.CHANNELS if mode == K.CHANNELS else K.ROWS
+        packed = node["packed"].get(packing)
+        if packed is None:
+            weight = node["weight"]
+            packed = K.pack_channels(weight) if packing == K.CHANNELS else K.pack_rows(weight)
+            node["packed"][packing] = packed
+        vx, vy = _view(x, n, node["pads"]), _view(y, n)
+        record = {"kind": K.CONV, "mode": mode, "act": node["act"], "c": c, "oc": oc,
+                  "h": x.h, "w": x.w, "n": n, "oh": oh, "ow": ow, "ph": ph, "pw": pw,
+                  "kh": kh, "kw": kw,
+                  "sh": sh, "sw": sw, "dh": dh, "dw": dw,
+                  "x": vx["addr"], "xcs": vx["cs"], "xrs": vx["rs"], "xcol": vx["col"],
+                  "xs": vx["s"], "y": vy["addr"], "ycs": vy["cs"], "yrs": vy["rs"],
+                  "ycol": vy["col"], "ys": vy["s"], "wgt": packed.ctypes.data,
+                  "bias": node["bias"].ctypes.data}
+        if node.get("r") is not None:
+            vr = _view(node["r"], n)
+            record.update(r=vr["addr"], rcs=vr["cs"], rrs=vr["rs"])
+        return record
+
+
+_ACT_NAMES = {K.NO_ACT: "", K.RELU: " + ReLU", K.TANH: " + tanh"}
+_ACTIVATIONS = {nn.ReLU: K.RELU, nn.Tanh: K.TANH}  # layer type -> the fused activation's code
+
+
+def _describe(node: dict) -> str:
+    kind = node["op"]
+    if kind == "conv":
+        oc, c, kh, kw = node["weight"].shape
+        text = f"conv {c}->{oc} {kh}x{kw}"
+        if tuple(node["stride"]) != (1, 1):
+            text += f" stride {tuple(node['stride'])}"
+        text += " + bias" + (" (batch norm folded)" if node.get("folded") else "")
+        if node.get("r") is not None:
+            text += " + residual"
+        text += _ACT_NAMES[node["act"]]
+        if node["pool"] != (1, 1):
+            text += f" + max pool {node['pool'][0]}x{node['pool'][1]}"
+        return text
+    if kind in ("maxpool", "avgpool"):
+        return (f"{kind[:3]} pool {node['kernel'][0]}x{node['kernel'][1]}"
+                + _ACT_NAMES[node.get("act", K.NO_ACT)])
+    if kind == "ewise":
+        text = ("add" if node.get("r") is not None else "") + _ACT_NAMES[node["act"]]
+        return text.lstrip(" +")
+    return {"input": "input copy (NCHW -> CHWN)", "output": "output copy (CHWN -> NCHW)",
+            "mean": "global average pool", "copy": "copy"}.get(kind, kind)
+
+
+# -- compiling a chain of layers into nodes --------------------------------------------------
+
+def _layers(module) -> list:
+    """A Sequential's leaves in order (nested Sequentials opened); anything else as one."""
+    if type(module) is nn.Sequential:
+        out = []
+        for child in module:
+            out.extend(_layers(child))
+        return out
+    return [module]
+
+
+def _batch_norm_affine(bn, channels: int):
+    """``(scale, shift)`` in float64 of a batch norm outside training, or None if it normalises
+    with batch statistics (no running statistics)."""
+    if bn.running_mean is None or bn.running_var is None or bn.num_features != channels:
+        return None
+    gamma = np.ones(channels) if bn.weight is None else bn.weight.data.astype(np.float64)
+    beta = np.zeros(channels) if bn.bias is None else bn.bias.data.astype(np.float64)
+    scale = gamma / np.sqrt(bn.running_var.astype(np.float64) + bn.eps)
+    return scale, beta - bn.running_mean.astype(np.float64) * scale
+
+
+class _Builder:
+    """Turns a chain of layers into nodes; raises _Unsupported at the first it cannot take."""
+
+    def __init__(self, watched: list):
+        self.nodes: list[dict] = []
+        self.watched = watched  # (module, kind, name, array) the plan folded from
+
+    def watch(self, module, *names):
+        for name in names:
+            if name in module._parameters and module._parameters[name] is not None:
+                self.watched.append((module, "p", name, module._parameters[name].data))
+            elif module._buffers.get(name) is not None:
+                self.watched.append((module, "b", name, module._buffers[name]))
+
+    def chain(self, layers: list, value: _Value, stop_at_unsupported: bool = False):
+        """Nodes for ``layers`` from ``value``: ``(value after, layers taken)``."""
+        index = 0
+        while index < len(layers):
+            mark = len(self.nodes), len(self.watched)
+            try:
+                value, taken = self.step(layers, index, value)
+            except _Unsupported:
+                del self.nodes[mark[0]:], self.watched[mark[1]:]
+                if stop_at_unsupported:
+                    return value, index
+                raise
+            index += taken
+        return value, index
+
+    def emit(self, node: dict) -> _Value:
+        node.setdefault("reads", [v for v in (node.get("x"), node.get("r")) if v is not None])
+        self.nodes.append(node)
+        return node.get("y")
+
+    def step(self, layers, index, value):
+        layer = layers[index]
+        following = layers[index + 1:]
+        if isinstance(layer, _SKIPPED):
+            return value, 1
+        if type(layer) is nn.Conv2d and value.ndim == 4:
+            return self.conv(layer, following, value)
+        if type(layer) is nn.Linear and value.ndim == 2:
+            return self.linear(layer, following, value)
+        if type(layer) in _ACTIVATIONS:
+            out = _Value(value.c, value.h, value.w, value.ndim)
+            return self.emit({"op": "ewise", "x": value, "y": out,
+                              "act": _ACTIVATIONS[type(layer)]}), 1
+        if type(layer) is nn.MaxPool2d and value.ndim == 4:
+            return self.max_pool(layer, following, value)
+        if type(layer) is nn.AvgPool2d and value.ndim == 4:
+            return self.avg_pool(layer, following, value)
+        if type(layer) is nn.Flatten and _flattens_all(layer, value):
+            if value.ndim == 2:
+                return value, 1
+            out = _Value(value.c * value.h * value.w, ndim=2, alias=value)
+            return self.emit({"op": "flatten", "x": value, "y": out}), 1
+        if type(layer) is nn.GlobalAvgPool2d and value.ndim == 4:
+            return self.emit({"op": "mean", "x": value, "y": _Value(value.c, ndim=2)}), 1
+        if isinstance(layer, nn.Residual):  # fn(x) + shortcut(x), the shortcut x if None
+            return self.residual(layer, following, value)
+        if type(layer) is nn.Sequential:
+            return self.chain(_layers(layer), value)[0], 1
+        raise _Unsupported(type(layer).__name__)
+
+    @staticmethod
+    def _fusable_act(following) -> int:
+        """The code of the activation layer that comes next (ReLU, tanh), or NO_ACT."""
+        return _ACTIVATIONS.get(type(following[0]), K.NO_ACT) if following else K.NO_ACT
+
+    def conv(self, layer, following, value):
+        if (layer.groups != 1 or layer.padding_mode != "zeros"
+                or layer.weight.dtype != np.float32):
+            raise _Unsupported("Conv2d")
+        layer.output_shape((1, value.c, value.h, value.w))  # a ShapeError if it does not fit
+        weight = layer.weight.data.astype(np.float64)
+        bias = (np.zeros(weight.shape[0]) if layer.bias is None
+                else layer.bias.data.astype(np.float64))
+        self.watch(layer, "weight", "bias")
+        (sh, sw), (dh, dw), pads = layer._stride2d, layer._dilation2d, layer._pads
+        _, _, oh, ow = layer.output_shape((1, value.c, value.h, value.w))
+        return self._affine("conv", layer, weight, bias, following, value,
+                            _Value(weight.shape[0], oh, ow),
+                            {"stride": (sh, sw), "dilation": (dh, dw), "pads": pads},
+                            nn.BatchNorm2d)
+
+    def linear(self, layer, following, value):
+        if layer.weight.dtype != np.float32:
+            raise _Unsupported("Linear")
+        layer.output_shape((1, value.c))
+        weight = layer.weight.data.astype(np.float64)[:, :, None, None]
+        bias = (np.zeros(weight.shape[0]) if layer.bias is None
+                else layer.bias.data.astype(np.float64))
+        self.watch(layer, "weight", "bias")
+        return self._affine("linear", layer, weight, bias, following, value,
+                            _Value(weight.shape[0], ndim=2),
+                            {"stride": (1, 1), "dilation": (1, 1), "pads": ((0, 0), (0, 0))},
+                            nn.BatchNorm1d)
+
+    def _affine(self, what, layer, weight, bias, following, value, out, geometry, norm_type):
+        taken, folded = 1, False
+        if following and type(following[0]) is norm_type:
+            affine = _batch_norm_affine(following[0], weight.shape[0])
+            if affine is not None:
+                scale, shift = affine
+                weight = weight * scale[:, None, None, None]
+                bias = bias * scale + shift
+                self.watch(following[0], "weight", "bias", "running_mean", "running_var")
+                taken, folded = 2, True
+        act = self._fusable_act(following[taken - 1:])
+        taken += act != K.NO_ACT
+        node = {"op": "conv", "x": value, "y": out, "act": act, "folded": folded,
+                "weight": np.ascontiguousarray(weight, np.float32),
+                "bias": K.padded_bias(bias.astype(np.float32), weight.shape[0]),
+                "packed": {}, "what": what, "conv_hw": (out.h, out.w), "pool": (1, 1),
+                **geometry}
+        pool = _fusable_pool(following[taken - 1:], out)
+        if what == "conv" and pool is not None:
+            # max pooling in the convolution's output loop: the conv map is never stored
+            (ph, pw), (pooled_h, pooled_w) = pool
+            node["pool"], taken = (ph, pw), taken + 1
+            node["y"] = out = _Value(out.c, pooled_h, pooled_w)
+            if act == K.NO_ACT and self._fusable_act(following[taken - 1:]) != K.NO_ACT:
+                # an activation after the maximum is the same before it (non-decreasing)
+                node["act"] = self._fusable_act(following[taken - 1:])
+                taken += 1
+        return self.emit(node), taken
+
+    def max_pool(self, layer, following, value):
+        from .functional import pooling as P
+
+        kernel, stride, padding, dilation = P._pool_args(
+            "MaxPool2d", layer.kernel_size, layer.stride, layer.padding, layer.dilation)
+        if (padding != (0, 0) or dilation != (1, 1) or layer.ceil_mode
+                or layer.return_indices):
+            raise _Unsupported("MaxPool2d")
+        _, _, oh, ow = layer.output_shape((1, value.c, value.h, value.w))
+        act = self._fusable_act(following)
+        out = _Value(value.c, oh, ow)
+        return self.emit({"op": "maxpool", "x": value, "y": out, "kernel": kernel,
+                          "stride": stride, "act": act}), 1 + (act != K.NO_ACT)
+
+    def avg_pool(self, layer, following, value):
+        from .functional import pooling as P
+
+        kernel, stride, padding, _ = P._pool_args(
+            "AvgPool2d", layer.kernel_size, layer.stride, layer.padding)
+        if padding != (0, 0) or layer.ceil_mode or layer.divisor_override is not None:
+            raise _Unsupported("AvgPool2d")
+        _, _, oh, ow = layer.output_shape((1, value.c, value.h, value.w))
+        act = self._fusable_act(following)
+        out = _Value(value.c, oh, ow)
+        return self.emit({"op": "avgpool", "x": value, "y": out, "kernel": kernel,
+                          "stride": stride, "act": act}), 1 + (act != K.NO_ACT)
+
+    def residual(self, layer, following, value):
+        shortcut_module = getattr(layer, "shortcut", None)
+        if value.ndim != 4:
+            raise _Unsupported("Residual")
+        shortcut = value
+        if shortcut_module is not None:
+            shortcut, _ = self.chain(_layers(shortcut_module), value)
+        first = len(self.nodes)
+        out, _ = self.chain(_layers(layer.fn), value)
+        if out.shape != shortcut.shape or out.ndim != 4:
+            raise ShapeError(f"Residual: the block gives {out.shape} but the shortcut "
+                             f"{shortcut.shape}; they must agree to be added")
+        act = self._fusable_act(following)
+        taken = 1 + (act != K.NO_ACT)
+        last = self.nodes[-1] if len(self.nodes) > first else None
+        if (last is not None and last["op"] == "conv" and last["y"] is out
+                and last["act"] == K.NO_ACT and last.get("r") is None
+                and last["pool"] == (1, 1)):
+            last["r"], last["act"] = shortcut, act  # y = act(conv(x) + b + shortcut)
+            last["reads"].append(shortcut)
+            return out, taken
+        summed = _Value(out.c, out.h, out.w)
+        return self.emit({"op": "ewise", "x": out, "r": shortcut, "y": summed, "act": act}), taken
+
+
+def _fusable_pool(following, value: _Value):
+    """``((ph, pw), (pooled h, pooled w))`` if the next layer is a max pooling over
+    non-overlapping windows of at most 6 positions (no padding, dilation or ceil mode), which
+    the convolution can do in its output loop; else None."""
+    from .functional import pooling as P
+
+    if not following or type(following[0]) is not nn.MaxPool2d:
+        return None
+    layer = following[0]
+    kernel, stride, padding, dilation = P._pool_args(
+        "MaxPool2d", layer.kernel_size, layer.stride, layer.padding, layer.dilation)
+    if (kernel != stride or padding != (0, 0) or dilation != (1, 1) or layer.ceil_mode
+            or layer.return_indices or kernel[0] * kernel[1] > 6
+            or value.h < kernel[0] or value.w < kernel[1]):
+        return None
+    return kernel, (value.h // kernel[0], value.w // kernel[1])
+
+
+def _flattens_all(layer, value: _Value) -> bool:
+    """Whether Flatten turns ``(n, ...)`` into ``(n, features)`` (its default axes)."""
+    ndim = 1 + (3 if value.ndim == 4 else 1)
+    start = layer.start_dim % ndim
+    end = layer.end_dim % ndim
+    return start == 1 and end == ndim - 1
+
+
+def _finish_frames(nodes: list) -> None:
+    """Each map's frame: the widest padding of the convolutions that read it; a Flatten of a
+    framed map becomes a copy into a dense one."""
+    for node in nodes:
+        if node["op"] == "conv":
+            (top, bottom), (left, right) = node["pads"]
+            frame = node["x"].root.frame
+            for k, pad in enumerate((top, bottom, left, right)):
+                frame[k] = max(frame[k], pad)
+    for node in nodes:
+        if node["op"] == "flatten":
+            source, out = node["x"], node["y"]
+            if any(source.frame):
+                dense = _Value(source.c, source.h, source.w)
+                node.update(op="copy", y=dense)
+                out.alias = dense
+                node["reads"] = [source]
+
+
+# -- the plan --------------------------------------------------------------------------------
+
+class Plan:
+    """A model compiled for inference (see the module docstring). Call it like the model.
+
+    Args (of :func:`compile`):
+        model: a :class:`numcnn.nn.Module` in eval mode.
+        input_shape: the shape of one input, e.g. ``(1, 28, 28)`` (without the batch axis).
+        check_weights: compare the model's weights with the plan's at each call, and compile
+            again if they changed. Default: True.
+
+    Shape:
+        - Input: ``(N, *input_shape)``, any N >= 1 (float32; other dtypes are cast).
+        - Output: what the model returns, e.g. ``(N, classes)``, a new float32 array.
+
+    Raises:
+        NumcnnError: the model is in training mode (at compile time or at a call).
+        ShapeError: an input not of shape ``(N, *input_shape)``.
+    """
+
+    def __init__(self, model, input_shape, check_weights: bool = True):
+        if not isinstance(model, nn.Module):
+            raise NumcnnError(f"compile takes a numcnn.nn.Module, got {type(model).__name__}")
+        input_shape = tuple(int(s) for s in input_shape)
+        if not input_shape or min(input_shape) < 1:
+            raise ShapeError(f"compile: input_shape is the shape of one input, e.g. (1, 28, 28); "
+                             f"got {input_shape}")
+        self.model, self.input_shape, self.check_weights = model, input_shape, check_weights
+        self._lock = threading.Lock()
+        self._build()
+
+    # -- compiling -----------------------------------------------------------------------------
+    def _build(self) -> None:
+        model = self.model
+        self._refuse_training()
+        started = time.perf_counter()
+        self.output_shape = tuple(model.output_shape((1, *self.input_shape)))[1:]
+        self._watched: list = []
+        self._segments: list = []  # a _Segment, or a layer run by Python
+        layers = _layers(model)
+        float32 = all(p.dtype == np.float32 for p in model.parameters())
+        native = K.available() and _kernels_enabled() and float32
+        shape = (1, *self.input_shape)
+        index = 0
+        while index < len(layers):
+            taken = 0
+            if native and len(shape) in (2, 4):
+                builder = _Builder(self._watched)
+                first = _Value(*shape[1:], ndim=len(shape))
+                builder.emit({"op": "input", "y": first, "reads": []})
+                last, taken = builder.chain(layers[index:], first, stop_at_unsupported=True)
+            if taken:
+                final = index + taken == len(layers)
+                if final:
+                    builder.emit({"op": "output", "x": last})
+                _finish_frames(builder.nodes)
+                self._segments.append(_Segment(builder.nodes, first, last, final))
+                shape = (1, *last.shape)
+            else:
+                layer = layers[index]
+                self._segments.append(layer)
+                shape = tuple(layer.output_shape(shape))
+                taken = 1
+            index += taken
+        self._snapshots = [np.array(array, copy=True) for *_, array in self._watched]
+        self._checks = [{"kind": K.CHECK, "x": array.ctypes.data, "y": snap.ctypes.data,
+                         "n": array.nbytes}
+                        for (*_, array), snap in zip(self._watched, self._snapshots)
+                        if array.flags.c_contiguous]
+        self._training_flags = [m for m in model.modules()]
+        self._runs: dict[int, list] = {}
+        # one C segment from input to output: the calls take a shorter road (_fast)
+        self._single = len(self._segments) == 1 and isinstance(self._segments[0], _Segment)
+        self._fast: dict[int, tuple] = {}
+        self.compile_seconds = time.perf_counter() - started
+
+    def _refuse_training(self) -> None:
+        if any(m.training for m in self.model.modules()):
+            raise NumcnnError("an inference plan needs the model in eval mode (model.eval()); "
+                              "it is in training mode")
+
+    def _replaced(self) -> bool:
+        for module, kind, name, array in self._watched:
+            if kind == "p":
+                param = module._parameters.get(name)
+                if param is None or param.data is not array:
+                    return True
+            elif module._buffers.get(name) is not array:
+                return True
+        return False
+
+    # -- per batch size ------------------------------------------------------------------------
+    def _prepare(self, n: int) -> list:
+        steps = []
+        first_c = True
+        for segment in self._segments:
+            if isinstance(segment, _Segment):
+                checks = self._checks if (first_c and self.check_weights) else []
+                table, count, out_view, buffers = segment.prepare(n, checks)
+                steps.append((table, count, out_view, segment.final, buffers))
+                first_c = False
+            else:
+                steps.append(segment)
+        self._runs[n] = steps
+        return steps
+
+    # -- running -------------------------------------------------------------------------------
+    def __call__(self, x) -> np.ndarray:
+        x = np.asarray(x)
+        if x.shape[1:] != self.input_shape or x.ndim != len(self.input_shape) + 1:
+            raise ShapeError(f"this plan was compiled for inputs of shape (N, "
+                             f"{', '.join(map(str, self.input_shape))}), got {x.shape}")
+        with self._lock:
+            for module in self._training_flags:
+                if module.training:
+                    self._refuse_training()
+            if self.check_weights and self._replaced():
+                self._build()
+            if self._single and x.shape[0]:
+                out = self._run_fast(x)
+            else:
+                out = self._run(x, None)
+            if out is None:  # the weights changed in place: fold them again
+                self._build()
+                out = self._run(x, None)
+            return out
+
+    def _run_fast(self, x: np.ndarray):
+        """One C call, its arguments made once per batch size: the input's address is the only
+        one looked up per call (``x`` is made float32 and C-contiguous first)."""
+        if x.dtype != np.float32 or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, np.float32)
+        n = x.shape[0]
+        fast = self._fast.get(n)
+        if fast is None:
+            table, count, _, _, _ = (self._runs.get(n) or self._prepare(n))[0]
+            strides = _strides(x)
+            fast = (K.runner(), ctypes.addressof(table), count, strides.ctypes.data,
+                    (n, *self.output_shape), strides)
+            self._fast[n] = fast
+        run, table, count, strides, shape, _ = fast
+        out = np.empty(shape, np.float32)
+        status = run(table, count, _address(x), strides, _address(out), None)
+        if status != 0:
+            if status == 1:
+                return None
+            raise NumcnnError(f"inference plan: operation table refused ({status})")
+        return out
+
+    run = __call__
+
+    def _run(self, x: np.ndarray, times: list | None):
+        n = x.shape[0]
+        if n == 0:
+            with no_grad():
+                return self.model(x)
+        steps = self._runs.get(n) or self._prepare(n)
+        out = x
+        for step in steps:
+            if type(step) is tuple:
+                run = K.runner()
+                table, count, out_view, final, _ = step
+                if out.dtype != np.float32:  # any strides do; the dtype must be float32
+                    out = out.astype(np.float32)
+                strides = _strides(out)
+                result = np.empty((n, *self.output_shape), np.float32) if final else None
+                clock = (ctypes.c_double * count)() if times is not None else None
+                status = run(table, count, out.ctypes.data, strides.ctypes.data,
+                             None if result is None else result.ctypes.data, clock)
+                if status == 1:
+                    return None
+                if status != 0:
+                    raise NumcnnError(f"inference plan: operation table refused ({status})")
+                if times is not None:
+                    times.append(list(clock))
+                out = result if final else out_view
+            else:
+                start = time.perf_counter()
+                with no_grad():
+                    out = step(out)
+                if times is not None:
+                    times.append([time.perf_counter() - start])
+                out = np.asarray(out)
+        if type(steps[-1]) is not tuple:
+            out = np.array(out, dtype=out.dtype, copy=True)
+        return out
+
+    # -- looking inside ------------------------------------------------------------------------
+    def describe(self) -> list[str]:
+        """One line per operation: the fused C operations and the layers Python runs."""
+        lines = []
+        for segment in self._segments:
+            if isinstance(segment, _Segment):
+                lines += [_describe(node) for node in segment.nodes if node["op"] != "flatten"]
+            else:
+                lines.append(f"{type(segment).__name__} (layer forward, Python)")
+        return lines
+
+    def profile(self, x, repeats: int = 20) -> list[tuple[str, float]]:
+        """``(operation, median seconds)`` per operation for the input ``x`` (each C operation
+        timed inside the C call; the weight checks left out)."""
+        x = np.ascontiguousarray(x, np.float32)
+        self(x)
+        samples = []
+        with self._lock:
+            for _ in range(repeats):
+                times: list = []
+                self._run(x, times)
+                samples.append([t for segment in times for t in segment])
+        checks = len(self._checks) if self.check_weights else 0
+        medians = np.median(np.array(samples), axis=0)[checks:]
+        labels = []
+        for segment in self._segments:
+            if isinstance(segment, _Segment):
+                labels += [_describe(node) for node in segment.nodes if node["op"] != "flatten"]
+            else:
+                labels.append(f"{type(segment).__name__} (Python)")
+        return list(zip(labels, medians.tolist()))
+
+    def __repr__(self) -> str:
+        body = "\n".join(f"  {line}" for line in self.describe())
+        return f"Plan(input (N, {', '.join(map(str, self.input_shape))})\n{body}\n)"
+
+
+def _address(a: np.ndarray) -> int:
+    """The address of ``a``'s first number: through the buffer protocol (faster than
+    ``a.ctypes.data``), or ``ctypes.data`` for a read-only array."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(a))
+    except (TypeError, ValueError, BufferError):
+        return a.ctypes.data
+
+
+def _strides(x: np.ndarray) -> np.ndarray:
+    """``(n, c, h, w)`` strides of ``x`` in floats (a vector ``(n, f)`` as ``(n, f, 1, 1)``)."""
+    size = x.itemsize
+    if x.ndim == 2:
+        return np.array([x.strides[0] // size, x.strides[1] // size, 0, 0], np.int64)
+    return np.array([s // size for s in x.strides], np.int64)
+
+
+def compile(model, input_shape, *, check_weights: bool = True) -> Plan:  # noqa: A001
+    """Compile ``model`` (in eval mode) for inputs of shape ``(N, *input_shape)``: a
+    :class:`Plan`, called like the model. See the module docstring for what it does."""
+    return Plan(model, input_shape, check_weights)

@@ -1,0 +1,405 @@
+"""Inference plans (numcnn.inference): the compiled plan against the layer-by-layer path.
+
+The layer-by-layer eval forward under ``no_grad`` is the reference here (it is held to PyTorch
+by the layer tests); a plan must give the same outputs to float32 rounding at every batch
+size, and refuse what it cannot serve.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+
+import numcnn
+from numcnn import backend, inference, models, nn
+from numcnn.errors import NumcnnError, ShapeError
+
+needs_kernels = pytest.mark.skipif(not backend.available(), reason="compiled kernels not built")
+
+
+def _randomise_batch_norms(model, seed: int = 0):
+    """Running statistics and affine parameters away from their initial 0/1, so that folding
+    them is tested."""
+    rng = np.random.default_rng(seed)
+    for module in model.modules():
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            c = module.num_features
+            module.running_mean[...] = rng.normal(0, 0.2, c)
+            module.running_var[...] = rng.uniform(0.5, 2.0, c)
+            if module.weight is not None:
+                module.weight.data[...] = rng.uniform(0.5, 1.5, c)
+                module.bias.data[...] = rng.normal(0, 0.2, c)
+    return model
+
+
+def _reference(model, x):
+    with numcnn.no_grad():
+        return np.array(model(x))
+
+
+def _assert_matches(plan, model, x):
+    out = plan(x)
+    ref = _reference(model, x)
+    assert out.shape == ref.shape and out.dtype == np.float32
+    scale = max(float(np.abs(ref).max()), 1e-3)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=2e-5 * scale)
+
+
+def _images(n, shape=(1, 28, 28), seed=1):
+    return np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)
+
+
+class ProjectedResidual(nn.Residual):
+    """``fn(x) + shortcut(x)``: the Residual with a projection shortcut that ResNet's strided
+    blocks use (numcnn's own Residual takes ``shortcut`` on another branch)."""
+
+    def __init__(self, fn, shortcut=None):
+        super().__init__(fn)
+        self.shortcut = shortcut
+
+    def forward(self, x):
+        identity = x if self.shortcut is None else self.shortcut(x)
+        return self.fn(x) + identity
+
+    def output_shape(self, input_shape):
+        return self.fn.output_shape(input_shape)
+
+
+def _basic_block(cin, cout, stride):
+    fn = nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+                       nn.BatchNorm2d(cout), nn.ReLU(),
+                       nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout))
+    shortcut = None
+    if stride != 1 or cin != cout:
+        shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
+                                 nn.BatchNorm2d(cout))
+    return ProjectedResidual(fn, shortcut)
+
+
+def resnet_like():
+    """A CIFAR-style ResNet: stem, an identity block, two strided blocks with 1x1 projection
+    shortcuts, global average pooling, linear."""
+    numcnn.manual_seed(3)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        _basic_block(8, 8, 1), nn.ReLU(),
+        _basic_block(8, 16, 2), nn.ReLU(),
+        _basic_block(16, 24, 2), nn.ReLU(),
+        nn.GlobalAvgPool2d(), nn.Linear(24, 10))
+    return _randomise_batch_norms(model).eval()
+
+
+def every_layer_model():
+    """Every layer type numcnn has that takes NCHW maps: the plan runs the ones it cannot fuse
+    as their eval forward, between its C segments."""
+    numcnn.manual_seed(4)
+    model = nn.Sequential(OrderedDict([
+        ("conv", nn.Conv2d(1, 6, 3, padding=1)), ("bn", nn.BatchNorm2d(6)), ("relu", nn.ReLU()),
+        ("drop2d", nn.Dropout2d(0.3)), ("ident", nn.Identity()),
+        ("grouped", nn.Conv2d(6, 6, 3, padding=1, groups=2)),
+        ("bn_alone", nn.BatchNorm2d(6)), ("leaky", nn.LeakyReLU(0.1)),
+        ("reflect", nn.Conv2d(6, 6, 3, padding=1, padding_mode="reflect")),
+        ("res", nn.Residual(nn.Sequential(nn.Conv2d(6, 6, 3, padding=1), nn.BatchNorm2d(6)))),
+        ("relu2", nn.ReLU()),
+        ("res_fallback", nn.Residual(nn.Sequential(nn.Conv2d(6, 6, 1), nn.Sigmoid()))),
+        ("pool_overlap", nn.MaxPool2d(3, stride=2, padding=1)),  # 14x14, not fused
+        ("sep", nn.SeparableConv2d(6, 8, 3, padding=1)), ("sigmoid", nn.Sigmoid()),
+        ("convt", nn.ConvTranspose2d(8, 8, 2, stride=2)), ("tanh", nn.Tanh()),
+        ("conv_pool", nn.Conv2d(8, 8, 3, padding=1)), ("pool", nn.MaxPool2d(2)),  # fused
+        ("relu3", nn.ReLU()),
+        ("avg", nn.AvgPool2d(2)), ("lp", nn.LPPool2d(2, 1)), ("gauss", nn.Gaussian()),
+        ("adaptive_max", nn.AdaptiveMaxPool2d(5)), ("adaptive_avg", nn.AdaptiveAvgPool2d(4)),
+        ("strided", nn.Conv2d(8, 8, 3, stride=2, padding=1)), ("relu4", nn.ReLU()),
+        ("flatten", nn.Flatten()), ("drop", nn.Dropout(0.5)),
+        ("fc1", nn.Linear(32, 16)), ("bn1d", nn.BatchNorm1d(16)), ("relu5", nn.ReLU()),
+        ("fc2", nn.Linear(16, 10)), ("log_softmax", nn.LogSoftmax(dim=1)),
+    ]))
+    return _randomise_batch_norms(model).eval()
+
+
+@needs_kernels
+@pytest.mark.parametrize("preset", ["convnet-bn", "small-cnn", "lenet5"])
+@pytest.mark.parametrize("n", [1, 7, 64])
+def test_presets_match_the_layer_path(preset, n):
+    numcnn.manual_seed(0)
+    model = _randomise_batch_norms(models.preset(preset)).eval()
+    plan = inference.compile(model, (1, 28, 28))
+    _assert_matches(plan, model, _images(n))
+
+
+@needs_kernels
+def test_convnet_bn_at_batch_1000_is_folded_and_fused():
+    numcnn.manual_seed(0)
+    model = _randomise_batch_norms(models.preset("convnet-bn")).eval()
+    plan = inference.compile(model, (1, 28, 28))
+    lines = plan.describe()
+    # one C segment: copy in, two fused conv+BN+ReLU+pool, the linear layer, copy out
+    assert len(lines) == 5 and not any("Python" in line for line in lines)
+    assert sum("batch norm folded" in line and "ReLU" in line and "max pool 2x2" in line
+               for line in lines) == 2
+    _assert_matches(plan, model, _images(1000))
+
+
+@needs_kernels
+def test_lenet5_runs_whole_in_c_with_tanh_and_average_pooling():
+    numcnn.manual_seed(0)
+    model = models.preset("lenet5").eval()
+    plan = inference.compile(model, (1, 28, 28))
+    lines = plan.describe()
+    assert not any("Python" in line for line in lines)
+    assert sum(line.endswith("+ tanh") for line in lines) == 4
+    assert sum(line.startswith("avg pool 2x2") for line in lines) == 2
+    for n in (1, 7, 64):
+        _assert_matches(plan, model, _images(n, seed=n))
+
+
+@needs_kernels
+@pytest.mark.parametrize("n", [1, 7, 64])
+def test_resnet_with_projection_shortcuts(n):
+    model = resnet_like()
+    plan = inference.compile(model, (3, 16, 16))
+    lines = plan.describe()
+    assert not any("Python" in line for line in lines)
+    # each block's sum and the ReLU after it are in its last convolution's output loop
+    assert sum("+ residual + ReLU" in line for line in lines) == 3
+    assert sum("stride (2, 2)" in line for line in lines) == 4  # two 3x3, two 1x1 projections
+    _assert_matches(plan, model, _images(n, (3, 16, 16)))
+
+
+@needs_kernels
+def test_resnet_at_batch_1000():
+    model = resnet_like()
+    plan = inference.compile(model, (3, 8, 8))
+    _assert_matches(plan, model, _images(1000, (3, 8, 8)))
+
+
+@pytest.mark.parametrize("n", [1, 7, 64])
+def test_every_layer_type(n):
+    model = every_layer_model()
+    plan = inference.compile(model, (1, 28, 28))
+    lines = plan.describe()
+    if backend.available():
+        assert any("Python" in line for line in lines)  # the fallbacks are there
+        assert any("max pool 2x2" in line and line.startswith("conv") for line in lines)
+    _assert_matches(plan, model, _images(n))
+
+
+@needs_kernels
+def test_odd_maps_pool_by_floor_and_stride_two_convs():
+    numcnn.manual_seed(5)
+    model = nn.Sequential(nn.Conv2d(2, 5, 3), nn.ReLU(), nn.MaxPool2d(2),      # 13 -> 6
+                          nn.Conv2d(5, 7, 3, stride=2, padding=1), nn.MaxPool2d((1, 2)),  # 3x3 -> 3x1
+                          nn.ReLU(), nn.Conv2d(7, 3, (2, 1)),                  # (3, 1) -> (2, 1)
+                          nn.Flatten(), nn.Linear(3 * 2 * 1, 4)).eval()
+    plan = inference.compile(model, (2, 15, 15))
+    for n in (1, 3, 70):
+        _assert_matches(plan, model, _images(n, (2, 15, 15)))
+
+
+@needs_kernels
+def test_a_fully_convolutional_model_returns_maps():
+    numcnn.manual_seed(6)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Dropout(0.2)).eval()
+    plan = inference.compile(model, (1, 9, 11))
+    x = _images(5, (1, 9, 11))
+    out = plan(x)
+    assert out.flags.c_contiguous and out.shape == (5, 4, 9, 11)
+    _assert_matches(plan, model, x)
+
+
+def test_a_plan_refuses_training_mode_and_wrong_shapes():
+    assert numcnn.inference is inference  # reachable from `import numcnn`
+    model = models.preset("convnet-bn")
+    with pytest.raises(NumcnnError, match="eval mode"):
+        inference.compile(model, (1, 28, 28))
+    model.eval()
+    plan = inference.compile(model, (1, 28, 28))
+    with pytest.raises(ShapeError, match=r"\(N, 1, 28, 28\)"):
+        plan(np.zeros((2, 1, 28, 27), np.float32))
+    with pytest.raises(ShapeError):
+        plan(np.zeros((1, 28, 28), np.float32))
+    model.train()
+    with pytest.raises(NumcnnError, match="eval mode"):
+        plan(np.zeros((2, 1, 28, 28), np.float32))
+    with pytest.raises(ShapeError):
+        inference.compile(model.eval(), (1, 27, 28, 3))
+
+
+@needs_kernels
+def test_a_plan_follows_weights_changed_after_compiling():
+    numcnn.manual_seed(0)
+    model = _randomise_batch_norms(models.preset("convnet-bn")).eval()
+    plan = inference.compile(model, (1, 28, 28))
+    x = _images(3)
+    before = plan(x)
+    model[0].weight.data *= 1.5            # in place, as an optimiser step does
+    _assert_matches(plan, model, x)
+    assert not np.allclose(plan(x), before)
+    model[1].running_var[...] *= 2.0       # a batch-norm buffer, in place
+    _assert_matches(plan, model, x)
+    state = model.state_dict()             # replaced arrays, as load_state_dict makes
+    state["9.bias"] = state["9.bias"] + 1.0
+    model.load_state_dict(state)
+    _assert_matches(plan, model, x)
+
+
+def test_results_are_new_arrays_and_batch_sizes_are_cached():
+    numcnn.manual_seed(0)
+    model = models.preset("small-cnn").eval()
+    plan = inference.compile(model, (1, 28, 28))
+    a, b = _images(4, seed=1), _images(4, seed=2)
+    out_a = plan(a)
+    kept = out_a.copy()
+    plan(b)
+    plan(_images(9))
+    np.testing.assert_array_equal(out_a, kept)  # the next call did not overwrite it
+    np.testing.assert_array_equal(plan(a), kept)
+
+
+def test_inputs_of_other_dtypes_and_layouts_are_taken():
+    numcnn.manual_seed(0)
+    model = models.preset("convnet-bn").eval()
+    plan = inference.compile(model, (1, 28, 28))
+    x = _images(6)
+    ref = plan(x)
+    np.testing.assert_allclose(plan(x.astype(np.float64)), ref, rtol=1e-6, atol=1e-6)
+    fortran = np.asfortranarray(x)
+    np.testing.assert_allclose(plan(fortran), ref, rtol=1e-6, atol=1e-6)
+
+
+def test_without_kernels_and_in_float64_the_plan_is_the_layer_path():
+    numcnn.manual_seed(0)
+    model = _randomise_batch_norms(models.preset("convnet-bn")).eval()
+    with backend.use_kernels(False):
+        plan = inference.compile(model, (1, 28, 28))
+        assert all("Python" in line for line in plan.describe())
+        _assert_matches(plan, model, _images(3))
+    model64 = models.preset("small-cnn").double().eval()
+    plan64 = inference.compile(model64, (1, 28, 28))
+    x = _images(2).astype(np.float64) / 3  # not float32 numbers: no cast on the way
+    out = plan64(x)
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, _reference(model64, x))
+
+
+@needs_kernels
+def test_two_threads_share_a_plan():
+    numcnn.manual_seed(0)
+    model = models.preset("convnet-bn").eval()
+    plan = inference.compile(model, (1, 28, 28))
+    inputs = [_images(5, seed=s) for s in range(2)]
+    expected = [_reference(model, x) for x in inputs]
+    failures = []
+
+    def serve(k):
+        for _ in range(20):
+            if not np.allclose(plan(inputs[k]), expected[k], rtol=1e-4, atol=1e-5):
+                failures.append(k)
+
+    from numcnn.backend import plan_kernels
+
+    plan_kernels.set_parallel_mflop(0)  # every operation on every core, then back
+    try:
+        for k in range(2):
+            np.testing.assert_allclose(plan(inputs[k]), expected[k], rtol=1e-4, atol=1e-5)
+    finally:
+        plan_kernels.set_parallel_mflop(100)
+    threads = [threading.Thread(target=serve, args=(k,)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+
+
+@needs_kernels
+def test_compiling_is_quick_and_profile_names_each_operation():
+    for name in ("convnet-bn", "small-cnn", "lenet5"):
+        model = models.preset(name).eval()
+        start = time.perf_counter()
+        plan = inference.compile(model, (1, 28, 28))
+        assert time.perf_counter() - start < 0.25  # about 1 ms measured; the CPU is shared
+    resnet = resnet_like()
+    start = time.perf_counter()
+    plan = inference.compile(resnet, (3, 32, 32))
+    assert time.perf_counter() - start < 0.25
+    rows = plan.profile(_images(2, (3, 32, 32)), repeats=3)
+    assert [label for label, _ in rows] == plan.describe()
+    assert all(seconds >= 0 for _, seconds in rows)
+
+
+def test_train_predict_and_evaluate_use_a_plan_by_default(monkeypatch):
+    from numcnn import train
+
+    numcnn.manual_seed(0)
+    model = _randomise_batch_norms(models.preset("convnet-bn")).train()
+    x = _images(300)
+    y = np.random.default_rng(0).integers(0, 10, 300)
+    compiled = []
+    real_compile = inference.compile
+
+    def counting_compile(*args, **kwargs):
+        compiled.append(args[1])
+        return real_compile(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "compile", counting_compile)
+    with_plan = train.predict(model, x, batch_size=128)
+    assert compiled == [(1, 28, 28)]  # one plan for the three batches (128, 128, 44)
+    assert model.training  # put back in training mode afterwards
+    without = train.predict(model, x, batch_size=128, compile=False)
+    assert len(compiled) == 1
+    np.testing.assert_allclose(with_plan, without, rtol=1e-4, atol=1e-6)
+    a = train.evaluate(model, x, y, batch_size=100)
+    b = train.evaluate(model, x, y, batch_size=100, compile=False)
+    assert len(compiled) == 2
+    np.testing.assert_array_equal(a.confusion, b.confusion)
+    assert a.loss == pytest.approx(b.loss, rel=1e-5)
+
+
+@needs_kernels
+@pytest.mark.parametrize("preset", ["convnet-bn", "small-cnn"])
+def test_a_plan_agrees_with_onnx_runtime(preset, tmp_path):
+    """An independent oracle: the PyTorch twin (same weights, batch norm statistics included)
+    exported to ONNX and run by ONNX Runtime, which folds and fuses in its own way."""
+    ort = pytest.importorskip("onnxruntime")
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "bench.py"
+    spec = importlib.util.spec_from_file_location("numcnn_bench_for_plan", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    numcnn.manual_seed(0)
+    model = _randomise_batch_norms(models.preset(preset)).eval()
+    bench.export_onnx(models.to_spec(model), model.state_dict(), tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    plan = inference.compile(model, (1, 28, 28))
+    for n in (1, 7):
+        x = _images(n)
+        expected = session.run(None, {"x": x})[0]
+        scale = float(np.abs(expected).max())
+        np.testing.assert_allclose(plan(x), expected, rtol=1e-4, atol=2e-5 * scale)
+
+
+@needs_kernels
+def test_the_fused_tanh_is_tanh_to_float32_rounding():
+    """The plan's tanh (Cephes' polynomial and exp, vectorised) against NumPy's in float64,
+    over both of its branches, their border, huge values, signed zeros, infinities and NaN, on
+    the rows kernel (many samples) and the channels kernel (one)."""
+    model = nn.Sequential(nn.Conv2d(1, 1, 1, bias=False), nn.Tanh()).eval()
+    model[0].weight.data[...] = 1
+    plan = inference.compile(model, (1, 1, 1))
+    x = np.concatenate([np.linspace(-12, 12, 40001, dtype=np.float32),
+                        np.float32([0.0, -0.0, 1e-30, -1e-8, 0.624999, 0.625, -0.625001, 40,
+                                    -100, 3e38, np.inf, -np.inf])])
+    for batch in (x, x[7:8], x[-3:-2]):
+        out = plan(batch.reshape(-1, 1, 1, 1)).ravel()
+        expected = np.tanh(batch.astype(np.float64))
+        np.testing.assert_allclose(out, expected, rtol=3e-7, atol=0)
+        nonzero = batch != 0  # (a convolution's sum starts at +0, so -0 comes out +0)
+        np.testing.assert_array_equal(np.signbit(out[nonzero]), np.signbit(expected[nonzero]))
+    assert np.isnan(plan(np.float32([[[[np.nan]]]]))).all()
