@@ -41,7 +41,11 @@
 #include <time.h>
 
 #define PLAN_FOB BLOCK_CHANNELS /* rows mode: output channels per register block */
-#define PLAN_FNV 2              /* rows mode: vectors of positions per register block */
+#if VL == 16
+#define PLAN_FNV 3 /* rows mode: vectors of positions per register block (24 sums) */
+#else
+#define PLAN_FNV 2 /* rows mode: vectors of positions per register block */
+#endif
 #define PLAN_TILE 128           /* rows mode: positions per task */
 #define PLAN_SOV 2              /* channels mode: vectors of output channels per block */
 #define PLAN_SNP 6              /* channels mode: positions per block */
