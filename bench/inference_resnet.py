@@ -1,4 +1,4 @@
-"""A CIFAR-sized ResNet served four ways: numcnn's plan, numcnn layer by layer, PyTorch, ONNX Runtime.
+"""A CIFAR-sized ResNet served four ways: numcnn's plan, its layers, PyTorch, ONNX Runtime.
 
 Usage (from the repository root, with the test extra installed)::
 

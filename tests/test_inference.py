@@ -192,7 +192,7 @@ def test_every_layer_type(n):
 def test_odd_maps_pool_by_floor_and_stride_two_convs():
     numcnn.manual_seed(5)
     model = nn.Sequential(nn.Conv2d(2, 5, 3), nn.ReLU(), nn.MaxPool2d(2),      # 13 -> 6
-                          nn.Conv2d(5, 7, 3, stride=2, padding=1), nn.MaxPool2d((1, 2)),  # 3x3 -> 3x1
+                          nn.Conv2d(5, 7, 3, stride=2, padding=1), nn.MaxPool2d((1, 2)),  # -> 3x1
                           nn.ReLU(), nn.Conv2d(7, 3, (2, 1)),                  # (3, 1) -> (2, 1)
                           nn.Flatten(), nn.Linear(3 * 2 * 1, 4)).eval()
     plan = inference.compile(model, (2, 15, 15))

@@ -41,7 +41,11 @@
 #include <time.h>
 
 #define PLAN_FOB BLOCK_CHANNELS /* rows mode: output channels per register block */
-#define PLAN_FNV 2              /* rows mode: vectors of positions per register block */
+#if VL == 16
+#define PLAN_FNV 3 /* rows mode: vectors of positions per register block (24 sums) */
+#else
+#define PLAN_FNV 2 /* rows mode: vectors of positions per register block */
+#endif
 #define PLAN_TILE 128           /* rows mode: positions per task */
 #define PLAN_SOV 2              /* channels mode: vectors of output channels per block */
 #define PLAN_SNP 6              /* channels mode: positions per block */
@@ -50,7 +54,7 @@ enum { PLAN_CONV = 1, PLAN_MAXPOOL = 2, PLAN_EWISE = 3, PLAN_COPY = 4, PLAN_MEAN
        PLAN_CHECK = 6, PLAN_AVGPOOL = 7 };
 enum { PLAN_FROM_INPUT = 1, PLAN_TO_OUTPUT = 2 }; /* PLAN_COPY's ends */
 
-/* One operation; every field an int64 (addresses too), mirrored by numcnn/backend/plan_kernels.py. */
+/* One operation, every field an int64 (addresses too): plan_kernels.py's PlanOp mirrors it. */
 typedef struct {
     long kind, act, mode, ends;
     long c, oc, h, w, n, oh, ow;         /* input channels and map, output channels and map */
@@ -590,7 +594,8 @@ static void plan_max_pool(const plan_op *op)
     float *y = (float *)op->y;
     long n = op->n, oh = op->oh, ow = op->ow, tasks = op->c * oh;
     int act = (int)op->act;
-#pragma omp parallel for schedule(dynamic, 4) num_threads(plan_pass_threads(op->c * op->h * op->w * n))
+#pragma omp parallel for schedule(dynamic, 4) \
+    num_threads(plan_pass_threads(op->c * op->h * op->w * n))
     for (long task = 0; task < tasks; task++) {
         long ch = task / oh, p = task % oh;
         const float *xr = x + ch * op->xcs + p * op->sh * op->xrs;
@@ -635,7 +640,8 @@ static void plan_avg_pool(const plan_op *op)
     long n = op->n, oh = op->oh, ow = op->ow, tasks = op->c * oh;
     int act = (int)op->act;
     float inv = 1.0f / (float)(op->kh * op->kw);
-#pragma omp parallel for schedule(dynamic, 4) num_threads(plan_pass_threads(op->c * op->h * op->w * n))
+#pragma omp parallel for schedule(dynamic, 4) \
+    num_threads(plan_pass_threads(op->c * op->h * op->w * n))
     for (long task = 0; task < tasks; task++) {
         long ch = task / oh, p = task % oh;
         const float *xr = x + ch * op->xcs + p * op->sh * op->xrs;
