@@ -378,13 +378,13 @@ def _conv_transpose_row(module, name, in_shape, out_shape):
 
 
 def _pool_row(module, name, in_shape, out_shape, nn):
-    from .functional import pooling as P
+    from .functional import core
 
     kind = type(module).__name__
     stride = module.stride
     padding = getattr(module, "padding", 0)
     dilation = getattr(module, "dilation", 1)
-    kernel, stride, padding, dilation = P._pool_args(kind, module.kernel_size, stride, padding,
+    kernel, stride, padding, dilation = core.pool_args(kind, module.kernel_size, stride, padding,
                                                      dilation)
     rounding = "ceil" if module.ceil_mode else "floor"
     lines = []

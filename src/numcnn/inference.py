@@ -64,6 +64,7 @@ from ._grad import no_grad
 from .backend import plan_kernels as K
 from .backend.switch import enabled as _kernels_enabled
 from .errors import NumcnnError, ShapeError
+from .functional import core
 
 __all__ = ["compile", "Plan"]
 
@@ -406,9 +407,8 @@ class _Builder:
         return self.emit(node), taken
 
     def max_pool(self, layer, following, value):
-        from .functional import pooling as P
 
-        kernel, stride, padding, dilation = P._pool_args(
+        kernel, stride, padding, dilation = core.pool_args(
             "MaxPool2d", layer.kernel_size, layer.stride, layer.padding, layer.dilation)
         if (padding != (0, 0) or dilation != (1, 1) or layer.ceil_mode
                 or layer.return_indices):
@@ -420,9 +420,8 @@ class _Builder:
                           "stride": stride, "act": act}), 1 + (act != K.NO_ACT)
 
     def avg_pool(self, layer, following, value):
-        from .functional import pooling as P
 
-        kernel, stride, padding, _ = P._pool_args(
+        kernel, stride, padding, _ = core.pool_args(
             "AvgPool2d", layer.kernel_size, layer.stride, layer.padding)
         if padding != (0, 0) or layer.ceil_mode or layer.divisor_override is not None:
             raise _Unsupported("AvgPool2d")
@@ -461,12 +460,11 @@ def _fusable_pool(following, value: _Value):
     """``((ph, pw), (pooled h, pooled w))`` if the next layer is a max pooling over
     non-overlapping windows of at most 6 positions (no padding, dilation or ceil mode), which
     the convolution can do in its output loop; else None."""
-    from .functional import pooling as P
 
     if not following or type(following[0]) is not nn.MaxPool2d:
         return None
     layer = following[0]
-    kernel, stride, padding, dilation = P._pool_args(
+    kernel, stride, padding, dilation = core.pool_args(
         "MaxPool2d", layer.kernel_size, layer.stride, layer.padding, layer.dilation)
     if (kernel != stride or padding != (0, 0) or dilation != (1, 1) or layer.ceil_mode
             or layer.return_indices or kernel[0] * kernel[1] > 6

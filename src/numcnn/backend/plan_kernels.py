@@ -20,7 +20,8 @@ import os
 
 import numpy as np
 
-from ._lib import LIB as _LIB, VECTOR_FLOATS, KernelLoadError
+from ._lib import LIB as _LIB
+from ._lib import VECTOR_FLOATS, KernelLoadError
 
 CONV, MAXPOOL, EWISE, COPY, MEAN, CHECK, AVGPOOL = 1, 2, 3, 4, 5, 6, 7
 FROM_INPUT, TO_OUTPUT = 1, 2

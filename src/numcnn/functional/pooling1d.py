@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ArgumentError, ShapeError
+from . import core
 from . import pooling as P
 from ._windows import out_size
 
@@ -43,7 +44,7 @@ def _args1d(name, kernel_size, stride, padding, dilation=1):
     s = k if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) \
         else _single(stride, "stride")
     p, d = _single(padding, "padding"), _single(dilation, "dilation")
-    P._pool_args(name, (1, k), (1, s), (0, p), (1, d))   # the 2-D checks, same messages
+    core.pool_args(name, (1, k), (1, s), (0, p), (1, d))   # the 2-D checks, same messages
     return k, s, p, d
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import ArgumentError, ShapeError
 from ..functional import conv as C
+from ..functional import core
 from ..functional._windows import PADDING_MODES, ntuple, pad2d, pad2d_backward, resolve_padding
 from . import init
 from ._unbatched import accepts_unbatched
@@ -82,7 +83,7 @@ class _ConvNd(Module):
             raise ShapeError(f"{name}: expected a {self._dims + 2}-D input "
                              f"{self._layout.replace('C', str(self.in_channels), 1)}, "
                              f"got shape {shape}")
-        C._check_channels(name, shape, self.in_channels, self._layout)
+        core.check_channels(name, shape, self.in_channels, self._layout)
         pads = self._pads[2 - self._dims:]
         if self.padding_mode in ("reflect", "circular"):
             for axis, size, (lo, hi) in zip(self._axes, shape[2:], pads):
@@ -104,7 +105,7 @@ class _ConvNd(Module):
         x = np.asarray(x)
         spatial = self._spatial_out(x.shape)
         weight = self.weight.data
-        x = C._check_input(type(self).__name__, x, x.ndim, self._layout, weight.dtype)
+        x = core.check_input(type(self).__name__, x, x.ndim, self._layout, weight.dtype)
         if self._dims == 1:  # (n, c, l) -> (n, c, 1, l)
             x, weight = x[:, :, None, :], weight[:, :, None, :]
         pads = self._pads
@@ -113,7 +114,7 @@ class _ConvNd(Module):
             pads = C.NO_PADS
         bias = self.bias.data if self.bias is not None else None
         out_hw = (1,) * (2 - self._dims) + spatial
-        y, cache = C._conv2d_forward(x, weight, bias, self._stride2d, pads, self._dilation2d,
+        y, cache = core.conv2d(x, weight, bias, self._stride2d, pads, self._dilation2d,
                                      self.groups, out_hw, type(self).__name__)
         self._keep(cache=cache)
         return y[:, :, 0, :] if self._dims == 1 else y
@@ -121,7 +122,7 @@ class _ConvNd(Module):
     def backward(self, grad_out, input_grad: bool = True):
         cache = self._take()["cache"]
         if self._dims == 1:  # (n, oc, l) -> (n, oc, 1, l)
-            grad_out = C._grad_1d_as_2d(grad_out, cache)
+            grad_out = core.conv1d_grad_as_2d(grad_out, cache)
         grad_x, grad_w, grad_b = C.conv2d_backward(grad_out, cache, input_grad)
         self.weight.accumulate(grad_w.reshape(self.weight.shape))
         if self.bias is not None:
@@ -322,7 +323,7 @@ class ConvTranspose2d(Module):
         if len(shape) != 4:
             raise ShapeError(f"{name}: expected a 4-D input (N, {self.in_channels}, H, W), "
                              f"got shape {shape}")
-        C._check_channels(name, shape, self.in_channels, "(N, C, H, W)")
+        core.check_channels(name, shape, self.in_channels, "(N, C, H, W)")
         return C.conv_transpose_output_size(name, shape, self.kernel_size, self.stride,
                                             self._pads, self.dilation, self.output_padding)
 
@@ -333,9 +334,9 @@ class ConvTranspose2d(Module):
         x = np.asarray(x)
         out_hw = self._spatial_out(x.shape)
         weight = self.weight.data
-        x = C._check_input(type(self).__name__, x, 4, "(N, C, H, W)", weight.dtype)
+        x = core.check_input(type(self).__name__, x, 4, "(N, C, H, W)", weight.dtype)
         bias = self.bias.data if self.bias is not None else None
-        y, cache = C._conv_transpose2d_forward(x, weight, bias, self.stride, self._pads,
+        y, cache = core.conv_transpose2d(x, weight, bias, self.stride, self._pads,
                                                self.dilation, self.groups, out_hw,
                                                type(self).__name__)
         self._keep(cache=cache)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from .._grad import is_grad_enabled
 from ..errors import ArgumentError
+from ..functional import core
 from ..functional import pooling as P
 from ._unbatched import accepts_unbatched
 from .module import Module
@@ -66,10 +67,10 @@ class MaxPool2d(Module):
         self.return_indices = return_indices
         self.ceil_mode = ceil_mode
         self.split_ties = split_ties
-        P._pool_args(type(self).__name__, kernel_size, self.stride, padding, dilation)
+        core.pool_args(type(self).__name__, kernel_size, self.stride, padding, dilation)
 
     def forward(self, x):
-        out, cache = P._max_pool2d_forward(
+        out, cache = core.max_pool2d(
             type(self).__name__, x, self.kernel_size, self.stride, self.padding, self.dilation,
             self.ceil_mode, self.return_indices, self.split_ties, need_grad=is_grad_enabled())
         self._keep(cache=cache)
@@ -79,7 +80,7 @@ class MaxPool2d(Module):
         return P.max_pool2d_backward(grad_out, self._take()["cache"])
 
     def output_shape(self, input_shape):
-        kernel, stride, padding, dilation = P._pool_args(
+        kernel, stride, padding, dilation = core.pool_args(
             type(self).__name__, self.kernel_size, self.stride, self.padding, self.dilation)
         out_hw = P.pool2d_output_size(type(self).__name__, input_shape, kernel, stride, padding,
                                       dilation, self.ceil_mode)
@@ -129,13 +130,13 @@ class AvgPool2d(Module):
         self.ceil_mode = ceil_mode
         self.count_include_pad = count_include_pad
         self.divisor_override = divisor_override
-        P._pool_args(type(self).__name__, kernel_size, self.stride, padding)
+        core.pool_args(type(self).__name__, kernel_size, self.stride, padding)
         if divisor_override is not None and divisor_override == 0:
             raise ArgumentError(f"{type(self).__name__}: divisor_override must be non-zero, "
                                 f"got {divisor_override}")
 
     def forward(self, x):
-        out, cache = P._avg_pool2d_forward(
+        out, cache = core.avg_pool2d(
             type(self).__name__, x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
             self.count_include_pad, self.divisor_override)
         self._keep(cache=cache)
@@ -145,7 +146,7 @@ class AvgPool2d(Module):
         return P.avg_pool2d_backward(grad_out, self._take()["cache"])
 
     def output_shape(self, input_shape):
-        kernel, stride, padding, dilation = P._pool_args(
+        kernel, stride, padding, dilation = core.pool_args(
             type(self).__name__, self.kernel_size, self.stride, self.padding)
         out_hw = P.pool2d_output_size(type(self).__name__, input_shape, kernel, stride, padding,
                                       dilation, self.ceil_mode)
@@ -187,11 +188,11 @@ class LPPool2d(Module):
         self.kernel_size = kernel_size
         self.stride = stride  # PyTorch keeps None here (the functional op defaults it)
         self.ceil_mode = ceil_mode
-        P._lp_norm_type(type(self).__name__, norm_type)
-        P._pool_args(type(self).__name__, kernel_size, self.stride, 0)
+        core.lp_norm_type(type(self).__name__, norm_type)
+        core.pool_args(type(self).__name__, kernel_size, self.stride, 0)
 
     def forward(self, x):
-        out, cache = P._lp_pool2d_forward(type(self).__name__, x, self.norm_type,
+        out, cache = core.lp_pool2d(type(self).__name__, x, self.norm_type,
                                           self.kernel_size, self.stride, self.ceil_mode)
         self._keep(cache=cache)
         return out
@@ -200,7 +201,7 @@ class LPPool2d(Module):
         return P.lp_pool2d_backward(grad_out, self._take()["cache"])
 
     def output_shape(self, input_shape):
-        kernel, stride, padding, dilation = P._pool_args(
+        kernel, stride, padding, dilation = core.pool_args(
             type(self).__name__, self.kernel_size, self.stride, 0)
         out_hw = P.pool2d_output_size(type(self).__name__, input_shape, kernel, stride, padding,
                                       dilation, self.ceil_mode)
@@ -235,7 +236,7 @@ class AdaptiveAvgPool2d(Module):
         P.adaptive_output_size(type(self).__name__, (1, 1, 1, 1), output_size)
 
     def forward(self, x):
-        out, cache = P._adaptive_avg_pool2d_forward(type(self).__name__, x, self.output_size)
+        out, cache = core.adaptive_avg_pool2d(type(self).__name__, x, self.output_size)
         self._keep(cache=cache)
         return out
 
@@ -275,7 +276,7 @@ class AdaptiveMaxPool2d(Module):
         P.adaptive_output_size(type(self).__name__, (1, 1, 1, 1), output_size)
 
     def forward(self, x):
-        out, cache = P._adaptive_max_pool2d_forward(type(self).__name__, x, self.output_size,
+        out, cache = core.adaptive_max_pool2d(type(self).__name__, x, self.output_size,
                                                     self.return_indices, is_grad_enabled())
         self._keep(cache=cache)
         return out
@@ -307,7 +308,7 @@ class GlobalAvgPool2d(Module):
     """
 
     def forward(self, x):
-        out, cache = P._global_avg_pool2d_forward(type(self).__name__, x)
+        out, cache = core.global_avg_pool2d(type(self).__name__, x)
         self._keep(cache=cache)
         return out
 
@@ -333,7 +334,7 @@ class GlobalMaxPool2d(Module):
     """
 
     def forward(self, x):
-        out, cache = P._global_max_pool2d_forward(type(self).__name__, x)
+        out, cache = core.global_max_pool2d(type(self).__name__, x)
         self._keep(cache=cache)
         return out
 

@@ -48,7 +48,7 @@ import os
 import numpy as np
 
 from .. import nn
-from ..functional import pooling as P
+from ..functional import core
 from ..functional.pooling import adaptive_pool, avg_pool
 from . import DEFAULT_OPSET, OnnxError, _require_onnx
 
@@ -164,7 +164,7 @@ def _end_pads(shape, out_shape, kernel, stride, padding, dilation=(1, 1)):
 def _max_pool(ex, layer, x, shape, where):
     if layer.return_indices:
         _refuse(where, layer, "return_indices=True gives two outputs; export the layer without it")
-    kernel, stride, padding, dilation = P._pool_args(where, layer.kernel_size, layer.stride,
+    kernel, stride, padding, dilation = core.pool_args(where, layer.kernel_size, layer.stride,
                                                      layer.padding, layer.dilation)
     out_shape = layer.output_shape(shape)
     ends = _end_pads(shape, out_shape, kernel, stride, padding, dilation)
@@ -174,7 +174,7 @@ def _max_pool(ex, layer, x, shape, where):
 
 
 def _avg_pool(ex, layer, x, shape, where):
-    kernel, stride, padding, _ = P._pool_args(where, layer.kernel_size, layer.stride,
+    kernel, stride, padding, _ = core.pool_args(where, layer.kernel_size, layer.stride,
                                               layer.padding)
     out_shape = layer.output_shape(shape)
     ends = _end_pads(shape, out_shape, kernel, stride, padding)
@@ -201,8 +201,8 @@ def _avg_pool(ex, layer, x, shape, where):
 
 
 def _lp_pool(ex, layer, x, shape, where):
-    kernel, stride, _, _ = P._pool_args(where, layer.kernel_size, layer.stride, 0)
-    p = P._lp_norm_type(where, layer.norm_type)
+    kernel, stride, _, _ = core.pool_args(where, layer.kernel_size, layer.stride, 0)
+    p = core.lp_norm_type(where, layer.norm_type)
     out_shape = layer.output_shape(shape)
     ends = _end_pads(shape, out_shape, kernel, stride, (0, 0))
     attrs = dict(kernel_shape=list(kernel), strides=list(stride), pads=[0, 0] + ends)

@@ -29,52 +29,17 @@ Every operation ``op`` comes as ``op(...)`` (the output, same signature as
 ``op_backward(grad_out, cache) -> grad_input``.
 """
 
-# What the nn layers call (numcnn.nn.pooling): each op's forward with the layer's name in its
-# error messages, and the argument checks a layer runs when it is built.
-from ._common import (
-                            _pool_args,  # noqa: F401,E402
-                            pool2d_output_size,  # noqa: F401
-)
-from .adaptive_pool import (  # noqa: F401  # noqa
-                            _adaptive_avg_pool2d_forward,
-                            _adaptive_max_pool2d_forward,
-                            adaptive_avg_pool2d,
-                            adaptive_avg_pool2d_backward,
-                            adaptive_avg_pool2d_forward,
-                            adaptive_max_pool2d,
-                            adaptive_max_pool2d_backward,
-                            adaptive_max_pool2d_forward,
-                            adaptive_output_size,
-)
-from .avg_pool import (  # noqa: F401
-                            _avg_pool2d_forward,  # noqa: F401
-                            avg_pool2d,
-                            avg_pool2d_backward,
-                            avg_pool2d_forward,
-)
-from .global_pool import (  # noqa: F401  # noqa: F401
-                            _global_avg_pool2d_forward,
-                            _global_max_pool2d_forward,
-                            global_avg_pool2d,
-                            global_avg_pool2d_backward,
-                            global_avg_pool2d_forward,
-                            global_max_pool2d,
-                            global_max_pool2d_backward,
-                            global_max_pool2d_forward,
-)
-from .lp_pool import (  # noqa: F401  # noqa: F401
-                            _lp_norm_type,
-                            _lp_pool2d_forward,
-                            lp_pool2d,
-                            lp_pool2d_backward,
-                            lp_pool2d_forward,
-)
-from .max_pool import (  # noqa: F401
-                            _max_pool2d_forward,  # noqa: F401
-                            max_pool2d,
-                            max_pool2d_backward,
-                            max_pool2d_forward,
-)
+from ._common import pool2d_output_size  # noqa: F401
+from .adaptive_pool import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward,  # noqa: F401
+                            adaptive_avg_pool2d_forward, adaptive_max_pool2d,
+                            adaptive_max_pool2d_backward, adaptive_max_pool2d_forward,
+                            adaptive_output_size)
+from .avg_pool import avg_pool2d, avg_pool2d_backward, avg_pool2d_forward  # noqa: F401
+from .global_pool import (global_avg_pool2d, global_avg_pool2d_backward,  # noqa: F401
+                          global_avg_pool2d_forward, global_max_pool2d,
+                          global_max_pool2d_backward, global_max_pool2d_forward)
+from .lp_pool import lp_pool2d, lp_pool2d_backward, lp_pool2d_forward  # noqa: F401
+from .max_pool import max_pool2d, max_pool2d_backward, max_pool2d_forward  # noqa: F401
 
 __all__ = [
     "max_pool2d", "max_pool2d_forward", "max_pool2d_backward",
