@@ -230,8 +230,17 @@ def test_each_cpu_variant_matches_torch(variant, level, floats):
 
 
 def test_an_unknown_cpu_variant_is_refused_with_one_clear_error():
+    """The command refuses to run (one line, exit 2); in Python numcnn runs on NumPy and
+    ``backend.load_error()`` says why."""
     env = dict(os.environ, NUMCNN_CPU="avx9000", NUMCNN_KERNELS="1")
-    out = subprocess.run([sys.executable, "-c", "import numcnn"], capture_output=True,
-                         text=True, env=env, timeout=120)
-    assert out.returncode != 0
-    assert "NUMCNN_CPU must be one of baseline, avx2, avx512, got 'avx9000'" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "numcnn", "summary", "small-cnn"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "numcnn: error: NUMCNN_CPU must be one of baseline, avx2, avx512, got 'avx9000'"]
+    code = "import numcnn; print(numcnn.backend.available(), numcnn.backend.load_error())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ("False NUMCNN_CPU must be one of baseline, avx2, avx512, got "
+                                  "'avx9000'")

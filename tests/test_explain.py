@@ -142,3 +142,14 @@ def test_cli_explain(tmp_path):
     assert code == 0 and json.loads(out)["totals"]["params"] == 61_706
     code, _, err = run(["explain", "no-such-model"])
     assert code == 1 and err.startswith("numcnn: error:")
+
+
+def test_a_residual_block_with_a_projection_shortcut_is_explained():
+    """resnet-cifar's downsampling blocks: f(x) + shortcut(x), both branches walked, the shapes
+    and the parameter total those of the model."""
+    model = models.preset("resnet-cifar")
+    report = model.explain((3, 32, 32))
+    names = [row["name"] for row in report.rows]
+    assert any(".shortcut." in name for name in names)
+    assert report.rows[-1]["output_shape"] == [1, 10]
+    assert report.totals["params"] == model.num_parameters()

@@ -35,10 +35,17 @@ def _kind(mode: int) -> str:
 
 def open_regular(path, error, expected: str):
     """Open ``path`` for binary reading; ``error(message)`` is raised at once (without blocking)
-    when it is not a regular file, saying what was ``expected`` and what it is. Returns the
-    file object (its size is ``os.fstat(f.fileno()).st_size``)."""
+    when it is missing, cannot be opened or is not a regular file (a FIFO, a directory, a
+    device), saying what was ``expected`` and what came. Returns the file object (its size is
+    ``os.fstat(f.fileno()).st_size``)."""
     path = os.fspath(path)
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise error(f"{path}: no such file; expected {expected}") from None
+    except OSError as failure:  # permission, a name too long ...
+        raise error(f"{path}: cannot be opened ({failure.strerror or failure}); expected "
+                    f"{expected}") from None
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):

@@ -304,6 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    from .backend import _lib
+
+    if _lib.LOAD_ERROR is not None:  # e.g. an unknown NUMCNN_CPU
+        _error(f"numcnn: error: {_lib.LOAD_ERROR}")
+        return EXIT_USAGE
     from ._memory import tune_malloc
 
     tune_malloc()  # reuse freed activation memory (numcnn._memory; NUMCNN_MALLOC_TUNING=0: off)
@@ -711,9 +716,9 @@ def cmd_demo(args) -> int:
     from .data import load_dataset
 
     if args.image is not None:
-        from PIL import Image
+        from .data._images import open_image
 
-        with Image.open(args.image) as picture:
+        with open_image(args.image) as picture:  # one line for a FIFO, a bomb, a non-image
             image = np.asarray(picture.convert("L"), dtype=np.float64)
     else:
         image = load_dataset("mnist", data_dir=args.data_dir, progress=False).x_test[0]

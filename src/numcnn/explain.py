@@ -176,15 +176,27 @@ def _walk(module, name, shape, rows, nn):
             return shape
         if isinstance(module, nn.Residual):
             out = _walk(module.fn, _join(name, "fn"), shape, rows, nn)
-            if tuple(out) != tuple(shape):
+            shortcut = getattr(module, "shortcut", None)
+            if shortcut is not None:  # a projection: y = f(x) + shortcut(x)
+                skip = _walk(shortcut, _join(name, "shortcut"), shape, rows, nn)
+            else:
+                skip = shape
+            if tuple(out) != tuple(skip):
                 module.output_shape(shape)  # raises the ShapeError that names the block
-            size = math.prod(shape)
-            rows.append(_row(name or "residual", "Residual (x + f(x))", shape, shape, module,
-                             formula=["out = in (the block keeps the shape)"],
-                             flops=(size, size, size, size),
-                             backward="dL/dx = dL/dy + f.backward(dL/dy): the gradient goes "
-                                      "through the skip unchanged"))
-            return shape
+            size = math.prod(out)
+            if shortcut is None:
+                what, formula = "Residual (x + f(x))", "out = in (the block keeps the shape)"
+                backward = ("dL/dx = dL/dy + f.backward(dL/dy): the gradient goes through the "
+                            "skip unchanged")
+            else:
+                what, formula = ("Residual (f(x) + shortcut(x))",
+                                 "out = f's output = the shortcut's output")
+                backward = ("dL/dx = f.backward(dL/dy) + shortcut.backward(dL/dy): the gradient "
+                            "goes back through both branches")
+            rows.append(_row(name or "residual", what, shape, tuple(out), module,
+                             formula=[formula], flops=(size, size, size, size),
+                             backward=backward))
+            return tuple(out)
         if isinstance(module, nn.SeparableConv2d):
             shape = _walk(module.depthwise, _join(name, "depthwise"), shape, rows, nn)
             return _walk(module.pointwise, _join(name, "pointwise"), shape, rows, nn)

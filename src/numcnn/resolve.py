@@ -45,7 +45,9 @@ def load_model(spec: str):
     if not os.path.exists(spec):
         raise NumcnnError(f"{spec!r} is neither a preset ({', '.join(models.PRESETS)}), a model "
                           f"file, a JSON model description, nor path/to/file.py:NAME")
-    with open(spec, "rb") as file:
+    from ._files import open_regular
+
+    with open_regular(spec, NumcnnError, "a model file or a JSON model description") as file:
         is_json = file.read(64).lstrip()[:1] in (b"{", b"[")
     if is_json:
         return models.load_spec(spec), None
@@ -57,8 +59,10 @@ def load_model(spec: str):
 def _from_python(path: str, name: str):
     from . import nn
 
-    if not os.path.isfile(path):
-        raise NumcnnError(f"{path}: no such Python file")
+    from ._files import open_regular
+
+    with open_regular(path, NumcnnError, "a Python file"):  # missing, a FIFO ...: one line
+        pass
     module_name = "numcnn_user_" + os.path.splitext(os.path.basename(path))[0]
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:

@@ -19,10 +19,10 @@ kernel runs where.
 """
 
 from . import kernels, layout, policy  # noqa: F401
-from ._lib import VECTOR_FLOATS, available, variant  # noqa: F401
+from ._lib import VECTOR_FLOATS, available, load_error, variant  # noqa: F401
 from .blas import blas_one_thread, matmul  # noqa: F401
 from .layout import is_chwn  # noqa: F401
 from .switch import enabled, use_kernels  # noqa: F401
 
-__all__ = ["available", "variant", "enabled", "use_kernels", "matmul", "blas_one_thread",
-           "is_chwn", "kernels", "layout", "policy", "VECTOR_FLOATS"]
+__all__ = ["available", "variant", "load_error", "enabled", "use_kernels", "matmul",
+           "blas_one_thread", "is_chwn", "kernels", "layout", "policy", "VECTOR_FLOATS"]

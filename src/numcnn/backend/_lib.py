@@ -23,6 +23,7 @@ import os
 from ..errors import NumcnnError
 
 VARIANTS = ("baseline", "avx2", "avx512")  # by level: 1, 2, 3
+LOAD_ERROR: Exception | None = None        # why nothing was loaded, when the environment is bad
 
 
 class KernelLoadError(NumcnnError, ValueError):
@@ -61,10 +62,20 @@ def _cap() -> int:
 
 
 def load():
-    """``(library, variant)`` of the highest usable variant, or ``(None, None)``."""
+    """``(library, variant)`` of the highest usable variant, or ``(None, None)``.
+
+    An unknown ``NUMCNN_CPU`` loads nothing (numcnn runs on NumPy): the error is kept in
+    :data:`LOAD_ERROR` (:func:`load_error`), and the ``numcnn`` command refuses to run with it
+    (one line, exit 2)."""
+    global LOAD_ERROR
     if os.environ.get("NUMCNN_KERNELS", "1") == "0":
         return None, None
-    level = min(_cpu_level(), _cap())
+    try:
+        cap = _cap()
+    except KernelLoadError as error:
+        LOAD_ERROR = error
+        return None, None
+    level = min(_cpu_level(), cap)
     for variant in reversed(VARIANTS[:level]):
         lib = _library(variant)
         if lib is None:
@@ -122,6 +133,12 @@ def available() -> bool:
     """True if the compiled kernels were built and loaded (and not turned off by
     ``NUMCNN_KERNELS=0``)."""
     return LIB is not None
+
+
+def load_error() -> Exception | None:
+    """Why no kernels were loaded when the environment asked for something unknown (an
+    unknown ``NUMCNN_CPU``), else None."""
+    return LOAD_ERROR
 
 
 def variant() -> str | None:

@@ -1054,14 +1054,13 @@ def load(path, *, max_bytes: int | None = None):
     onnx = _require_onnx()
     path = os.fspath(path)
     limit = MAX_BYTES if max_bytes is None else int(max_bytes)
-    try:
-        size = os.path.getsize(path)
-    except OSError as error:
-        raise OnnxError(f"{path}: cannot read: {error.strerror}") from None
-    if size > limit:
-        raise OnnxError(f"{path}: {size:,} bytes, more than the {limit:,} bytes numcnn reads "
-                        f"(max_bytes=)")
-    with open(path, "rb") as file:
+    from .._files import file_size, open_regular
+
+    with open_regular(path, OnnxError, "an ONNX model file (.onnx)") as file:  # a FIFO: refused
+        size = file_size(file)
+        if size > limit:
+            raise OnnxError(f"{path}: {size:,} bytes, more than the {limit:,} bytes numcnn reads "
+                            f"(max_bytes=)")
         raw = file.read(limit + 1)
     try:
         proto = onnx.load_model_from_string(raw)  # parses only; external data not loaded
