@@ -4,6 +4,7 @@ import contextlib
 import io as stdio
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import numcnn
 from numcnn import cli, data, experiment, io, train
@@ -426,3 +428,28 @@ def test_evaluate_and_predict_without_the_plan_agree_with_it(trained, npz, mnist
     assert answers[0]["class"] == answers[1]["class"]
     for key, value in answers[0]["probabilities"].items():
         assert value == pytest.approx(answers[1]["probabilities"][key], abs=1e-5)
+
+
+def test_predict_names_the_image_it_cannot_read(trained, tmp_path):
+    out, code, _ = trained
+    assert code == 0
+    blank = tmp_path / "white.png"
+    Image.new("L", (64, 64), 255).save(blank)
+    code, stdout, stderr = run(["predict", out / "model.numcnn", blank])
+    assert code == 1 and stdout == ""
+    assert str(blank) in one_line(stderr) and "no digit found" in stderr
+
+
+def test_an_empty_out_is_a_usage_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, stderr = run(["train", "--out", "", "--epochs", "1"])
+    assert code == 2 and "--out: expected a folder, got an empty value" in one_line(stderr)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_closed_pipe_ends_the_command_quietly():
+    """`numcnn explain lenet5 | head -1`: the reader leaving is not an error."""
+    done = subprocess.run(f"{shlex.quote(sys.executable)} -m numcnn explain lenet5 | head -1",
+                          shell=True, capture_output=True, text=True, timeout=120,
+                          executable="/bin/bash")
+    assert done.stdout.count("\n") == 1 and "error" not in done.stderr

@@ -79,7 +79,7 @@ def test_read_idx_rejects_bad_files(tmp_path, blob, message):
 
 
 def test_read_idx_missing_file(tmp_path):
-    with pytest.raises(DataError, match=r"cannot read IDX file .*nothing-here"):
+    with pytest.raises(DataError, match=r"nothing-here: no such file; expected an IDX file"):
         read_idx(tmp_path / "nothing-here")
 
 
@@ -266,3 +266,13 @@ def test_load_dataset_names_what_it_accepts(tmp_path):
     (tmp_path / "data.csv").write_text("1,2")
     with pytest.raises(DataError, match=r"not an \.npz file or a folder"):
         load_dataset(tmp_path / "data.csv")
+
+
+def test_an_npz_with_string_labels_is_refused_in_one_line(tmp_path):
+    """Labels that are not integer class indices (strings here) are a DataError naming the
+    array, not an error from inside NumPy."""
+    path = tmp_path / "strings.npz"
+    np.savez(path, x_train=np.zeros((4, 8, 8), np.uint8), y_train=np.array(["0", "1", "0", "1"]),
+             x_test=np.zeros((2, 8, 8), np.uint8), y_test=np.array(["0", "1"]))
+    with pytest.raises(DataError, match=r"y_train: expected integer class indices .* got <U1"):
+        load_dataset(str(path))

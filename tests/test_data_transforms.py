@@ -364,3 +364,17 @@ def test_prepare_image_errors(tmp_path):
         prepare_image(tmp_path / "missing.png", IDENTITY)
     with pytest.raises(DataError, match=r"expected an image array .* got \(2, 3, 4, 5\)"):
         prepare_image(np.zeros((2, 3, 4, 5)), IDENTITY)
+
+
+def test_floats_in_0_1_given_to_byte_statistics_are_refused():
+    """Statistics fitted on 0-255 bytes (scale 1/255) applied to floats in [0, 1] would scale
+    them twice: refused; the same pixels as bytes or as floats of 0-255 give the same result."""
+    from numcnn.data import Preprocessing
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (8, 1, 6, 6)).astype(np.uint8)
+    prep = Preprocessing.fit(images)
+    np.testing.assert_allclose(prep.apply(images), prep.apply(images.astype(np.float32)),
+                               rtol=1e-6)
+    with pytest.raises(DataError, match=r"expected pixels of 0-255 .* got floats in \[0, 1\]"):
+        prep.apply(images.astype(np.float32) / 255)

@@ -272,3 +272,14 @@ def test_cli_export(tmp_path):
     got = session(onnx.load(str(out))).run(None, {"input": pixels.astype(np.float32)})[0]
     assert np.abs(got - expected).max() <= TOLERANCE * np.abs(expected).max()
     assert cli.main(["export", str(tmp_path / "nothing.numcnn"), "-o", str(out)]) == 1
+
+
+def test_an_opset_the_installed_onnx_does_not_know_is_refused():
+    """An opset newer than the onnx package knows would write a model no runtime loads."""
+    onnx = pytest.importorskip("onnx")
+    newest = onnx.defs.onnx_opset_version()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    numcnn_onnx._export.build(model, (1, 2, 2), opset=newest)
+    with pytest.raises(OnnxError, match=rf"opset must be an int from 17 to {newest} .* got "
+                                        rf"{newest + 1}"):
+        numcnn_onnx._export.build(model, (1, 2, 2), opset=newest + 1)

@@ -79,6 +79,16 @@ _nonnegative_float = _number(float, lambda v: 0 <= v < float("inf"), "a number >
 _fraction = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
+def _nonempty(what: str):
+    """An argparse type: any non-empty text (``--out ""`` would mean the current folder)."""
+    def check(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"expected {what}, got an empty value")
+        return text
+    check.__name__ = what
+    return check
+
+
 def _shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(part) for part in text.replace("x", ",").split(","))
@@ -149,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop early when the validation loss has not improved for N epochs")
     add("--seed", type=_nonnegative_int, help="random seed (default: 0); the same seed gives the "
                                               "same numbers")
-    add("--out", metavar="DIR", help="run folder (default: runs/<model>-<date>-<time>)")
+    add("--out", metavar="DIR", type=_nonempty("a folder"),
+        help="run folder (default: runs/<model>-<date>-<time>)")
     add("--resume", metavar="CHECKPOINT",
         help="continue an interrupted run from its checkpoint.ckpt (or its run folder), with its "
              "settings; only --epochs and --workers may be changed")
@@ -320,6 +331,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("numcnn: interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (numcnn explain ... | head): not an error
+        try:
+            sys.stdout = open(os.devnull, "w")  # nothing more to flush into the closed pipe
+        except OSError:
+            pass
+        return EXIT_OK
     except OSError as error:
         _error(f"numcnn: error: {_describe_os_error(error)}")
         return EXIT_FAILURE
@@ -484,8 +501,16 @@ def cmd_predict(args) -> int:
     from .data.named import canonical_name
 
     digit = False if canonical_name(metadata.get("dataset", "")) is not None else None
-    images = np.concatenate([data.prepare_image(path, preprocessing, digit=digit)
-                             for path in args.images])
+    from .errors import DataError
+
+    prepared = []
+    for path in args.images:
+        try:
+            prepared.append(data.prepare_image(path, preprocessing, digit=digit))
+        except DataError as error:  # say which image, if the message does not
+            text = str(error)
+            raise DataError(text if str(path) in text else f"{path}: {text}") from None
+    images = np.concatenate(prepared)
     probabilities = train.predict(model, images, compile=not args.no_plan)
     if not np.isfinite(probabilities).all():
         from .errors import NumcnnError

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import errno
 import os
 import struct
 import tempfile
@@ -56,8 +57,13 @@ def atomic_write(path, write) -> None:
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
-                               suffix=".tmp")
+    if os.path.isdir(path):
+        raise OSError(errno.EISDIR, "is a folder; expected a file name to write", path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
+                                   suffix=".tmp")
+    except OSError as error:  # a missing or read-only folder: name the file asked for
+        raise type(error)(error.errno, error.strerror, path) from None
     try:
         with os.fdopen(fd, "wb") as file:
             if isinstance(write, (bytes, bytearray, memoryview)):

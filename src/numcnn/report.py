@@ -163,7 +163,12 @@ def build_report(run_dir, model=None) -> str:
     out.append('<h2 id="explain">Layers explained</h2>')
     shape = (getattr(model, "metadata", {}) or {}).get("input_shape") if model else None
     if model is not None and shape:
-        out.append(_explain_html(model, shape, int(config.get("batch_size", 1) or 1)))
+        # the training batch, but never more images than the run trained on (a batch size
+        # larger than the data would make explain trace memory for images that never existed)
+        batch = int(config.get("batch_size", 1) or 1)
+        trained = metrics.get("train_images")
+        batch = min(batch, int(trained)) if trained else min(batch, 1024)
+        out.append(_explain_html(model, shape, max(1, batch)))
     else:
         out.append("<p>(no model in the run folder)</p>")
 

@@ -204,6 +204,8 @@ def load_npz(path) -> Dataset:
         raise DataError(f"cannot read {path} as .npz: {err}") from None  # ValueError: pickles
     for key in ("x_train", "x_test"):
         arrays[key] = _to_nchw(arrays[key], f"{path}: {key}")
+    for key in ("y_train", "y_test"):  # integer class indices, checked before anything reads them
+        arrays[key] = _checked_labels(arrays[key], f"{path}: {key}")
     if classes is None:
         classes = _default_classes(arrays["y_train"].ravel(), arrays["y_test"].ravel())
     return Dataset(**arrays, classes=classes, name=path.stem)

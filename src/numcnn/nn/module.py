@@ -336,8 +336,8 @@ class Module:
         rows = []
         shape = (batch_size, *input_shape)
         shape = self._summary_rows("", shape, rows)
-        name_w = max(len("Layer (type)"), *(len(r[0]) for r in rows)) + 2
-        shape_w = max(len("Output Shape"), *(len(r[1]) for r in rows)) + 2
+        name_w = max([len("Layer (type)"), *(len(r[0]) for r in rows)]) + 2  # rows may be none
+        shape_w = max([len("Output Shape"), *(len(r[1]) for r in rows)]) + 2
         width = name_w + shape_w + 12
         lines = ["=" * width, f"{'Layer (type)':<{name_w}}{'Output Shape':<{shape_w}}{'Param #':>12}",
                  "=" * width]

@@ -418,8 +418,10 @@ def build(model, input_shape=None, *, opset: int = DEFAULT_OPSET, fold_preproces
     helper = onnx.helper
     if not isinstance(model, nn.Module):
         raise OnnxError(f"export: expected a numcnn.nn.Module, got {type(model).__name__}")
-    if not isinstance(opset, int) or opset < 17:
-        raise OnnxError(f"export: opset must be an int >= 17, got {opset!r}")
+    newest = _require_onnx().defs.onnx_opset_version()  # what the installed onnx knows
+    if not isinstance(opset, int) or not 17 <= opset <= newest:
+        raise OnnxError(f"export: opset must be an int from 17 to {newest} (the newest the "
+                        f"installed onnx package knows), got {opset!r}")
     prep = _preprocessing_dict(model, preprocessing)
     input_shape = _input_shape(model, input_shape, prep)
     if classes is None:
