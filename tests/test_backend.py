@@ -244,3 +244,13 @@ def test_an_unknown_cpu_variant_is_refused_with_one_clear_error():
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ("False NUMCNN_CPU must be one of baseline, avx2, avx512, got "
                                   "'avx9000'")
+
+
+def test_a_kernels_switch_other_than_0_or_1_is_refused():
+    env = dict(os.environ, NUMCNN_KERNELS="banana")
+    out = subprocess.run([sys.executable, "-m", "numcnn", "summary", "small-cnn"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "numcnn: error: NUMCNN_KERNELS must be 0 (NumPy alone) or 1 (the compiled kernels where "
+        "built), got 'banana'"]

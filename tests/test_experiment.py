@@ -41,3 +41,15 @@ def test_run_experiment_from_python(tmp_path, mnist_small):
     assert saved["test"]["accuracy"] == pytest.approx(result.evaluation.accuracy)
     assert "small-cnn" in (tmp_path / "run" / "train.log").read_text()
     assert not (tmp_path / "run" / "report.html").exists()  # pictures=False
+
+
+def test_a_momentum_for_an_optimizer_without_one_is_refused():
+    """--momentum with Adam used to be accepted, recorded and ignored."""
+    from numcnn import experiment, nn
+
+    params = nn.Linear(2, 2).parameters()
+    config = {**experiment.TRAIN_DEFAULTS, "optimizer": "adam", "momentum": 0.9}
+    with pytest.raises(experiment.SettingsError, match="only sgd and rmsprop take a momentum"):
+        experiment.make_optimizer(config, params)
+    config["optimizer"] = "sgd"
+    assert experiment.make_optimizer(config, params).param_groups[0]["momentum"] == 0.9

@@ -690,6 +690,14 @@ def cmd_check(args) -> int:
     from .gradcheck import compare_with_torch, gradcheck
     from .resolve import load_model
 
+    if args.torch:  # say it before the work, not after
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            from .errors import NumcnnError
+
+            raise NumcnnError("--torch compares with PyTorch, which is not installed "
+                              "(pip install torch)")
     model, input_shape = load_model(args.model)
     shape = (args.batch, *(args.input_shape or input_shape or (1, 28, 28)))
     report = gradcheck(model, input_shape=shape, tol=args.tol, max_entries=args.entries)

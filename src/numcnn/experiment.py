@@ -379,6 +379,9 @@ def make_optimizer(config: dict, params):
 
     name, lr, decay = config["optimizer"], config["lr"], config["weight_decay"]
     momentum = config.get("momentum")
+    if momentum is not None and name not in ("sgd", "rmsprop"):
+        raise SettingsError(f"momentum: only sgd and rmsprop take a momentum, but the optimizer "
+                            f"is {name} (leave --momentum out, or choose --optimizer sgd)")
     if name == "sgd":
         momentum = 0.9 if momentum is None else momentum
         return optim.SGD(params, lr=lr, momentum=momentum, weight_decay=decay)

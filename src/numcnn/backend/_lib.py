@@ -64,11 +64,16 @@ def _cap() -> int:
 def load():
     """``(library, variant)`` of the highest usable variant, or ``(None, None)``.
 
-    An unknown ``NUMCNN_CPU`` loads nothing (numcnn runs on NumPy): the error is kept in
+    An unknown ``NUMCNN_CPU`` (or a ``NUMCNN_KERNELS`` other than 0 or 1) loads nothing (numcnn runs on NumPy): the error is kept in
     :data:`LOAD_ERROR` (:func:`load_error`), and the ``numcnn`` command refuses to run with it
     (one line, exit 2)."""
     global LOAD_ERROR
-    if os.environ.get("NUMCNN_KERNELS", "1") == "0":
+    switch = os.environ.get("NUMCNN_KERNELS", "1").strip()
+    if switch not in ("0", "1"):
+        LOAD_ERROR = KernelLoadError(f"NUMCNN_KERNELS must be 0 (NumPy alone) or 1 (the compiled "
+                                     f"kernels where built), got {switch!r}")
+        return None, None
+    if switch == "0":
         return None, None
     try:
         cap = _cap()
