@@ -254,3 +254,37 @@ def test_a_kernels_switch_other_than_0_or_1_is_refused():
     assert out.stderr.strip().splitlines() == [
         "numcnn: error: NUMCNN_KERNELS must be 0 (NumPy alone) or 1 (the compiled kernels where "
         "built), got 'banana'"]
+
+
+def test_is_chwn_is_false_for_nchw_and_other_layouts():
+    """The one layout predicate: true only for the CHWN memory a convolution returns (cosmic-ray
+    found ``and`` -> ``or`` survived)."""
+    from numcnn.backend.layout import is_chwn, new_map
+
+    nchw = np.zeros((2, 3, 4, 5), np.float32)
+    assert not is_chwn(nchw)
+    assert not is_chwn(np.asfortranarray(nchw))
+    assert not is_chwn(np.zeros((2, 3), np.float32))
+    assert is_chwn(new_map((2, 3, 4, 5), np.float32, chwn=True))
+
+
+def test_max_pool_blocks_of_more_than_255_positions_stay_off_the_kernel():
+    """The kernel keeps each winner as a uint8 code, so blocks of 16x16 = 256 positions must go
+    to NumPy (cosmic-ray found ``kh * kw`` -> ``kh / kw`` survived); the gradient still goes
+    where PyTorch sends it."""
+    import torch
+    import torch.nn.functional as TF
+
+    from numcnn import functional as F
+    from numcnn.backend.layout import new_map
+
+    rng = np.random.default_rng(0)
+    x = new_map((16, 2, 32, 32), np.float32, chwn=True)
+    x[...] = rng.standard_normal(x.shape)
+    y, cache = F.max_pool2d_forward(x, 16)
+    assert cache["impl"] == policy.NUMPY_BLOCKS
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    xt = torch.tensor(np.ascontiguousarray(x), requires_grad=True)
+    TF.max_pool2d(xt, 16).backward(torch.tensor(g))
+    np.testing.assert_array_equal(np.ascontiguousarray(F.max_pool2d_backward(g, cache)),
+                                  xt.grad.numpy())
