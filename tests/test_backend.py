@@ -288,3 +288,19 @@ def test_max_pool_blocks_of_more_than_255_positions_stay_off_the_kernel():
     TF.max_pool2d(xt, 16).backward(torch.tensor(g))
     np.testing.assert_array_equal(np.ascontiguousarray(F.max_pool2d_backward(g, cache)),
                                   xt.grad.numpy())
+
+
+def test_float64_maps_never_reach_the_float32_elementwise_kernel():
+    """A float64 map large enough for the kernels stays on NumPy and is exact (cosmic-ray found
+    the dtype test of ``policy.elementwise`` could be weakened unnoticed)."""
+    from numcnn import functional as F
+    from numcnn.backend.layout import new_map
+
+    rng = np.random.default_rng(1)
+    x = new_map((16, 8, 32, 32), np.float64, chwn=True)
+    x[...] = rng.standard_normal(x.shape)
+    y, cache = F.relu_forward(x)
+    assert cache["impl"] == policy.NUMPY
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    g = rng.standard_normal(x.shape)
+    np.testing.assert_array_equal(F.relu_backward(g, cache), g * (x > 0))
