@@ -810,7 +810,8 @@ def prepare(args, workdir: Path) -> None:
         (workdir / f"{preset}.spec.json").write_text(json.dumps(spec))
         np.savez(workdir / f"{preset}.weights.npz", **model.state_dict())
         if getattr(args, "onnxruntime", False):
-            export_onnx(spec, model.state_dict(), workdir / f"{preset}.onnx")
+            export_onnx(spec, model.state_dict(), workdir / f"{preset}.onnx",
+                        config(preset).get("input_shape", (1, 28, 28)))
 
 
 def export_onnx(spec: dict, state: dict, path: Path, input_shape=(1, 28, 28)) -> None:
