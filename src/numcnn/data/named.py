@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import tarfile
-import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -175,21 +173,15 @@ def _read_cache(path: Path, info: NamedDataset):
 
 
 def _write_cache(path: Path, arrays: dict, info: NamedDataset) -> None:
-    """Write the arrays and the digests of their source files atomically (temp file + rename)."""
-    tmp = None
+    """Write the arrays and the digests of their source files atomically (numcnn.io's
+    atomic_write: a temporary file beside it, then a rename); a cache that cannot be written is
+    a warning, not an error (the data were loaded)."""
+    from ..io import atomic_write
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp",
-                                         delete=False) as file:
-            tmp = file.name
-            np.savez(file, source_sha256=_digests(info), **arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        atomic_write(path, lambda file: np.savez(file, source_sha256=_digests(info), **arrays))
     except OSError as err:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
         warnings.warn(f"{info.name} loaded but not cached: cannot write {path} ({err})",
                       stacklevel=3)
 
