@@ -18,7 +18,8 @@ numcnn and PyTorch in alternation (ABBA order over the repeats), both with every
 - inference in eval mode at batch 1 and batch 1,000 (the ResNet: batch 500; numcnn through a
   compiled inference plan, ``numcnn.inference.compile``, or with ``--numcnn-infer layers`` layer
   by layer under ``numcnn.no_grad()``; PyTorch under ``torch.inference_mode()``; ONNX Runtime,
-  with ``--onnxruntime``, running the PyTorch twin exported by ``torch.onnx.export``, every graph
+  with ``--onnxruntime``, running the model exported by numcnn's own ``numcnn.onnx.export``, or
+  the PyTorch twin by ``torch.onnx.export`` where numcnn's exporter refuses a layer; every graph
   optimisation on), images/s, and the peak memory of each;
 - peak memory of each worker (``ru_maxrss``), and its baseline after the imports;
 - the wall time of ``numcnn --help`` (median of 5 runs);
@@ -541,7 +542,8 @@ def _infer(lib, preset, workdir, x_test, batch, steps, warmup, numcnn_infer="pla
         session = onnxruntime.InferenceSession(str(workdir / f"{preset}.onnx"), options,
                                                providers=["CPUExecutionProvider"])
         extra = {"session_ms": 1e3 * (time.perf_counter() - start),
-                 "version": onnxruntime.__version__}
+                 "version": onnxruntime.__version__,
+                 "exporter": (workdir / f"{preset}.onnx.exporter").read_text()}
         name = session.get_inputs()[0].name
         context = contextlib.nullcontext
 
@@ -810,20 +812,36 @@ def prepare(args, workdir: Path) -> None:
         (workdir / f"{preset}.spec.json").write_text(json.dumps(spec))
         np.savez(workdir / f"{preset}.weights.npz", **model.state_dict())
         if getattr(args, "onnxruntime", False):
-            export_onnx(spec, model.state_dict(), workdir / f"{preset}.onnx",
-                        config(preset).get("input_shape", (1, 28, 28)))
+            exporter = export_onnx(model, spec, workdir / f"{preset}.onnx",
+                                   config(preset).get("input_shape", (1, 28, 28)))
+            (workdir / f"{preset}.onnx.exporter").write_text(exporter)
 
 
-def export_onnx(spec: dict, state: dict, path: Path, input_shape=(1, 28, 28)) -> None:
+def export_onnx(model, spec: dict, path: Path, input_shape=(1, 28, 28)) -> str:
+    """``model`` in eval mode as an ONNX file for ONNX Runtime, by numcnn's own exporter
+    (``numcnn.onnx.export``: what a numcnn user would serve); where that refuses a layer, the
+    PyTorch twin of ``spec`` with the same weights, by ``torch.onnx.export`` (opset 17, dynamic
+    batch axis). Returns which exporter wrote the file: ``"numcnn"`` or ``"torch"``."""
+    from numcnn import onnx as numcnn_onnx
+
+    try:
+        numcnn_onnx.export(model, path, tuple(input_shape))
+        return "numcnn"
+    except numcnn_onnx.OnnxError:
+        pass
+    export_torch_twin(spec, model.state_dict(), path, input_shape)
+    return "torch"
+
+
+def export_torch_twin(spec: dict, state: dict, path: Path, input_shape=(1, 28, 28)) -> None:
     """The PyTorch twin of ``spec`` with the weights ``state``, in eval mode, exported to ONNX
-    (opset 17, dynamic batch axis) for ONNX Runtime. numcnn's own ONNX export is not used here:
-    the twin is the same graph PyTorch runs, so all three serve one model."""
+    by ``torch.onnx.export`` (opset 17, dynamic batch axis; input ``x``, output ``logits``)."""
     import torch
 
-    model = torch_model(spec)
-    load_into_torch(model, state)
-    model.eval()
-    torch.onnx.export(model, torch.zeros(1, *input_shape), str(path), input_names=["x"],
+    twin = torch_model(spec)
+    load_into_torch(twin, state)
+    twin.eval()
+    torch.onnx.export(twin, torch.zeros(1, *input_shape), str(path), input_names=["x"],
                       output_names=["logits"], dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
                       opset_version=17, dynamo=False)
 
@@ -932,7 +950,8 @@ def summarise(report: dict) -> list[dict]:
                              "ratio": speed["numcnn"] / speed["onnxruntime"], "target": ">= 1.0",
                              "met": speed["numcnn"] >= speed["onnxruntime"],
                              "note": f"numcnn {path}; second column ONNX Runtime "
-                                     f"{by_lib['onnxruntime'][0].get('version', '')}"})
+                                     f"{by_lib['onnxruntime'][0].get('version', '')}, graph by "
+                                     f"{by_lib['onnxruntime'][0].get('exporter', 'torch')}"})
                 if key == "infer_b1000":
                     peak = {lib: max(r["peak_rss_mib"] for r in by_lib[lib])
                             for lib in ("numcnn", "onnxruntime")}

@@ -375,7 +375,7 @@ def test_a_plan_agrees_with_onnx_runtime(preset, tmp_path):
     spec.loader.exec_module(bench)
     numcnn.manual_seed(0)
     model = _randomise_batch_norms(models.preset(preset)).eval()
-    bench.export_onnx(models.to_spec(model), model.state_dict(), tmp_path / "m.onnx")
+    bench.export_torch_twin(models.to_spec(model), model.state_dict(), tmp_path / "m.onnx")
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     plan = inference.compile(model, (1, 28, 28))
     for n in (1, 7):
@@ -403,3 +403,19 @@ def test_the_fused_tanh_is_tanh_to_float32_rounding():
         nonzero = batch != 0  # (a convolution's sum starts at +0, so -0 comes out +0)
         np.testing.assert_array_equal(np.signbit(out[nonzero]), np.signbit(expected[nonzero]))
     assert np.isnan(plan(np.float32([[[[np.nan]]]]))).all()
+
+
+@needs_kernels
+@pytest.mark.parametrize("n", [5, 64])
+def test_wide_convolutions_sum_their_input_channels_in_chunks(n):
+    """Many input channels: the rows kernel sums them in chunks that fit the L1 cache, keeping
+    the partial sums in the output map, and adds the residual and applies ReLU after the last
+    chunk only; rows of 65 numbers end in a partial vector, done again overlapping."""
+    numcnn.manual_seed(5)
+    model = nn.Sequential(
+        nn.Conv2d(3, 40, 3, padding=1), nn.ReLU(),
+        nn.Residual(nn.Sequential(nn.Conv2d(40, 40, 3, padding=1), nn.BatchNorm2d(40))),
+        nn.ReLU(), nn.Conv2d(40, 24, 7, padding=3), nn.ReLU(), nn.Conv2d(24, 8, 5, padding=2))
+    model = _randomise_batch_norms(model).eval()
+    plan = inference.compile(model, (3, 13, 13))
+    _assert_matches(plan, model, _images(n, (3, 13, 13)))

@@ -248,16 +248,95 @@ static __attribute__((noinline)) void plan_rows_run(const float *x, long len, lo
                         y + len - VL, ycs, r ? r + len - VL : NULL, rcs, act, combine);
 }
 
+/* FOB channels x nv vectors of positions, summing over the taps t0 <= t < t1 (a chunk of whole
+ * input channels): tap t reads the input at x + off[t] and the weights wp[t * FOB + b]. The
+ * first chunk starts from the bias, the others from the partial sums already in y; the last
+ * adds the residual and applies the activation. One flat loop over the taps, so that the
+ * register block is not reloaded between the kernel's rows and channels. */
+ALWAYS_INLINE void plan_rows_chunk(const float *x, const long *off, long t0, long t1,
+                                   const float *wp, const float *bias, int ob, int nv, float *y,
+                                   long ycs, const float *r, long rcs, int act, int first,
+                                   int last)
+{
+    vf acc[PLAN_FOB][PLAN_FNV];
+    for (int b = 0; b < PLAN_FOB; b++)
+        for (int v = 0; v < nv; v++)
+            acc[b][v] = first || b >= ob ? plan_bcast(bias[b]) : load(y + b * ycs + v * VL);
+    for (long t = t0; t < t1; t++) {
+        const float *xt = x + off[t], *wt = wp + t * PLAN_FOB;
+        vf xv[PLAN_FNV];
+        for (int v = 0; v < nv; v++)
+            xv[v] = load(xt + v * VL);
+        for (int b = 0; b < PLAN_FOB; b++) {
+            vf wv = plan_bcast(wt[b]);
+            for (int v = 0; v < nv; v++)
+                acc[b][v] += wv * xv[v];
+        }
+    }
+    for (int b = 0; b < ob; b++)
+        for (int v = 0; v < nv; v++) {
+            vf s = acc[b][v];
+            if (last) {
+                if (r)
+                    s += load(r + b * rcs + v * VL);
+                s = plan_act(s, act);
+            }
+            store(y + b * ycs + v * VL, s);
+        }
+}
+
+/* One piece of nv vectors of positions, every block of output channels, chunk by chunk of the
+ * input channels (cc channels, ct = cc * kh * kw taps): the chunk's inputs stay in the L1 cache
+ * while every block of output channels reads them. */
+static __attribute__((noinline)) void plan_rows_piece(const plan_op *op, const long *off,
+                                                      const float *x, float *y, const float *r,
+                                                      int nv, long ct)
+{
+    const float *wgt = (const float *)op->wgt, *bias = (const float *)op->bias;
+    long oc = op->oc, taps = op->c * op->kh * op->kw, blocks = (oc + PLAN_FOB - 1) / PLAN_FOB;
+    int act = (int)op->act;
+    for (long t0 = 0; t0 < taps; t0 += ct) {
+        long t1 = taps - t0 < ct ? taps : t0 + ct;
+        int first = t0 == 0, last = t1 == taps;
+        for (long blk = 0; blk < blocks; blk++) {
+            long o0 = blk * PLAN_FOB;
+            int ob = (int)(oc - o0 < PLAN_FOB ? oc - o0 : PLAN_FOB);
+            const float *wp = wgt + blk * taps * PLAN_FOB;
+            const float *rb = r ? r + o0 * op->rcs : NULL;
+            if (nv == PLAN_FNV)
+                plan_rows_chunk(x, off, t0, t1, wp, bias + o0, ob, PLAN_FNV, y + o0 * op->ycs,
+                                op->ycs, rb, op->rcs, act, first, last);
+            else
+                plan_rows_chunk(x, off, t0, t1, wp, bias + o0, ob, 1, y + o0 * op->ycs,
+                                op->ycs, rb, op->rcs, act, first, last);
+        }
+    }
+}
+
+#ifndef PLAN_L1_FLOATS
+#define PLAN_L1_FLOATS 8192 /* rows mode: input floats a chunk of channels may keep in L1 */
+#endif
+
 static void plan_conv_rows(const plan_op *op)
 {
-    const float *x = (const float *)op->x, *wgt = (const float *)op->wgt;
-    const float *bias = (const float *)op->bias, *res = (const float *)op->r;
+    const float *x = (const float *)op->x, *res = (const float *)op->r;
     float *y = (float *)op->y;
     long c = op->c, oc = op->oc, kh = op->kh, kw = op->kw, oh = op->oh, n = op->n;
-    long len = op->ow * n, taps = c * kh * kw, blocks = (oc + PLAN_FOB - 1) / PLAN_FOB;
-    long row_step = op->dh * op->xrs, tap_step = op->dw * n;
+    long len = op->ow * n, taps = c * kh * kw;
     long tiles = len / PLAN_TILE > 0 ? len / PLAN_TILE : 1, tasks = tiles * oh;
-    int act = (int)op->act;
+    long piece = PLAN_FNV * VL;
+    /* chunks of input channels of equal size, each within the L1 budget */
+    long cc = PLAN_L1_FLOATS / (kh * kw * piece);
+    cc = cc < 1 ? 1 : cc > c ? c : cc;
+    long chunks = (c + cc - 1) / cc;
+    cc = (c + chunks - 1) / chunks;
+    long *off = malloc((size_t)taps * sizeof(long)); /* tap (ci, i, j) -> input offset */
+    if (!off)
+        return;
+    for (long ci = 0, t = 0; ci < c; ci++)
+        for (long i = 0; i < kh; i++)
+            for (long j = 0; j < kw; j++, t++)
+                off[t] = ci * op->xcs + i * op->dh * op->xrs + j * op->dw * n;
     int nthreads = plan_threads(tasks, 2 * oc * oh * len * taps);
     UNUSED_WITHOUT_OPENMP(nthreads);
 #pragma omp parallel for schedule(dynamic) num_threads(nthreads)
@@ -265,16 +344,20 @@ static void plan_conv_rows(const plan_op *op)
         long t = task / oh, p = task % oh;
         long l0 = t * PLAN_TILE, l1 = t == tiles - 1 ? len : l0 + PLAN_TILE;
         const float *xrow = x + p * op->sh * op->xrs;
-        for (long blk = 0; blk < blocks; blk++) {
-            long o0 = blk * PLAN_FOB;
-            int ob = (int)(oc - o0 < PLAN_FOB ? oc - o0 : PLAN_FOB);
-            const float *wp = wgt + blk * taps * PLAN_FOB, *bs = bias + o0;
-            float *yrow = y + o0 * op->ycs + p * op->yrs;
-            const float *rrow = res ? res + o0 * op->rcs + p * op->rrs : NULL;
-            plan_rows_run(xrow + l0, l1 - l0, c, op->xcs, kh, kw, row_step, tap_step, wp, bs, ob,
-                          yrow + l0, op->ycs, rrow ? rrow + l0 : NULL, op->rcs, act, 0);
-        }
+        float *yrow = y + p * op->yrs;
+        const float *rrow = res ? res + p * op->rrs : NULL;
+        long l = l0;
+        for (; l + piece <= l1; l += piece)
+            plan_rows_piece(op, off, xrow + l, yrow + l, rrow ? rrow + l : NULL, PLAN_FNV,
+                            cc * kh * kw);
+        for (; l + VL <= l1; l += VL)
+            plan_rows_piece(op, off, xrow + l, yrow + l, rrow ? rrow + l : NULL, 1, cc * kh * kw);
+        if (l < l1) /* the last vector again, overlapping: its first chunk overwrites the
+                     * partial sums, so the positions done before come out the same */
+            plan_rows_piece(op, off, xrow + l1 - VL, yrow + l1 - VL,
+                            rrow ? rrow + l1 - VL : NULL, 1, cc * kh * kw);
     }
+    free(off);
 }
 
 /* "Columns" mode: a strided convolution of a batch (stride along the width, so that a row's
