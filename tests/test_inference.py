@@ -328,7 +328,10 @@ def test_compiling_is_quick_and_profile_names_each_operation():
     plan = inference.compile(resnet, (3, 32, 32))
     assert time.perf_counter() - start < 0.25
     rows = plan.profile(_images(2, (3, 32, 32)), repeats=3)
-    assert [label for label, _ in rows] == plan.describe()
+    # the same operations, each convolution's name ending with the kernel that ran it
+    assert [label.split(" [")[0] for label, _ in rows] == plan.describe()
+    assert [label.endswith(("[direct, rows]", "[direct, channels]")) for label, _ in rows] == [
+        line.startswith("conv") for line in plan.describe()]
     assert all(seconds >= 0 for _, seconds in rows)
 
 
@@ -419,3 +422,77 @@ def test_wide_convolutions_sum_their_input_channels_in_chunks(n):
     model = _randomise_batch_norms(model).eval()
     plan = inference.compile(model, (3, 13, 13))
     _assert_matches(plan, model, _images(n, (3, 13, 13)))
+
+
+def _winograd_block(c: int, seed: int = 6):
+    """A 3x3 convolution of ``c`` channels with folded batch norm, a residual and ReLU: what
+    the plan runs as Winograd's F(2x2, 3x3) on batches of 16 or more."""
+    numcnn.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Residual(nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(c))), nn.ReLU(),
+        nn.Conv2d(c, 40, 3, padding=1))  # 40 outputs: a partial block of channels
+    return _randomise_batch_norms(model).eval()
+
+
+def _float64_reference(model, x):
+    """The model's eval forward in float64, by PyTorch (the oracle)."""
+    torch = pytest.importorskip("torch")
+    block, conv = model[0].fn, model[2]
+    bn = block[1]
+    t = torch.from_numpy(x.astype(np.float64))
+    weight = torch.from_numpy(block[0].weight.data.astype(np.float64))
+    h = torch.nn.functional.conv2d(t, weight, padding=1)
+    h = torch.nn.functional.batch_norm(
+        h, torch.from_numpy(bn.running_mean.astype(np.float64)),
+        torch.from_numpy(bn.running_var.astype(np.float64)),
+        torch.from_numpy(bn.weight.data.astype(np.float64)),
+        torch.from_numpy(bn.bias.data.astype(np.float64)), eps=bn.eps)
+    h = torch.relu(h + t)
+    out = torch.nn.functional.conv2d(h, torch.from_numpy(conv.weight.data.astype(np.float64)),
+                                     torch.from_numpy(conv.bias.data.astype(np.float64)),
+                                     padding=1)
+    return out.numpy()
+
+
+@needs_kernels
+@pytest.mark.parametrize("n, hw", [(40, 8), (64, 6), (200, 4)])
+def test_winograd_agrees_with_float64_as_closely_as_the_direct_sum(n, hw, monkeypatch):
+    """Winograd's F(2x2, 3x3) (3x3, stride 1, even maps, >= 32 input channels, >= 16 samples)
+    against PyTorch in float64: its error is of the direct sum's order (measured: about half
+    of it, fewer operations per output), and the plan says it ran it. Batches of 40 (two vectors and an overlapping
+    last one), 64 and 200 (lanes padded to 208)."""
+    model = _winograd_block(32)
+    x = _images(n, (32, hw, hw))
+    expected = _float64_reference(model, x)
+    plan = inference.compile(model, (32, hw, hw))
+    labels = [label for label, _ in plan.profile(x, repeats=1) if label.startswith("conv")]
+    assert all(label.endswith("[Winograd F(2x2, 3x3)]") for label in labels), labels
+    winograd = np.abs(plan(x) - expected).max()
+    monkeypatch.setenv("NUMCNN_WINOGRAD", "0")
+    direct_plan = inference.compile(model, (32, hw, hw))
+    assert all(label.endswith("[direct, rows]") for label, _ in
+               direct_plan.profile(x, repeats=1) if label.startswith("conv"))
+    direct = np.abs(direct_plan(x) - expected).max()
+    scale = np.abs(expected).max()
+    assert winograd <= 4 * direct + 1e-7 * scale, (winograd, direct, scale)
+    assert winograd <= 2e-6 * scale
+    _assert_matches(plan, model, x)
+
+
+@needs_kernels
+def test_winograd_is_left_to_the_direct_sum_where_it_does_not_pay():
+    """Odd maps, strides, dilation, fewer than 32 input channels or 16 samples: the direct
+    kernels, with the same results."""
+    numcnn.manual_seed(7)
+    for layer, shape, n in [(nn.Conv2d(32, 8, 3, padding=1), (32, 7, 7), 64),
+                            (nn.Conv2d(32, 8, 3, stride=2, padding=1), (32, 8, 8), 64),
+                            (nn.Conv2d(32, 8, 3, padding=2, dilation=2), (32, 8, 8), 64),
+                            (nn.Conv2d(16, 8, 3, padding=1), (16, 8, 8), 64),
+                            (nn.Conv2d(32, 8, 3, padding=1), (32, 8, 8), 9)]:
+        model = nn.Sequential(layer).eval()
+        plan = inference.compile(model, shape)
+        x = _images(n, shape)
+        labels = [label for label, _ in plan.profile(x, repeats=1) if label.startswith("conv")]
+        assert labels and not any("Winograd" in label for label in labels), labels
+        _assert_matches(plan, model, x)

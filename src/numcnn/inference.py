@@ -54,6 +54,7 @@ Source: the folding and fusions are those of ONNX Runtime's graph optimisations
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 import time
 
@@ -100,6 +101,26 @@ class _Value:
         return (self.c, self.h + top + bottom, self.w + left + right, n)
 
 
+def lanes(n: int) -> int:
+    """The numbers per map position in a plan's buffers for a batch of ``n``: ``n`` rounded up
+    to whole 16-float vectors (64-byte cache lines) where that wastes at most an eighth, so
+    that every vector the kernels load or store is aligned (a 64-byte AVX-512 load across two
+    cache lines costs two), and to an odd number of lines; else ``n``. The extra lanes hold numbers no sample reads (every
+    operation of a plan works lane by lane), and the copies in and out skip them."""
+    padded = -(-n // 16) * 16
+    if (padded // 16) % 2 == 0:  # an odd number of lines: with 512 lanes the rows and channels
+        padded += 16              # of a map lay 4 KiB apart and fell into the same sets of the
+    return padded if 8 * (padded - n) <= n else n  # L1 cache (ResNet, batch 500: 30% slower)
+
+
+def _aligned_zeros(shape: tuple) -> np.ndarray:
+    """Zeros of ``shape``, float32, starting on a 64-byte boundary."""
+    size = int(np.prod(shape))
+    raw = np.zeros(size + 16, np.float32)
+    start = (-raw.ctypes.data % 64) // 4
+    return raw[start:start + size].reshape(shape)
+
+
 def _view(value: _Value, n: int, pads=((0, 0), (0, 0))) -> dict:
     """Address and strides (in floats) of ``value``'s map, widened by ``pads`` into its frame."""
     root = value.root
@@ -123,7 +144,9 @@ class _Segment:
 
     def prepare(self, n: int, checks: list) -> tuple:
         """The operation table for batch size ``n``: ``(table, count, out_view, buffers)``;
-        the table holds raw addresses, so ``buffers`` must be kept as long as it is."""
+        the table holds raw addresses, so ``buffers`` must be kept as long as it is. Maps
+        hold ``lanes(n)`` numbers per position."""
+        m = lanes(n)
         free: dict[tuple, list] = {}
         buffers = []
         last_read = {}
@@ -134,51 +157,53 @@ class _Segment:
         for index, node in enumerate(self.nodes):
             out = node.get("y")
             if out is not None and out.alias is None:
-                key = (out.geometry(n), tuple(out.frame))
+                key = (out.geometry(m), tuple(out.frame))
                 spare = free.get(key)
-                out.buffer = spare.pop() if spare else np.zeros(key[0], np.float32)
+                out.buffer = spare.pop() if spare else _aligned_zeros(key[0])
                 buffers.append(out.buffer)
             if node["op"] != "flatten":  # a Flatten is a view: no operation
-                records.append(self._record(node, n))
+                records.append(self._record(node, n, m))
             for value in node["reads"]:
                 root = value.root
                 if last_read.get(id(root)) == index and root is not self.last.root:
-                    key = (root.geometry(n), tuple(root.frame))
+                    key = (root.geometry(m), tuple(root.frame))
                     free.setdefault(key, []).append(root.buffer)
                     last_read.pop(id(root))
         table = K.table(records)
         out_view = None
         if not self.final:
-            out_view = self._nchw(self.last, n)
+            out_view = self._nchw(self.last, n, m)
         return table, len(records), out_view, buffers
 
     @staticmethod
-    def _nchw(value: _Value, n: int) -> np.ndarray:
+    def _nchw(value: _Value, n: int, m: int) -> np.ndarray:
         """The NCHW (or ``(n, features)``) view of a value's map, for a Python layer after it."""
         root = value.root
         if value is not root or value.ndim == 2:
-            return root.buffer.reshape(-1, n).T
+            return root.buffer.reshape(-1, m)[:, :n].T
         top, _, left, _ = root.frame
-        return root.buffer[:, top:top + value.h, left:left + value.w].transpose(3, 0, 1, 2)
+        return root.buffer[:, top:top + value.h, left:left + value.w, :n].transpose(3, 0, 1, 2)
 
-    def _record(self, node: dict, n: int) -> dict:
+    def _record(self, node: dict, n: int, m: int) -> dict:
+        """The C record of ``node`` for ``n`` samples in maps of ``m`` lanes (the copies in
+        and out move ``n``; every other operation works on all ``m``)."""
         kind = node["op"]
         if kind == "input":
-            y, v = node["y"], _view(node["y"], n)
+            y, v = node["y"], _view(node["y"], m)
             return {"kind": K.COPY, "ends": K.FROM_INPUT, "c": y.c, "h": y.h, "w": y.w, "n": n,
                     "y": v["addr"], "ycs": v["cs"], "yrs": v["rs"], "ycol": v["col"],
                     "ys": v["s"]}
         if kind == "output":
-            x, v = node["x"], _view(node["x"], n)
+            x, v = node["x"], _view(node["x"], m)
             return {"kind": K.COPY, "ends": K.TO_OUTPUT, "c": x.c, "h": x.h, "w": x.w, "n": n,
                     "x": v["addr"], "xcs": v["cs"], "xrs": v["rs"], "xcol": v["col"],
                     "xs": v["s"], "ycs": x.h * x.w, "yrs": x.w, "ycol": 1,
                     "ys": x.c * x.h * x.w}
         if kind == "conv":
-            return self._conv_record(node, n)
+            return self._conv_record(node, m)
         x, y = node["x"], node["y"]
-        vx, vy = _view(x, n), _view(y, n)
-        record = {"c": x.c, "h": x.h, "w": x.w, "n": n, "oh": y.h, "ow": y.w,
+        vx, vy = _view(x, m), _view(y, m)
+        record = {"c": x.c, "h": x.h, "w": x.w, "n": m, "oh": y.h, "ow": y.w,
                   "x": vx["addr"], "xcs": vx["cs"], "xrs": vx["rs"], "xcol": vx["col"],
                   "xs": vx["s"], "y": vy["addr"], "ycs": vy["cs"], "yrs": vy["rs"],
                   "ycol": vy["col"], "ys": vy["s"], "act": node.get("act", K.NO_ACT)}
@@ -189,7 +214,7 @@ class _Segment:
         elif kind == "ewise":
             record["kind"] = K.EWISE
             if node.get("r") is not None:
-                vr = _view(node["r"], n)
+                vr = _view(node["r"], m)
                 record.update(r=vr["addr"], rcs=vr["cs"], rrs=vr["rs"])
         elif kind == "mean":
             record["kind"] = K.MEAN
@@ -207,12 +232,15 @@ class _Segment:
         # a strided convolution of a batch: the rows kernel along each position's samples
         columns = not rows and (ph, pw) == (1, 1) and n >= 64
         mode = K.ROWS if rows else K.COLUMNS if columns else K.CHANNELS
-        packing = K.CHANNELS if mode == K.CHANNELS else K.ROWS
+        if rows and _winograd_pays(node, n):
+            mode = K.WINOGRAD
+        node.setdefault("modes", {})[n] = mode
+        packing = K.ROWS if mode == K.COLUMNS else mode
         packed = node["packed"].get(packing)
         if packed is None:
-            weight = node["weight"]
-            packed = K.pack_channels(weight) if packing == K.CHANNELS else K.pack_rows(weight)
-            node["packed"][packing] = packed
+            pack = {K.ROWS: K.pack_rows, K.CHANNELS: K.pack_channels,
+                    K.WINOGRAD: K.pack_winograd}[packing]
+            packed = node["packed"][packing] = pack(node["weight"])
         vx, vy = _view(x, n, node["pads"]), _view(y, n)
         record = {"kind": K.CONV, "mode": mode, "act": node["act"], "c": c, "oc": oc,
                   "h": x.h, "w": x.w, "n": n, "oh": oh, "ow": ow, "ph": ph, "pw": pw,
@@ -228,11 +256,36 @@ class _Segment:
         return record
 
 
+# Winograd F(2x2, 3x3) from this many input channels and samples (lanes) on: below them the
+# transforms cost more than the 2.25 times fewer products save (measured: docs/inference.md).
+WINOGRAD_MIN_CHANNELS = 32
+WINOGRAD_MIN_LANES = 16
+
+
+def _winograd_pays(node: dict, n: int) -> bool:
+    """Whether the convolution of ``node`` on ``n`` lanes runs as Winograd's F(2x2, 3x3): a 3x3
+    kernel, stride 1, no dilation, no pooling fused, an output map of even height and width,
+    at least ``WINOGRAD_MIN_CHANNELS`` input channels and ``WINOGRAD_MIN_LANES`` lanes (and
+    ``NUMCNN_WINOGRAD`` not ``0``)."""
+    oc, c, kh, kw = node["weight"].shape
+    oh, ow = node["conv_hw"]
+    return (os.environ.get("NUMCNN_WINOGRAD", "1") != "0"
+            and (kh, kw) == (3, 3) and node["stride"] == (1, 1) and node["dilation"] == (1, 1)
+            and node["pool"] == (1, 1) and oh % 2 == 0 and ow % 2 == 0
+            and c >= WINOGRAD_MIN_CHANNELS and n >= WINOGRAD_MIN_LANES)
+
+
 _ACT_NAMES = {K.NO_ACT: "", K.RELU: " + ReLU", K.TANH: " + tanh"}
 _ACTIVATIONS = {nn.ReLU: K.RELU, nn.Tanh: K.TANH}  # layer type -> the fused activation's code
 
 
-def _describe(node: dict) -> str:
+_MODE_NAMES = {K.ROWS: "direct, rows", K.CHANNELS: "direct, channels",
+               K.COLUMNS: "direct, columns", K.WINOGRAD: "Winograd F(2x2, 3x3)"}
+
+
+def _describe(node: dict, lanes: int | None = None) -> str:
+    """The operation of ``node`` in words; with ``lanes``, a convolution's kernel for maps of
+    that many lanes in brackets."""
     kind = node["op"]
     if kind == "conv":
         oc, c, kh, kw = node["weight"].shape
@@ -245,6 +298,9 @@ def _describe(node: dict) -> str:
         text += _ACT_NAMES[node["act"]]
         if node["pool"] != (1, 1):
             text += f" + max pool {node['pool'][0]}x{node['pool'][1]}"
+        mode = node.get("modes", {}).get(lanes)
+        if mode is not None:
+            text += f" [{_MODE_NAMES[mode]}]"
         return text
     if kind in ("maxpool", "avgpool"):
         return (f"{kind[:3]} pool {node['kernel'][0]}x{node['kernel'][1]}"
@@ -646,7 +702,7 @@ class Plan:
         if status != 0:
             if status == 1:
                 return None
-            raise NumcnnError(f"inference plan: operation table refused ({status})")
+            raise _run_error(status)
         return out
 
     run = __call__
@@ -672,7 +728,7 @@ class Plan:
                 if status == 1:
                     return None
                 if status != 0:
-                    raise NumcnnError(f"inference plan: operation table refused ({status})")
+                    raise _run_error(status)
                 if times is not None:
                     times.append(list(clock))
                 out = result if final else out_view
@@ -700,7 +756,8 @@ class Plan:
 
     def profile(self, x, repeats: int = 20) -> list[tuple[str, float]]:
         """``(operation, median seconds)`` per operation for the input ``x`` (each C operation
-        timed inside the C call; the weight checks left out)."""
+        timed inside the C call; the weight checks left out). A convolution's name ends with
+        the kernel that ran it, e.g. ``[Winograd F(2x2, 3x3)]`` or ``[direct, rows]``."""
         x = np.ascontiguousarray(x, np.float32)
         self(x)
         samples = []
@@ -714,7 +771,8 @@ class Plan:
         labels = []
         for segment in self._segments:
             if isinstance(segment, _Segment):
-                labels += [_describe(node) for node in segment.nodes if node["op"] != "flatten"]
+                labels += [_describe(node, lanes(x.shape[0])) for node in segment.nodes
+                           if node["op"] != "flatten"]
             else:
                 labels.append(f"{type(segment).__name__} (Python)")
         return list(zip(labels, medians.tolist()))
@@ -722,6 +780,13 @@ class Plan:
     def __repr__(self) -> str:
         body = "\n".join(f"  {line}" for line in self.describe())
         return f"Plan(input (N, {', '.join(map(str, self.input_shape))})\n{body}\n)"
+
+
+def _run_error(status: int) -> NumcnnError:
+    """The error of a plan run that returned ``status`` (neither 0 nor 1)."""
+    if status == 2:
+        return NumcnnError("inference plan: out of memory for a kernel's scratch buffers")
+    return NumcnnError(f"inference plan: operation table refused ({status})")
 
 
 def _address(a: np.ndarray) -> int:

@@ -46,7 +46,7 @@
 #else
 #define PLAN_FNV 2 /* rows mode: vectors of positions per register block */
 #endif
-#define PLAN_TILE 128           /* rows mode: positions per task */
+#define PLAN_TILE 1920           /* rows mode: positions per task */
 #define PLAN_SOV 2              /* channels mode: vectors of output channels per block */
 #define PLAN_SNP 6              /* channels mode: positions per block */
 
@@ -248,6 +248,10 @@ static __attribute__((noinline)) void plan_rows_run(const float *x, long len, lo
                         y + len - VL, ycs, r ? r + len - VL : NULL, rcs, act, combine);
 }
 
+#ifndef PLAN_AHEAD
+#define PLAN_AHEAD (2 * PLAN_FNV * VL) /* rows mode: prefetch distance along a row (floats) */
+#endif
+
 /* FOB channels x nv vectors of positions, summing over the taps t0 <= t < t1 (a chunk of whole
  * input channels): tap t reads the input at x + off[t] and the weights wp[t * FOB + b]. The
  * first chunk starts from the bias, the others from the partial sums already in y; the last
@@ -256,7 +260,7 @@ static __attribute__((noinline)) void plan_rows_run(const float *x, long len, lo
 ALWAYS_INLINE void plan_rows_chunk(const float *x, const long *off, long t0, long t1,
                                    const float *wp, const float *bias, int ob, int nv, float *y,
                                    long ycs, const float *r, long rcs, int act, int first,
-                                   int last)
+                                   int last, long ahead)
 {
     vf acc[PLAN_FOB][PLAN_FNV];
     for (int b = 0; b < PLAN_FOB; b++)
@@ -264,6 +268,9 @@ ALWAYS_INLINE void plan_rows_chunk(const float *x, const long *off, long t0, lon
             acc[b][v] = first || b >= ob ? plan_bcast(bias[b]) : load(y + b * ycs + v * VL);
     for (long t = t0; t < t1; t++) {
         const float *xt = x + off[t], *wt = wp + t * PLAN_FOB;
+        if (ahead) /* the same taps of a piece further along the row, into the cache */
+            for (int v = 0; v < nv; v++)
+                __builtin_prefetch(xt + ahead + v * VL);
         vf xv[PLAN_FNV];
         for (int v = 0; v < nv; v++)
             xv[v] = load(xt + v * VL);
@@ -303,27 +310,32 @@ static __attribute__((noinline)) void plan_rows_piece(const plan_op *op, const l
             int ob = (int)(oc - o0 < PLAN_FOB ? oc - o0 : PLAN_FOB);
             const float *wp = wgt + blk * taps * PLAN_FOB;
             const float *rb = r ? r + o0 * op->rcs : NULL;
-            if (nv == PLAN_FNV)
+            if (nv == PLAN_FNV && blk == 0)
                 plan_rows_chunk(x, off, t0, t1, wp, bias + o0, ob, PLAN_FNV, y + o0 * op->ycs,
-                                op->ycs, rb, op->rcs, act, first, last);
+                                op->ycs, rb, op->rcs, act, first, last, PLAN_AHEAD);
+            else if (nv == PLAN_FNV)
+                plan_rows_chunk(x, off, t0, t1, wp, bias + o0, ob, PLAN_FNV, y + o0 * op->ycs,
+                                op->ycs, rb, op->rcs, act, first, last, 0);
             else
                 plan_rows_chunk(x, off, t0, t1, wp, bias + o0, ob, 1, y + o0 * op->ycs,
-                                op->ycs, rb, op->rcs, act, first, last);
+                                op->ycs, rb, op->rcs, act, first, last, 0);
         }
     }
 }
 
+static long plan_tile = 0;
+void numcnn_plan_set_tile(long tile) { plan_tile = tile; }
 #ifndef PLAN_L1_FLOATS
 #define PLAN_L1_FLOATS 8192 /* rows mode: input floats a chunk of channels may keep in L1 */
 #endif
 
-static void plan_conv_rows(const plan_op *op)
+static int plan_conv_rows(const plan_op *op)
 {
     const float *x = (const float *)op->x, *res = (const float *)op->r;
     float *y = (float *)op->y;
     long c = op->c, oc = op->oc, kh = op->kh, kw = op->kw, oh = op->oh, n = op->n;
-    long len = op->ow * n, taps = c * kh * kw;
-    long tiles = len / PLAN_TILE > 0 ? len / PLAN_TILE : 1, tasks = tiles * oh;
+    long len = op->ow * n, taps = c * kh * kw, tile = plan_tile > 0 ? plan_tile : PLAN_TILE;
+    long tiles = len / tile > 0 ? len / tile : 1, tasks = tiles * oh;
     long piece = PLAN_FNV * VL;
     /* chunks of input channels of equal size, each within the L1 budget */
     long cc = PLAN_L1_FLOATS / (kh * kw * piece);
@@ -332,7 +344,7 @@ static void plan_conv_rows(const plan_op *op)
     cc = (c + chunks - 1) / chunks;
     long *off = malloc((size_t)taps * sizeof(long)); /* tap (ci, i, j) -> input offset */
     if (!off)
-        return;
+        return 2;
     for (long ci = 0, t = 0; ci < c; ci++)
         for (long i = 0; i < kh; i++)
             for (long j = 0; j < kw; j++, t++)
@@ -342,7 +354,7 @@ static void plan_conv_rows(const plan_op *op)
 #pragma omp parallel for schedule(dynamic) num_threads(nthreads)
     for (long task = 0; task < tasks; task++) {
         long t = task / oh, p = task % oh;
-        long l0 = t * PLAN_TILE, l1 = t == tiles - 1 ? len : l0 + PLAN_TILE;
+        long l0 = t * tile, l1 = t == tiles - 1 ? len : l0 + tile;
         const float *xrow = x + p * op->sh * op->xrs;
         float *yrow = y + p * op->yrs;
         const float *rrow = res ? res + p * op->rrs : NULL;
@@ -358,6 +370,143 @@ static void plan_conv_rows(const plan_op *op)
                             rrow ? rrow + l1 - VL : NULL, 1, cc * kh * kw);
     }
     free(off);
+    return 0;
+}
+
+/* ---- convolution, Winograd mode ------------------------------------------------------------ */
+
+/* Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, "Fast Algorithms for Convolutional
+ * Neural Networks", CVPR 2016) for 3x3 convolutions of stride 1 without dilation, on maps of
+ * even height and width: each 2x2 block of outputs (a tile) of output channel o is
+ *
+ *     Y = A^T [ sum_ci U[o,ci] (.) V[ci] ] A,   U = G g G^T (made once), V = B^T d B,
+ *
+ * d the tile's 4x4 input patch, (.) the product number by number: 16 products per input
+ * channel for 4 outputs where the direct sum takes 36 (2.25 times fewer). The transforms
+ * (matrices of 0, +-1 and, in G, 1/2) are additions. Vectorised along a tile's samples
+ * (CHWN: contiguous); a unit is a tile and nv vectors of samples: its V (16 x c x nv vectors)
+ * and its sums M (16 x OCP x nv vectors) live in a scratch of the thread, in the L1/L2 cache.
+ * U is packed (16, blocks, c, FOB) by plan_kernels.pack_winograd. */
+#define PLAN_WS (PLAN_FNV * VL) /* samples per unit */
+
+ALWAYS_INLINE void plan_wino_unit(const plan_op *op, const float *x, float *y, const float *r,
+                                  float *v, float *m, int nv)
+{
+    const float *u = (const float *)op->wgt, *bias = (const float *)op->bias;
+    long c = op->c, oc = op->oc, n = op->n, xcs = op->xcs, xrs = op->xrs;
+    long blocks = (oc + PLAN_FOB - 1) / PLAN_FOB, ocp = blocks * PLAN_FOB;
+    int act = (int)op->act;
+    /* V = B^T d B, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1] */
+    for (long ci = 0; ci < c; ci++)
+        for (int k = 0; k < nv; k++) {
+            const float *xc = x + ci * xcs + k * VL;
+            vf d[4][4], t[4][4];
+            for (int a = 0; a < 4; a++)
+                for (int b = 0; b < 4; b++)
+                    d[a][b] = load(xc + a * xrs + b * n);
+            for (int b = 0; b < 4; b++) {
+                t[0][b] = d[0][b] - d[2][b];
+                t[1][b] = d[1][b] + d[2][b];
+                t[2][b] = d[2][b] - d[1][b];
+                t[3][b] = d[1][b] - d[3][b];
+            }
+            for (int a = 0; a < 4; a++) {
+                float *va = v + ((a * 4) * c + ci) * PLAN_WS + k * VL;
+                store(va, t[a][0] - t[a][2]);
+                store(va + c * PLAN_WS, t[a][1] + t[a][2]);
+                store(va + 2 * c * PLAN_WS, t[a][2] - t[a][1]);
+                store(va + 3 * c * PLAN_WS, t[a][1] - t[a][3]);
+            }
+        }
+    /* M[xi] = U[xi] V[xi]: per point xi, FOB output channels x nv vectors in registers */
+    for (int xi = 0; xi < 16; xi++)
+        for (long blk = 0; blk < blocks; blk++) {
+            const float *ub = u + (xi * blocks + blk) * c * PLAN_FOB, *vx = v + xi * c * PLAN_WS;
+            vf acc[PLAN_FOB][PLAN_FNV];
+            for (int b = 0; b < PLAN_FOB; b++)
+                for (int k = 0; k < nv; k++)
+                    acc[b][k] = splat(0.0f);
+            for (long ci = 0; ci < c; ci++) {
+                vf xv[PLAN_FNV];
+                for (int k = 0; k < nv; k++)
+                    xv[k] = load(vx + ci * PLAN_WS + k * VL);
+                for (int b = 0; b < PLAN_FOB; b++) {
+                    vf wv = plan_bcast(ub[ci * PLAN_FOB + b]);
+                    for (int k = 0; k < nv; k++)
+                        acc[b][k] += wv * xv[k];
+                }
+            }
+            float *mb = m + (xi * ocp + blk * PLAN_FOB) * PLAN_WS;
+            for (int b = 0; b < PLAN_FOB; b++)
+                for (int k = 0; k < nv; k++)
+                    store(mb + b * PLAN_WS + k * VL, acc[b][k]);
+        }
+    /* Y = A^T M A + bias (+ residual), A^T = [1 1 1 0; 0 1 -1 -1] */
+    for (long o = 0; o < oc; o++)
+        for (int k = 0; k < nv; k++) {
+            vf mm[4][4], s2[2][4], yv[2][2];
+            for (int a = 0; a < 4; a++)
+                for (int b = 0; b < 4; b++)
+                    mm[a][b] = load(m + ((a * 4 + b) * ocp + o) * PLAN_WS + k * VL);
+            for (int b = 0; b < 4; b++) {
+                s2[0][b] = mm[0][b] + mm[1][b] + mm[2][b];
+                s2[1][b] = mm[1][b] - mm[2][b] - mm[3][b];
+            }
+            vf bo = plan_bcast(bias[o]);
+            for (int a = 0; a < 2; a++) {
+                yv[a][0] = s2[a][0] + s2[a][1] + s2[a][2] + bo;
+                yv[a][1] = s2[a][1] - s2[a][2] - s2[a][3] + bo;
+            }
+            for (int a = 0; a < 2; a++)
+                for (int b = 0; b < 2; b++) {
+                    vf out = yv[a][b];
+                    if (r)
+                        out += load(r + o * op->rcs + a * op->rrs + b * n + k * VL);
+                    store(y + o * op->ycs + a * op->yrs + b * n + k * VL, plan_act(out, act));
+                }
+        }
+}
+
+static __attribute__((noinline)) void plan_wino_units(const plan_op *op, const float *x,
+                                                      float *y, const float *r, float *v,
+                                                      float *m)
+{
+    long n = op->n, s = 0;
+    for (; s + PLAN_WS <= n; s += PLAN_WS)
+        plan_wino_unit(op, x + s, y + s, r ? r + s : NULL, v, m, PLAN_FNV);
+    for (; s + VL <= n; s += VL)
+        plan_wino_unit(op, x + s, y + s, r ? r + s : NULL, v, m, 1);
+    if (s < n) /* the last vector again, overlapping: the same outputs */
+        plan_wino_unit(op, x + n - VL, y + n - VL, r ? r + n - VL : NULL, v, m, 1);
+}
+
+static int plan_conv_winograd(const plan_op *op)
+{
+    const float *x = (const float *)op->x, *res = (const float *)op->r;
+    float *y = (float *)op->y;
+    long c = op->c, oc = op->oc, n = op->n, th = op->oh / 2, tw = op->ow / 2;
+    long ocp = (oc + PLAN_FOB - 1) / PLAN_FOB * PLAN_FOB, tasks = th * tw;
+    int nthreads = plan_threads(tasks, 2 * oc * op->oh * op->ow * n * c * 9);
+    int failed = 0;
+    UNUSED_WITHOUT_OPENMP(nthreads);
+#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+    {
+        float *v = alloc_aligned((size_t)(16 * c * PLAN_WS) * sizeof(float));
+        float *m = alloc_aligned((size_t)(16 * ocp * PLAN_WS) * sizeof(float));
+        failed = !v || !m;
+#pragma omp for schedule(dynamic)
+        for (long task = 0; task < tasks; task++) {
+            if (failed)
+                continue;
+            long ty = task / tw, tx = task % tw;
+            plan_wino_units(op, x + 2 * ty * op->xrs + 2 * tx * n,
+                            y + 2 * ty * op->yrs + 2 * tx * n,
+                            res ? res + 2 * ty * op->rrs + 2 * tx * n : NULL, v, m);
+        }
+        free(v);
+        free(m);
+    }
+    return failed ? 2 : 0;
 }
 
 /* "Columns" mode: a strided convolution of a batch (stride along the width, so that a row's
@@ -853,8 +1002,10 @@ int numcnn_plan_run(const plan_op *ops, long count, const float *input, const lo
                                            : plan_conv_rows_pool(op);
                 if (status != 0)
                     return status;
-            } else if (op->mode == 0) {
-                plan_conv_rows(op);
+            } else if (op->mode == 0 || op->mode == 3) {
+                int status = op->mode == 0 ? plan_conv_rows(op) : plan_conv_winograd(op);
+                if (status != 0)
+                    return status;
             } else if (op->mode == 2) {
                 plan_conv_columns(op);
             } else {

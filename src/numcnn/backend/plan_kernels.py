@@ -11,6 +11,8 @@ The weight packings (made once, when a plan is compiled):
                     AVX-512, 4 otherwise), the block innermost, zero-padded
     channels mode   (c, kh, kw, ocp): the output channels innermost, zero-padded to a whole
                     number of vectors (``ocp``)
+    Winograd mode   (16, blocks, c, FOB): the 3x3 kernels transformed, U = G g G^T (4x4 per
+                    output and input channel), point by point, output channels in blocks of FOB
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ._lib import VECTOR_FLOATS, KernelLoadError
 
 CONV, MAXPOOL, EWISE, COPY, MEAN, CHECK, AVGPOOL = 1, 2, 3, 4, 5, 6, 7
 FROM_INPUT, TO_OUTPUT = 1, 2
-ROWS, CHANNELS, COLUMNS = 0, 1, 2
+ROWS, CHANNELS, COLUMNS, WINOGRAD = 0, 1, 2, 3
 NO_ACT, RELU, TANH = 0, 1, 2  # the activations fused into an operation's output loop
 
 _FIELDS = ("kind act mode ends c oc h w n oh ow kh kw sh sw dh dw x xcs xrs xcol xs "
@@ -95,6 +97,23 @@ def pack_channels(weight: np.ndarray) -> np.ndarray:
     return packed
 
 
+# Winograd F(2x2, 3x3)'s kernel transform (Lavin and Gray, CVPR 2016, eq. 8)
+WINOGRAD_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+
+
+def pack_winograd(weight: np.ndarray) -> np.ndarray:
+    """``(oc, c, 3, 3)`` -> ``(16, blocks, c, FOB)`` float32: ``U = G g G^T`` for every pair of
+    channels (computed in float64), the 16 points outermost, zero-padded output channels."""
+    fob = block_channels()
+    oc, c = weight.shape[:2]
+    blocks = -(-oc // fob)
+    u = np.einsum("ai,ocij,bj->aboc", WINOGRAD_G, weight.astype(np.float64), WINOGRAD_G)
+    padded = np.zeros((16, blocks * fob, c))
+    padded[:, :oc] = u.reshape(16, oc, c)
+    return np.ascontiguousarray(
+        padded.reshape(16, blocks, fob, c).transpose(0, 1, 3, 2), dtype=np.float32)
+
+
 def padded_bias(bias: np.ndarray | None, oc: int) -> np.ndarray:
     """The bias (or zeros), padded with zeros to a whole number of blocks and vectors."""
     size = -(-oc // 64) * 64
@@ -114,6 +133,7 @@ def table(ops: list[dict]) -> ctypes.Array:
 
 
 def runner():
-    """``numcnn_plan_run(ops, count, input, input_strides, output, times) -> int``: 0, or 1
-    when the weights changed since the plan was made (a CHECK operation failed)."""
+    """``numcnn_plan_run(ops, count, input, input_strides, output, times) -> int``: 0, 1
+    when the weights changed since the plan was made (a CHECK operation failed), 2 when a
+    kernel's scratch memory could not be had."""
     return _LIB.numcnn_plan_run
