@@ -39,6 +39,9 @@
  * after it ran). With a times array it records each operation's wall time (seconds).
  */
 #include <time.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #define PLAN_FOB BLOCK_CHANNELS /* rows mode: output channels per register block */
 #if VL == 16
@@ -248,6 +251,33 @@ static __attribute__((noinline)) void plan_rows_run(const float *x, long len, lo
                         y + len - VL, ycs, r ? r + len - VL : NULL, rcs, act, combine);
 }
 
+/* A store that bypasses the caches (non-temporal): for output maps too large to stay in them,
+ * it saves reading each line before writing it. p must be aligned to a whole vector. */
+#if VL == 16 && defined(__AVX512F__)
+#define plan_stream(p, v) _mm512_stream_ps((p), (__m512)(v))
+#define PLAN_CAN_STREAM 1
+#elif VL == 8 && defined(__AVX__)
+#define plan_stream(p, v) _mm256_stream_ps((p), (__m256)(v))
+#define PLAN_CAN_STREAM 1
+#elif VL == 4 && defined(__SSE__)
+#define plan_stream(p, v) _mm_stream_ps((p), (__m128)(v))
+#define PLAN_CAN_STREAM 1
+#else
+#define plan_stream(p, v) store((p), (v))
+#define PLAN_CAN_STREAM 0
+#endif
+static long plan_stream_bytes = 8L << 20;
+void numcnn_plan_set_stream_bytes(long bytes) { plan_stream_bytes = bytes; }
+
+/* Whether a convolution's output may be written with plan_stream: a map of at least
+ * plan_stream_bytes whose every vector is aligned (lanes a multiple of 16, aligned buffer). */
+static int plan_streams(const plan_op *op)
+{
+    return PLAN_CAN_STREAM && plan_stream_bytes > 0 && op->n % 16 == 0 && op->y % 64 == 0
+           && op->ycs % 16 == 0 && op->yrs % 16 == 0
+           && op->oc * op->oh * op->ow * op->n * (long)sizeof(float) >= plan_stream_bytes;
+}
+
 #ifndef PLAN_AHEAD
 #define PLAN_AHEAD (2 * PLAN_FNV * VL) /* rows mode: prefetch distance along a row (floats) */
 #endif
@@ -260,7 +290,7 @@ static __attribute__((noinline)) void plan_rows_run(const float *x, long len, lo
 ALWAYS_INLINE void plan_rows_chunk(const float *x, const long *off, long t0, long t1,
                                    const float *wp, const float *bias, int ob, int nv, float *y,
                                    long ycs, const float *r, long rcs, int act, int first,
-                                   int last, long ahead)
+                                   int last, long ahead, int stream)
 {
     vf acc[PLAN_FOB][PLAN_FNV];
     for (int b = 0; b < PLAN_FOB; b++)
@@ -288,7 +318,10 @@ ALWAYS_INLINE void plan_rows_chunk(const float *x, const long *off, long t0, lon
                     s += load(r + b * rcs + v * VL);
                 s = plan_act(s, act);
             }
-            store(y + b * ycs + v * VL, s);
+            if (stream && last)
+                plan_stream(y + b * ycs + v * VL, s);
+            else
+                store(y + b * ycs + v * VL, s);
         }
 }
 
@@ -297,7 +330,7 @@ ALWAYS_INLINE void plan_rows_chunk(const float *x, const long *off, long t0, lon
  * while every block of output channels reads them. */
 static __attribute__((noinline)) void plan_rows_piece(const plan_op *op, const long *off,
                                                       const float *x, float *y, const float *r,
-                                                      int nv, long ct)
+                                                      int nv, long ct, int stream)
 {
     const float *wgt = (const float *)op->wgt, *bias = (const float *)op->bias;
     long oc = op->oc, taps = op->c * op->kh * op->kw, blocks = (oc + PLAN_FOB - 1) / PLAN_FOB;
@@ -312,13 +345,13 @@ static __attribute__((noinline)) void plan_rows_piece(const plan_op *op, const l
             const float *rb = r ? r + o0 * op->rcs : NULL;
             if (nv == PLAN_FNV && blk == 0)
                 plan_rows_chunk(x, off, t0, t1, wp, bias + o0, ob, PLAN_FNV, y + o0 * op->ycs,
-                                op->ycs, rb, op->rcs, act, first, last, PLAN_AHEAD);
+                                op->ycs, rb, op->rcs, act, first, last, PLAN_AHEAD, stream);
             else if (nv == PLAN_FNV)
                 plan_rows_chunk(x, off, t0, t1, wp, bias + o0, ob, PLAN_FNV, y + o0 * op->ycs,
-                                op->ycs, rb, op->rcs, act, first, last, 0);
+                                op->ycs, rb, op->rcs, act, first, last, 0, stream);
             else
                 plan_rows_chunk(x, off, t0, t1, wp, bias + o0, ob, 1, y + o0 * op->ycs,
-                                op->ycs, rb, op->rcs, act, first, last, 0);
+                                op->ycs, rb, op->rcs, act, first, last, 0, stream);
         }
     }
 }
@@ -349,7 +382,7 @@ static int plan_conv_rows(const plan_op *op)
         for (long i = 0; i < kh; i++)
             for (long j = 0; j < kw; j++, t++)
                 off[t] = ci * op->xcs + i * op->dh * op->xrs + j * op->dw * n;
-    int nthreads = plan_threads(tasks, 2 * oc * oh * len * taps);
+    int nthreads = plan_threads(tasks, 2 * oc * oh * len * taps), stream = plan_streams(op);
     UNUSED_WITHOUT_OPENMP(nthreads);
 #pragma omp parallel for schedule(dynamic) num_threads(nthreads)
     for (long task = 0; task < tasks; task++) {
@@ -361,13 +394,18 @@ static int plan_conv_rows(const plan_op *op)
         long l = l0;
         for (; l + piece <= l1; l += piece)
             plan_rows_piece(op, off, xrow + l, yrow + l, rrow ? rrow + l : NULL, PLAN_FNV,
-                            cc * kh * kw);
+                            cc * kh * kw, stream);
         for (; l + VL <= l1; l += VL)
-            plan_rows_piece(op, off, xrow + l, yrow + l, rrow ? rrow + l : NULL, 1, cc * kh * kw);
+            plan_rows_piece(op, off, xrow + l, yrow + l, rrow ? rrow + l : NULL, 1, cc * kh * kw,
+                            stream);
         if (l < l1) /* the last vector again, overlapping: its first chunk overwrites the
                      * partial sums, so the positions done before come out the same */
             plan_rows_piece(op, off, xrow + l1 - VL, yrow + l1 - VL,
-                            rrow ? rrow + l1 - VL : NULL, 1, cc * kh * kw);
+                            rrow ? rrow + l1 - VL : NULL, 1, cc * kh * kw, stream);
+#if PLAN_CAN_STREAM
+        if (stream)
+            _mm_sfence(); /* the streamed stores visible before another thread reads */
+#endif
     }
     free(off);
     return 0;
