@@ -49,7 +49,11 @@
 #else
 #define PLAN_FNV 2 /* rows mode: vectors of positions per register block */
 #endif
-#define PLAN_TILE 1920           /* rows mode: positions per task */
+#define PLAN_TILE 128            /* pooled rows mode (wide batches): samples per task */
+#define PLAN_COLUMN_TILE 1024    /* columns mode: samples per task (measured: ResNet's strided
+                                  * convolutions at batch 500 10% faster than with 128) */
+#define PLAN_ROW_TILE 1008       /* rows mode: positions per task (a long run along the row:
+                                  * the hardware prefetchers follow it) */
 #define PLAN_SOV 2              /* channels mode: vectors of output channels per block */
 #define PLAN_SNP 6              /* channels mode: positions per block */
 
@@ -356,8 +360,6 @@ static __attribute__((noinline)) void plan_rows_piece(const plan_op *op, const l
     }
 }
 
-static long plan_tile = 0;
-void numcnn_plan_set_tile(long tile) { plan_tile = tile; }
 #ifndef PLAN_L1_FLOATS
 #define PLAN_L1_FLOATS 8192 /* rows mode: input floats a chunk of channels may keep in L1 */
 #endif
@@ -367,7 +369,7 @@ static int plan_conv_rows(const plan_op *op)
     const float *x = (const float *)op->x, *res = (const float *)op->r;
     float *y = (float *)op->y;
     long c = op->c, oc = op->oc, kh = op->kh, kw = op->kw, oh = op->oh, n = op->n;
-    long len = op->ow * n, taps = c * kh * kw, tile = plan_tile > 0 ? plan_tile : PLAN_TILE;
+    long len = op->ow * n, taps = c * kh * kw, tile = PLAN_ROW_TILE;
     long tiles = len / tile > 0 ? len / tile : 1, tasks = tiles * oh;
     long piece = PLAN_FNV * VL;
     /* chunks of input channels of equal size, each within the L1 budget */
@@ -547,6 +549,14 @@ static int plan_conv_winograd(const plan_op *op)
     return failed ? 2 : 0;
 }
 
+/* Samples per task of the columns and pooled modes: about tile, in whole lines of 16 floats (so
+ * that, the lanes being a multiple of 16, every block starts on a cache line). */
+static long plan_sample_span(long n, long tile)
+{
+    long sblocks = (n + tile - 1) / tile, span = (n + sblocks - 1) / sblocks;
+    return n % 16 == 0 ? (span + 15) / 16 * 16 : span;
+}
+
 /* "Columns" mode: a strided convolution of a batch (stride along the width, so that a row's
  * positions are not one run): for every output position (p, q) the batch's samples are one
  * contiguous run in the input and the output alike, so the rows kernel runs along them. A task
@@ -557,7 +567,7 @@ static void plan_conv_columns(const plan_op *op)
     const float *bias = (const float *)op->bias, *res = (const float *)op->r;
     float *y = (float *)op->y;
     long c = op->c, oc = op->oc, kh = op->kh, kw = op->kw, n = op->n, oh = op->oh, ow = op->ow;
-    long sblocks = (n + PLAN_TILE - 1) / PLAN_TILE, span = (n + sblocks - 1) / sblocks;
+    long span = plan_sample_span(n, PLAN_COLUMN_TILE), sblocks = (n + span - 1) / span;
     long tasks = oh * ow * sblocks, taps = c * kh * kw, blocks = (oc + PLAN_FOB - 1) / PLAN_FOB;
     long row_step = op->dh * op->xrs, tap_step = op->dw * n;
     int act = (int)op->act;
@@ -592,7 +602,7 @@ static int plan_conv_rows_pool_wide(const plan_op *op)
     float *y = (float *)op->y;
     long c = op->c, oc = op->oc, kh = op->kh, kw = op->kw, n = op->n, ph = op->ph, pw = op->pw;
     long pooled_h = op->oh / ph, pooled_w = op->ow / pw;
-    long sblocks = (n + PLAN_TILE - 1) / PLAN_TILE, span = (n + sblocks - 1) / sblocks;
+    long span = plan_sample_span(n, PLAN_TILE), sblocks = (n + span - 1) / span;
     long tasks = pooled_h * pooled_w * sblocks;
     long taps = c * kh * kw, blocks = (oc + PLAN_FOB - 1) / PLAN_FOB;
     long row_step = op->dh * op->xrs, tap_step = op->dw * n;
