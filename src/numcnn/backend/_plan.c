@@ -427,7 +427,10 @@ static int plan_conv_rows(const plan_op *op)
  * (CHWN: contiguous); a unit is a tile and nv vectors of samples: its V (16 x c x nv vectors)
  * and its sums M (16 x OCP x nv vectors) live in a scratch of the thread, in the L1/L2 cache.
  * U is packed (16, blocks, c, FOB) by plan_kernels.pack_winograd. */
-#define PLAN_WS (PLAN_FNV * VL) /* samples per unit */
+#ifndef PLAN_WNV
+#define PLAN_WNV PLAN_FNV
+#endif
+#define PLAN_WS (PLAN_WNV * VL) /* samples per unit */
 
 ALWAYS_INLINE void plan_wino_unit(const plan_op *op, const float *x, float *y, const float *r,
                                   float *v, float *m, int nv)
@@ -513,7 +516,7 @@ static __attribute__((noinline)) void plan_wino_units(const plan_op *op, const f
 {
     long n = op->n, s = 0;
     for (; s + PLAN_WS <= n; s += PLAN_WS)
-        plan_wino_unit(op, x + s, y + s, r ? r + s : NULL, v, m, PLAN_FNV);
+        plan_wino_unit(op, x + s, y + s, r ? r + s : NULL, v, m, PLAN_WNV);
     for (; s + VL <= n; s += VL)
         plan_wino_unit(op, x + s, y + s, r ? r + s : NULL, v, m, 1);
     if (s < n) /* the last vector again, overlapping: the same outputs */
