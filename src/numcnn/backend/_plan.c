@@ -20,11 +20,12 @@
  *                              + r[o,p,q,s])
  *                 batch norm already folded into w and b; r, the residual, optional. Two ways:
  *                 mode 0 ("rows", stride 1 along the width, rows of >= 64 numbers): every output
- *                 row's ow*n numbers are one vector run, blocks of FOB channels x 2 vectors in
- *                 registers; mode 1 ("channels", a single image, any stride): vectorised over
- *                 the output channels, blocks of 2 vectors of channels x 6 positions; mode 2
- *                 ("columns", a strided convolution of >= 64 samples): the rows kernel along
- *                 each output position's run of samples.
+ *                 row's ow*n numbers are one vector run, blocks of FOB channels x PLAN_FNV
+ *                 vectors in registers; mode 1 ("channels", a single image, any stride):
+ *                 vectorised over the output channels, blocks of 2 vectors of channels x 6
+ *                 positions; mode 2 ("columns", a strided convolution of >= 64 samples): the
+ *                 rows kernel along each output position's run of samples; mode 3 ("Winograd",
+ *                 3x3, stride 1, even output map): F(2x2, 3x3), see plan_conv_winograd.
  *   PLAN_MAXPOOL  y[c,p,q,s] = act(max_{i,j} x[c, p*sh+i, q*sw+j, s])
  *   PLAN_AVGPOOL  y[c,p,q,s] = act(sum_{i,j} x[c, p*sh+i, q*sw+j, s] / (kh*kw)), no padding
  *   PLAN_EWISE    y = act(x + r) (r optional): a residual sum not fused into a convolution,

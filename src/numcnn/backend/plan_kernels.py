@@ -1,7 +1,7 @@
 """The ctypes side of numcnn's inference plans (``numcnn/backend/_plan.c``).
 
 :mod:`numcnn.inference` turns a model into a table of fused operations, one ``PlanOp`` record
-each (the C ``plan_op``: 32 int64 fields, addresses included), and runs the whole table with
+each (the C ``plan_op``: 34 int64 fields, addresses included), and runs the whole table with
 one call of ``numcnn_plan_run``. This module holds the record, the operation codes, the weight
 packings the two convolution modes read, and the call.
 
