@@ -232,14 +232,15 @@ class _Segment:
         # a strided convolution of a batch: the rows kernel along each position's samples
         columns = not rows and (ph, pw) == (1, 1) and n >= 64
         mode = K.ROWS if rows else K.COLUMNS if columns else K.CHANNELS
-        if rows and _winograd_pays(node, n):
-            mode = K.WINOGRAD
+        if rows:
+            mode = _winograd_mode(node, n) or mode
         node.setdefault("modes", {})[n] = mode
         packing = K.ROWS if mode == K.COLUMNS else mode
         packed = node["packed"].get(packing)
         if packed is None:
             pack = {K.ROWS: K.pack_rows, K.CHANNELS: K.pack_channels,
-                    K.WINOGRAD: K.pack_winograd}[packing]
+                    K.WINOGRAD: K.pack_winograd,
+                    K.WINOGRAD4: lambda w: K.pack_winograd(w, 4)}[packing]
             packed = node["packed"][packing] = pack(node["weight"])
         vx, vy = _view(x, n, node["pads"]), _view(y, n)
         record = {"kind": K.CONV, "mode": mode, "act": node["act"], "c": c, "oc": oc,
@@ -256,23 +257,35 @@ class _Segment:
         return record
 
 
-# Winograd F(2x2, 3x3) from this many input channels and samples (lanes) on: below them the
-# transforms cost more than the 2.25 times fewer products save (measured: docs/inference.md).
+# Winograd from this many input channels and samples (lanes) on, or from 16 channels on input
+# maps of at most WINOGRAD_SMALL_MAP bytes: below them the transforms (and, for large maps, the
+# input patches read 4 times over) cost more than the fewer products save (measured:
+# docs/inference.md).
 WINOGRAD_MIN_CHANNELS = 32
 WINOGRAD_MIN_LANES = 16
+WINOGRAD_SMALL_MAP = 16 << 20
 
 
-def _winograd_pays(node: dict, n: int) -> bool:
-    """Whether the convolution of ``node`` on ``n`` lanes runs as Winograd's F(2x2, 3x3): a 3x3
-    kernel, stride 1, no dilation, no pooling fused, an output map of even height and width,
-    at least ``WINOGRAD_MIN_CHANNELS`` input channels and ``WINOGRAD_MIN_LANES`` lanes (and
-    ``NUMCNN_WINOGRAD`` not ``0``)."""
+def _winograd_mode(node: dict, n: int) -> int | None:
+    """The Winograd mode for the convolution of ``node`` on ``n`` lanes, or None: a 3x3
+    kernel, stride 1, no dilation, no pooling fused, at least ``WINOGRAD_MIN_CHANNELS`` input
+    channels (16 on input maps of at most ``WINOGRAD_SMALL_MAP`` bytes) and
+    ``WINOGRAD_MIN_LANES`` lanes; F(4x4, 3x3) on output maps whose height and width
+    are multiples of 4, else F(2x2, 3x3) on even ones. ``NUMCNN_WINOGRAD``: ``0`` none, ``2``
+    F(2x2, 3x3) only."""
     oc, c, kh, kw = node["weight"].shape
     oh, ow = node["conv_hw"]
-    return (os.environ.get("NUMCNN_WINOGRAD", "1") != "0"
-            and (kh, kw) == (3, 3) and node["stride"] == (1, 1) and node["dilation"] == (1, 1)
-            and node["pool"] == (1, 1) and oh % 2 == 0 and ow % 2 == 0
-            and c >= WINOGRAD_MIN_CHANNELS and n >= WINOGRAD_MIN_LANES)
+    choice = os.environ.get("NUMCNN_WINOGRAD", "")
+    small_map = 4 * c * (oh + 2) * (ow + 2) * n <= WINOGRAD_SMALL_MAP
+    if (choice == "0" or (kh, kw) != (3, 3) or node["stride"] != (1, 1)
+            or node["dilation"] != (1, 1) or node["pool"] != (1, 1) or n < WINOGRAD_MIN_LANES
+            or c < (16 if small_map else WINOGRAD_MIN_CHANNELS)):
+        return None
+    if oh % 4 == 0 and ow % 4 == 0 and choice != "2":
+        return K.WINOGRAD4
+    if oh % 2 == 0 and ow % 2 == 0:
+        return K.WINOGRAD
+    return None
 
 
 _ACT_NAMES = {K.NO_ACT: "", K.RELU: " + ReLU", K.TANH: " + tanh"}
@@ -280,7 +293,8 @@ _ACTIVATIONS = {nn.ReLU: K.RELU, nn.Tanh: K.TANH}  # layer type -> the fused act
 
 
 _MODE_NAMES = {K.ROWS: "direct, rows", K.CHANNELS: "direct, channels",
-               K.COLUMNS: "direct, columns", K.WINOGRAD: "Winograd F(2x2, 3x3)"}
+               K.COLUMNS: "direct, columns", K.WINOGRAD: "Winograd F(2x2, 3x3)",
+               K.WINOGRAD4: "Winograd F(4x4, 3x3)"}
 
 
 def _describe(node: dict, lanes: int | None = None) -> str:

@@ -433,12 +433,44 @@ static int plan_conv_rows(const plan_op *op)
 #endif
 #define PLAN_WS (PLAN_WNV * VL) /* samples per unit */
 
+/* M[xi] = U[xi] V[xi] for the points xi < points: per point, FOB output channels x nv vectors of
+ * samples in registers, summed over the input channels (the rows kernel's register block). */
+ALWAYS_INLINE void plan_wino_products(const plan_op *op, const float *v, float *m, int points,
+                                      int nv)
+{
+    const float *u = (const float *)op->wgt;
+    long c = op->c, oc = op->oc;
+    long blocks = (oc + PLAN_FOB - 1) / PLAN_FOB, ocp = blocks * PLAN_FOB;
+    for (int xi = 0; xi < points; xi++)
+        for (long blk = 0; blk < blocks; blk++) {
+            const float *ub = u + (xi * blocks + blk) * c * PLAN_FOB, *vx = v + xi * c * PLAN_WS;
+            vf acc[PLAN_FOB][PLAN_FNV];
+            for (int b = 0; b < PLAN_FOB; b++)
+                for (int k = 0; k < nv; k++)
+                    acc[b][k] = splat(0.0f);
+            for (long ci = 0; ci < c; ci++) {
+                vf xv[PLAN_FNV];
+                for (int k = 0; k < nv; k++)
+                    xv[k] = load(vx + ci * PLAN_WS + k * VL);
+                for (int b = 0; b < PLAN_FOB; b++) {
+                    vf wv = plan_bcast(ub[ci * PLAN_FOB + b]);
+                    for (int k = 0; k < nv; k++)
+                        acc[b][k] += wv * xv[k];
+                }
+            }
+            float *mb = m + (xi * ocp + blk * PLAN_FOB) * PLAN_WS;
+            for (int b = 0; b < PLAN_FOB; b++)
+                for (int k = 0; k < nv; k++)
+                    store(mb + b * PLAN_WS + k * VL, acc[b][k]);
+        }
+}
+
 ALWAYS_INLINE void plan_wino_unit(const plan_op *op, const float *x, float *y, const float *r,
                                   float *v, float *m, int nv)
 {
-    const float *u = (const float *)op->wgt, *bias = (const float *)op->bias;
+    const float *bias = (const float *)op->bias;
     long c = op->c, oc = op->oc, n = op->n, xcs = op->xcs, xrs = op->xrs;
-    long blocks = (oc + PLAN_FOB - 1) / PLAN_FOB, ocp = blocks * PLAN_FOB;
+    long ocp = (oc + PLAN_FOB - 1) / PLAN_FOB * PLAN_FOB;
     int act = (int)op->act;
     /* V = B^T d B, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1] */
     for (long ci = 0; ci < c; ci++)
@@ -462,29 +494,7 @@ ALWAYS_INLINE void plan_wino_unit(const plan_op *op, const float *x, float *y, c
                 store(va + 3 * c * PLAN_WS, t[a][1] - t[a][3]);
             }
         }
-    /* M[xi] = U[xi] V[xi]: per point xi, FOB output channels x nv vectors in registers */
-    for (int xi = 0; xi < 16; xi++)
-        for (long blk = 0; blk < blocks; blk++) {
-            const float *ub = u + (xi * blocks + blk) * c * PLAN_FOB, *vx = v + xi * c * PLAN_WS;
-            vf acc[PLAN_FOB][PLAN_FNV];
-            for (int b = 0; b < PLAN_FOB; b++)
-                for (int k = 0; k < nv; k++)
-                    acc[b][k] = splat(0.0f);
-            for (long ci = 0; ci < c; ci++) {
-                vf xv[PLAN_FNV];
-                for (int k = 0; k < nv; k++)
-                    xv[k] = load(vx + ci * PLAN_WS + k * VL);
-                for (int b = 0; b < PLAN_FOB; b++) {
-                    vf wv = plan_bcast(ub[ci * PLAN_FOB + b]);
-                    for (int k = 0; k < nv; k++)
-                        acc[b][k] += wv * xv[k];
-                }
-            }
-            float *mb = m + (xi * ocp + blk * PLAN_FOB) * PLAN_WS;
-            for (int b = 0; b < PLAN_FOB; b++)
-                for (int k = 0; k < nv; k++)
-                    store(mb + b * PLAN_WS + k * VL, acc[b][k]);
-        }
+    plan_wino_products(op, v, m, 16, nv);
     /* Y = A^T M A + bias (+ residual), A^T = [1 1 1 0; 0 1 -1 -1] */
     for (long o = 0; o < oc; o++)
         for (int k = 0; k < nv; k++) {
@@ -511,41 +521,131 @@ ALWAYS_INLINE void plan_wino_unit(const plan_op *op, const float *x, float *y, c
         }
 }
 
-static __attribute__((noinline)) void plan_wino_units(const plan_op *op, const float *x,
-                                                      float *y, const float *r, float *v,
-                                                      float *m)
+
+/* F(4x4, 3x3): 4x4 outputs per tile from a 6x6 patch, 36 products per input channel where the
+ * direct sum takes 144 (4 times fewer); output maps whose height and width are multiples of 4.
+ * The transforms (Lavin and Gray, section 4.2):
+ *     B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0;
+ *            0 4 0 -5 0 1],
+ *     A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1],
+ * G in plan_kernels.pack_winograd. Each is applied along one axis, then the other. */
+ALWAYS_INLINE void plan_bt6(const vf d[6], vf t[6])
 {
-    long n = op->n, s = 0;
-    for (; s + PLAN_WS <= n; s += PLAN_WS)
-        plan_wino_unit(op, x + s, y + s, r ? r + s : NULL, v, m, PLAN_WNV);
-    for (; s + VL <= n; s += VL)
-        plan_wino_unit(op, x + s, y + s, r ? r + s : NULL, v, m, 1);
-    if (s < n) /* the last vector again, overlapping: the same outputs */
-        plan_wino_unit(op, x + n - VL, y + n - VL, r ? r + n - VL : NULL, v, m, 1);
+    vf a = d[4] - 4.0f * d[2], b = d[3] - 4.0f * d[1];
+    vf c = d[4] - d[2], e = 2.0f * (d[3] - d[1]);
+    t[0] = 4.0f * d[0] - 5.0f * d[2] + d[4];
+    t[1] = a + b;
+    t[2] = a - b;
+    t[3] = c + e;
+    t[4] = c - e;
+    t[5] = 4.0f * d[1] - 5.0f * d[3] + d[5];
 }
 
-static int plan_conv_winograd(const plan_op *op)
+ALWAYS_INLINE void plan_at6(const vf m[6], vf y[4])
+{
+    vf p = m[1] + m[2], q = m[1] - m[2], u = m[3] + m[4], w = m[3] - m[4];
+    y[0] = m[0] + p + u;
+    y[1] = q + 2.0f * w;
+    y[2] = p + 4.0f * u;
+    y[3] = q + 8.0f * w + m[5];
+}
+
+ALWAYS_INLINE void plan_wino4_unit(const plan_op *op, const float *x, float *y, const float *r,
+                                   float *v, float *m, int nv)
+{
+    const float *bias = (const float *)op->bias;
+    long c = op->c, oc = op->oc, n = op->n, xcs = op->xcs, xrs = op->xrs;
+    long ocp = (oc + PLAN_FOB - 1) / PLAN_FOB * PLAN_FOB;
+    int act = (int)op->act;
+    for (long ci = 0; ci < c; ci++)
+        for (int k = 0; k < nv; k++) {
+            const float *xc = x + ci * xcs + k * VL;
+            vf t[6][6];
+            for (int b = 0; b < 6; b++) { /* B^T d, column by column */
+                vf col[6], out[6];
+                for (int a = 0; a < 6; a++)
+                    col[a] = load(xc + a * xrs + b * n);
+                plan_bt6(col, out);
+                for (int a = 0; a < 6; a++)
+                    t[a][b] = out[a];
+            }
+            for (int a = 0; a < 6; a++) { /* (B^T d) B, row by row */
+                vf out[6];
+                plan_bt6(t[a], out);
+                for (int b = 0; b < 6; b++)
+                    store(v + ((a * 6 + b) * c + ci) * PLAN_WS + k * VL, out[b]);
+            }
+        }
+    plan_wino_products(op, v, m, 36, nv);
+    for (long o = 0; o < oc; o++)
+        for (int k = 0; k < nv; k++) {
+            vf s4[4][6];
+            for (int b = 0; b < 6; b++) { /* A^T M, column by column */
+                vf col[6], out[4];
+                for (int a = 0; a < 6; a++)
+                    col[a] = load(m + ((a * 6 + b) * ocp + o) * PLAN_WS + k * VL);
+                plan_at6(col, out);
+                for (int a = 0; a < 4; a++)
+                    s4[a][b] = out[a];
+            }
+            vf bo = plan_bcast(bias[o]);
+            for (int a = 0; a < 4; a++) { /* (A^T M) A + bias (+ residual), row by row */
+                vf out[4];
+                plan_at6(s4[a], out);
+                for (int b = 0; b < 4; b++) {
+                    vf yv = out[b] + bo;
+                    if (r)
+                        yv += load(r + o * op->rcs + a * op->rrs + b * n + k * VL);
+                    store(y + o * op->ycs + a * op->yrs + b * n + k * VL, plan_act(yv, act));
+                }
+            }
+        }
+}
+
+/* A tile's units over all its samples: whole units, then single vectors, then the last vector
+ * again, overlapping (the same outputs). tile: 2 for F(2x2, 3x3), 4 for F(4x4, 3x3). */
+#define PLAN_WINO_UNITS(UNIT)                                                                \
+    for (; s + PLAN_WS <= n; s += PLAN_WS)                                                   \
+        UNIT(op, x + s, y + s, r ? r + s : NULL, v, m, PLAN_WNV);                            \
+    for (; s + VL <= n; s += VL)                                                             \
+        UNIT(op, x + s, y + s, r ? r + s : NULL, v, m, 1);                                   \
+    if (s < n)                                                                               \
+        UNIT(op, x + n - VL, y + n - VL, r ? r + n - VL : NULL, v, m, 1);
+
+static __attribute__((noinline)) void plan_wino_units(const plan_op *op, int tile,
+                                                      const float *x, float *y, const float *r,
+                                                      float *v, float *m)
+{
+    long n = op->n, s = 0;
+    if (tile == 4) {
+        PLAN_WINO_UNITS(plan_wino4_unit)
+    } else {
+        PLAN_WINO_UNITS(plan_wino_unit)
+    }
+}
+
+static int plan_conv_winograd(const plan_op *op, int tile)
 {
     const float *x = (const float *)op->x, *res = (const float *)op->r;
     float *y = (float *)op->y;
-    long c = op->c, oc = op->oc, n = op->n, th = op->oh / 2, tw = op->ow / 2;
+    long points = (tile + 2) * (tile + 2);
+    long c = op->c, oc = op->oc, n = op->n, th = op->oh / tile, tw = op->ow / tile;
     long ocp = (oc + PLAN_FOB - 1) / PLAN_FOB * PLAN_FOB, tasks = th * tw;
     int nthreads = plan_threads(tasks, 2 * oc * op->oh * op->ow * n * c * 9);
     int failed = 0;
     UNUSED_WITHOUT_OPENMP(nthreads);
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)
     {
-        float *v = alloc_aligned((size_t)(16 * c * PLAN_WS) * sizeof(float));
-        float *m = alloc_aligned((size_t)(16 * ocp * PLAN_WS) * sizeof(float));
+        float *v = alloc_aligned((size_t)(points * c * PLAN_WS) * sizeof(float));
+        float *m = alloc_aligned((size_t)(points * ocp * PLAN_WS) * sizeof(float));
         failed = !v || !m;
 #pragma omp for schedule(dynamic)
         for (long task = 0; task < tasks; task++) {
             if (failed)
                 continue;
-            long ty = task / tw, tx = task % tw;
-            plan_wino_units(op, x + 2 * ty * op->xrs + 2 * tx * n,
-                            y + 2 * ty * op->yrs + 2 * tx * n,
-                            res ? res + 2 * ty * op->rrs + 2 * tx * n : NULL, v, m);
+            long ty = task / tw * tile, tx = task % tw * tile;
+            plan_wino_units(op, tile, x + ty * op->xrs + tx * n, y + ty * op->yrs + tx * n,
+                            res ? res + ty * op->rrs + tx * n : NULL, v, m);
         }
         free(v);
         free(m);
@@ -1054,8 +1154,9 @@ int numcnn_plan_run(const plan_op *ops, long count, const float *input, const lo
                                            : plan_conv_rows_pool(op);
                 if (status != 0)
                     return status;
-            } else if (op->mode == 0 || op->mode == 3) {
-                int status = op->mode == 0 ? plan_conv_rows(op) : plan_conv_winograd(op);
+            } else if (op->mode == 0 || op->mode == 3 || op->mode == 4) {
+                int status = op->mode == 0 ? plan_conv_rows(op)
+                                           : plan_conv_winograd(op, op->mode == 3 ? 2 : 4);
                 if (status != 0)
                     return status;
             } else if (op->mode == 2) {

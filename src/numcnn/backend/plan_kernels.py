@@ -11,8 +11,9 @@ The weight packings (made once, when a plan is compiled):
                     AVX-512, 4 otherwise), the block innermost, zero-padded
     channels mode   (c, kh, kw, ocp): the output channels innermost, zero-padded to a whole
                     number of vectors (``ocp``)
-    Winograd mode   (16, blocks, c, FOB): the 3x3 kernels transformed, U = G g G^T (4x4 per
-                    output and input channel), point by point, output channels in blocks of FOB
+    Winograd modes  (points, blocks, c, FOB): the 3x3 kernels transformed, U = G g G^T (4x4
+                    per pair of channels for F(2x2, 3x3), 6x6 for F(4x4, 3x3)), point by point,
+                    output channels in blocks of FOB
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ._lib import VECTOR_FLOATS, KernelLoadError
 
 CONV, MAXPOOL, EWISE, COPY, MEAN, CHECK, AVGPOOL = 1, 2, 3, 4, 5, 6, 7
 FROM_INPUT, TO_OUTPUT = 1, 2
-ROWS, CHANNELS, COLUMNS, WINOGRAD = 0, 1, 2, 3
+ROWS, CHANNELS, COLUMNS, WINOGRAD, WINOGRAD4 = 0, 1, 2, 3, 4
 NO_ACT, RELU, TANH = 0, 1, 2  # the activations fused into an operation's output loop
 
 _FIELDS = ("kind act mode ends c oc h w n oh ow kh kw sh sw dh dw x xcs xrs xcol xs "
@@ -97,21 +98,29 @@ def pack_channels(weight: np.ndarray) -> np.ndarray:
     return packed
 
 
-# Winograd F(2x2, 3x3)'s kernel transform (Lavin and Gray, CVPR 2016, eq. 8)
-WINOGRAD_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+# The kernel transforms G of Winograd's F(2x2, 3x3) and F(4x4, 3x3) (Lavin and Gray, "Fast
+# Algorithms for Convolutional Neural Networks", CVPR 2016, sections 4.1 and 4.2)
+WINOGRAD_G = {
+    2: np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]]),
+    4: np.array([[1 / 4, 0.0, 0.0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                 [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0.0, 0.0, 1.0]]),
+}
 
 
-def pack_winograd(weight: np.ndarray) -> np.ndarray:
-    """``(oc, c, 3, 3)`` -> ``(16, blocks, c, FOB)`` float32: ``U = G g G^T`` for every pair of
-    channels (computed in float64), the 16 points outermost, zero-padded output channels."""
+def pack_winograd(weight: np.ndarray, tile: int = 2) -> np.ndarray:
+    """``(oc, c, 3, 3)`` -> ``(points, blocks, c, FOB)`` float32 for F(tile x tile, 3x3):
+    ``U = G g G^T`` for every pair of channels (computed in float64), the ``(tile + 2)**2``
+    points outermost, zero-padded output channels."""
     fob = block_channels()
+    g = WINOGRAD_G[tile]
+    points = g.shape[0] ** 2
     oc, c = weight.shape[:2]
     blocks = -(-oc // fob)
-    u = np.einsum("ai,ocij,bj->aboc", WINOGRAD_G, weight.astype(np.float64), WINOGRAD_G)
-    padded = np.zeros((16, blocks * fob, c))
-    padded[:, :oc] = u.reshape(16, oc, c)
+    u = np.einsum("ai,ocij,bj->aboc", g, weight.astype(np.float64), g)
+    padded = np.zeros((points, blocks * fob, c))
+    padded[:, :oc] = u.reshape(points, oc, c)
     return np.ascontiguousarray(
-        padded.reshape(16, blocks, fob, c).transpose(0, 1, 3, 2), dtype=np.float32)
+        padded.reshape(points, blocks, fob, c).transpose(0, 1, 3, 2), dtype=np.float32)
 
 
 def padded_bias(bias: np.ndarray | None, oc: int) -> np.ndarray:
