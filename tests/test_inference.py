@@ -503,3 +503,19 @@ def test_winograd_is_left_to_the_direct_sum_where_it_does_not_pay():
         labels = [label for label, _ in plan.profile(x, repeats=1) if label.startswith("conv")]
         assert labels and not any("Winograd" in label for label in labels), labels
         _assert_matches(plan, model, x)
+
+
+@needs_kernels
+@pytest.mark.parametrize("padding, hw", [(0, 10), (2, 6), (1, 12)])
+def test_winograd_reads_any_zero_padding_from_the_frame(padding, hw):
+    """Winograd tiles read their input patches from the zero frame the padding leaves around
+    the map (none, 1 or 2 wide), with tanh fused and a second Winograd layer reading the
+    first's output (frames of 1)."""
+    numcnn.manual_seed(8)
+    model = nn.Sequential(nn.Conv2d(32, 32, 3, padding=padding), nn.Tanh(),
+                          nn.Conv2d(32, 16, 3, padding=1)).eval()
+    plan = inference.compile(model, (32, hw, hw))
+    x = _images(48, (32, hw, hw))
+    labels = [label for label, _ in plan.profile(x, repeats=1) if label.startswith("conv")]
+    assert all("Winograd" in label for label in labels), labels
+    _assert_matches(plan, model, x)
