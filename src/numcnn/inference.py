@@ -228,7 +228,8 @@ class _Segment:
         (sh, sw), (dh, dw) = node["stride"], node["dilation"]
         oc, c, kh, kw = node["weight"].shape
         (oh, ow), (ph, pw) = node["conv_hw"], node["pool"]
-        rows = sw == 1 and (ow // pw) * pw * n >= 64
+        rows = sw == 1 and (ow // pw) * pw * n >= (ROWS_MIN_NUMBERS if (ph, pw) == (1, 1)
+                                                    else 64)
         # a strided convolution of a batch: the rows kernel along each position's samples
         columns = not rows and (ph, pw) == (1, 1) and n >= 64
         mode = K.ROWS if rows else K.COLUMNS if columns else K.CHANNELS
@@ -257,6 +258,11 @@ class _Segment:
         return record
 
 
+# The rows kernel from output rows of this many numbers (ow * n) on (64 with max pooling
+# fused); shorter rows, the channels kernel. 32 (two AVX-512 vectors): the ResNet's 32x32 and 16x16 maps of a single image on the
+# rows kernel took 199 us for the whole model against 243 us on the channels kernel (whose
+# blocks of 32 output channels are half padding for 16-channel layers).
+ROWS_MIN_NUMBERS = 32
 # Winograd from this many input channels and samples (lanes) on, or from 16 channels on input
 # maps of at most WINOGRAD_SMALL_MAP bytes: below them the transforms (and, for large maps, the
 # input patches read 4 times over) cost more than the fewer products save (measured:

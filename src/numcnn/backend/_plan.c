@@ -1119,6 +1119,16 @@ static void plan_mean(const plan_op *op)
 #pragma omp parallel for schedule(dynamic) num_threads(plan_pass_threads(op->c * op->h * op->w * n))
     for (long ch = 0; ch < op->c; ch++) {
         float *yc = y + ch * op->ycs;
+        if (n < VL) { /* a few samples: a sum per sample, without a vector loop per position */
+            for (long s = 0; s < n; s++) {
+                float sum = 0.0f;
+                for (long p = 0; p < op->h; p++)
+                    for (long q = 0; q < op->w; q++)
+                        sum += x[ch * op->xcs + p * op->xrs + q * n + s];
+                yc[s] = sum * inv;
+            }
+            continue;
+        }
         for (long s = 0; s < n; s++)
             yc[s] = 0.0f;
         for (long p = 0; p < op->h; p++)
