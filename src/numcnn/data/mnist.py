@@ -192,23 +192,15 @@ def _read_npz(path: Path) -> dict:
 
 
 def _write_cache(path: Path, arrays: dict) -> None:
-    """Write ``arrays`` to ``path`` atomically: a temporary file beside it, then a rename."""
-    tmp = None
+    """Write ``arrays`` to ``path`` atomically (numcnn.io's atomic_write: a temporary file beside
+    it, then a rename); a cache that cannot be written is a warning, not an error (the data were
+    loaded)."""
+    from ..io import atomic_write
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp",
-                                         delete=False) as file:
-            tmp = file.name
-            np.savez(file, **arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(tmp, 0o644)  # the temporary file was made private (0600)
-        os.replace(tmp, path)
-    except BaseException as err:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        if not isinstance(err, OSError):
-            raise
+        atomic_write(path, lambda file: np.savez(file, **arrays))
+    except OSError as err:
         warnings.warn(f"MNIST loaded but not cached: cannot write {path} ({err})", stacklevel=3)
 
 
