@@ -344,10 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         _error(f"numcnn: error: out of memory{': ' + str(error) if str(error) else ''}")
         return EXIT_FAILURE
     except Exception as error:
-        from .errors import NumcnnError
+        from .errors import NumcnnError, UnknownNameError
         from .experiment import SettingsError
 
-        if isinstance(error, SettingsError):  # settings that cannot be run as given: usage
+        if isinstance(error, (SettingsError, UnknownNameError)):  # cannot be run as given: usage
             _error(f"numcnn {args.command}: error: {error} (see 'numcnn {args.command} --help')")
             return EXIT_USAGE
         if not isinstance(error, NumcnnError):
@@ -564,9 +564,13 @@ def cmd_summary(args) -> int:
             model = models.preset(name)
         print(f"{name}: {models.PRESETS[name]['description']}")
         input_shape = input_shape or tuple(models.PRESETS[name]["input_shape"])
-    elif not os.path.exists(name):
-        raise NumcnnError(f"{name!r} is neither a preset ({', '.join(models.PRESETS)}) nor a "
-                          f"model file or JSON model description")
+    elif not os.path.exists(name):  # a missing file (1) or an unknown name (2, usage)
+        from ._files import looks_like_path
+        from .errors import UnknownNameError
+
+        error = NumcnnError if looks_like_path(name) else UnknownNameError
+        raise error(f"{name!r} is neither a preset ({', '.join(models.PRESETS)}) nor a model "
+                    f"file or JSON model description")
     elif _looks_like_json(name):
         with shapes_only():
             model = models.load_spec(name)

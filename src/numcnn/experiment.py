@@ -134,6 +134,10 @@ def prepare_run(settings: dict | None = None, out=None, resume=None, print_fn=pr
     Raises:
         SettingsError: an unknown setting, a resume that changes the run's settings or has no
             checkpoint, an ``out`` that already holds a run or is a file.
+        UnknownNameError: a ``model`` or ``dataset`` that is neither a known name nor a path
+            (:class:`numcnn.models.UnknownModelError`,
+            :class:`numcnn.data.dataset.UnknownDatasetError`); a path that does not exist is a
+            ``SpecError`` or ``DataError``.
     """
     from .train import lock_run_dir
 
@@ -171,6 +175,7 @@ def prepare_run(settings: dict | None = None, out=None, resume=None, print_fn=pr
     else:
         model = given.get("model", DEFAULT_MODEL)
         config = {**TRAIN_DEFAULTS, **MODEL_DEFAULTS.get(model, {}), **given}
+        _check_names(config)  # before any folder is made
         run_dir = Path(out) if out is not None else _new_run_dir(model)
         if run_dir.exists() and not run_dir.is_dir():
             raise SettingsError(f"--out {run_dir} is a file, not a folder")
@@ -186,6 +191,16 @@ def prepare_run(settings: dict | None = None, out=None, resume=None, print_fn=pr
             config[key] = str(Path(config[key]).resolve())
     run_dir.mkdir(parents=True, exist_ok=True)
     return config, run_dir, resume
+
+
+def _check_names(config: dict) -> None:
+    """Refuse a model or dataset that is neither a known name nor an existing path
+    (:class:`~numcnn.errors.UnknownNameError` for a name, a usage error)."""
+    from . import models
+    from .data.dataset import check_spec
+
+    models.check_name(config["model"])
+    check_spec(config["dataset"])
 
 
 def _new_run_dir(model: str) -> Path:

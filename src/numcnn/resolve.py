@@ -19,7 +19,8 @@ import importlib.util
 import os
 import sys
 
-from .errors import NumcnnError
+from ._files import looks_like_path, open_regular
+from .errors import NumcnnError, UnknownNameError
 
 __all__ = ["load_model"]
 
@@ -29,7 +30,8 @@ def load_model(spec: str):
 
     Raises:
         NumcnnError: ``spec`` is none of a preset, a model file, a JSON architecture or a
-            ``file.py:name`` that gives a Module.
+            ``file.py:name`` that gives a Module (:class:`~numcnn.errors.UnknownNameError` for
+            a name that is no preset, or a name the Python file does not define).
     """
     from . import io, models
 
@@ -42,11 +44,10 @@ def load_model(spec: str):
     if spec.endswith(".py"):
         raise NumcnnError(f"{spec}: name the class or function in the file as "
                           f"{spec}:NAME (e.g. {spec}:MyLayer)")
-    if not os.path.exists(spec):
-        raise NumcnnError(f"{spec!r} is neither a preset ({', '.join(models.PRESETS)}), a model "
-                          f"file, a JSON model description, nor path/to/file.py:NAME")
-    from ._files import open_regular
-
+    if not os.path.exists(spec):  # a missing file (1) or an unknown name (2, a usage error)
+        error = NumcnnError if looks_like_path(spec) else UnknownNameError
+        raise error(f"{spec!r} is neither a preset ({', '.join(models.PRESETS)}), a model file, "
+                    f"a JSON model description, nor path/to/file.py:NAME")
     with open_regular(spec, NumcnnError, "a model file or a JSON model description") as file:
         is_json = file.read(64).lstrip()[:1] in (b"{", b"[")
     if is_json:
@@ -58,8 +59,6 @@ def load_model(spec: str):
 
 def _from_python(path: str, name: str):
     from . import nn
-
-    from ._files import open_regular
 
     with open_regular(path, NumcnnError, "a Python file"):  # missing, a FIFO ...: one line
         pass
@@ -78,7 +77,7 @@ def _from_python(path: str, name: str):
         found = sorted(k for k, v in vars(module).items()
                        if isinstance(v, type) and issubclass(v, nn.Module) and v.__module__ ==
                        module_name)
-        raise NumcnnError(f"{path} has no {name!r}; the Module classes in it: "
+        raise UnknownNameError(f"{path} has no {name!r}; the Module classes in it: "
                           f"{', '.join(found) or 'none'}")
     obj = getattr(module, name)
     try:
