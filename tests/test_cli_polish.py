@@ -79,3 +79,130 @@ def test_a_missing_file_is_a_runtime_failure(argv, tmp_path, monkeypatch):
     code, _, err = run(argv)
     assert code == 1 and one_line(err).startswith("numcnn: error: ") and "missing" in err
     assert list(tmp_path.iterdir()) == []
+
+
+# -- 1. a run that fails before its first checkpoint leaves nothing behind ---------------------
+@pytest.fixture
+def wrong_spec(tmp_path):
+    """A model whose 2 logits do not fit the 3 classes of the tiny dataset."""
+    path = tmp_path / "wrong.json"
+    path.write_text(json.dumps({**SPEC, "layers": SPEC["layers"][:-1] + [
+        {"type": "Linear", "in_features": 2 * 6 * 6, "out_features": 2}]}))
+    return path
+
+
+def test_a_run_that_fails_on_its_data_leaves_no_folder(tmp_path, monkeypatch, npz, spec,
+                                                       wrong_spec):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(["train", "--model", wrong_spec, "--dataset", npz, "--quiet"])
+    assert code == 1 and "3 classes" in one_line(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wrong.json"]  # no runs/<name>/
+    out = tmp_path / "deep" / "run"
+    code, _, _ = run(train_args(wrong_spec, npz, out))
+    assert code == 1 and not (tmp_path / "deep").exists()
+    # and nothing blocks the next run in that folder
+    code, _, err = run(train_args(spec, npz, out, "--epochs", 1))
+    assert code == 0, err
+    assert (out / "checkpoint.ckpt").is_file()
+
+
+def test_an_error_or_ctrl_c_before_the_first_checkpoint_leaves_no_folder(tmp_path, monkeypatch,
+                                                                         npz, spec):
+    from numcnn import experiment, train
+    from numcnn.errors import NumcnnError
+
+    def fails(*args, **kwargs):
+        raise NumcnnError("the loss became NaN in epoch 1")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "_train_one_epoch", fails)
+        code, _, err = run(train_args(spec, npz, tmp_path / "a"))
+    assert code == 1 and "NaN" in one_line(err) and not (tmp_path / "a").exists()
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(experiment, "_load_dataset", ctrl_c)
+        code, _, err = run(train_args(spec, npz, tmp_path / "b"))
+    assert code == 130 and not (tmp_path / "b").exists()
+
+
+def test_a_failed_run_keeps_the_users_files_and_an_earlier_attempts(tmp_path, npz, wrong_spec):
+    from numcnn import experiment
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes")
+    code, _, _ = run(train_args(wrong_spec, npz, out))
+    assert code == 1
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]  # its train.log and run.lock gone
+    assert (out / "notes.txt").read_text() == "my notes"
+
+    # a run killed before its first checkpoint left config.json and train.log; resuming it
+    # fails again: they stay, so that it can still be resumed
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    config = {**experiment.TRAIN_DEFAULTS, "model": str(wrong_spec), "dataset": str(npz),
+              "epochs": 1}
+    (stopped / "config.json").write_text(json.dumps(config))
+    (stopped / "train.log").write_text("$ numcnn train ...\n")
+    code, _, err = run(["train", "--resume", stopped, "--quiet"])
+    assert code == 1, err
+    assert sorted(p.name for p in stopped.iterdir()) == ["config.json", "train.log"]
+
+
+def test_a_failed_run_with_a_checkpoint_is_kept_and_its_lock_released(tmp_path, monkeypatch,
+                                                                      npz, spec):
+    import fcntl
+
+    from numcnn import experiment
+    from numcnn.errors import NumcnnError
+
+    def fails(*args, **kwargs):
+        raise NumcnnError("cannot write metrics.json")
+
+    monkeypatch.setattr(experiment, "write_evaluation", fails)
+    out = tmp_path / "run"
+    with pytest.raises(NumcnnError, match="metrics"):  # in Python: no CLI releases it after
+        experiment.run_experiment({"model": str(spec), "dataset": str(npz), "epochs": 1,
+                                   "batch_size": 50}, out=out, quiet=True, print_fn=None,
+                                  pictures=False, health=False)
+    assert {"checkpoint.ckpt", "model.numcnn", "config.json", "train.log"} <= \
+        {p.name for p in out.iterdir()}
+    with open(out / "run.lock", "rb") as lock:  # another open file: refused if still held
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_a_lock_file_removed_by_a_failed_run_while_being_locked_is_not_trusted(tmp_path,
+                                                                               monkeypatch):
+    """A process that opened run.lock just before a failing run removed it (and the folder)
+    would otherwise hold a lock on a deleted file: lock_run_dir takes the new one instead."""
+    import fcntl
+    import os
+
+    from numcnn import train
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    real_flock, calls = fcntl.flock, []
+
+    def flock_after_removal(fd, operation):
+        if not calls:  # the failing run removes its lock file and folder just now
+            os.unlink(folder / train.LOCK_FILE)
+            folder.rmdir()
+        calls.append(fd)
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_removal)
+    train.lock_run_dir(folder)
+    try:
+        assert len(calls) == 2
+        held = os.stat(folder / train.LOCK_FILE)
+        with open(folder / train.LOCK_FILE, "rb") as lock:
+            assert lock.read().decode().strip() == str(os.getpid())
+            with pytest.raises(OSError):  # the file at the path is the one held
+                real_flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert held.st_ino == os.stat(folder / train.LOCK_FILE).st_ino
+    finally:
+        train.unlock_run_dir(folder)

@@ -84,17 +84,22 @@ def lock_run_dir(run_dir) -> str:
         if key in _HELD:
             _HELD[key][1] += 1
             return key
-        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
-            os.close(fd)
-            pid = int(text) if text.isdigit() else None
-            who = f"process {pid}" if pid is not None else "another process"
-            raise RunFolderBusy(f"the run folder {run_dir} is in use by {who}, which is "
-                                f"training in it; wait for it to end, or choose another "
-                                f"folder (expected a folder no live run holds)", pid) from None
+        for _ in range(10):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+                os.close(fd)
+                pid = int(text) if text.isdigit() else None
+                who = f"process {pid}" if pid is not None else "another process"
+                raise RunFolderBusy(f"the run folder {run_dir} is in use by {who}, which is "
+                                    f"training in it; wait for it to end, or choose another "
+                                    f"folder (expected a folder no live run holds)", pid) from None
+            if _is_file_at(fd, run_dir / LOCK_FILE):
+                break
+            os.close(fd)  # a failed run removed the lock file (and folder) meanwhile: again
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         _HELD[key] = [fd, 1]
@@ -104,6 +109,16 @@ def lock_run_dir(run_dir) -> str:
         except OSError:
             pass
     return key
+
+
+def _is_file_at(fd: int, path: Path) -> bool:
+    """Whether the open file ``fd`` is still the file at ``path`` (not removed meanwhile)."""
+    try:
+        here = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def unlock_run_dir(run_dir) -> None:
