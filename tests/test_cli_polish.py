@@ -206,3 +206,48 @@ def test_a_lock_file_removed_by_a_failed_run_while_being_locked_is_not_trusted(t
         assert held.st_ino == os.stat(folder / train.LOCK_FILE).st_ino
     finally:
         train.unlock_run_dir(folder)
+
+
+# -- 2. resuming a run that has its epochs already -----------------------------------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, npz, spec):
+    """A finished 2-epoch run of the tiny model."""
+    out = tmp_path_factory.mktemp("runs") / "done"
+    code, _, err = run(train_args(spec, npz, out, "--epochs", 2))
+    assert code == 0, err
+    return out
+
+
+def _state(folder):
+    """Every file's time and bytes, but the lock's (taken and released)."""
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.iterdir()
+            if p.name != "run.lock"}
+
+
+@pytest.mark.parametrize("more", [[], ["--epochs", 2], ["--epochs", 1]])
+def test_resume_with_no_epochs_left_says_so_and_how_to_train_more(trained, more):
+    before = _state(trained)
+    code, out, err = run(["train", "--resume", trained, *more])
+    assert code == 0 and err == ""
+    asked = more[1] if more else 2
+    assert one_line(out) == (f"nothing to train: the run already has 2 epochs (--epochs "
+                             f"{asked}); to train more: numcnn train --resume "
+                             f"{trained / 'checkpoint.ckpt'} --epochs 3 (or more)")
+    assert _state(trained) == before  # nothing trained, nothing written
+
+
+def test_resume_of_a_run_stopped_early_says_so(trained, tmp_path):
+    import shutil
+
+    from numcnn import io
+
+    folder = tmp_path / "stopped"
+    shutil.copytree(trained, folder)
+    state = io.load_checkpoint(folder / "checkpoint.ckpt")
+    io.save_checkpoint(folder / "checkpoint.ckpt", state["model"], extra={**state["extra"],
+                                                                          "stopped": True})
+    code, out, _ = run(["train", "--resume", folder, "--epochs", 5])
+    assert code == 0
+    line = one_line(out)
+    assert line.startswith("nothing to train: the run stopped early after epoch 2")
+    assert str(folder / "model.numcnn") in line and "--patience" in line

@@ -381,7 +381,7 @@ def cmd_train(args) -> int:
     if (args.ray is not None or args.sync_batch_norm) and args.workers is None:
         raise UsageError("--ray and --sync-batch-norm need --workers N (the number of Ray "
                          "workers)")
-    from .experiment import run_experiment
+    from .experiment import NothingToTrain, run_experiment
     from .train import TrainingInterrupted
 
     settings = {key: getattr(args, key) for key in TRAIN_DEFAULTS}
@@ -394,6 +394,8 @@ def cmd_train(args) -> int:
               flush=True)
         print(f"resume with: numcnn train --resume {stop.checkpoint}", flush=True)
         return EXIT_INTERRUPTED
+    except NothingToTrain as done:  # nothing to do is no error (as make's "Nothing to be done")
+        print(done)
     return EXIT_OK
 
 

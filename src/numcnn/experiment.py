@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .errors import NumcnnError
 
-__all__ = ["run_experiment", "prepare_run", "ExperimentResult", "SettingsError",
+__all__ = ["run_experiment", "prepare_run", "ExperimentResult", "SettingsError", "NothingToTrain",
            "TRAIN_DEFAULTS", "MODEL_DEFAULTS", "RESUME_OVERRIDES", "DEFAULT_MODEL",
            "write_evaluation", "check_model_fits", "make_optimizer", "make_scheduler", "augmentation",
            "RunLog"]
@@ -58,6 +58,16 @@ HEALTH_FILE = "health.png"
 FILTERS_FILE = "filters.png"
 SAMPLE_PREFIX = "sample_"            # sample_feature_maps_<layer>.png, sample_saliency.png
 REPORT_FILE = "report.html"
+
+
+class NothingToTrain(NumcnnError):
+    """A resumed run that already has the epochs asked for (or stopped early): nothing was
+    trained and nothing written. ``epochs_done`` is the run's epoch count. ``numcnn train``
+    prints the message and exits with 0."""
+
+    def __init__(self, message: str, epochs_done: int):
+        super().__init__(message)
+        self.epochs_done = epochs_done
 
 
 class SettingsError(NumcnnError, ValueError):
@@ -236,6 +246,24 @@ def _settings_of_run(given, config, run_dir, resume, out, print_fn) -> dict:
     return config
 
 
+def _check_epochs_left(checkpoint: Path, epochs: int) -> None:
+    """Raise :class:`NothingToTrain` when the checkpoint's run has ``epochs`` epochs already (or
+    stopped early), saying how to train more."""
+    from . import io
+
+    extra = io.read_header(checkpoint)["checkpoint"].get("extra", {})
+    done, stopped = int(extra.get("epoch", 0)), bool(extra.get("stopped", False))
+    if stopped:
+        raise NothingToTrain(f"nothing to train: the run stopped early after epoch {done} (its "
+                             f"validation loss no longer improved; --patience); its model is "
+                             f"{checkpoint.parent / 'model.numcnn'}. To train longer, start a "
+                             f"new run with a larger --patience", done)
+    if epochs <= done:
+        raise NothingToTrain(f"nothing to train: the run already has {done} epoch"
+                             f"{'s' * (done != 1)} (--epochs {epochs}); to train more: numcnn "
+                             f"train --resume {checkpoint} --epochs {done + 1} (or more)", done)
+
+
 def _unlock(run_dir: Path) -> None:
     from .train import unlock_run_dir
 
@@ -322,6 +350,8 @@ def run_experiment(settings: dict | None = None, *, out=None, resume=None, data_
         NumcnnError: a dataset that cannot be loaded, a model that does not fit it, a loss that
             became NaN.
         numcnn.train.TrainingInterrupted: after Ctrl-C, once the checkpoint is written.
+        NothingToTrain: ``resume`` of a run that already has ``epochs`` epochs or stopped
+            early (nothing is written).
 
     The run folder's lock is released however this ends. A run that fails before its first
     checkpoint (bad data, a model that does not fit, an error in the first epoch, Ctrl-C before
@@ -349,6 +379,8 @@ def _train_and_evaluate(config, run_dir, resume, data_dir, quiet, progress, prin
 
     from . import data, io, models, train
 
+    if resume is not None:
+        _check_epochs_left(resume, config["epochs"])
     say = RunLog(run_dir / LOG_FILE, quiet=quiet, print_fn=print_fn)
     say.log_only(f"$ {command_line or shlex.join(['python', *sys.argv])}")
     say.log_only(f"settings: {json.dumps(config)}")
