@@ -251,3 +251,63 @@ def test_resume_of_a_run_stopped_early_says_so(trained, tmp_path):
     line = one_line(out)
     assert line.startswith("nothing to train: the run stopped early after epoch 2")
     assert str(folder / "model.numcnn") in line and "--patience" in line
+
+
+# -- 3. a training checkpoint or a run folder where a model file is expected -------------------
+@pytest.fixture(scope="module")
+def png(tmp_path_factory, npz):
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("images") / "sample.png"
+    with np.load(npz) as arrays:
+        Image.fromarray(arrays["x_test"][0]).save(path)
+    return path
+
+
+@pytest.mark.parametrize("command", [["predict", "{ckpt}", "{png}"],
+                                     ["export", "{ckpt}", "-o", "{tmp}/m.onnx"]])
+def test_a_checkpoint_is_refused_naming_the_model_file_and_the_run_folder(command, trained, png,
+                                                                          tmp_path):
+    checkpoint = trained / "checkpoint.ckpt"
+    argv = [a.format(ckpt=checkpoint, png=png, tmp=tmp_path) for a in command]
+    code, out, err = run(argv)
+    assert code == 1 and out == ""
+    assert one_line(err) == (f"numcnn: error: {checkpoint} is a training checkpoint (for "
+                             f"'numcnn train --resume'); pass the model file "
+                             f"{trained / 'model.numcnn'} or the run folder {trained}")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_lone_checkpoint_says_the_model_file_is_missing(trained, png, tmp_path):
+    import shutil
+
+    shutil.copy(trained / "checkpoint.ckpt", tmp_path / "checkpoint.ckpt")
+    code, _, err = run(["predict", tmp_path / "checkpoint.ckpt", png])
+    assert code == 1
+    assert "is a training checkpoint" in one_line(err) and f"it is not in {tmp_path}" in err
+
+
+def test_a_run_folder_stands_for_its_model_file(trained, png, tmp_path, npz):
+    by_file = run(["predict", trained / "model.numcnn", png, "--json"])
+    by_folder = run(["predict", trained, png, "--json"])
+    assert by_file[0] == by_folder[0] == 0
+    assert json.loads(by_folder[1])[0]["probabilities"] == \
+        json.loads(by_file[1])[0]["probabilities"]
+    accuracy = [run(["evaluate", model, "--dataset", npz, "--quiet"])[1]
+                for model in (trained / "model.numcnn", trained)]
+    assert accuracy[0] == accuracy[1] and accuracy[0].startswith("accuracy ")
+    pytest.importorskip("onnx")
+    code, out, _ = run(["export", trained, "-o", tmp_path / "m.onnx"])
+    assert code == 0 and (tmp_path / "m.onnx").is_file() and out.startswith("written: ")
+    code, _, err = run(["predict", tmp_path, png])  # a folder without a model
+    assert code == 1 and "is a folder without model.numcnn" in one_line(err)
+
+
+def test_is_checkpoint_reads_the_header_only(trained, png, tmp_path):
+    from numcnn import io
+
+    assert io.is_checkpoint(trained / "checkpoint.ckpt")
+    assert not io.is_checkpoint(trained / "model.numcnn")
+    (tmp_path / "empty").write_bytes(b"")
+    for other in (png, tmp_path / "empty", tmp_path / "missing", tmp_path):
+        assert not io.is_checkpoint(other)

@@ -183,8 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "recall and the confusion matrix, printed as tables (and drawn as PNGs with "
                     "--out). The images are preprocessed as the model was trained.")
     evaluate.add_argument("model", metavar="MODEL",
-                          help="a model file (model.numcnn), or a run's checkpoint.ckpt (its "
-                               "weights, with the run's preprocessing)")
+                          help="a model file (model.numcnn), a run folder, or a run's "
+                               "checkpoint.ckpt (its weights, with the run's preprocessing)")
     evaluate.add_argument("--dataset", help="default: the dataset the model was trained on, or "
                                             "mnist")
     evaluate.add_argument("--data-dir", metavar="DIR", help="where named datasets are cached")
@@ -212,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "model's training images were (MNIST style: a light background is inverted, "
                     "the digit cropped, scaled and centred), then preprocessed as recorded in "
                     "the model file.")
-    predict.add_argument("model", metavar="MODEL", help="a model file (model.numcnn)")
+    predict.add_argument("model", metavar="MODEL",
+                         help="a model file (model.numcnn) or a run folder")
     predict.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
     predict.add_argument("--top", type=_nonnegative_int, default=3, metavar="K",
                          help="show the K most likely classes (default: 3; 0 for all)")
@@ -266,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "recorded preprocessing and class names go into the ONNX metadata; with "
                     "--raw-pixels the preprocessing is folded into the graph. Needs the 'onnx' "
                     "extra: pip install \"numcnn[onnx]\". See docs/interop.md.")
-    export.add_argument("model", metavar="MODEL", help="a model file (model.numcnn)")
+    export.add_argument("model", metavar="MODEL",
+                        help="a model file (model.numcnn) or a run folder")
     export.add_argument("-o", "--output", required=True, metavar="FILE",
                         help="the ONNX file to write (e.g. model.onnx)")
     export.add_argument("--input-shape", type=_shape, metavar="C,H,W",
@@ -491,6 +493,9 @@ def cmd_predict(args) -> int:
 
     from . import data, io, train
 
+    from .resolve import model_file
+
+    args.model = model_file(args.model)  # a run folder's model; a checkpoint refused
     if args.ray is not None:
         return _predict_on_ray(args)
     if args.output is not None or args.workers is not None:
@@ -771,8 +776,9 @@ def cmd_demo(args) -> int:
 def cmd_export(args) -> int:
     from . import io
     from . import onnx as numcnn_onnx
+    from .resolve import model_file
 
-    model = io.load(args.model)
+    model = io.load(model_file(args.model))  # a run folder's model; a checkpoint refused
     onnx_model = numcnn_onnx.export(model, args.output, args.input_shape, opset=args.opset,
                                     fold_preprocessing=args.raw_pixels)
     shape = [d.dim_param or d.dim_value for d in

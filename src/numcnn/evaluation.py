@@ -33,8 +33,9 @@ def model_to_evaluate(path):
     """
     from . import io
     from .data import Preprocessing
+    from .resolve import model_file
 
-    path = Path(path)
+    path = Path(model_file(path, checkpoint=True))  # a run folder: its model.numcnn
     header = io.read_header(path)
     model = io.load(path)
     metadata = getattr(model, "metadata", {}) or {}

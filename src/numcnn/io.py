@@ -35,7 +35,8 @@ import numpy as np
 from . import _random
 from .errors import ArgumentTypeError, ModelFileError, NumcnnError
 
-__all__ = ["save", "load", "dumps", "loads", "save_checkpoint", "load_checkpoint", "read_header", "atomic_write"]
+__all__ = ["save", "load", "dumps", "loads", "save_checkpoint", "load_checkpoint", "read_header",
+           "atomic_write", "is_checkpoint"]
 
 FORMAT = "numcnn-model"
 VERSION = 1
@@ -317,6 +318,24 @@ def read_header(path) -> dict:
     document["tensors"] = {name: {"dtype": str(a.dtype), "shape": list(a.shape)}
                            for name, a in sorted(tensors.items())}
     return document
+
+
+def is_checkpoint(path) -> bool:
+    """Whether ``path`` is a training checkpoint (written by :func:`save_checkpoint`), judged
+    from its header alone (no tensor is read). False for a model file and for anything that is
+    no numcnn file at all (which :func:`load` then reports)."""
+    from ._files import open_regular
+
+    try:
+        with open_regular(path, ModelFileError, _EXPECTED) as file:
+            raw = file.read(8)
+            if len(raw) < 8 or struct.unpack("<Q", raw)[0] > _MAX_HEADER:
+                return False
+            header = json.loads(file.read(struct.unpack("<Q", raw)[0]).decode("utf-8"))
+            document = json.loads(header["__metadata__"][_HEADER_KEY])
+    except (ModelFileError, ValueError, KeyError, TypeError, RecursionError):
+        return False  # UnicodeDecodeError and json's errors are ValueErrors
+    return isinstance(document, dict) and isinstance(document.get("checkpoint"), dict)
 
 
 def _build_model(path: str, document: dict):

@@ -22,7 +22,9 @@ import sys
 from ._files import looks_like_path, open_regular
 from .errors import NumcnnError, UnknownNameError
 
-__all__ = ["load_model"]
+__all__ = ["load_model", "model_file"]
+
+MODEL_FILE = "model.numcnn"  # the model a run folder holds (numcnn.train.MODEL_FILE)
 
 
 def load_model(spec: str):
@@ -55,6 +57,35 @@ def load_model(spec: str):
     model = io.load(spec)
     recorded = (getattr(model, "metadata", {}) or {}).get("input_shape")
     return model, (tuple(recorded) if recorded else None)
+
+
+def model_file(path, *, checkpoint: bool = False) -> str:
+    """The model file that ``path`` names for ``predict``, ``export`` and ``evaluate``: the file
+    itself, or the ``model.numcnn`` of a run folder. A training checkpoint is refused (unless
+    ``checkpoint``), saying which model file or run folder to pass instead.
+
+    Raises:
+        NumcnnError: a folder without ``model.numcnn``, or a training checkpoint.
+    """
+    from . import io
+
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        inside = os.path.join(path, MODEL_FILE)
+        if not os.path.isfile(inside):
+            raise NumcnnError(f"{path} is a folder without {MODEL_FILE}; expected a model file "
+                              f"or the run folder of a 'numcnn train' that finished an epoch")
+        return inside
+    if not checkpoint and io.is_checkpoint(path):
+        folder = os.path.dirname(path) or "."
+        beside = os.path.join(folder, MODEL_FILE)
+        instead = (f"pass the model file {beside} or the run folder {folder}"
+                   if os.path.isfile(beside) else
+                   f"pass the run's model file ({MODEL_FILE}, written beside the checkpoint by "
+                   f"'numcnn train'; it is not in {folder})")
+        raise NumcnnError(f"{path} is a training checkpoint (for 'numcnn train --resume'); "
+                          f"{instead}")
+    return path
 
 
 def _from_python(path: str, name: str):
