@@ -311,3 +311,50 @@ def test_is_checkpoint_reads_the_header_only(trained, png, tmp_path):
     (tmp_path / "empty").write_bytes(b"")
     for other in (png, tmp_path / "empty", tmp_path / "missing", tmp_path):
         assert not io.is_checkpoint(other)
+
+
+# -- 4. a data folder that is a file -----------------------------------------------------------
+@pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
+def test_a_data_dir_that_is_a_file_is_one_line_before_any_download(dataset, tmp_path,
+                                                                   monkeypatch):
+    import warnings
+
+    from numcnn.data import mnist
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("nothing may be fetched for a data folder that is a file")
+
+    monkeypatch.setattr(mnist, "_fetch", no_download)  # named datasets download through it
+    monkeypatch.setattr(mnist, "_pip_download", no_download)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no UserWarning either
+        code, _, err = run(["data", dataset, "--data-dir", a_file])
+        assert code == 1
+        assert one_line(err) == (f"numcnn: error: the data folder {a_file} is a file, not a "
+                                 f"folder; expected a folder to keep the datasets in (created "
+                                 f"if missing): give --data-dir DIR or set NUMCNN_DATA")
+        code, _, err = run(["data", dataset, "--data-dir", a_file / "sub"])
+        assert code == 1 and f"is inside {a_file}, a file" in one_line(err)
+        monkeypatch.setenv("NUMCNN_DATA", str(a_file))
+        code, _, err = run(["train", "--dataset", dataset, "--out", tmp_path / "run"])
+        assert code == 1 and f"the data folder $NUMCNN_DATA {a_file} is a file" in one_line(err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_warning_is_one_line_too(monkeypatch):
+    """A warning on the way (a cache that cannot be written ...) is one line, not Python's
+    'file:line: UserWarning:' and the source line."""
+    import warnings
+
+    def warns(args):
+        warnings.warn("MNIST loaded but not cached: cannot write /x/mnist.npz (read-only)",
+                      stacklevel=2)
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_data", warns)
+    code, _, err = run(["data", "mnist"])
+    assert code == 0
+    assert one_line(err) == ("numcnn: warning: MNIST loaded but not cached: cannot write "
+                             "/x/mnist.npz (read-only)")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -326,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
 
     tune_malloc()  # reuse freed activation memory (numcnn._memory; NUMCNN_MALLOC_TUNING=0: off)
     try:
-        return _run_command(args)
+        with warnings.catch_warnings():  # a warning is one line too (restored afterwards)
+            warnings.showwarning = _show_warning
+            return _run_command(args)
     except UsageError as error:
         _error(f"numcnn {args.command}: error: {error} (see 'numcnn {args.command} --help')")
         return EXIT_USAGE
@@ -364,6 +367,10 @@ def _run_command(args) -> int:
     finally:  # the run folder `train` locked is free again (as when the process ends)
         if "numcnn.train" in sys.modules:
             sys.modules["numcnn.train"].release_run_dirs()
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    _error(f"numcnn: warning: {message}")
 
 
 def _error(message: str) -> None:
