@@ -358,3 +358,32 @@ def test_a_warning_is_one_line_too(monkeypatch):
     assert code == 0
     assert one_line(err) == ("numcnn: warning: MNIST loaded but not cached: cannot write "
                              "/x/mnist.npz (read-only)")
+
+
+# -- 5. check file.py:nothere lists every name it could take -----------------------------------
+def test_check_lists_every_name_a_python_file_offers(tmp_path):
+    user = tmp_path / "user_layers.py"
+    user.write_text(
+        "from numcnn import nn\n"
+        "from numcnn.nn import Conv2d          # imported: not the file's own\n"
+        "class Small(nn.ReLU):\n"
+        "    pass\n"
+        "class Wide(nn.Module):\n"
+        "    def __init__(self, width):\n"
+        "        super().__init__()\n"
+        "def make_model(depth=2):\n"
+        "    return nn.Sequential(nn.ReLU())\n"
+        "def helper(x):\n"
+        "    return x\n"
+        "def _private():\n"
+        "    return nn.ReLU()\n"
+        "net = nn.Sequential(nn.ReLU())\n"
+        "SIZE = 3\n")
+    code, _, err = run(["check", f"{user}:nothere"])
+    assert code == 2
+    assert one_line(err) == (
+        f"numcnn check: error: {user} has no 'nothere'; names to build a model from: Module "
+        f"classes Small; functions make_model(); Module instances net (these need arguments, "
+        f"so cannot be used: Wide, helper()) (see 'numcnn check --help')")
+    for name in ("Small", "make_model", "net"):  # and each one listed is taken
+        assert run(["check", f"{user}:{name}", "--input-shape", "1,4,4"])[0] == 0, name

@@ -16,6 +16,7 @@ architectures never run code.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import sys
 
@@ -105,11 +106,7 @@ def _from_python(path: str, name: str):
         sys.modules.pop(module_name, None)
         raise NumcnnError(f"{path}: importing it failed: {type(error).__name__}: {error}") from None
     if not hasattr(module, name):
-        found = sorted(k for k, v in vars(module).items()
-                       if isinstance(v, type) and issubclass(v, nn.Module) and v.__module__ ==
-                       module_name)
-        raise UnknownNameError(f"{path} has no {name!r}; the Module classes in it: "
-                          f"{', '.join(found) or 'none'}")
+        raise UnknownNameError(f"{path} has no {name!r}; {_names_offered(module, module_name)}")
     obj = getattr(module, name)
     try:
         if isinstance(obj, type) and issubclass(obj, nn.Module):
@@ -128,3 +125,42 @@ def _from_python(path: str, name: str):
                           f"numcnn.nn.Module (a class, a function returning one, or an instance)")
     shape = getattr(model, "input_shape", None) or getattr(obj, "input_shape", None)
     return model, (tuple(int(s) for s in shape) if shape else None)
+
+
+def _names_offered(module, module_name: str) -> str:
+    """What ``file.py:NAME`` could name in ``module``, for the message when NAME is not there:
+    its Module classes and functions that build with no arguments, and its Module instances
+    (those needing arguments are named apart)."""
+    from . import nn
+
+    classes, functions, instances, need_arguments = [], [], [], []
+    for key, value in sorted(vars(module).items()):
+        if key.startswith("_"):
+            continue
+        if isinstance(value, nn.Module):
+            instances.append(key)
+            continue
+        is_class = isinstance(value, type) and issubclass(value, nn.Module)
+        if not (is_class or inspect.isfunction(value)) or value.__module__ != module_name:
+            continue  # imported names, plain values
+        target = (classes if is_class else functions) if _no_arguments_needed(value) \
+            else need_arguments
+        target.append(key if is_class else f"{key}()")
+    parts = [f"{kind} {', '.join(names)}" for kind, names in
+             (("Module classes", classes), ("functions", functions),
+              ("Module instances", instances)) if names]
+    offered = ("names to build a model from: " + "; ".join(parts)) if parts else \
+        "it defines no Module class, function or Module instance to build a model from"
+    if need_arguments:
+        offered += f" (these need arguments, so cannot be used: {', '.join(need_arguments)})"
+    return offered
+
+
+def _no_arguments_needed(factory) -> bool:
+    """Whether ``factory()`` (a class or function) can be called with no arguments."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin without a signature: let the call decide
+        return True
+    return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+               for p in signature.parameters.values())
