@@ -387,3 +387,42 @@ def test_check_lists_every_name_a_python_file_offers(tmp_path):
         f"so cannot be used: Wide, helper()) (see 'numcnn check --help')")
     for name in ("Small", "make_model", "net"):  # and each one listed is taken
         assert run(["check", f"{user}:{name}", "--input-shape", "1,4,4"])[0] == 0, name
+
+
+# -- 7. grammar: "an int", "1 class" ---------------------------------------------------------------
+def test_articles_and_plurals_follow_the_sound_and_the_count():
+    from numcnn._text import a, count
+
+    assert [a(w) for w in ("int", "int64", "integer", "object", "8-D", "11x11", "18", "80")] == \
+        ["an int", "an int64", "an integer", "an object", "an 8-D", "an 11x11", "an 18", "an 80"]
+    assert [a(w) for w in ("uint8", "float32", "4-D", "2x2", "1100", "list", "one-hot")] == \
+        ["a uint8", "a float32", "a 4-D", "a 2x2", "a 1100", "a list", "a one-hot"]
+    assert [a(w) for w in ("ndarray", "SGD", "NCHW", "ReLU", "NoneType")] == \
+        ["an ndarray", "an SGD", "an NCHW", "a ReLU", "a NoneType"]
+    assert [count(n, "class") for n in (0, 1, 2)] == ["0 classes", "1 class", "2 classes"]
+    assert count(1, "entry") == "1 entry" and count(3, "entry") == "3 entries"
+    assert count(2, "epoch") == "2 epochs" and count(2, "batch", "batches") == "2 batches"
+    assert count(60000, "image", thousands=True) == "60,000 images"
+    assert count(1152, "feature") == "1152 features"
+
+
+def test_messages_say_an_int_and_1_class(tmp_path, spec):
+    from numcnn import nn
+    from numcnn.errors import NumcnnError
+
+    with pytest.raises(NumcnnError, match=r"got an int$"):
+        nn.utils.clip_grad_norm_([3], 1.0)
+    with pytest.raises(NumcnnError, match=r"got an 8-D input"):
+        nn.BatchNorm2d(2)(np.zeros((1,) * 8, np.float32))
+
+    rng = np.random.default_rng(0)
+    one_class = tmp_path / "one.npz"
+    np.savez(one_class, x_train=rng.integers(0, 255, (20, 8, 8), dtype=np.uint8),
+             y_train=np.zeros(20, np.int64), x_test=rng.integers(0, 255, (4, 8, 8), np.uint8),
+             y_test=np.zeros(4, np.int64))
+    code, out, _ = run(["data", one_class])
+    assert code == 0 and one_line(out).endswith("(uint8), 1 class")
+    code, _, err = run(["train", "--model", spec, "--dataset", one_class,
+                        "--out", tmp_path / "run"])
+    assert code == 1
+    assert "but the dataset has 1 class: its last layer must give 1 logit" in one_line(err)

@@ -606,6 +606,8 @@ def _looks_like_json(path: str) -> bool:
 
 
 def cmd_data(args) -> int:
+    from ._text import count
+
     dataset = _load_dataset(args.dataset, args.data_dir, progress=not args.quiet)
     shape = "x".join(str(s) for s in dataset.x_train.shape[1:])
     where = ""
@@ -616,7 +618,8 @@ def cmd_data(args) -> int:
 
         where = f"; cached in {data.data_dir() if args.data_dir is None else args.data_dir}"
     print(f"{dataset.name}: {len(dataset.x_train):,} training and {len(dataset.x_test):,} test "
-          f"images of {shape} ({dataset.x_train.dtype}), {len(dataset.classes)} classes{where}")
+          f"images of {shape} ({dataset.x_train.dtype}), {count(len(dataset.classes), 'class')}"
+          f"{where}")
     return EXIT_OK
 
 
@@ -798,12 +801,14 @@ def cmd_export(args) -> int:
 
 def cmd_import(args) -> int:
     from . import io
+    from ._text import count
     from . import onnx as numcnn_onnx
 
     model = numcnn_onnx.load(args.onnx_file)
     io.save(model, args.output)
     shape = ",".join(map(str, model.metadata["input_shape"]))
-    print(f"written: {args.output} ({len(model)} layers, {model.num_parameters():,} parameters, "
+    print(f"written: {args.output} ({count(len(model), 'layer')}, "
+          f"{count(model.num_parameters(), 'parameter', thousands=True)}, "
           f"input {shape})")
     return EXIT_OK
 

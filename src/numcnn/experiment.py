@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._text import count
 from .errors import NumcnnError
 
 __all__ = ["run_experiment", "prepare_run", "ExperimentResult", "SettingsError", "NothingToTrain",
@@ -182,7 +183,8 @@ def _prepare_run(settings, out, resume, print_fn):
     given = {key: value for key, value in (settings or {}).items() if value is not None}
     unknown = sorted(set(given) - set(TRAIN_DEFAULTS))
     if unknown:
-        raise SettingsError(f"unknown setting(s) {', '.join(unknown)}; expected some of "
+        raise SettingsError(f"unknown {'setting' if len(unknown) == 1 else 'settings'} "
+                            f"{', '.join(unknown)}; expected some of "
                             f"{', '.join(TRAIN_DEFAULTS)}")
     if resume is not None:
         resume = Path(resume)
@@ -259,9 +261,9 @@ def _check_epochs_left(checkpoint: Path, epochs: int) -> None:
                              f"{checkpoint.parent / 'model.numcnn'}. To train longer, start a "
                              f"new run with a larger --patience", done)
     if epochs <= done:
-        raise NothingToTrain(f"nothing to train: the run already has {done} epoch"
-                             f"{'s' * (done != 1)} (--epochs {epochs}); to train more: numcnn "
-                             f"train --resume {checkpoint} --epochs {done + 1} (or more)", done)
+        raise NothingToTrain(f"nothing to train: the run already has {count(done, 'epoch')} "
+                             f"(--epochs {epochs}); to train more: numcnn train --resume "
+                             f"{checkpoint} --epochs {done + 1} (or more)", done)
 
 
 def _unlock(run_dir: Path) -> None:
@@ -273,9 +275,10 @@ def _unlock(run_dir: Path) -> None:
 def _discard_unfinished(run_dir: Path, before: _FolderBefore) -> None:
     """After a run that failed before its first checkpoint: remove the files it wrote itself
     (``config.json``, ``train.log``, ``run.lock``, leftover temporary files) and then the
-    folders the run made (the run folder, ``runs/``) that are empty. A folder holding a checkpoint or a model file is
-    left as it is; no file the run did not write (the user's, an earlier attempt's) is touched.
-    Called with the folder's lock held, so that no other process takes the folder meanwhile."""
+    folders the run made (the run folder, ``runs/``) that are empty. A folder holding a
+    checkpoint or a model file is left as it is; no file the run did not write (the user's, an
+    earlier attempt's) is touched. Called with the folder's lock held, so that no other process
+    takes the folder meanwhile."""
     from .train import CHECKPOINT_FILE, LOCK_FILE, MODEL_FILE
 
     if (run_dir / CHECKPOINT_FILE).exists() or (run_dir / MODEL_FILE).exists():
@@ -414,7 +417,8 @@ def _train_and_evaluate(config, run_dir, resume, data_dir, quiet, progress, prin
                 "dataset": dataset.name, "input_shape": list(x_train.shape[1:]),
                 "settings": config}
     _write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2) + "\n")  # marks a run
-    say(f"{config['model']}: {model.num_parameters():,} parameters; {dataset.name}: "
+    say(f"{config['model']}: {count(model.num_parameters(), 'parameter', thousands=True)}; "
+        f"{dataset.name}: "
         f"{len(x_train):,} training, {0 if x_val is None else len(x_val):,} validation, "
         f"{len(dataset.x_test):,} test images; run folder {run_dir}")
     try:
@@ -494,8 +498,8 @@ def check_model_fits(model, image_shape, num_classes: int, name) -> None:
                           f"{tuple(image_shape)}: {error}") from None
     if tuple(out) != (1, num_classes):
         raise NumcnnError(f"the model {name} gives outputs of shape {tuple(out)} for one image, "
-                          f"but the dataset has {num_classes} classes: its last layer must give "
-                          f"{num_classes} logits")
+                          f"but the dataset has {count(num_classes, 'class')}: its last layer "
+                          f"must give {count(num_classes, 'logit')}")
 
 
 def augmentation(image_shape) -> list:

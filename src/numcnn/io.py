@@ -33,6 +33,7 @@ import tempfile
 import numpy as np
 
 from . import _random
+from ._text import a, count
 from .errors import ArgumentTypeError, ModelFileError, NumcnnError
 
 __all__ = ["save", "load", "dumps", "loads", "save_checkpoint", "load_checkpoint", "read_header",
@@ -252,7 +253,7 @@ def _parse(path: str, raw: bytes, size: int | None = None) -> tuple[dict, dict[s
         if what is not None:
             raise ModelFileError(f"{path}: expected {_EXPECTED}, but this is {what}")
         if size <= 8:
-            raise ModelFileError(f"{path}: only {size} bytes, too short for {_EXPECTED} "
+            raise ModelFileError(f"{path}: only {count(size, 'byte')}, too short for {_EXPECTED} "
                                  f"(truncated?)")
         raise ModelFileError(f"{path}: expected {_EXPECTED}; the first bytes are not a "
                              f"safetensors header (got {raw[:16]!r})")
@@ -365,7 +366,7 @@ def _set_state(path: str, model, tensors: dict[str, np.ndarray]) -> None:
     unexpected = [k for k in tensors if k not in own]
     wrong = [f"{k}: expected shape {tuple(own[k].shape)}, found {tuple(tensors[k].shape)}"
              for k in own if k in tensors and tuple(own[k].shape) != tuple(tensors[k].shape)]
-    kinds = [f"{k}: expected a {_kind(own[k])} tensor, found {tensors[k].dtype}"
+    kinds = [f"{k}: expected {a(_kind(own[k]))} tensor, found {tensors[k].dtype}"
              for k in own if k in tensors and _kind(own[k]) != _kind(tensors[k])]
     problems = []
     if missing:
@@ -481,7 +482,7 @@ def _encode(value, arrays: dict, where: str):
             return {k: _encode(v, arrays, f"{where}[{k!r}]") for k, v in value.items()}
         return {"__dict__": [[_encode(k, arrays, f"{where} key"),
                               _encode(v, arrays, f"{where}[{k!r}]")] for k, v in value.items()]}
-    raise NumcnnError(f"{where}: a {type(value).__name__} cannot be saved in a checkpoint "
+    raise NumcnnError(f"{where}: {a(type(value).__name__)} cannot be saved in a checkpoint "
                       f"(dicts, lists, tuples, strings, numbers, None and NumPy arrays can)")
 
 

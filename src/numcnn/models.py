@@ -34,6 +34,7 @@ from collections import OrderedDict
 import numpy as np
 
 from . import nn
+from ._text import a
 from .errors import ArgumentTypeError, NumcnnError, UnknownNameError
 
 __all__ = ["SpecError", "to_spec", "build", "load_spec", "register", "registry", "PRESETS",
@@ -118,7 +119,7 @@ def _to_json_value(value, where: str):
         return [_to_json_value(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, nn.Module):
         return _to_spec(value, where)
-    raise SpecError(f"{where}: a {type(value).__name__} cannot be written in a spec "
+    raise SpecError(f"{where}: {a(type(value).__name__)} cannot be written in a spec "
                     f"(numbers, strings, booleans, None, tuples and layers can)")
 
 

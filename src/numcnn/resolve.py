@@ -21,6 +21,7 @@ import os
 import sys
 
 from ._files import looks_like_path, open_regular
+from ._text import a
 from .errors import NumcnnError, UnknownNameError
 
 __all__ = ["load_model", "model_file"]
@@ -121,7 +122,7 @@ def _from_python(path: str, name: str):
         raise NumcnnError(f"{path}:{name}() failed: {type(error).__name__}: {error} (a class "
                           f"or factory must build with no arguments)") from None
     if not isinstance(model, nn.Module):
-        raise NumcnnError(f"{path}:{name} gives a {type(model).__name__}, expected a "
+        raise NumcnnError(f"{path}:{name} gives {a(type(model).__name__)}, expected a "
                           f"numcnn.nn.Module (a class, a function returning one, or an instance)")
     shape = getattr(model, "input_shape", None) or getattr(obj, "input_shape", None)
     return model, (tuple(int(s) for s in shape) if shape else None)

@@ -38,6 +38,7 @@ import numpy as np
 
 from . import _random
 from ._grad import no_grad
+from ._text import count
 from .errors import ArgumentError, NumcnnError
 
 __all__ = ["fit", "evaluate", "predict", "softmax", "History", "EarlyStopping", "Callback",
@@ -501,7 +502,8 @@ def _fit(model, loader, validation, epochs, batch_size, optimizer, criterion, sc
             if state.stopped:
                 if print_fn is not None and history.stopped_epoch == epoch:
                     print_fn(f"early stopping: {monitor} has not improved for "
-                             f"{early_stopping.patience} epoch(s); best epoch {best.epoch}")
+                             f"{count(early_stopping.patience, 'epoch')}; best epoch "
+                             f"{best.epoch}")
                 break
     except KeyboardInterrupt:
         state.restore(snapshot)
@@ -870,8 +872,8 @@ def evaluate(model, x, y, *, batch_size: int = 256, loss=None, preprocessing=Non
     criterion = loss if loss is not None else nn.CrossEntropyLoss()
     y_true = _labels(np.asarray(y))
     if len(y_true) != len(x):
-        raise NumcnnError(f"evaluate: expected one label per image, got {len(x)} images and "
-                          f"{len(y_true)} labels")
+        raise NumcnnError(f"evaluate: expected one label per image, got "
+                          f"{count(len(x), 'image')} and {count(len(y_true), 'label')}")
     if len(x) == 0:
         raise NumcnnError("evaluate: expected at least one image, got none (accuracy is "
                           "undefined)")
@@ -880,8 +882,8 @@ def evaluate(model, x, y, *, batch_size: int = 256, loss=None, preprocessing=Non
     if not finite.all():
         bad = np.flatnonzero(~finite)
         raise NumcnnError(f"evaluate: expected finite logits, but the model gave NaN or inf for "
-                          f"{len(bad)} of {len(x)} images (the first: image {bad[0]}); check the "
-                          f"images (NaN pixels?) and the weights")
+                          f"{len(bad)} of {count(len(x), 'image')} (the first: image "
+                          f"{bad[0]}); check the images (NaN pixels?) and the weights")
     n_classes = logits.shape[1]
     classes = list(classes) if classes is not None else list(range(n_classes))
     loss_value = float(criterion(logits, y_true))

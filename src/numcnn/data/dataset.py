@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .._files import check_expansion, looks_like_path, open_regular
+from .._text import count
 from ..errors import DataError, UnknownNameError
 from ._images import check_pixels, open_image, to_8bit
 from .idx import read_idx
@@ -70,12 +71,13 @@ class Dataset:
             x = _checked_images(getattr(self, "x_" + split), f"{self.name}: x_{split}")
             y = _checked_labels(getattr(self, "y_" + split), f"{self.name}: y_{split}")
             if len(x) != len(y):
-                raise DataError(f"{self.name}: expected one label per image, got {len(x)} {split} "
-                                f"images but {len(y)} labels")
+                raise DataError(f"{self.name}: expected one label per image, got "
+                                f"{count(len(x), split + ' image')} but "
+                                f"{count(len(y), 'label')}")
             if len(y) and y.max() >= len(self.classes):
                 raise DataError(
                     f"{self.name}: y_{split} holds label {y.max()}, but there are only "
-                    f"{len(self.classes)} classes {self.classes}"
+                    f"{count(len(self.classes), 'class')} {self.classes}"
                 )
             setattr(self, "x_" + split, x)
             setattr(self, "y_" + split, y)
@@ -97,7 +99,7 @@ class Dataset:
     def __repr__(self) -> str:
         return (
             f"Dataset({self.name!r}: train {self.x_train.shape} {self.x_train.dtype}, "
-            f"test {self.x_test.shape} {self.x_test.dtype}, {self.num_classes} classes)"
+            f"test {self.x_test.shape} {self.x_test.dtype}, {count(self.num_classes, 'class')})"
         )
 
 

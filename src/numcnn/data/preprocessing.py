@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._text import count
 from ..errors import DataError, ShapeError
 
 __all__ = ["Preprocessing", "one_hot", "prepare_image", "train_val_split"]
@@ -168,8 +169,8 @@ def train_val_split(x, y, val_fraction=0.1, seed=0):
     """
     n = len(x)
     if len(y) != n:
-        raise DataError(f"train_val_split: expected one label per sample, got {n} samples but "
-                        f"{len(y)} labels")
+        raise DataError(f"train_val_split: expected one label per sample, got "
+                        f"{count(n, 'sample')} but {count(len(y), 'label')}")
     if not 0 <= val_fraction < 1:
         raise DataError(f"train_val_split: val_fraction must be in [0, 1), got {val_fraction}")
     order = np.random.default_rng(seed).permutation(n)
