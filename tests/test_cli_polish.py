@@ -3,28 +3,13 @@ resuming a finished run says so, checkpoints and run folders where a model file 
 a data folder that is a file, the names a Python file offers, unknown names as usage errors,
 and the grammar of messages."""
 
-import contextlib
-import io as stdio
 import json
 
 import numpy as np
 import pytest
 
 from numcnn import cli
-
-
-def run(argv):
-    """main(argv) -> (exit code, stdout, stderr)."""
-    out, err = stdio.StringIO(), stdio.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
-
-
-def one_line(text):
-    lines = text.strip().splitlines()
-    assert len(lines) == 1, text
-    return lines[0]
+from tests.test_cli import one_line, run
 
 
 @pytest.fixture(scope="module")
