@@ -12,8 +12,9 @@
     numcnn demo kernels                               # correlation beside convolution
 
 Exit codes: 0 success, 1 a runtime failure (bad data, unreadable model file, diverged training ...),
-2 a usage error (unknown option, bad value), 130 interrupted with Ctrl-C (after ``train`` has saved
-its checkpoint). Every error is one line on stderr: ``numcnn: error: ...``.
+2 a usage error (unknown option, bad value, unknown preset or dataset name), 130 interrupted with
+Ctrl-C (after ``train`` has saved its checkpoint). Every error is one line on stderr:
+``numcnn: error: ...``.
 
 Only the standard library is imported at start-up; NumPy and the rest of numcnn are imported inside
 the commands, so ``numcnn --help`` answers at once.

@@ -362,7 +362,8 @@ def run_experiment(settings: dict | None = None, *, out=None, resume=None, data_
     and the folder if it made it and nothing else is there; a folder with a checkpoint or a
     model file, and any file the run did not write, is kept.
     """
-    config, run_dir, resume, before = _prepare_run(settings, out, resume, print)
+    config, run_dir, resume, before = _prepare_run(settings, out, resume,
+                                                   print_fn or (lambda line: None))
     try:
         return _train_and_evaluate(config, run_dir, resume, data_dir, quiet, progress, print_fn,
                                    command_line, health, pictures, ray_address)

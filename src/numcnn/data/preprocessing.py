@@ -116,7 +116,7 @@ class Preprocessing:
         again they would all be near 0 and every prediction garbage (an evaluation on them
         scored 12.6% instead of 89.7%). Floats of 0-255 and bytes pass."""
         if (self.scale < 1 and x.size and np.issubdtype(x.dtype, np.floating)
-                and 0 < float(np.nanmax(x)) <= 1.0):
+                and 0 < float(np.fmax.reduce(x, axis=None)) <= 1.0):  # nanmax, no warning
             raise DataError(
                 f"Preprocessing: expected pixels of 0-255 (the model's statistics are of bytes, "
                 f"scale 1/{round(1 / self.scale)}), got floats in [0, 1]: pass the images as "
