@@ -221,6 +221,13 @@ def test_resume_with_no_epochs_left_says_so_and_how_to_train_more(trained, more)
     assert _state(trained) == before  # nothing trained, nothing written
 
 
+def test_resume_of_a_model_file_says_it_is_no_checkpoint(trained):
+    before = _state(trained)
+    code, _, err = run(["train", "--resume", trained / "model.numcnn", "--quiet"])
+    assert code == 1 and "expected a checkpoint" in one_line(err)
+    assert _state(trained).keys() == before.keys()
+
+
 def test_resume_of_a_run_stopped_early_says_so(trained, tmp_path):
     import shutil
 

@@ -253,7 +253,10 @@ def _check_epochs_left(checkpoint: Path, epochs: int) -> None:
     stopped early), saying how to train more."""
     from . import io
 
-    extra = io.read_header(checkpoint)["checkpoint"].get("extra", {})
+    state = io.read_header(checkpoint).get("checkpoint")
+    if not isinstance(state, dict) or not isinstance(state.get("extra"), dict):
+        return  # not a checkpoint: resuming it says so (io.load_checkpoint)
+    extra = state["extra"]
     done, stopped = int(extra.get("epoch", 0)), bool(extra.get("stopped", False))
     if stopped:
         raise NothingToTrain(f"nothing to train: the run stopped early after epoch {done} (its "
