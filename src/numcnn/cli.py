@@ -500,7 +500,6 @@ def cmd_predict(args) -> int:
     import numpy as np
 
     from . import data, io, train
-
     from .resolve import model_file
 
     args.model = model_file(args.model)  # a run folder's model; a checkpoint refused
@@ -802,8 +801,8 @@ def cmd_export(args) -> int:
 
 def cmd_import(args) -> int:
     from . import io
-    from ._text import count
     from . import onnx as numcnn_onnx
+    from ._text import count
 
     model = numcnn_onnx.load(args.onnx_file)
     io.save(model, args.output)
