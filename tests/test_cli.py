@@ -276,8 +276,8 @@ def test_summary_of_a_json_file_and_of_a_model_file(tmp_path, trained):
     assert code == 1  # 2*8*8 = 128 features reach a Linear that expects 1352
     code, stdout, _ = run(["summary", trained[0] / "model.numcnn"])
     assert code == 0 and "Total params: 29,034" in stdout
-    code, _, err = run(["summary", "resnet-1000"])
-    assert code == 1 and "neither a preset" in one_line(err)
+    code, _, err = run(["summary", "resnet-1000"])  # an unknown name: a usage error
+    assert code == 2 and "neither a preset" in one_line(err)
 
 
 def test_data_mnist_reads_a_prepared_cache(tmp_path, mnist_path):

@@ -387,6 +387,25 @@ def test_cache_write_is_complete_and_leaves_no_temporary(tmp_path, fake):
             np.testing.assert_array_equal(cache[key], fake[key])
 
 
+def test_cache_is_written_through_io_atomic_write(tmp_path, monkeypatch, fake):
+    """One atomic writer for every file numcnn writes (numcnn.io.atomic_write), not a copy."""
+    from numcnn import io as numcnn_io
+
+    written = []
+    real = numcnn_io.atomic_write
+
+    def recording(path, write):
+        written.append(os.fspath(path))
+        real(path, write)
+
+    monkeypatch.setattr(numcnn_io, "atomic_write", recording)
+    path = tmp_path / "mnist.npz"
+    mnist._write_cache(path, fake)
+    assert written == [os.fspath(path)]
+    with np.load(path) as cache:
+        np.testing.assert_array_equal(cache["y_test"], fake["y_test"])
+
+
 def test_interrupted_cache_write_keeps_the_old_cache(tmp_path, monkeypatch, fake):
     path = tmp_path / "mnist.npz"
     path.write_bytes(b"the old cache")

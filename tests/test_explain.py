@@ -141,7 +141,7 @@ def test_cli_explain(tmp_path):
     code, out, _ = run(["explain", "lenet5", "--format", "json"])
     assert code == 0 and json.loads(out)["totals"]["params"] == 61_706
     code, _, err = run(["explain", "no-such-model"])
-    assert code == 1 and err.startswith("numcnn: error:")
+    assert code == 2 and err.startswith("numcnn explain: error:")  # an unknown name: usage
 
 
 def test_a_residual_block_with_a_projection_shortcut_is_explained():

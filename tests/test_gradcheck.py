@@ -86,11 +86,11 @@ def test_cli_check_names_the_broken_layer():
 
 
 def test_cli_check_errors_are_one_line():
-    for argv, expected in ((["check", f"{LAYERS}:nothing"], "has no 'nothing'"),
-                           (["check", f"{LAYERS}"], "name the class or function"),
-                           (["check", "no-such-model"], "neither a preset")):
-        code, _, err = run(argv)
-        assert code == 1 and expected in err and len(err.strip().splitlines()) == 1, err
+    for argv, expected, status in ((["check", f"{LAYERS}:nothing"], "has no 'nothing'", 2),
+                                   (["check", f"{LAYERS}"], "name the class or function", 1),
+                                   (["check", "no-such-model"], "neither a preset", 2)):
+        code, _, err = run(argv)  # unknown names are usage errors (2)
+        assert code == status and expected in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_torch_twin_agrees_and_catches_a_wrong_backward(monkeypatch):

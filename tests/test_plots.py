@@ -50,7 +50,7 @@ def test_confusion_matrix_png(tmp_path):
 def test_confusion_matrix_refuses_bad_shapes(tmp_path):
     with pytest.raises(ShapeError, match="square"):
         plots.plot_confusion_matrix(np.zeros((2, 3)), None, tmp_path / "x.png")
-    with pytest.raises(ShapeError, match="1 class names for a 2x2"):
+    with pytest.raises(ShapeError, match="1 class name for a 2x2"):
         plots.plot_confusion_matrix(np.zeros((2, 2)), ["a"], tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
 

@@ -58,6 +58,14 @@ def open_regular(path, error, expected: str):
         raise
 
 
+def looks_like_path(text) -> bool:
+    """Whether a command-line value that is not found is meant as a file (it has a folder part or
+    an extension: ``runs/x``, ``arch.json``) rather than as a name (``resnet-1000``): a missing
+    file is a runtime failure, an unknown name a usage error."""
+    text = os.fspath(text)
+    return os.sep in text or "/" in text or os.path.splitext(text)[1] != ""
+
+
 def file_size(file) -> int:
     return os.fstat(file.fileno()).st_size
 

@@ -12,8 +12,9 @@
     numcnn demo kernels                               # correlation beside convolution
 
 Exit codes: 0 success, 1 a runtime failure (bad data, unreadable model file, diverged training ...),
-2 a usage error (unknown option, bad value), 130 interrupted with Ctrl-C (after ``train`` has saved
-its checkpoint). Every error is one line on stderr: ``numcnn: error: ...``.
+2 a usage error (unknown option, bad value, unknown preset or dataset name), 130 interrupted with
+Ctrl-C (after ``train`` has saved its checkpoint). Every error is one line on stderr:
+``numcnn: error: ...``.
 
 Only the standard library is imported at start-up; NumPy and the rest of numcnn are imported inside
 the commands, so ``numcnn --help`` answers at once.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -183,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "recall and the confusion matrix, printed as tables (and drawn as PNGs with "
                     "--out). The images are preprocessed as the model was trained.")
     evaluate.add_argument("model", metavar="MODEL",
-                          help="a model file (model.numcnn), or a run's checkpoint.ckpt (its "
-                               "weights, with the run's preprocessing)")
+                          help="a model file (model.numcnn), a run folder, or a run's "
+                               "checkpoint.ckpt (its weights, with the run's preprocessing)")
     evaluate.add_argument("--dataset", help="default: the dataset the model was trained on, or "
                                             "mnist")
     evaluate.add_argument("--data-dir", metavar="DIR", help="where named datasets are cached")
@@ -212,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "model's training images were (MNIST style: a light background is inverted, "
                     "the digit cropped, scaled and centred), then preprocessed as recorded in "
                     "the model file.")
-    predict.add_argument("model", metavar="MODEL", help="a model file (model.numcnn)")
+    predict.add_argument("model", metavar="MODEL",
+                         help="a model file (model.numcnn) or a run folder")
     predict.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
     predict.add_argument("--top", type=_nonnegative_int, default=3, metavar="K",
                          help="show the K most likely classes (default: 3; 0 for all)")
@@ -266,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "recorded preprocessing and class names go into the ONNX metadata; with "
                     "--raw-pixels the preprocessing is folded into the graph. Needs the 'onnx' "
                     "extra: pip install \"numcnn[onnx]\". See docs/interop.md.")
-    export.add_argument("model", metavar="MODEL", help="a model file (model.numcnn)")
+    export.add_argument("model", metavar="MODEL",
+                        help="a model file (model.numcnn) or a run folder")
     export.add_argument("-o", "--output", required=True, metavar="FILE",
                         help="the ONNX file to write (e.g. model.onnx)")
     export.add_argument("--input-shape", type=_shape, metavar="C,H,W",
@@ -324,7 +328,9 @@ def main(argv: list[str] | None = None) -> int:
 
     tune_malloc()  # reuse freed activation memory (numcnn._memory; NUMCNN_MALLOC_TUNING=0: off)
     try:
-        return _run_command(args)
+        with warnings.catch_warnings():  # a warning is one line too (restored afterwards)
+            warnings.showwarning = _show_warning
+            return _run_command(args)
     except UsageError as error:
         _error(f"numcnn {args.command}: error: {error} (see 'numcnn {args.command} --help')")
         return EXIT_USAGE
@@ -344,10 +350,10 @@ def main(argv: list[str] | None = None) -> int:
         _error(f"numcnn: error: out of memory{': ' + str(error) if str(error) else ''}")
         return EXIT_FAILURE
     except Exception as error:
-        from .errors import NumcnnError
+        from .errors import NumcnnError, UnknownNameError
         from .experiment import SettingsError
 
-        if isinstance(error, SettingsError):  # settings that cannot be run as given: usage
+        if isinstance(error, (SettingsError, UnknownNameError)):  # cannot be run as given: usage
             _error(f"numcnn {args.command}: error: {error} (see 'numcnn {args.command} --help')")
             return EXIT_USAGE
         if not isinstance(error, NumcnnError):
@@ -362,6 +368,10 @@ def _run_command(args) -> int:
     finally:  # the run folder `train` locked is free again (as when the process ends)
         if "numcnn.train" in sys.modules:
             sys.modules["numcnn.train"].release_run_dirs()
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    _error(f"numcnn: warning: {message}")
 
 
 def _error(message: str) -> None:
@@ -381,7 +391,7 @@ def cmd_train(args) -> int:
     if (args.ray is not None or args.sync_batch_norm) and args.workers is None:
         raise UsageError("--ray and --sync-batch-norm need --workers N (the number of Ray "
                          "workers)")
-    from .experiment import run_experiment
+    from .experiment import NothingToTrain, run_experiment
     from .train import TrainingInterrupted
 
     settings = {key: getattr(args, key) for key in TRAIN_DEFAULTS}
@@ -394,6 +404,8 @@ def cmd_train(args) -> int:
               flush=True)
         print(f"resume with: numcnn train --resume {stop.checkpoint}", flush=True)
         return EXIT_INTERRUPTED
+    except NothingToTrain as done:  # nothing to do is no error (as make's "Nothing to be done")
+        print(done)
     return EXIT_OK
 
 
@@ -488,7 +500,9 @@ def cmd_predict(args) -> int:
     import numpy as np
 
     from . import data, io, train
+    from .resolve import model_file
 
+    args.model = model_file(args.model)  # a run folder's model; a checkpoint refused
     if args.ray is not None:
         return _predict_on_ray(args)
     if args.output is not None or args.workers is not None:
@@ -564,9 +578,13 @@ def cmd_summary(args) -> int:
             model = models.preset(name)
         print(f"{name}: {models.PRESETS[name]['description']}")
         input_shape = input_shape or tuple(models.PRESETS[name]["input_shape"])
-    elif not os.path.exists(name):
-        raise NumcnnError(f"{name!r} is neither a preset ({', '.join(models.PRESETS)}) nor a "
-                          f"model file or JSON model description")
+    elif not os.path.exists(name):  # a missing file (1) or an unknown name (2, usage)
+        from ._files import looks_like_path
+        from .errors import UnknownNameError
+
+        error = NumcnnError if looks_like_path(name) else UnknownNameError
+        raise error(f"{name!r} is neither a preset ({', '.join(models.PRESETS)}) nor a model "
+                    f"file or JSON model description")
     elif _looks_like_json(name):
         with shapes_only():
             model = models.load_spec(name)
@@ -588,6 +606,8 @@ def _looks_like_json(path: str) -> bool:
 
 
 def cmd_data(args) -> int:
+    from ._text import count
+
     dataset = _load_dataset(args.dataset, args.data_dir, progress=not args.quiet)
     shape = "x".join(str(s) for s in dataset.x_train.shape[1:])
     where = ""
@@ -598,7 +618,8 @@ def cmd_data(args) -> int:
 
         where = f"; cached in {data.data_dir() if args.data_dir is None else args.data_dir}"
     print(f"{dataset.name}: {len(dataset.x_train):,} training and {len(dataset.x_test):,} test "
-          f"images of {shape} ({dataset.x_train.dtype}), {len(dataset.classes)} classes{where}")
+          f"images of {shape} ({dataset.x_train.dtype}), {count(len(dataset.classes), 'class')}"
+          f"{where}")
     return EXIT_OK
 
 
@@ -765,8 +786,9 @@ def cmd_demo(args) -> int:
 def cmd_export(args) -> int:
     from . import io
     from . import onnx as numcnn_onnx
+    from .resolve import model_file
 
-    model = io.load(args.model)
+    model = io.load(model_file(args.model))  # a run folder's model; a checkpoint refused
     onnx_model = numcnn_onnx.export(model, args.output, args.input_shape, opset=args.opset,
                                     fold_preprocessing=args.raw_pixels)
     shape = [d.dim_param or d.dim_value for d in
@@ -780,11 +802,13 @@ def cmd_export(args) -> int:
 def cmd_import(args) -> int:
     from . import io
     from . import onnx as numcnn_onnx
+    from ._text import count
 
     model = numcnn_onnx.load(args.onnx_file)
     io.save(model, args.output)
     shape = ",".join(map(str, model.metadata["input_shape"]))
-    print(f"written: {args.output} ({len(model)} layers, {model.num_parameters():,} parameters, "
+    print(f"written: {args.output} ({count(len(model), 'layer')}, "
+          f"{count(model.num_parameters(), 'parameter', thousands=True)}, "
           f"input {shape})")
     return EXIT_OK
 

@@ -25,6 +25,12 @@ class DataError(NumcnnError, ValueError):
     """A dataset that could not be obtained or does not have the expected layout."""
 
 
+class UnknownNameError(NumcnnError, ValueError):
+    """A name given where a known one is expected (a preset, a dataset name, a name in a Python
+    file) that is none of them and no file either; the message lists the names accepted. The
+    command line treats it as a usage error (exit code 2)."""
+
+
 class ArgumentError(NumcnnError, ValueError):
     """An argument whose value numcnn cannot take: a size that is not positive, an unknown mode,
     a probability outside [0, 1], a class index out of range ... (the message names the argument,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._text import count
 from .errors import NumcnnError
 
 __all__ = ["model_to_evaluate", "images_to_evaluate"]
@@ -33,8 +34,9 @@ def model_to_evaluate(path):
     """
     from . import io
     from .data import Preprocessing
+    from .resolve import model_file
 
-    path = Path(path)
+    path = Path(model_file(path, checkpoint=True))  # a run folder: its model.numcnn
     header = io.read_header(path)
     model = io.load(path)
     metadata = getattr(model, "metadata", {}) or {}
@@ -110,7 +112,7 @@ def images_to_evaluate(spec, split, input_shape, data_dir=None, progress=True,
             empty = np.zeros((0, *x.shape[1:]), x.dtype)
             dataset = Dataset(x, labels, empty, np.zeros(0, np.int64), classes=classes,
                               name=root.name)
-            return x, labels, dataset, f"all {len(x):,} images of the folder"
+            return x, labels, dataset, f"all {count(len(x), 'image', thousands=True)} of the folder"
         dataset = load_dataset(spec, data_dir=data_dir, image_size=(height, width),
                                progress=progress)
     else:

@@ -23,9 +23,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._text import count
 from .errors import NumcnnError
 
-__all__ = ["run_experiment", "prepare_run", "ExperimentResult", "SettingsError",
+__all__ = ["run_experiment", "prepare_run", "ExperimentResult", "SettingsError", "NothingToTrain",
            "TRAIN_DEFAULTS", "MODEL_DEFAULTS", "RESUME_OVERRIDES", "DEFAULT_MODEL",
            "write_evaluation", "check_model_fits", "make_optimizer", "make_scheduler", "augmentation",
            "RunLog"]
@@ -58,6 +59,16 @@ HEALTH_FILE = "health.png"
 FILTERS_FILE = "filters.png"
 SAMPLE_PREFIX = "sample_"            # sample_feature_maps_<layer>.png, sample_saliency.png
 REPORT_FILE = "report.html"
+
+
+class NothingToTrain(NumcnnError):
+    """A resumed run that already has the epochs asked for (or stopped early): nothing was
+    trained and nothing written. ``epochs_done`` is the run's epoch count. ``numcnn train``
+    prints the message and exits with 0."""
+
+    def __init__(self, message: str, epochs_done: int):
+        super().__init__(message)
+        self.epochs_done = epochs_done
 
 
 class SettingsError(NumcnnError, ValueError):
@@ -129,33 +140,96 @@ def prepare_run(settings: dict | None = None, out=None, resume=None, print_fn=pr
         ``(config, run_dir, checkpoint)``; ``checkpoint`` is ``None`` for a new run.
 
     The run folder is locked for this process (:func:`numcnn.train.lock_run_dir`): a second
-    process training in it is refused with one line naming the first.
+    process training in it is refused with one line naming the first. The lock is held on
+    return (release it with :func:`numcnn.train.unlock_run_dir`, as :func:`run_experiment`
+    does) and released when this raises.
 
     Raises:
         SettingsError: an unknown setting, a resume that changes the run's settings or has no
             checkpoint, an ``out`` that already holds a run or is a file.
+        UnknownNameError: a ``model`` or ``dataset`` that is neither a known name nor a path
+            (:class:`numcnn.models.UnknownModelError`,
+            :class:`numcnn.data.dataset.UnknownDatasetError`); a path that does not exist is a
+            ``SpecError`` or ``DataError``.
     """
+    config, run_dir, resume, _ = _prepare_run(settings, out, resume, print_fn)
+    return config, run_dir, resume
+
+
+@dataclass(frozen=True)
+class _FolderBefore:
+    """A run folder as it was before this run touched it: the folders the run is to make (the
+    run folder and missing parents such as ``runs/``, deepest first) and what the folder held,
+    so that a run that fails removes only what it made itself."""
+
+    made: tuple
+    names: frozenset
+
+    @classmethod
+    def of(cls, run_dir: Path) -> "_FolderBefore":
+        missing, folder = [], Path(os.path.abspath(run_dir))
+        while not folder.exists() and folder.parent != folder:
+            missing.append(folder)
+            folder = folder.parent
+        names = frozenset(os.listdir(run_dir)) if not missing and run_dir.is_dir() else frozenset()
+        return cls(made=tuple(missing), names=names)
+
+
+def _prepare_run(settings, out, resume, print_fn):
+    """:func:`prepare_run`, and the folder as it was before (a :class:`_FolderBefore`). The lock
+    is released again when this raises."""
     from .train import lock_run_dir
 
     given = {key: value for key, value in (settings or {}).items() if value is not None}
     unknown = sorted(set(given) - set(TRAIN_DEFAULTS))
     if unknown:
-        raise SettingsError(f"unknown setting(s) {', '.join(unknown)}; expected some of "
+        raise SettingsError(f"unknown {'setting' if len(unknown) == 1 else 'settings'} "
+                            f"{', '.join(unknown)}; expected some of "
                             f"{', '.join(TRAIN_DEFAULTS)}")
     if resume is not None:
         resume = Path(resume)
         if resume.is_dir():
             resume = resume / "checkpoint.ckpt"
-        run_dir = resume.parent
+        run_dir, config = resume.parent, None
+        before = _FolderBefore.of(run_dir)
         if run_dir.is_dir():
             lock_run_dir(run_dir)  # one line naming the other process if one trains there
+    else:
+        model = given.get("model", DEFAULT_MODEL)
+        config = {**TRAIN_DEFAULTS, **MODEL_DEFAULTS.get(model, {}), **given}
+        _check_names(config)  # before any folder is made
+        run_dir = Path(out) if out is not None else _new_run_dir(model)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise SettingsError(f"--out {run_dir} is a file, not a folder")
+        before = _FolderBefore.of(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock_run_dir(run_dir)  # held until the process ends; refused if a live run holds it
+    try:
+        config = _settings_of_run(given, config, run_dir, resume, out, print_fn)
+    except BaseException:
+        _unlock(run_dir)
+        raise
+    if resume is not None and not resume.is_file():
+        resume = None  # stopped before its first checkpoint: starts again from scratch
+    return config, run_dir, resume, before
+
+
+def _settings_of_run(given, config, run_dir, resume, out, print_fn) -> dict:
+    """The settings: ``config`` for a new run (``resume`` None), else those of the run being
+    resumed with ``given`` applied."""
+    if resume is None:
+        if (run_dir / CONFIG_FILE).exists() and (run_dir / "checkpoint.ckpt").exists():
+            raise SettingsError(f"--out {run_dir} already holds a run; choose another folder or "
+                                f"continue it with --resume {run_dir}")
+        # a config without a checkpoint: a run stopped before its first epoch ended; the
+        # folder is reused in place
+    else:
         if not resume.is_file():
             if not (run_dir / CONFIG_FILE).is_file():
                 raise SettingsError(f"--resume: {resume}: no such checkpoint file")
             # the run was stopped before its first checkpoint: it starts again, from scratch
             print_fn(f"{run_dir}: no checkpoint yet (the run was stopped before its first epoch "
                      f"ended): starting it again from scratch with its settings")
-            resume = None
         refused = sorted(set(given) - set(RESUME_OVERRIDES)) + ["out"] * (out is not None)
         if refused:
             names = ", ".join("--" + key.replace("_", "-") for key in refused)
@@ -168,24 +242,73 @@ def prepare_run(settings: dict | None = None, out=None, resume=None, print_fn=pr
             raise SettingsError(f"--resume: {run_dir / CONFIG_FILE} is missing; resume needs the "
                                 f"run folder that 'numcnn train' wrote") from None
         config.update(given)
-    else:
-        model = given.get("model", DEFAULT_MODEL)
-        config = {**TRAIN_DEFAULTS, **MODEL_DEFAULTS.get(model, {}), **given}
-        run_dir = Path(out) if out is not None else _new_run_dir(model)
-        if run_dir.exists() and not run_dir.is_dir():
-            raise SettingsError(f"--out {run_dir} is a file, not a folder")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock_run_dir(run_dir)  # held until the process ends; refused if a live run holds it
-        if (run_dir / CONFIG_FILE).exists() and (run_dir / "checkpoint.ckpt").exists():
-            raise SettingsError(f"--out {run_dir} already holds a run; choose another folder or "
-                                f"continue it with --resume {run_dir}")
-        # a config without a checkpoint: a run stopped before its first epoch ended; the
-        # folder is reused in place
     for key in ("model", "dataset"):  # files by absolute path, so that resume finds them
         if key in given and config[key] != "mnist" and os.path.exists(config[key]):
             config[key] = str(Path(config[key]).resolve())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return config, run_dir, resume
+    return config
+
+
+def _check_epochs_left(checkpoint: Path, epochs: int) -> None:
+    """Raise :class:`NothingToTrain` when the checkpoint's run has ``epochs`` epochs already (or
+    stopped early), saying how to train more."""
+    from . import io
+
+    state = io.read_header(checkpoint).get("checkpoint")
+    if not isinstance(state, dict) or not isinstance(state.get("extra"), dict):
+        return  # not a checkpoint: resuming it says so (io.load_checkpoint)
+    extra = state["extra"]
+    done, stopped = int(extra.get("epoch", 0)), bool(extra.get("stopped", False))
+    if stopped:
+        raise NothingToTrain(f"nothing to train: the run stopped early after epoch {done} (its "
+                             f"validation loss no longer improved; --patience); its model is "
+                             f"{checkpoint.parent / 'model.numcnn'}. To train longer, start a "
+                             f"new run with a larger --patience", done)
+    if epochs <= done:
+        raise NothingToTrain(f"nothing to train: the run already has {count(done, 'epoch')} "
+                             f"(--epochs {epochs}); to train more: numcnn train --resume "
+                             f"{checkpoint} --epochs {done + 1} (or more)", done)
+
+
+def _unlock(run_dir: Path) -> None:
+    from .train import unlock_run_dir
+
+    unlock_run_dir(run_dir)
+
+
+def _discard_unfinished(run_dir: Path, before: _FolderBefore) -> None:
+    """After a run that failed before its first checkpoint: remove the files it wrote itself
+    (``config.json``, ``train.log``, ``run.lock``, leftover temporary files) and then the
+    folders the run made (the run folder, ``runs/``) that are empty. A folder holding a
+    checkpoint or a model file is left as it is; no file the run did not write (the user's, an
+    earlier attempt's) is touched. Called with the folder's lock held, so that no other process
+    takes the folder meanwhile."""
+    from .train import CHECKPOINT_FILE, LOCK_FILE, MODEL_FILE
+
+    if (run_dir / CHECKPOINT_FILE).exists() or (run_dir / MODEL_FILE).exists():
+        return
+    early = (CONFIG_FILE, LOG_FILE, LOCK_FILE)  # what a run writes before its first checkpoint
+    for name in os.listdir(run_dir):
+        ours = name in early or (name.startswith(".") and name.endswith(".tmp"))
+        if ours and name not in before.names:
+            try:
+                os.unlink(run_dir / name)
+            except OSError:
+                pass
+    for folder in before.made:  # deepest first, each only if empty: never a tree
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
+def _check_names(config: dict) -> None:
+    """Refuse a model or dataset that is neither a known name nor an existing path
+    (:class:`~numcnn.errors.UnknownNameError` for a name, a usage error)."""
+    from . import models
+    from .data.dataset import check_spec
+
+    models.check_name(config["model"])
+    check_spec(config["dataset"])
 
 
 def _new_run_dir(model: str) -> Path:
@@ -233,14 +356,38 @@ def run_experiment(settings: dict | None = None, *, out=None, resume=None, data_
         NumcnnError: a dataset that cannot be loaded, a model that does not fit it, a loss that
             became NaN.
         numcnn.train.TrainingInterrupted: after Ctrl-C, once the checkpoint is written.
+        NothingToTrain: ``resume`` of a run that already has ``epochs`` epochs or stopped
+            early (nothing is written).
+
+    The run folder's lock is released however this ends. A run that fails before its first
+    checkpoint (bad data, a model that does not fit, an error in the first epoch, Ctrl-C before
+    training starts) removes the files it wrote (``config.json``, ``train.log``, ``run.lock``)
+    and the folder if it made it and nothing else is there; a folder with a checkpoint or a
+    model file, and any file the run did not write, is kept.
     """
+    config, run_dir, resume, before = _prepare_run(settings, out, resume,
+                                                   print_fn or (lambda line: None))
+    try:
+        return _train_and_evaluate(config, run_dir, resume, data_dir, quiet, progress, print_fn,
+                                   command_line, health, pictures, ray_address)
+    except BaseException:  # an error, Ctrl-C: no folder without a checkpoint is left behind
+        _discard_unfinished(run_dir, before)
+        raise
+    finally:
+        _unlock(run_dir)
+
+
+def _train_and_evaluate(config, run_dir, resume, data_dir, quiet, progress, print_fn,
+                        command_line, health, pictures, ray_address) -> ExperimentResult:
+    """:func:`run_experiment` in the run folder ``run_dir``, locked by the caller."""
     import numpy as np
 
     import numcnn
 
     from . import data, io, models, train
 
-    config, run_dir, resume = prepare_run(settings, out, resume)
+    if resume is not None:
+        _check_epochs_left(resume, config["epochs"])
     say = RunLog(run_dir / LOG_FILE, quiet=quiet, print_fn=print_fn)
     say.log_only(f"$ {command_line or shlex.join(['python', *sys.argv])}")
     say.log_only(f"settings: {json.dumps(config)}")
@@ -274,7 +421,8 @@ def run_experiment(settings: dict | None = None, *, out=None, resume=None, data_
                 "dataset": dataset.name, "input_shape": list(x_train.shape[1:]),
                 "settings": config}
     _write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2) + "\n")  # marks a run
-    say(f"{config['model']}: {model.num_parameters():,} parameters; {dataset.name}: "
+    say(f"{config['model']}: {count(model.num_parameters(), 'parameter', thousands=True)}; "
+        f"{dataset.name}: "
         f"{len(x_train):,} training, {0 if x_val is None else len(x_val):,} validation, "
         f"{len(dataset.x_test):,} test images; run folder {run_dir}")
     try:
@@ -354,8 +502,8 @@ def check_model_fits(model, image_shape, num_classes: int, name) -> None:
                           f"{tuple(image_shape)}: {error}") from None
     if tuple(out) != (1, num_classes):
         raise NumcnnError(f"the model {name} gives outputs of shape {tuple(out)} for one image, "
-                          f"but the dataset has {num_classes} classes: its last layer must give "
-                          f"{num_classes} logits")
+                          f"but the dataset has {count(num_classes, 'class')}: its last layer "
+                          f"must give {count(num_classes, 'logit')}")
 
 
 def augmentation(image_shape) -> list:

@@ -33,9 +33,11 @@ import tempfile
 import numpy as np
 
 from . import _random
+from ._text import a, count
 from .errors import ArgumentTypeError, ModelFileError, NumcnnError
 
-__all__ = ["save", "load", "dumps", "loads", "save_checkpoint", "load_checkpoint", "read_header", "atomic_write"]
+__all__ = ["save", "load", "dumps", "loads", "save_checkpoint", "load_checkpoint", "read_header",
+           "atomic_write", "is_checkpoint"]
 
 FORMAT = "numcnn-model"
 VERSION = 1
@@ -251,7 +253,7 @@ def _parse(path: str, raw: bytes, size: int | None = None) -> tuple[dict, dict[s
         if what is not None:
             raise ModelFileError(f"{path}: expected {_EXPECTED}, but this is {what}")
         if size <= 8:
-            raise ModelFileError(f"{path}: only {size} bytes, too short for {_EXPECTED} "
+            raise ModelFileError(f"{path}: only {count(size, 'byte')}, too short for {_EXPECTED} "
                                  f"(truncated?)")
         raise ModelFileError(f"{path}: expected {_EXPECTED}; the first bytes are not a "
                              f"safetensors header (got {raw[:16]!r})")
@@ -319,6 +321,24 @@ def read_header(path) -> dict:
     return document
 
 
+def is_checkpoint(path) -> bool:
+    """Whether ``path`` is a training checkpoint (written by :func:`save_checkpoint`), judged
+    from its header alone (no tensor is read). False for a model file and for anything that is
+    no numcnn file at all (which :func:`load` then reports)."""
+    from ._files import open_regular
+
+    try:
+        with open_regular(path, ModelFileError, _EXPECTED) as file:
+            raw = file.read(8)
+            if len(raw) < 8 or struct.unpack("<Q", raw)[0] > _MAX_HEADER:
+                return False
+            header = json.loads(file.read(struct.unpack("<Q", raw)[0]).decode("utf-8"))
+            document = json.loads(header["__metadata__"][_HEADER_KEY])
+    except (ModelFileError, ValueError, KeyError, TypeError, RecursionError):
+        return False  # UnicodeDecodeError and json's errors are ValueErrors
+    return isinstance(document, dict) and isinstance(document.get("checkpoint"), dict)
+
+
 def _build_model(path: str, document: dict):
     from .models import SpecError, build
 
@@ -346,7 +366,7 @@ def _set_state(path: str, model, tensors: dict[str, np.ndarray]) -> None:
     unexpected = [k for k in tensors if k not in own]
     wrong = [f"{k}: expected shape {tuple(own[k].shape)}, found {tuple(tensors[k].shape)}"
              for k in own if k in tensors and tuple(own[k].shape) != tuple(tensors[k].shape)]
-    kinds = [f"{k}: expected a {_kind(own[k])} tensor, found {tensors[k].dtype}"
+    kinds = [f"{k}: expected {a(_kind(own[k]))} tensor, found {tensors[k].dtype}"
              for k in own if k in tensors and _kind(own[k]) != _kind(tensors[k])]
     problems = []
     if missing:
@@ -462,7 +482,7 @@ def _encode(value, arrays: dict, where: str):
             return {k: _encode(v, arrays, f"{where}[{k!r}]") for k, v in value.items()}
         return {"__dict__": [[_encode(k, arrays, f"{where} key"),
                               _encode(v, arrays, f"{where}[{k!r}]")] for k, v in value.items()]}
-    raise NumcnnError(f"{where}: a {type(value).__name__} cannot be saved in a checkpoint "
+    raise NumcnnError(f"{where}: {a(type(value).__name__)} cannot be saved in a checkpoint "
                       f"(dicts, lists, tuples, strings, numbers, None and NumPy arrays can)")
 
 

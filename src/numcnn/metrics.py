@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._text import a, count
 from .errors import ArgumentError, ShapeError
 
 __all__ = ["confusion_matrix", "classification_report", "format_confusion_matrix",
@@ -75,7 +76,8 @@ def _class_names(classes, k: int) -> list[str]:
         return [str(i) for i in range(k)]
     names = [str(c) for c in classes]
     if len(names) != k:
-        raise ShapeError(f"{len(names)} class names given for a {k}x{k} confusion matrix")
+        raise ShapeError(f"{count(len(names), 'class name')} given for {a(f'{k}x{k}')} "
+                         f"confusion matrix")
     return names
 
 

@@ -34,10 +34,11 @@ from collections import OrderedDict
 import numpy as np
 
 from . import nn
-from .errors import ArgumentTypeError, NumcnnError
+from ._text import a
+from .errors import ArgumentTypeError, NumcnnError, UnknownNameError
 
 __all__ = ["SpecError", "to_spec", "build", "load_spec", "register", "registry", "PRESETS",
-           "preset", "create"]
+           "preset", "create", "check_name", "UnknownModelError"]
 
 # Deeper specs than this are refused (a hostile file could otherwise exhaust the stack).
 MAX_DEPTH = 64
@@ -50,6 +51,11 @@ class SpecError(NumcnnError, ValueError):
 
     The message starts with the place in the spec, e.g. ``layers[3]: unknown layer type 'Conv3d'``.
     """
+
+
+class UnknownModelError(SpecError, UnknownNameError):
+    """A model name that is neither a preset nor a file (a usage error, exit code 2, on the
+    command line)."""
 
 
 # -- the registry --------------------------------------------------------------------------------
@@ -113,7 +119,7 @@ def _to_json_value(value, where: str):
         return [_to_json_value(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, nn.Module):
         return _to_spec(value, where)
-    raise SpecError(f"{where}: a {type(value).__name__} cannot be written in a spec "
+    raise SpecError(f"{where}: {a(type(value).__name__)} cannot be written in a spec "
                     f"(numbers, strings, booleans, None, tuples and layers can)")
 
 
@@ -397,11 +403,33 @@ def preset(name: str) -> nn.Module:
     return build(PRESETS[name]["spec"])
 
 
+def check_name(name_or_path) -> None:
+    """Refuse at once what :func:`create` cannot build: neither a preset nor an existing path.
+
+    Raises:
+        UnknownModelError: a name (no folder part, no extension) that is no preset.
+        SpecError: a path that does not exist.
+    """
+    from ._files import looks_like_path
+
+    text = os.fspath(name_or_path)
+    if text in PRESETS or os.path.exists(text):
+        return
+    message = (f"{text!r} is neither a preset ({', '.join(PRESETS)}) nor a JSON model "
+               f"description file")
+    if looks_like_path(text):
+        raise SpecError(f"{message} (no such file)")
+    raise UnknownModelError(message)
+
+
 def create(name_or_path) -> nn.Module:
-    """A preset by name, or the model described by a JSON file at that path."""
+    """A preset by name, or the model described by a JSON file at that path.
+
+    Raises:
+        UnknownModelError, SpecError: see :func:`check_name`; SpecError also for a file that
+            is no valid model description.
+    """
+    check_name(name_or_path)
     if isinstance(name_or_path, str) and name_or_path in PRESETS:
         return preset(name_or_path)
-    if os.path.exists(os.fspath(name_or_path)):
-        return load_spec(name_or_path)
-    raise SpecError(f"{os.fspath(name_or_path)!r} is neither a preset ({', '.join(PRESETS)}) "
-                    f"nor a JSON model description file")
+    return load_spec(name_or_path)

@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from ._text import a, count
 from .errors import ArgumentTypeError, ShapeError
 from .io import atomic_write
 
@@ -48,7 +49,8 @@ def plot_confusion_matrix(cm, classes, path, normalize: bool = False,
     k = cm.shape[0]
     names = [str(c) for c in (range(k) if classes is None else classes)]
     if len(names) != k:
-        raise ShapeError(f"plot_confusion_matrix: {len(names)} class names for a {k}x{k} matrix")
+        raise ShapeError(f"plot_confusion_matrix: {count(len(names), 'class name')} for "
+                         f"{a(f'{k}x{k}')} matrix")
     rows = cm.sum(axis=1, keepdims=True)
     values = (np.divide(cm, rows, out=np.zeros(cm.shape), where=rows != 0) if normalize
               else cm.astype(np.float64))

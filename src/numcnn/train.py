@@ -38,6 +38,7 @@ import numpy as np
 
 from . import _random
 from ._grad import no_grad
+from ._text import count
 from .errors import ArgumentError, NumcnnError
 
 __all__ = ["fit", "evaluate", "predict", "softmax", "History", "EarlyStopping", "Callback",
@@ -84,17 +85,22 @@ def lock_run_dir(run_dir) -> str:
         if key in _HELD:
             _HELD[key][1] += 1
             return key
-        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
-            os.close(fd)
-            pid = int(text) if text.isdigit() else None
-            who = f"process {pid}" if pid is not None else "another process"
-            raise RunFolderBusy(f"the run folder {run_dir} is in use by {who}, which is "
-                                f"training in it; wait for it to end, or choose another "
-                                f"folder (expected a folder no live run holds)", pid) from None
+        for _ in range(10):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+                os.close(fd)
+                pid = int(text) if text.isdigit() else None
+                who = f"process {pid}" if pid is not None else "another process"
+                raise RunFolderBusy(f"the run folder {run_dir} is in use by {who}, which is "
+                                    f"training in it; wait for it to end, or choose another "
+                                    f"folder (expected a folder no live run holds)", pid) from None
+            if _is_file_at(fd, run_dir / LOCK_FILE):
+                break
+            os.close(fd)  # a failed run removed the lock file (and folder) meanwhile: again
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         _HELD[key] = [fd, 1]
@@ -104,6 +110,16 @@ def lock_run_dir(run_dir) -> str:
         except OSError:
             pass
     return key
+
+
+def _is_file_at(fd: int, path: Path) -> bool:
+    """Whether the open file ``fd`` is still the file at ``path`` (not removed meanwhile)."""
+    try:
+        here = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def unlock_run_dir(run_dir) -> None:
@@ -486,7 +502,8 @@ def _fit(model, loader, validation, epochs, batch_size, optimizer, criterion, sc
             if state.stopped:
                 if print_fn is not None and history.stopped_epoch == epoch:
                     print_fn(f"early stopping: {monitor} has not improved for "
-                             f"{early_stopping.patience} epoch(s); best epoch {best.epoch}")
+                             f"{count(early_stopping.patience, 'epoch')}; best epoch "
+                             f"{best.epoch}")
                 break
     except KeyboardInterrupt:
         state.restore(snapshot)
@@ -855,8 +872,8 @@ def evaluate(model, x, y, *, batch_size: int = 256, loss=None, preprocessing=Non
     criterion = loss if loss is not None else nn.CrossEntropyLoss()
     y_true = _labels(np.asarray(y))
     if len(y_true) != len(x):
-        raise NumcnnError(f"evaluate: expected one label per image, got {len(x)} images and "
-                          f"{len(y_true)} labels")
+        raise NumcnnError(f"evaluate: expected one label per image, got "
+                          f"{count(len(x), 'image')} and {count(len(y_true), 'label')}")
     if len(x) == 0:
         raise NumcnnError("evaluate: expected at least one image, got none (accuracy is "
                           "undefined)")
@@ -865,8 +882,8 @@ def evaluate(model, x, y, *, batch_size: int = 256, loss=None, preprocessing=Non
     if not finite.all():
         bad = np.flatnonzero(~finite)
         raise NumcnnError(f"evaluate: expected finite logits, but the model gave NaN or inf for "
-                          f"{len(bad)} of {len(x)} images (the first: image {bad[0]}); check the "
-                          f"images (NaN pixels?) and the weights")
+                          f"{len(bad)} of {count(len(x), 'image')} (the first: image "
+                          f"{bad[0]}); check the images (NaN pixels?) and the weights")
     n_classes = logits.shape[1]
     classes = list(classes) if classes is not None else list(range(n_classes))
     loss_value = float(criterion(logits, y_true))

@@ -29,6 +29,7 @@ import os
 
 import numpy as np
 
+from . import _text
 from ._grad import no_grad
 from .errors import NumcnnError, ShapeError
 from .io import atomic_write
@@ -201,7 +202,8 @@ def plot_feature_maps(maps, path, title: str = "", max_maps: int = 64) -> str:
         ax.set_title(f"channel {index}", fontsize=8)
     shown = f" (first {count} of {len(maps)})" if count < len(maps) else ""
     size = "x".join(str(s) for s in maps.shape[1:])
-    fig.suptitle(f"{title}: feature maps, {len(maps)} channels of {size}{shown}", fontsize=10)
+    fig.suptitle(f"{title}: feature maps, {_text.count(len(maps), 'channel')} of {size}{shown}",
+                 fontsize=10)
     return _save(fig, path, rows, cols)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._random import get_rng
+from .._text import a
 from ..errors import ArgumentError, ShapeError
 
 __all__ = ["RandomCrop", "RandomHorizontalFlip"]
@@ -52,7 +53,8 @@ class RandomCrop:
         n, c, height, width = x.shape
         p, (h, w) = self.padding, self.size
         if h > height + 2 * p or w > width + 2 * p:
-            raise ShapeError(f"RandomCrop: a {h}x{w} crop does not fit images of {height}x{width} "
+            raise ShapeError(f"RandomCrop: {a(f'{h}x{w}')} crop does not fit images of "
+                             f"{height}x{width} "
                              f"padded by {p}")
         padded = np.full((n, c, height + 2 * p, width + 2 * p), self.fill, dtype=x.dtype)
         padded[:, :, p:p + height, p:p + width] = x

@@ -14,12 +14,23 @@ from pathlib import Path
 
 import numpy as np
 
-from .._files import check_expansion, open_regular
-from ..errors import DataError
+from .._files import check_expansion, looks_like_path, open_regular
+from .._text import count
+from ..errors import DataError, UnknownNameError
 from ._images import check_pixels, open_image, to_8bit
 from .idx import read_idx
 
-__all__ = ["Dataset", "load_dataset", "load_idx_folder", "load_image_folder", "load_npz"]
+__all__ = ["Dataset", "load_dataset", "load_idx_folder", "load_image_folder", "load_npz",
+           "check_spec", "UnknownDatasetError"]
+
+_EXPECTED_SPEC = ("'mnist', 'fashion-mnist', 'kmnist', 'cifar10', an .npz file (x_train, y_train, "
+                  "x_test, y_test), a folder of IDX files, or a folder of images with one "
+                  "subfolder per class")
+
+
+class UnknownDatasetError(DataError, UnknownNameError):
+    """A dataset name that names no dataset and no file or folder (a usage error, exit code 2,
+    on the command line)."""
 
 SPLITS = ("x_train", "y_train", "x_test", "y_test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -60,12 +71,13 @@ class Dataset:
             x = _checked_images(getattr(self, "x_" + split), f"{self.name}: x_{split}")
             y = _checked_labels(getattr(self, "y_" + split), f"{self.name}: y_{split}")
             if len(x) != len(y):
-                raise DataError(f"{self.name}: expected one label per image, got {len(x)} {split} "
-                                f"images but {len(y)} labels")
+                raise DataError(f"{self.name}: expected one label per image, got "
+                                f"{count(len(x), split + ' image')} but "
+                                f"{count(len(y), 'label')}")
             if len(y) and y.max() >= len(self.classes):
                 raise DataError(
                     f"{self.name}: y_{split} holds label {y.max()}, but there are only "
-                    f"{len(self.classes)} classes {self.classes}"
+                    f"{count(len(self.classes), 'class')} {self.classes}"
                 )
             setattr(self, "x_" + split, x)
             setattr(self, "y_" + split, y)
@@ -87,7 +99,7 @@ class Dataset:
     def __repr__(self) -> str:
         return (
             f"Dataset({self.name!r}: train {self.x_train.shape} {self.x_train.dtype}, "
-            f"test {self.x_test.shape} {self.x_test.dtype}, {self.num_classes} classes)"
+            f"test {self.x_test.shape} {self.x_test.dtype}, {count(self.num_classes, 'class')})"
         )
 
 
@@ -147,6 +159,7 @@ def load_dataset(spec, data_dir=None, *, image_size=None, test_fraction=0.2, see
         image_size, test_fraction, seed: passed to :func:`load_image_folder`.
         progress: show download progress (MNIST only).
     """
+    check_spec(spec)
     if str(spec).lower() == "mnist":
         from .mnist import load_mnist  # the MNIST module imports this one
 
@@ -162,13 +175,28 @@ def load_dataset(spec, data_dir=None, *, image_size=None, test_fraction=0.2, see
         if any(path.glob(IDX_PATTERNS["x_train"][0])):
             return load_idx_folder(path)
         return load_image_folder(path, image_size, test_fraction, seed)
-    what = "no such file or folder" if not path.exists() else "not an .npz file or a folder"
-    raise DataError(
-        f"cannot load dataset {str(spec)!r}: {what}; expected 'mnist', 'fashion-mnist', "
-        "'kmnist', 'cifar10', an .npz file "
-        "(x_train, y_train, x_test, y_test), a folder of IDX files, or a folder of images with "
-        "one subfolder per class"
-    )
+    raise DataError(f"cannot load dataset {str(spec)!r}: not an .npz file or a folder; "
+                    f"expected {_EXPECTED_SPEC}")
+
+
+def check_spec(spec) -> None:
+    """Refuse at once a ``spec`` that :func:`load_dataset` cannot take: neither a dataset name
+    nor an existing file or folder (before anything is downloaded or created).
+
+    Raises:
+        UnknownDatasetError: a name (no folder part, no extension) that names no dataset.
+        DataError: a path that does not exist.
+    """
+    from .named import canonical_name
+
+    if str(spec).lower() == "mnist" or canonical_name(spec) is not None \
+            or Path(spec).expanduser().exists():
+        return
+    message = (f"cannot load dataset {str(spec)!r}: no such file or folder; expected "
+               f"{_EXPECTED_SPEC}")
+    if looks_like_path(spec):
+        raise DataError(message)
+    raise UnknownDatasetError(message)
 
 
 def load_npz(path) -> Dataset:

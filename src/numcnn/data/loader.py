@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from .._random import get_rng
+from .._text import count
 from ..errors import DataError
 
 __all__ = ["DataLoader"]
@@ -44,8 +45,8 @@ class DataLoader:
             raise DataError(f"DataLoader: batch_size must be a whole number >= 1, got "
                             f"{batch_size!r}")
         if len(x) != len(y):
-            raise DataError(f"DataLoader: expected one label per sample, got {len(x)} samples but "
-                            f"{len(y)} labels")
+            raise DataError(f"DataLoader: expected one label per sample, got "
+                            f"{count(len(x), 'sample')} but {count(len(y), 'label')}")
         if int(batch_size) != batch_size or batch_size < 1:
             raise DataError(f"DataLoader: batch_size must be a whole number >= 1, got {batch_size}")
         self.x = x

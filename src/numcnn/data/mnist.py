@@ -88,10 +88,27 @@ PIP_TIMEOUT = 600  # seconds for the whole `pip download`; pip's own socket time
 
 
 def data_dir(path=None) -> Path:
-    """The data directory: ``path`` if given, else ``$NUMCNN_DATA``, else ``~/.cache/numcnn``."""
+    """The data directory: ``path`` if given, else ``$NUMCNN_DATA``, else ``~/.cache/numcnn``.
+
+    Raises:
+        DataError: it, or the first of its parents that exists, is a file, not a folder (checked
+            before anything is downloaded).
+    """
+    source = "the data folder"
     if path is None or str(path) == "":
         path = os.environ.get("NUMCNN_DATA") or "~/.cache/numcnn"
-    return Path(path).expanduser()
+        source = ("the data folder $NUMCNN_DATA" if os.environ.get("NUMCNN_DATA")
+                  else "the default data folder")
+    root = Path(path).expanduser()
+    existing = root
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        what = "is a file" if existing == root else f"is inside {existing}, a file"
+        raise DataError(f"{source} {root} {what}, not a folder; expected a folder to keep the "
+                        f"datasets in (created if missing): give --data-dir DIR or set "
+                        f"NUMCNN_DATA")
+    return root
 
 
 _data_dir = data_dir  # load_mnist's argument of the same name hides the function
@@ -192,23 +209,15 @@ def _read_npz(path: Path) -> dict:
 
 
 def _write_cache(path: Path, arrays: dict) -> None:
-    """Write ``arrays`` to ``path`` atomically: a temporary file beside it, then a rename."""
-    tmp = None
+    """Write ``arrays`` to ``path`` atomically (numcnn.io's atomic_write: a temporary file beside
+    it, then a rename); a cache that cannot be written is a warning, not an error (the data were
+    loaded)."""
+    from ..io import atomic_write
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp",
-                                         delete=False) as file:
-            tmp = file.name
-            np.savez(file, **arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(tmp, 0o644)  # the temporary file was made private (0600)
-        os.replace(tmp, path)
-    except BaseException as err:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        if not isinstance(err, OSError):
-            raise
+        atomic_write(path, lambda file: np.savez(file, **arrays))
+    except OSError as err:
         warnings.warn(f"MNIST loaded but not cached: cannot write {path} ({err})", stacklevel=3)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._text import count
 from ..errors import DataError, ShapeError
 
 __all__ = ["Preprocessing", "one_hot", "prepare_image", "train_val_split"]
@@ -115,7 +116,7 @@ class Preprocessing:
         again they would all be near 0 and every prediction garbage (an evaluation on them
         scored 12.6% instead of 89.7%). Floats of 0-255 and bytes pass."""
         if (self.scale < 1 and x.size and np.issubdtype(x.dtype, np.floating)
-                and 0 < float(np.nanmax(x)) <= 1.0):
+                and 0 < float(np.fmax.reduce(x, axis=None)) <= 1.0):  # nanmax, no warning
             raise DataError(
                 f"Preprocessing: expected pixels of 0-255 (the model's statistics are of bytes, "
                 f"scale 1/{round(1 / self.scale)}), got floats in [0, 1]: pass the images as "
@@ -168,8 +169,8 @@ def train_val_split(x, y, val_fraction=0.1, seed=0):
     """
     n = len(x)
     if len(y) != n:
-        raise DataError(f"train_val_split: expected one label per sample, got {n} samples but "
-                        f"{len(y)} labels")
+        raise DataError(f"train_val_split: expected one label per sample, got "
+                        f"{count(n, 'sample')} but {count(len(y), 'label')}")
     if not 0 <= val_fraction < 1:
         raise DataError(f"train_val_split: val_fraction must be in [0, 1), got {val_fraction}")
     order = np.random.default_rng(seed).permutation(n)

@@ -26,6 +26,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .._text import a
 from ..backend.blas import matmul
 from ..errors import ArgumentError, ShapeError
 
@@ -190,5 +191,6 @@ def check_input(x, ndim: int, layer: str, expected: str) -> np.ndarray:
     """Return ``x`` as an array, or raise a ShapeError naming the layer and the expected layout."""
     x = np.asarray(x)
     if x.ndim != ndim:
-        raise ShapeError(f"{layer}: expected a {ndim}-D input {expected}, got shape {x.shape}")
+        raise ShapeError(f"{layer}: expected {a(f'{ndim}-D')} input {expected}, got shape "
+                         f"{x.shape}")
     return x

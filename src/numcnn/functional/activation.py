@@ -16,6 +16,7 @@ import warnings
 
 import numpy as np
 
+from .._text import a
 from ..backend import kernels, policy
 from ..backend.layout import is_chwn, to_layout
 from ..errors import ArgumentError, ShapeError
@@ -194,7 +195,7 @@ def _softmax_dim(dim, ndim: int, name: str) -> int:
         return 0 if ndim in (0, 1, 3) else 1
     size = max(ndim, 1)
     if not -size <= dim < size:
-        raise ShapeError(f"{name}: dim {dim} is out of range for a {ndim}-D input "
+        raise ShapeError(f"{name}: dim {dim} is out of range for {a(f'{ndim}-D')} input "
                          f"(expected in [{-size}, {size - 1}])")
     return dim % size
 

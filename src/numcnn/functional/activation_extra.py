@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 
+from .._text import count
 from ..errors import ArgumentError, ShapeError
 from .activation import sigmoid_forward
 
@@ -209,8 +210,9 @@ def prelu_check_shape(shape, num_parameters: int) -> None:
     shape = tuple(shape)
     channels = shape[1] if len(shape) >= 2 else 1
     if num_parameters not in (1, channels):
-        raise ShapeError(f"prelu: the weight has {num_parameters} values (num_parameters), but "
-                         f"the input {shape} has {channels} channels along axis 1; expected 1 or "
+        raise ShapeError(f"prelu: the weight has {count(num_parameters, 'value')} "
+                         f"(num_parameters), but the input {shape} has "
+                         f"{count(channels, 'channel')} along axis 1; expected 1 or "
                          f"{channels}")
 
 

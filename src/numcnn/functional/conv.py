@@ -66,6 +66,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._grad import is_grad_enabled
+from .._text import a
 from ..backend import kernels, policy
 from ..backend.blas import matmul
 from ..backend.layout import NO_PADS, Pads, from_chwn, to_chwn  # noqa: F401
@@ -243,7 +244,8 @@ def _check_weight(name: str, weight, ndim: int, layout: str) -> np.ndarray:
     if weight.dtype not in (np.float32, np.float64):
         raise DTypeError(f"{name}: expected a float32 or float64 weight, got dtype {weight.dtype}")
     if weight.ndim != ndim:
-        raise ShapeError(f"{name}: expected a {ndim}-D weight {layout}, got shape {weight.shape}")
+        raise ShapeError(f"{name}: expected {a(f'{ndim}-D')} weight {layout}, got shape "
+                         f"{weight.shape}")
     return weight
 
 
@@ -251,7 +253,8 @@ def _check_input(name: str, x, ndim: int, layout: str, dtype) -> np.ndarray:
     """``x`` as an array of ``dtype`` (the weight's), or a ShapeError / DTypeError."""
     x = np.asarray(x)
     if x.ndim != ndim:
-        raise ShapeError(f"{name}: expected a {ndim}-D input {layout}, got shape {x.shape}")
+        raise ShapeError(f"{name}: expected {a(f'{ndim}-D')} input {layout}, got shape "
+                         f"{x.shape}")
     if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
             or x.dtype == np.bool_):
         raise DTypeError(f"{name}: expected a real-valued input, got dtype {x.dtype}")

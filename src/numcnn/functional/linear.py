@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from .._text import a, count
 from ..backend import policy
 from ..backend.blas import matmul
 from ..errors import ShapeError
@@ -37,7 +38,8 @@ def check_linear_input(shape: tuple[int, ...], in_features: int, layer: str = "L
                          f"(in_features={in_features}), got a 0-D input")
     if shape[-1] != in_features:
         raise ShapeError(f"{layer}: expected input (*, {in_features}) (in_features={in_features}), "
-                         f"got {shape}: the layer before produces {shape[-1]} features per sample")
+                         f"got {shape}: the layer before produces "
+                         f"{count(shape[-1], 'feature')} per sample")
 
 
 def linear_forward(x, weight, bias=None):
@@ -90,7 +92,7 @@ def flatten_shape(shape: tuple[int, ...], start_dim: int = 0, end_dim: int = -1,
     ndim = max(len(shape), 1)
     if not (-ndim <= start_dim < ndim and -ndim <= end_dim < ndim):
         raise ShapeError(f"{layer}: start_dim={start_dim}, end_dim={end_dim} are out of range for "
-                         f"a {len(shape)}-D input of shape {shape}")
+                         f"{a(f'{len(shape)}-D')} input of shape {shape}")
     start, end = start_dim % ndim, end_dim % ndim
     if start > end:
         raise ShapeError(f"{layer}: start_dim={start_dim} comes after end_dim={end_dim} for a "

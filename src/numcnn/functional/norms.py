@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._text import count
 from ..errors import ArgumentError, ShapeError
 
 __all__ = [
@@ -170,7 +171,7 @@ def group_norm_forward(x, num_groups: int, weight=None, bias=None, eps: float = 
                          f"shape {x.shape}")
     n, c = x.shape[:2]
     if num_groups <= 0 or c % num_groups:
-        raise ShapeError(f"group_norm: expected the {c} channels of input {x.shape} to be "
+        raise ShapeError(f"group_norm: expected the {count(c, 'channel')} of input {x.shape} to be "
                          f"divisible by num_groups={num_groups}")
     _check_channel_params("group_norm", x, weight, bias)
     rows = x.reshape(n * num_groups, -1)                              # (n*G, c/G * m)

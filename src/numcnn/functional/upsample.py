@@ -24,6 +24,7 @@ import math
 
 import numpy as np
 
+from .._text import a, count as plural
 from ..backend.blas import blas_one_thread
 from ..errors import ArgumentError, ShapeError
 
@@ -36,8 +37,8 @@ _MODES = {"nearest": (3, 4), "linear": (3,), "bilinear": (4,)}
 def _per_axis(value, count: int, label: str):
     if isinstance(value, (tuple, list)):
         if len(value) != count:
-            raise ArgumentError(f"interpolate: {label} should have {count} values (one per spatial "
-                                f"axis), got {tuple(value)}")
+            raise ArgumentError(f"interpolate: {label} should have {plural(count, 'value')} "
+                                f"(one per spatial axis), got {tuple(value)}")
         return tuple(value)
     return (value,) * count
 
@@ -48,7 +49,7 @@ def _check(shape, size, scale_factor, mode, align_corners):
         raise ArgumentError(f"interpolate: mode must be one of {sorted(_MODES)}, got {mode!r}")
     if len(shape) not in _MODES[mode]:
         wanted = " or ".join(f"{r}-D" for r in _MODES[mode])
-        raise ShapeError(f"interpolate: mode={mode!r} expects a {wanted} input (N, C, ...), got "
+        raise ShapeError(f"interpolate: mode={mode!r} expects {a(wanted)} input (N, C, ...), got "
                          f"shape {shape}")
     if align_corners is not None and mode == "nearest":
         raise ArgumentError("interpolate: align_corners option can only be set with the "

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from .._text import a
 from ..errors import ArgumentError, ShapeError
 from ..functional import conv as C
 from ..functional import core
@@ -80,7 +81,7 @@ class _ConvNd(Module):
         name = type(self).__name__
         shape = tuple(shape)
         if len(shape) != self._dims + 2:
-            raise ShapeError(f"{name}: expected a {self._dims + 2}-D input "
+            raise ShapeError(f"{name}: expected {a(f'{self._dims + 2}-D')} input "
                              f"{self._layout.replace('C', str(self.in_channels), 1)}, "
                              f"got shape {shape}")
         core.check_channels(name, shape, self.in_channels, self._layout)

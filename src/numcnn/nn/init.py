@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from .._random import get_rng
+from .._text import a
 from ..errors import AllocationError
 
 _SHAPES_ONLY = contextvars.ContextVar("numcnn_shapes_only", default=False)
@@ -54,7 +55,7 @@ def _allocate(make, shape, dtype) -> np.ndarray:
             raise
         shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
         size = math.prod(shape) * np.dtype(dtype).itemsize
-        raise AllocationError(f"cannot allocate a {np.dtype(dtype).name} array of shape {shape} "
+        raise AllocationError(f"cannot allocate {a(np.dtype(dtype).name)} array of shape {shape} "
                               f"({size:,} bytes): expected a size this machine can hold"
                               ) from None
 

@@ -9,6 +9,7 @@ import threading
 import numpy as np
 
 from .. import functional as F
+from .._text import a, count
 from ..errors import ArgumentError, ShapeError
 from . import init
 from .module import Module, Parameter, check_flag, check_number, check_positive_int, check_real
@@ -63,12 +64,12 @@ class _BatchNorm(Module):
         shape = tuple(shape)
         name = type(self).__name__
         if len(shape) not in self._ranks:
-            raise ShapeError(f"{name}: expected {self._layout}, got a {len(shape)}-D input of "
-                             f"shape {shape}")
+            raise ShapeError(f"{name}: expected {self._layout}, got "
+                             f"{a(f'{len(shape)}-D')} input of shape {shape}")
         if shape[1] != self.num_features:
-            raise ShapeError(f"{name}: expected {self.num_features} channels "
+            raise ShapeError(f"{name}: expected {count(self.num_features, 'channel')} "
                              f"(num_features={self.num_features}), got input of shape {shape} "
-                             f"with {shape[1]} channels")
+                             f"with {count(shape[1], 'channel')}")
 
     def forward(self, x):
         x = check_real(type(self).__name__, x)
@@ -373,7 +374,7 @@ class InstanceNorm2d(_AffineNorm):
                              f"(C, H, W), got shape {shape}")
         channels = shape[-3]
         if (self.affine or self.track_running_stats) and channels != self.num_features:
-            raise ShapeError(f"InstanceNorm2d: expected {self.num_features} channels "
+            raise ShapeError(f"InstanceNorm2d: expected {count(self.num_features, 'channel')} "
                              f"(num_features={self.num_features}), got input of shape {shape}")
         return shape
 

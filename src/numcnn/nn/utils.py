@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from .._text import a
 from ..errors import ArgumentError, NumcnnError
 from .module import Parameter
 
@@ -24,7 +25,7 @@ def _grads(parameters) -> list[np.ndarray]:
     for param in parameters:
         if not isinstance(param, Parameter):
             raise NumcnnError(f"gradient clipping takes numcnn Parameters (model.parameters()), "
-                              f"got a {type(param).__name__}")
+                              f"got {a(type(param).__name__)}")
         if param.grad is not None:
             grads.append(param.grad)
     return grads

@@ -42,6 +42,7 @@ import os
 import numpy as np
 
 from .. import _random, nn
+from .._text import a, count
 from ..functional.pooling import adaptive_pool, avg_pool
 from . import OnnxError, _require_onnx
 
@@ -92,7 +93,7 @@ def _int_list(value, node, name, length=None):
     except (TypeError, ValueError):
         _refuse(node, f"attribute {name} must be a list of ints, got {value!r}")
     if length is not None and len(out) != length:
-        _refuse(node, f"attribute {name} must have {length} entries, got {out}")
+        _refuse(node, f"attribute {name} must have {count(length, 'entry')}, got {out}")
     return out
 
 
@@ -112,7 +113,8 @@ def _tensor(tensor, where: str) -> np.ndarray:
     except Exception as error:  # malformed data: onnx raises several kinds
         raise OnnxError(f"{where}: the tensor {tensor.name!r} cannot be read: {error}") from None
     if array.shape != tuple(dims):
-        raise OnnxError(f"{where}: the tensor {tensor.name!r} holds {array.size} values for "
+        raise OnnxError(f"{where}: the tensor {tensor.name!r} holds "
+                        f"{count(array.size, 'value')} for "
                         f"shape {dims}")
     return array
 
@@ -276,7 +278,7 @@ class _Reader:
         strides = tuple(_int_list(attrs.get("strides", [1] * d), node, "strides", d))
         dilations = tuple(_int_list(attrs.get("dilations", [1] * d), node, "dilations", d))
         if len(chain.shape) != d + 2:
-            _refuse(node, f"a {d}-D convolution of a {len(chain.shape)}-D input")
+            _refuse(node, f"{a(f'{d}-D')} convolution of {a(f'{len(chain.shape)}-D')} input")
         pads = self._pads(node, attrs, chain.shape, kernel, strides, dilations, d)
         padding_mode = "zeros"
         if chain.pending is not None:
@@ -349,7 +351,8 @@ class _Reader:
     def _vector(node, value, size, what):
         value = _weights(np.asarray(value), node, f"the {what}")
         if value.size != size:
-            _refuse(node, f"the {what} has {value.size} values for {size} channels")
+            _refuse(node, f"the {what} has {count(value.size, 'value')} for "
+                          f"{count(size, 'channel')}")
         return value.reshape(size).copy()
 
     def op_ConvTranspose(self, node, attrs):
@@ -394,7 +397,7 @@ class _Reader:
             _refuse(node, "only the inference form (training_mode=0, one output) is read")
         rank = len(chain.shape)
         if rank not in (2, 3, 4):
-            _refuse(node, f"a batch norm of a {rank}-D input has no numcnn layer")
+            _refuse(node, f"a batch norm of {a(f'{rank}-D')} input has no numcnn layer")
         c = chain.shape[1]
         scale, bias, mean, var = (self._vector(node, self.const(node, i, what), c, what)
                                   for i, what in ((1, "scale"), (2, "bias"), (3, "mean"),

@@ -12,6 +12,7 @@ from bisect import bisect_right
 from numbers import Real
 from typing import Any, Callable
 
+from .._text import count
 from ..errors import ArgumentError, ArgumentTypeError
 from .lr_scheduler import LRScheduler, ReduceLROnPlateau, _check_positive_int
 from .optimizer import Optimizer
@@ -216,8 +217,8 @@ class OneCycleLR(LRScheduler):
     def get_lr(self):
         step = self.last_epoch
         if step > self.total_steps:
-            raise ArgumentError(f"OneCycleLR: tried to step {step} times; the specified number of "
-                                f"total steps is {self.total_steps}")
+            raise ArgumentError(f"OneCycleLR: tried to step {count(step, 'time')}; the specified "
+                                f"number of total steps is {self.total_steps}")
         lrs = []
         for group in self.optimizer.param_groups:
             start_step = 0.0
@@ -244,8 +245,8 @@ def _per_group(name: str, optimizer: Optimizer, value) -> list:
     groups = len(optimizer.param_groups)
     if isinstance(value, (list, tuple)):
         if len(value) != groups:
-            raise ArgumentError(f"OneCycleLR: expected {groups} values for {name} (one per "
-                                f"parameter group), got {len(value)}")
+            raise ArgumentError(f"OneCycleLR: expected {count(groups, 'value')} for {name} "
+                                f"(one per parameter group), got {len(value)}")
         return list(value)
     return [value] * groups
 

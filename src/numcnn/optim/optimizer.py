@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .._text import count
 from ..errors import ArgumentError, ArgumentTypeError, DTypeError, NumcnnError, ShapeError
 from ..nn.module import Parameter
 
@@ -317,7 +318,8 @@ class Optimizer:
         for number, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
             if len(saved["params"]) != len(group["params"]):
                 raise ArgumentError(f"{name}.load_state_dict: parameter group {number} has "
-                                    f"{len(saved['params'])} parameters in the state dict, "
+                                    f"{count(len(saved['params']), 'parameter')} in the state "
+                                    f"dict, "
                                     f"{len(group['params'])} in the optimizer")
             for index, param in zip(saved["params"], group["params"]):
                 id_map[int(index)] = param
