@@ -519,3 +519,64 @@ def test_winograd_reads_any_zero_padding_from_the_frame(padding, hw):
     labels = [label for label, _ in plan.profile(x, repeats=1) if label.startswith("conv")]
     assert all("Winograd" in label for label in labels), labels
     _assert_matches(plan, model, x)
+
+
+@needs_kernels
+@pytest.mark.parametrize("activation", [nn.LeakyReLU(0.1), nn.LeakyReLU(0.0), nn.LeakyReLU(2.5),
+                                        nn.Sigmoid(), nn.ELU(), nn.ELU(0.3)])
+@pytest.mark.parametrize("n", [1, 7, 64])
+def test_fused_activations_match_their_layers(activation, n):
+    """Leaky ReLU, sigmoid and ELU in the output loops of every kernel (rows, channels,
+    columns, Winograd, pooled), on their own after a layer the plan runs in Python, and after
+    a residual sum; inputs reach +-100 (sigmoid's and ELU's exponentials saturate), NaN and
+    infinities pass through as the layers pass them."""
+    numcnn.manual_seed(9)
+    act = lambda: type(activation)(*activation._args()[:1])  # noqa: E731
+    model = nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), act(),                      # rows / channels
+        nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), act(),  # Winograd from 16 samples
+        nn.Conv2d(32, 16, 3, padding=1), act(), nn.MaxPool2d(2),     # fused pooling
+        nn.Conv2d(16, 16, 3, stride=2, padding=1), act(),            # columns / channels
+        nn.Residual(nn.Sequential(nn.Conv2d(16, 16, 1), nn.Sigmoid())), act(),
+        nn.LeakyReLU(-0.5), act(),                                  # Python, then on its own
+        nn.Flatten(), nn.Linear(256, 10), act())
+    model = _randomise_batch_norms(model).eval()
+    plan = inference.compile(model, (3, 16, 16))
+    names = " ".join(plan.describe())
+    assert names.count(type(activation).__name__.replace("LeakyReLU", "leaky ReLU")
+                       .replace("Sigmoid", "sigmoid")) >= 5, names
+    x = _images(n, (3, 16, 16)) * 30
+    _assert_matches(plan, model, x)
+    x[0, 0, 3, 3], x[-1, 1, 5, 7], x[-1, 2, 0, 0] = np.nan, np.inf, -np.inf
+    out, ref = plan(x), _reference(model, x)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+    kept = ~np.isnan(ref)
+    np.testing.assert_array_equal(np.isinf(out[kept]), np.isinf(ref[kept]))
+    finite = ref[np.isfinite(ref)]
+    scale = float(np.abs(finite).max()) if finite.size else 1.0
+    np.testing.assert_allclose(out[kept], ref[kept], rtol=1e-4, atol=2e-5 * scale)
+
+
+@needs_kernels
+@pytest.mark.parametrize("layer, expected", [
+    (nn.Sigmoid(), lambda x: 1 / (1 + np.exp(-x))),
+    (nn.ELU(0.7), lambda x: np.where(x > 0, x, 0.7 * np.expm1(np.minimum(x, 0)))),
+    (nn.LeakyReLU(0.03), lambda x: np.where(x > 0, x, 0.03 * x))])
+def test_the_fused_exponentials_are_float32_rounding_close(layer, expected):
+    """The plan's sigmoid and ELU (Cephes' expf, vectorised, on non-positive arguments) and
+    leaky ReLU against NumPy in float64, from -100 to 100 (exp underflows below -87.3),
+    around 0, and at the infinities and NaN, on the rows kernel (many samples) and the
+    channels kernel (one). Absolute error: ELU's exp(x) - 1 loses the relative precision of
+    expm1 near 0 (PyTorch's ELU computes expm1)."""
+    model = nn.Sequential(nn.Conv2d(1, 1, 1, bias=False), layer).eval()
+    model[0].weight.data[...] = 1
+    plan = inference.compile(model, (1, 1, 1))
+    x = np.concatenate([np.linspace(-100, 100, 40001, dtype=np.float32),
+                        np.linspace(-1e-3, 1e-3, 1001, dtype=np.float32),
+                        np.float32([0.0, -87.3, -87.4, -88.0, 3e38, -3e38, np.inf, -np.inf])])
+    for batch in (x, x[7:8], x[-4:-3]):
+        out = plan(batch.reshape(-1, 1, 1, 1)).ravel()
+        with np.errstate(over="ignore"):
+            want = expected(batch.astype(np.float64))
+        np.testing.assert_allclose(out, want, rtol=4e-7, atol=1.2e-7)
+    assert np.isnan(plan(np.float32([[[[np.nan]]]]))).all()

@@ -294,8 +294,30 @@ def _winograd_mode(node: dict, n: int) -> int | None:
     return None
 
 
-_ACT_NAMES = {K.NO_ACT: "", K.RELU: " + ReLU", K.TANH: " + tanh"}
-_ACTIVATIONS = {nn.ReLU: K.RELU, nn.Tanh: K.TANH}  # layer type -> the fused activation's code
+def _activation(layer) -> int | None:
+    """The act field for an activation layer the plan fuses, or None: ReLU, Tanh, Sigmoid,
+    LeakyReLU and ELU with a slope / alpha >= 0 (non-decreasing, so that they commute with max
+    pooling). Its parameter is read when the plan is compiled."""
+    kind = type(layer)
+    if kind is nn.ReLU:
+        return K.RELU
+    if kind is nn.Tanh:
+        return K.TANH
+    if kind is nn.Sigmoid:
+        return K.SIGMOID
+    if kind is nn.LeakyReLU and 0 <= layer.negative_slope <= 1e30:
+        return K.activation(K.LEAKY_RELU, layer.negative_slope)
+    if kind is nn.ELU and 0 <= layer.alpha <= 1e30:
+        return K.activation(K.ELU, layer.alpha)
+    return None
+
+
+def _act_name(act: int) -> str:
+    """`` + ReLU``, `` + leaky ReLU (0.01)``, ... for an act field (empty for none)."""
+    code = act & 0xFF
+    alpha = float(np.array(act >> 32, np.uint32).view(np.float32))
+    return {K.NO_ACT: "", K.RELU: " + ReLU", K.TANH: " + tanh", K.SIGMOID: " + sigmoid",
+            K.LEAKY_RELU: f" + leaky ReLU ({alpha:g})", K.ELU: f" + ELU ({alpha:g})"}[code]
 
 
 _MODE_NAMES = {K.ROWS: "direct, rows", K.CHANNELS: "direct, channels",
@@ -315,7 +337,7 @@ def _describe(node: dict, lanes: int | None = None) -> str:
         text += " + bias" + (" (batch norm folded)" if node.get("folded") else "")
         if node.get("r") is not None:
             text += " + residual"
-        text += _ACT_NAMES[node["act"]]
+        text += _act_name(node["act"])
         if node["pool"] != (1, 1):
             text += f" + max pool {node['pool'][0]}x{node['pool'][1]}"
         mode = node.get("modes", {}).get(lanes)
@@ -324,9 +346,9 @@ def _describe(node: dict, lanes: int | None = None) -> str:
         return text
     if kind in ("maxpool", "avgpool"):
         return (f"{kind[:3]} pool {node['kernel'][0]}x{node['kernel'][1]}"
-                + _ACT_NAMES[node.get("act", K.NO_ACT)])
+                + _act_name(node.get("act", K.NO_ACT)))
     if kind == "ewise":
-        text = ("add" if node.get("r") is not None else "") + _ACT_NAMES[node["act"]]
+        text = ("add" if node.get("r") is not None else "") + _act_name(node["act"])
         return text.lstrip(" +")
     return {"input": "input copy (NCHW -> CHWN)", "output": "output copy (CHWN -> NCHW)",
             "mean": "global average pool", "copy": "copy"}.get(kind, kind)
@@ -398,10 +420,9 @@ class _Builder:
             return self.conv(layer, following, value)
         if type(layer) is nn.Linear and value.ndim == 2:
             return self.linear(layer, following, value)
-        if type(layer) in _ACTIVATIONS:
+        if _activation(layer) is not None:
             out = _Value(value.c, value.h, value.w, value.ndim)
-            return self.emit({"op": "ewise", "x": value, "y": out,
-                              "act": _ACTIVATIONS[type(layer)]}), 1
+            return self.emit({"op": "ewise", "x": value, "y": out, "act": _activation(layer)}), 1
         if type(layer) is nn.MaxPool2d and value.ndim == 4:
             return self.max_pool(layer, following, value)
         if type(layer) is nn.AvgPool2d and value.ndim == 4:
@@ -421,8 +442,9 @@ class _Builder:
 
     @staticmethod
     def _fusable_act(following) -> int:
-        """The code of the activation layer that comes next (ReLU, tanh), or NO_ACT."""
-        return _ACTIVATIONS.get(type(following[0]), K.NO_ACT) if following else K.NO_ACT
+        """The act field of the activation layer that comes next (_activation), or NO_ACT."""
+        act = _activation(following[0]) if following else None
+        return K.NO_ACT if act is None else act
 
     def conv(self, layer, following, value):
         if (layer.groups != 1 or layer.padding_mode != "zeros"

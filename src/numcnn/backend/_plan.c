@@ -30,7 +30,8 @@
  *   PLAN_AVGPOOL  y[c,p,q,s] = act(sum_{i,j} x[c, p*sh+i, q*sw+j, s] / (kh*kw)), no padding
  *   PLAN_EWISE    y = act(x + r) (r optional): a residual sum not fused into a convolution,
  *                 or an activation on its own
- * act: 0 none, 1 ReLU, 2 tanh.
+ * act: 0 none, 1 ReLU, 2 tanh, 3 leaky ReLU, 4 sigmoid, 5 ELU (the code in the low 8 bits, a
+ * parameter's float bits in the high 32: see plan_act).
  *   PLAN_COPY     any 4-D strides to any 4-D strides: the input into the first map (NCHW to
  *                 CHWN, into a frame), the last map out to the caller's NCHW array
  *   PLAN_MEAN     y[c,0,0,s] = mean_{p,q} x[c,p,q,s] (global average pooling)
@@ -167,20 +168,77 @@ ALWAYS_INLINE vf plan_tanh(vf x)
     return plan_select(x != x, x, plan_select(a < splat(0.625f), small, large));
 }
 
-/* the activation of an operation: 0 none, 1 ReLU, 2 tanh (both commute with the maximum of a
- * max pooling, being non-decreasing) */
-ALWAYS_INLINE vf plan_act(vf s, int act)
+/* exp(x) for x <= 0 (Cephes' expf: the power of two put into the exponent bits, a polynomial for
+ * the rest; within 2 ulp), 0 below -87.3; NaN stays NaN */
+ALWAYS_INLINE vf plan_exp_nonpositive(vf x)
 {
-    if (act == 1)
-        return plan_relu(s);
-    if (act == 2)
-        return plan_tanh(s);
-    return s;
+    vf t = plan_select(x > splat(-87.3f), x, splat(-87.3f));
+    vf z = t * 1.44269504088896341f + 0.5f;
+    plan_vi k = __builtin_convertvector(z, plan_vi); /* toward zero: one too many when z < 0 */
+    vf fx = __builtin_convertvector(k, vf);
+    plan_vi over = fx > z;
+    k += over; /* -1 where the truncation went up */
+    fx = __builtin_convertvector(k, vf);
+    vf r = t - fx * 0.693359375f + fx * 2.12194440e-4f, r2 = r * r;
+    vf e = ((((((splat(1.9875691500e-4f) * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r
+               + 4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f) * r2
+            + r + 1.0f);
+    vf scale = (vf)((k + 127) << 23);
+    vf out = plan_select(x > splat(-87.3f), e * scale, splat(0.0f));
+    return plan_select(x != x, x, out);
 }
 
-ALWAYS_INLINE float plan_act1(float s, int act)
+/* The activation of an operation, its code in the low 8 bits of act and its parameter (a
+ * float) in the high 32: 0 none, 1 ReLU, 2 tanh, 3 leaky ReLU (slope alpha >= 0), 4 sigmoid,
+ * 5 ELU (alpha >= 0); all non-decreasing, so they commute with the maximum of a max pooling. */
+#define PLAN_ACT_CODE(act) ((int)((act) & 0xff))
+ALWAYS_INLINE float plan_act_alpha(long act)
 {
-    return act == 1 ? plan_relu1(s) : act == 2 ? plan_tanh1(s) : s;
+    union { unsigned u; float f; } bits = {.u = (unsigned)((unsigned long)act >> 32)};
+    return bits.f;
+}
+
+ALWAYS_INLINE vf plan_act(vf s, long act)
+{
+    switch (PLAN_ACT_CODE(act)) {
+    case 1:
+        return plan_relu(s);
+    case 2:
+        return plan_tanh(s);
+    case 3: /* x > 0 ? x : alpha x (NaN: alpha NaN) */
+        return plan_select(s > splat(0.0f), s, s * plan_act_alpha(act));
+    case 4: { /* exp(min(x, 0)) / (1 + exp(-|x|)), as numcnn's sigmoid: nothing overflows */
+        const plan_vi sign = (plan_vi){0} + (int)0x80000000;
+        vf e = plan_exp_nonpositive((vf)((plan_vi)s | sign)); /* exp(-|x|) */
+        vf num = plan_select(s > splat(0.0f), splat(1.0f), e);
+        return plan_select(s != s, s, num / (1.0f + e));
+    }
+    case 5: /* x > 0 ? x : alpha (exp(x) - 1); NaN: exp(NaN) is NaN */
+        return plan_select(s > splat(0.0f), s,
+                           plan_act_alpha(act) * (plan_exp_nonpositive(s) - 1.0f));
+    default:
+        return s;
+    }
+}
+
+ALWAYS_INLINE float plan_act1(float s, long act)
+{
+    switch (PLAN_ACT_CODE(act)) {
+    case 1:
+        return plan_relu1(s);
+    case 2:
+        return plan_tanh1(s);
+    case 3:
+        return s > 0.0f ? s : s * plan_act_alpha(act);
+    case 4: {
+        float e = expf(-fabsf(s));
+        return s != s ? s : (s > 0.0f ? 1.0f : e) / (1.0f + e);
+    }
+    case 5:
+        return s > 0.0f || s != s ? s : plan_act_alpha(act) * expm1f(s);
+    default:
+        return s;
+    }
 }
 
 /* max pooling's maximum: a NaN wins, as in PyTorch */
@@ -198,7 +256,7 @@ ALWAYS_INLINE float plan_max1(float m, float a) { return a > m || a != a ? a : m
 ALWAYS_INLINE void plan_rows_block(const float *x, long c, long xcs, long kh, long kw,
                                    long row_step, long tap_step, const float *wp,
                                    const float *bias, int ob, int nv, float *y, long ycs,
-                                   const float *r, long rcs, int act, int combine)
+                                   const float *r, long rcs, long act, int combine)
 {
     vf acc[PLAN_FOB][PLAN_FNV];
     for (int b = 0; b < PLAN_FOB; b++)
@@ -241,7 +299,7 @@ static __attribute__((noinline)) void plan_rows_run(const float *x, long len, lo
                                                     long kh, long kw, long row_step,
                                                     long tap_step, const float *wp,
                                                     const float *bias, int ob, float *y,
-                                                    long ycs, const float *r, long rcs, int act,
+                                                    long ycs, const float *r, long rcs, long act,
                                                     int combine)
 {
     long l = 0;
@@ -294,7 +352,7 @@ static int plan_streams(const plan_op *op)
  * register block is not reloaded between the kernel's rows and channels. */
 ALWAYS_INLINE void plan_rows_chunk(const float *x, const long *off, long t0, long t1,
                                    const float *wp, const float *bias, int ob, int nv, float *y,
-                                   long ycs, const float *r, long rcs, int act, int first,
+                                   long ycs, const float *r, long rcs, long act, int first,
                                    int last, long ahead, int stream)
 {
     vf acc[PLAN_FOB][PLAN_FNV];
@@ -339,7 +397,7 @@ static __attribute__((noinline)) void plan_rows_piece(const plan_op *op, const l
 {
     const float *wgt = (const float *)op->wgt, *bias = (const float *)op->bias;
     long oc = op->oc, taps = op->c * op->kh * op->kw, blocks = (oc + PLAN_FOB - 1) / PLAN_FOB;
-    int act = (int)op->act;
+    long act = op->act;
     for (long t0 = 0; t0 < taps; t0 += ct) {
         long t1 = taps - t0 < ct ? taps : t0 + ct;
         int first = t0 == 0, last = t1 == taps;
@@ -471,7 +529,7 @@ ALWAYS_INLINE void plan_wino_unit(const plan_op *op, const float *x, float *y, c
     const float *bias = (const float *)op->bias;
     long c = op->c, oc = op->oc, n = op->n, xcs = op->xcs, xrs = op->xrs;
     long ocp = (oc + PLAN_FOB - 1) / PLAN_FOB * PLAN_FOB;
-    int act = (int)op->act;
+    long act = op->act;
     /* V = B^T d B, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1] */
     for (long ci = 0; ci < c; ci++)
         for (int k = 0; k < nv; k++) {
@@ -556,7 +614,7 @@ ALWAYS_INLINE void plan_wino4_unit(const plan_op *op, const float *x, float *y, 
     const float *bias = (const float *)op->bias;
     long c = op->c, oc = op->oc, n = op->n, xcs = op->xcs, xrs = op->xrs;
     long ocp = (oc + PLAN_FOB - 1) / PLAN_FOB * PLAN_FOB;
-    int act = (int)op->act;
+    long act = op->act;
     for (long ci = 0; ci < c; ci++)
         for (int k = 0; k < nv; k++) {
             const float *xc = x + ci * xcs + k * VL;
@@ -674,7 +732,7 @@ static void plan_conv_columns(const plan_op *op)
     long span = plan_sample_span(n, PLAN_COLUMN_TILE), sblocks = (n + span - 1) / span;
     long tasks = oh * ow * sblocks, taps = c * kh * kw, blocks = (oc + PLAN_FOB - 1) / PLAN_FOB;
     long row_step = op->dh * op->xrs, tap_step = op->dw * n;
-    int act = (int)op->act;
+    long act = op->act;
     int nthreads = plan_threads(tasks, 2 * oc * oh * ow * n * taps);
     UNUSED_WITHOUT_OPENMP(nthreads);
 #pragma omp parallel for schedule(dynamic) num_threads(nthreads)
@@ -710,7 +768,8 @@ static int plan_conv_rows_pool_wide(const plan_op *op)
     long tasks = pooled_h * pooled_w * sblocks;
     long taps = c * kh * kw, blocks = (oc + PLAN_FOB - 1) / PLAN_FOB;
     long row_step = op->dh * op->xrs, tap_step = op->dw * n;
-    int act = (int)op->act, failed = 0;
+    long act = op->act;
+    int failed = 0;
     int nthreads = plan_threads(tasks, 2 * oc * op->oh * op->ow * n * taps);
     UNUSED_WITHOUT_OPENMP(nthreads);
 #pragma omp parallel num_threads(nthreads)
@@ -765,7 +824,8 @@ static int plan_conv_rows_pool(const plan_op *op)
     long tiles = (pooled_w + per_tile - 1) / per_tile, tasks = tiles * pooled_h;
     long taps = c * kh * kw, blocks = (oc + PLAN_FOB - 1) / PLAN_FOB;
     long row_step = op->dh * op->xrs, tap_step = op->dw * n, span = per_tile * window;
-    int act = (int)op->act, failed = 0;
+    long act = op->act;
+    int failed = 0;
     int nthreads = plan_threads(tasks, 2 * oc * op->oh * op->ow * n * taps);
     UNUSED_WITHOUT_OPENMP(nthreads);
 #pragma omp parallel num_threads(nthreads)
@@ -848,7 +908,7 @@ static void plan_conv_channels(const plan_op *op)
     long blocks = (positions + PLAN_SNP - 1) / PLAN_SNP;
     long oblocks = (ocp / VL + PLAN_SOV - 1) / PLAN_SOV;
     long row_step = op->dh * op->xrs, tap_step = op->dw * op->xcol;
-    int act = (int)op->act;
+    long act = op->act;
     int nthreads = plan_threads(blocks, 2 * oc * positions * taps);
     UNUSED_WITHOUT_OPENMP(nthreads);
 #pragma omp parallel for schedule(dynamic, 8) num_threads(nthreads)
@@ -916,7 +976,7 @@ static int plan_conv_channels_pool(const plan_op *op)
     long ocp = (oc + VL - 1) / VL * VL, taps = c * kh * kw, outputs = pooled_h * pooled_w * n;
     long oblocks = (ocp / VL + PLAN_SOV - 1) / PLAN_SOV;
     long row_step = op->dh * op->xrs, tap_step = op->dw * op->xcol;
-    int act = (int)op->act;
+    long act = op->act;
     int nthreads = plan_threads(outputs, 2 * oc * outputs * window * taps);
     UNUSED_WITHOUT_OPENMP(nthreads);
 #pragma omp parallel for schedule(dynamic, 4) num_threads(nthreads)
@@ -977,7 +1037,7 @@ static void plan_max_pool(const plan_op *op)
     const float *x = (const float *)op->x;
     float *y = (float *)op->y;
     long n = op->n, oh = op->oh, ow = op->ow, tasks = op->c * oh;
-    int act = (int)op->act;
+    long act = op->act;
 #pragma omp parallel for schedule(dynamic, 4) \
     num_threads(plan_pass_threads(op->c * op->h * op->w * n))
     for (long task = 0; task < tasks; task++) {
@@ -1022,7 +1082,7 @@ static void plan_avg_pool(const plan_op *op)
     const float *x = (const float *)op->x;
     float *y = (float *)op->y;
     long n = op->n, oh = op->oh, ow = op->ow, tasks = op->c * oh;
-    int act = (int)op->act;
+    long act = op->act;
     float inv = 1.0f / (float)(op->kh * op->kw);
 #pragma omp parallel for schedule(dynamic, 4) \
     num_threads(plan_pass_threads(op->c * op->h * op->w * n))
@@ -1064,7 +1124,7 @@ static void plan_ewise(const plan_op *op)
     const float *x = (const float *)op->x, *r = (const float *)op->r;
     float *y = (float *)op->y;
     long run = op->w * op->n, tasks = op->c * op->h;
-    int act = (int)op->act;
+    long act = op->act;
 #pragma omp parallel for schedule(dynamic, 4) num_threads(plan_pass_threads(tasks * run))
     for (long task = 0; task < tasks; task++) {
         long ch = task / op->h, p = task % op->h;

@@ -29,7 +29,15 @@ from ._lib import VECTOR_FLOATS, KernelLoadError
 CONV, MAXPOOL, EWISE, COPY, MEAN, CHECK, AVGPOOL = 1, 2, 3, 4, 5, 6, 7
 FROM_INPUT, TO_OUTPUT = 1, 2
 ROWS, CHANNELS, COLUMNS, WINOGRAD, WINOGRAD4 = 0, 1, 2, 3, 4
-NO_ACT, RELU, TANH = 0, 1, 2  # the activations fused into an operation's output loop
+# The activations fused into an operation's output loop: the code in the low 8 bits of the
+# record's act field, a float parameter's bits in the high 32 (activation())
+NO_ACT, RELU, TANH, LEAKY_RELU, SIGMOID, ELU = 0, 1, 2, 3, 4, 5
+
+
+def activation(code: int, alpha: float = 0.0) -> int:
+    """The act field of an operation: ``code`` and the float32 bits of ``alpha`` above it."""
+    bits = int(np.array(alpha, np.float32).view(np.uint32))
+    return code | (bits << 32)
 
 _FIELDS = ("kind act mode ends c oc h w n oh ow kh kw sh sw dh dw x xcs xrs xcol xs "
            "y ycs yrs ycol ys r rcs rrs wgt bias ph pw").split()
