@@ -580,3 +580,34 @@ def test_the_fused_exponentials_are_float32_rounding_close(layer, expected):
             want = expected(batch.astype(np.float64))
         np.testing.assert_allclose(out, want, rtol=4e-7, atol=1.2e-7)
     assert np.isnan(plan(np.float32([[[[np.nan]]]]))).all()
+
+
+@needs_kernels
+@pytest.mark.parametrize("side", [8, 6])  # F(4x4, 3x3), F(2x2, 3x3)
+def test_winograd_never_hides_a_nan_or_infinity(side):
+    """A NaN and an infinity in the input: with Winograd every output PyTorch makes non-finite
+    is non-finite (the whole tile's outputs are NaN), and the outputs of the other tiles are
+    PyTorch's; with ``winograd=False`` the NaN and infinities are exactly PyTorch's."""
+    torch = pytest.importorskip("torch")
+    numcnn.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(32, 16, 3, padding=1)).eval()
+    x = _images(16, (32, side, side))
+    x[0, 0, 0, 0], x[1, 3, 2, 2], x[5, 1, side - 1, 3] = np.nan, np.inf, -np.inf
+    conv = model[0]
+    with np.errstate(all="ignore"):
+        expected = torch.nn.functional.conv2d(
+            torch.from_numpy(x), torch.from_numpy(conv.weight.data),
+            torch.from_numpy(conv.bias.data), padding=1).numpy()
+    fast = inference.compile(model, (32, side, side))
+    assert "Winograd" in fast.profile(x, 1)[1][0]
+    out = fast(x)
+    bad = ~np.isfinite(expected)
+    assert bad.any() and not np.isfinite(out[bad]).any()
+    tiles_clean = np.isfinite(out)
+    np.testing.assert_allclose(out[tiles_clean], expected[tiles_clean], rtol=1e-4, atol=1e-4)
+    exact = inference.compile(model, (32, side, side), winograd=False)
+    assert "[direct, rows]" in exact.profile(x, 1)[1][0]
+    out = exact(x)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(expected))
+    np.testing.assert_array_equal(np.isposinf(out), np.isposinf(expected))
+    np.testing.assert_array_equal(np.isneginf(out), np.isneginf(expected))

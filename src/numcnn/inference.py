@@ -11,7 +11,8 @@ readable reference; docs/inference.md shows both, timed):
       s = gamma / sqrt(running_var + eps)
       w' = w * s  (per output channel),   b' = (b - running_mean) * s + beta
 
-- **Fused**: convolution (or linear) + bias + ReLU (or tanh) + max pooling is one operation
+- **Fused**: convolution (or linear) + bias + activation (ReLU, tanh, sigmoid, leaky ReLU, ELU)
+  + max pooling is one operation
   whose output loop adds the bias, applies the activation and takes each window's maximum while
   the sums are still in registers (the convolution's map is never stored); a residual sum
   followed by an activation is added in the same output loop of the block's last convolution
@@ -28,13 +29,24 @@ readable reference; docs/inference.md shows both, timed):
 - **One call**: the chain of fused operations is a table of records (``numcnn/backend/
   _plan.c``) that one C call runs from the input's copy to the output's; a single image
   crosses from Python to C once. Convolutions choose, per batch size, between the kernel that
-  vectorises along the rows (many images) and the one that vectorises along the output
-  channels (one image; any stride), with weights packed for each once.
+  vectorises along the rows (many images), the one that vectorises along the output channels
+  (one image; any stride), and Winograd's F(4x4, 3x3) or F(2x2, 3x3) for 3x3 stride-1 layers
+  of many channels and images (Lavin and Gray, CVPR 2016: 4 or 2.25 times fewer products),
+  with weights packed for each once. Maps hold ``lanes(n)`` numbers per position (the batch
+  rounded up to whole cache lines) in aligned buffers.
+
+Winograd and non-finite numbers: a NaN or an infinity in a tile's input patch makes every
+output of the tile NaN (up to 16 outputs, where the direct sum makes 1-9 of them NaN or
+infinite): a non-finite input is never hidden, but it spreads further. Its error on finite
+inputs is 4e-6 of the outputs' scale for F(4x4, 3x3) (about 9 times the direct sum's, see
+docs/inference.md). ``compile(..., winograd=False)`` (or ``NUMCNN_WINOGRAD=0``) keeps every
+convolution on the direct sum; ``NUMCNN_WINOGRAD=2`` keeps to F(2x2, 3x3).
 
 Layers the plan cannot take run as they do today -- their eval forward under ``no_grad`` --
 between C segments of the same plan (float64 models, or with the kernels not built, run wholly
 so). Taken: ``Conv2d`` (one group, zero padding), ``Linear``, ``BatchNorm2d``/``BatchNorm1d``
-right after one of them (with running statistics), ``ReLU``, ``Tanh``, ``MaxPool2d`` (no
+right after one of them (with running statistics), ``ReLU``, ``Tanh``, ``Sigmoid``,
+``LeakyReLU`` and ``ELU`` (slope / alpha >= 0), ``MaxPool2d`` (no
 padding or dilation, floor mode), ``AvgPool2d`` (no padding, floor mode, no divisor override),
 ``Flatten``, ``GlobalAvgPool2d``, ``Dropout``/``Dropout2d``/``Identity`` (nothing, in eval),
 and ``Sequential`` and ``Residual`` (identity or projection shortcut) made of these.
@@ -281,7 +293,7 @@ def _winograd_mode(node: dict, n: int) -> int | None:
     F(2x2, 3x3) only."""
     oc, c, kh, kw = node["weight"].shape
     oh, ow = node["conv_hw"]
-    choice = os.environ.get("NUMCNN_WINOGRAD", "")
+    choice = os.environ.get("NUMCNN_WINOGRAD", "") if node.get("winograd", True) else "0"
     small_map = 4 * c * (oh + 2) * (ow + 2) * n <= WINOGRAD_SMALL_MAP
     if (choice == "0" or (kh, kw) != (3, 3) or node["stride"] != (1, 1)
             or node["dilation"] != (1, 1) or node["pool"] != (1, 1) or n < WINOGRAD_MIN_LANES
@@ -608,6 +620,9 @@ class Plan:
         input_shape: the shape of one input, e.g. ``(1, 28, 28)`` (without the batch axis).
         check_weights: compare the model's weights with the plan's at each call, and compile
             again if they changed. Default: True.
+        winograd: let 3x3 stride-1 convolutions run as Winograd's F(4x4, 3x3) or F(2x2, 3x3)
+            where that pays (faster; a NaN or infinity then spreads to a whole output tile).
+            False: the direct sum everywhere. Default: True.
 
     Shape:
         - Input: ``(N, *input_shape)``, any N >= 1 (float32; other dtypes are cast).
@@ -618,7 +633,7 @@ class Plan:
         ShapeError: an input not of shape ``(N, *input_shape)``.
     """
 
-    def __init__(self, model, input_shape, check_weights: bool = True):
+    def __init__(self, model, input_shape, check_weights: bool = True, winograd: bool = True):
         if not isinstance(model, nn.Module):
             raise NumcnnError(f"compile takes a numcnn.nn.Module, got {type(model).__name__}")
         input_shape = tuple(int(s) for s in input_shape)
@@ -626,6 +641,7 @@ class Plan:
             raise ShapeError(f"compile: input_shape is the shape of one input, e.g. (1, 28, 28); "
                              f"got {input_shape}")
         self.model, self.input_shape, self.check_weights = model, input_shape, check_weights
+        self.winograd = bool(winograd)
         self._lock = threading.Lock()
         self._build()
 
@@ -654,6 +670,8 @@ class Plan:
                 if final:
                     builder.emit({"op": "output", "x": last})
                 _finish_frames(builder.nodes)
+                for node in builder.nodes:
+                    node["winograd"] = self.winograd
                 self._segments.append(_Segment(builder.nodes, first, last, final))
                 shape = (1, *last.shape)
             else:
@@ -848,7 +866,9 @@ def _strides(x: np.ndarray) -> np.ndarray:
     return np.array([s // size for s in x.strides], np.int64)
 
 
-def compile(model, input_shape, *, check_weights: bool = True) -> Plan:  # noqa: A001
+def compile(model, input_shape, *, check_weights: bool = True,  # noqa: A001
+            winograd: bool = True) -> Plan:
     """Compile ``model`` (in eval mode) for inputs of shape ``(N, *input_shape)``: a
-    :class:`Plan`, called like the model. See the module docstring for what it does."""
-    return Plan(model, input_shape, check_weights)
+    :class:`Plan`, called like the model. See :class:`Plan` for the arguments and the module
+    docstring for what it does."""
+    return Plan(model, input_shape, check_weights, winograd)

@@ -803,7 +803,7 @@ static int plan_conv_rows_pool_wide(const plan_op *op)
         }
         free(scratch);
     }
-    return failed ? -2 : 0;
+    return failed ? 2 : 0;
 }
 
 /* Rows mode with max pooling fused (ph x pw windows, stride = window): a task is a tile of
@@ -821,9 +821,12 @@ static int plan_conv_rows_pool(const plan_op *op)
     long per_tile = 256 / window > 0 ? 256 / window : 1; /* pooled columns per task */
     if (per_tile > pooled_w)
         per_tile = pooled_w;
-    long tiles = (pooled_w + per_tile - 1) / per_tile, tasks = tiles * pooled_h;
+    /* the last tile takes the columns left over, so that no tile is shorter than a vector
+     * (the whole row, pooled_w * window, is at least 64 positions in rows mode) */
+    long tiles = pooled_w / per_tile, tasks = tiles * pooled_h;
     long taps = c * kh * kw, blocks = (oc + PLAN_FOB - 1) / PLAN_FOB;
-    long row_step = op->dh * op->xrs, tap_step = op->dw * n, span = per_tile * window;
+    long row_step = op->dh * op->xrs, tap_step = op->dw * n;
+    long span = (pooled_w - (tiles - 1) * per_tile) * window; /* the longest tile, the last */
     long act = op->act;
     int failed = 0;
     int nthreads = plan_threads(tasks, 2 * oc * op->oh * op->ow * n * taps);
@@ -838,7 +841,7 @@ static int plan_conv_rows_pool(const plan_op *op)
             if (!scratch)
                 continue;
             long t = task / pooled_h, pr = task % pooled_h;
-            long u0 = t * per_tile, u1 = u0 + per_tile < pooled_w ? u0 + per_tile : pooled_w;
+            long u0 = t * per_tile, u1 = t == tiles - 1 ? pooled_w : u0 + per_tile;
             long l0 = u0 * window, len = (u1 - u0) * window; /* conv positions of the tile */
             for (long blk = 0; blk < blocks; blk++) {
                 long o0 = blk * PLAN_FOB;
@@ -868,7 +871,7 @@ static int plan_conv_rows_pool(const plan_op *op)
         }
         free(scratch);
     }
-    return failed ? -2 : 0;
+    return failed ? 2 : 0;
 }
 
 /* ---- convolution, channels mode ------------------------------------------------------------ */
