@@ -223,6 +223,60 @@ def random_model(seed: int, small: bool = True):
     return model, (c, h, w), n
 
 
+def torch_forward(layer, t):
+    """The PyTorch twin of ``layer`` (a numcnn module of the kinds random_model makes) on ``t``:
+    the second oracle, for inputs with NaN and infinities."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    from numcnn.functional import core
+
+    def param(a):
+        return None if a is None else torch.from_numpy(np.asarray(a.data if hasattr(a, "data")
+                                                                  else a))
+
+    kind = type(layer)
+    if kind is nn.Sequential:
+        for child in layer:
+            t = torch_forward(child, t)
+        return t
+    if isinstance(layer, nn.Residual):
+        identity = t if layer.shortcut is None else torch_forward(layer.shortcut, t)
+        return torch_forward(layer.fn, t) + identity
+    if kind is nn.Conv2d:
+        (top, bottom), (left, right) = layer._pads
+        t = F.pad(t, (left, right, top, bottom))
+        return F.conv2d(t, param(layer.weight), param(layer.bias), stride=layer._stride2d,
+                        dilation=layer._dilation2d)
+    if kind in (nn.BatchNorm2d, nn.BatchNorm1d):
+        return F.batch_norm(t, param(layer.running_mean), param(layer.running_var),
+                            param(layer.weight), param(layer.bias), False, 0.0, layer.eps)
+    if kind is nn.Linear:
+        return F.linear(t, param(layer.weight), param(layer.bias))
+    if kind in (nn.MaxPool2d, nn.AvgPool2d):
+        kernel, stride, _, _ = core.pool_args(kind.__name__, layer.kernel_size, layer.stride, 0)
+        pool = F.max_pool2d if kind is nn.MaxPool2d else F.avg_pool2d
+        return pool(t, kernel, stride)
+    simple = {nn.ReLU: torch.relu, nn.Tanh: torch.tanh, nn.Sigmoid: torch.sigmoid,
+              nn.SiLU: F.silu, nn.GlobalAvgPool2d: lambda u: u.mean((2, 3)),
+              nn.Flatten: lambda u: u.flatten(1), nn.Dropout: lambda u: u}
+    if kind in simple:
+        return simple[kind](t)
+    if kind is nn.LeakyReLU:
+        return F.leaky_relu(t, layer.negative_slope)
+    if kind is nn.ELU:
+        return F.elu(t, layer.alpha)
+    if kind is nn.GELU:
+        return F.gelu(t, approximate=layer.approximate)
+    raise TypeError(f"no PyTorch twin for {kind.__name__}")
+
+
+def _torch_reference(model, x):
+    import torch
+    with torch.no_grad():
+        return torch_forward(model, torch.from_numpy(np.ascontiguousarray(x))).numpy()
+
+
 def _reference(model, x):
     with numcnn.no_grad():
         return np.array(model(x))
@@ -237,7 +291,7 @@ def _check(out, ref, what: str) -> str | None:
         bad = np.argwhere(np.isnan(ref) != np.isnan(out))
         return (f"{what}: NaN/inf pattern differs ({int((np.isnan(ref) != np.isnan(out)).sum())}"
                 f" NaN mismatches, first at {bad[:1].tolist()})")
-    if not np.array_equal(out[~finite], ref[~finite]):
+    if not np.array_equal(out[~finite], ref[~finite], equal_nan=True):
         return f"{what}: infinities differ"
     scale = max(float(np.abs(ref[finite]).max(initial=0.0)), 1e-3)
     err = np.abs(out[finite].astype(np.float64) - ref[finite])
@@ -249,13 +303,24 @@ def _check(out, ref, what: str) -> str | None:
     return None
 
 
-def run_case(seed: int, small: bool = True) -> str | None:
+def random_input(rng, n, shape, special: bool = False) -> np.ndarray:
+    """Standard normal images; with ``special``, some numbers NaN, +-inf or huge (1e15)."""
+    x = rng.standard_normal((n, *shape)).astype(np.float32)
+    if special:
+        flat = x.reshape(-1)
+        for value in (np.nan, np.inf, -np.inf, 1e15, -1e15):
+            if rng.random() < 0.6:
+                flat[rng.integers(flat.size, size=int(rng.integers(1, 4)))] = value
+    return x
+
+
+def run_case(seed: int, small: bool = True, special: bool = False) -> str | None:
     """Compile the model of ``seed`` and compare the plan with the layer path; the failure's
-    description, or None."""
+    description, or None. ``special``: inputs with NaN, infinities and huge numbers."""
     numcnn.manual_seed(seed)
     model, shape, n = random_model(seed, small)
     rng = np.random.default_rng(seed + 1)
-    x = rng.standard_normal((n, *shape)).astype(np.float32)
+    x = random_input(rng, n, shape, special)
     try:
         plan = inference.compile(model, shape)
         out = plan(x)
@@ -267,8 +332,8 @@ def run_case(seed: int, small: bool = True) -> str | None:
     return None
 
 
-def run_cases(seeds, small: bool = True) -> list[str]:
-    return [p for p in (run_case(s, small) for s in seeds) if p]
+def run_cases(seeds, small: bool = True, special: bool = False) -> list[str]:
+    return [p for p in (run_case(s, small, special) for s in seeds) if p]
 
 
 # -- the default run --------------------------------------------------------------------------
@@ -286,3 +351,108 @@ def test_random_models_match_the_layer_path(winograd, monkeypatch):
     count = int(os.environ.get("NUMCNN_PLAN_FUZZ", "0")) or len(SEEDS)
     problems = run_cases(range(count))
     assert not problems, "\n\n".join(problems[:5])
+
+
+@needs_kernels
+def test_random_models_with_every_operation_threaded_and_streamed():
+    """The same cases with a second thread for every operation (the threshold at 0 MFLOP: the
+    OpenMP tasks, dynamic schedules and per-thread scratch) and non-temporal stores for every
+    output map (threshold 4 KiB instead of 8 MiB)."""
+    from numcnn.backend import plan_kernels as K
+
+    K.set_parallel_mflop(0)
+    K._LIB.numcnn_plan_set_stream_bytes(4096)
+    try:
+        problems = run_cases(range(100, 100 + len(SEEDS)))
+    finally:
+        K.set_parallel_mflop(float(os.environ.get("NUMCNN_PLAN_PARALLEL_MFLOP", 100)))
+        K._LIB.numcnn_plan_set_stream_bytes(8 << 20)
+    assert not problems, "\n\n".join(problems[:5])
+
+
+VARIANT_RUN = """
+import json, sys
+sys.path.insert(0, {here!r})
+import numcnn.backend as backend
+assert backend.available(), backend.load_error()
+import test_inference_fuzz as f
+print(json.dumps(f.run_cases(range({start}, {stop}))))
+"""
+
+
+@needs_kernels
+@pytest.mark.parametrize("variant,level", [("baseline", 1), ("avx2", 2)])
+@pytest.mark.parametrize("winograd", [None, "0"])
+def test_random_models_on_each_cpu_variant(variant, level, winograd):
+    """``NUMCNN_CPU`` forces the SSE and AVX2 builds (4 and 8 floats a vector: other register
+    blocks, other tails of the rows and Winograd runs) in a subprocess, as test_backend does."""
+    if _cpu_level() < level:
+        pytest.skip(f"this CPU cannot run the {variant} variant")
+    env = dict(os.environ, NUMCNN_CPU=variant)
+    env.pop("NUMCNN_WINOGRAD", None)
+    if winograd is not None:
+        env["NUMCNN_WINOGRAD"] = winograd
+    out = subprocess.run([sys.executable, "-c", VARIANT_RUN.format(here=str(HERE), start=200,
+                                                                   stop=225)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    problems = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not problems, "\n\n".join(problems[:5])
+
+
+# -- Winograd-shaped cases ---------------------------------------------------------------------
+
+def winograd_model(seed: int):
+    """A 3x3 stride-1 convolution (or a basic block of two) of 16-80 channels on a map whose
+    output sides are even (F(2x2, 3x3)), multiples of 4 (F(4x4, 3x3)) or odd (direct), padding
+    0, 1 or 2, with batch norm, ReLU/tanh and an identity residual at random."""
+    rng = np.random.default_rng(seed)
+    c = int(rng.choice([16, 17, 24, 31, 32, 33, 48, 64, 80]))
+    padding = int(rng.choice([0, 1, 1, 2]))
+    side = int(rng.choice([2, 4, 6, 8, 10, 12, 16, 5, 7])) + 2 - 2 * padding
+    side = max(side, 3 - 2 * padding) if padding < 1 else max(side, 1)
+    wside = side if rng.random() < 0.7 else max(side + int(rng.choice([2, 4, -2])), 1)
+    if padding == 0:
+        side, wside = max(side, 3), max(wside, 3)
+    n = int(rng.choice([16, 17, 31, 33, 47, 48, 63, 64, 65, 100, 129]))
+    oc = int(rng.choice([1, 7, 8, 9, 15, 16, 17, 33, 64])) if rng.random() < 0.5 else c
+    layers: list = [nn.Conv2d(c, oc, 3, padding=padding, bias=bool(rng.random() < 0.5))]
+    if rng.random() < 0.6:
+        bn = nn.BatchNorm2d(oc)
+        _randomise_batch_norm(bn, rng)
+        layers.append(bn)
+    if rng.random() < 0.7:
+        layers.append(nn.ReLU() if rng.random() < 0.6 else nn.Tanh())
+    if padding == 1 and rng.random() < 0.5:  # an identity residual block around it
+        block = [nn.Conv2d(oc, oc, 3, padding=1, bias=False)]
+        if rng.random() < 0.5:
+            bn = nn.BatchNorm2d(oc)
+            _randomise_batch_norm(bn, rng)
+            block.append(bn)
+        layers += [nn.Residual(nn.Sequential(*block)), nn.ReLU()]
+    while n * c * oc * 9 * side * wside > 4e7 and n > 16:
+        n = max(16, n // 2)
+    return nn.Sequential(*layers).eval(), (c, side, wside), n
+
+
+@needs_kernels
+@pytest.mark.parametrize("winograd", [None, "2"])
+def test_winograd_shaped_convolutions_match_the_layer_path(winograd, monkeypatch):
+    if winograd is None:
+        monkeypatch.delenv("NUMCNN_WINOGRAD", raising=False)
+    else:
+        monkeypatch.setenv("NUMCNN_WINOGRAD", winograd)
+    problems, modes = [], set()
+    for seed in range(25):
+        numcnn.manual_seed(seed)
+        model, shape, n = winograd_model(seed)
+        x = np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)
+        plan = inference.compile(model, shape)
+        problem = _check(plan(x), _reference(model, x), f"winograd seed {seed} n={n} {shape}")
+        if problem:
+            problems.append(f"{problem}\n{model}")
+        modes.update(m for seg in plan._segments for node in getattr(seg, "nodes", [])
+                     for m in node.get("modes", {}).values())
+    assert not problems, "\n\n".join(problems[:5])
+    from numcnn.backend import plan_kernels as K
+    assert K.WINOGRAD in modes and (winograd == "2") == (K.WINOGRAD4 not in modes)
