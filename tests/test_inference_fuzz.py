@@ -597,3 +597,42 @@ def test_two_threads_call_one_plan_and_two_plans_at_once():
     for t in threads:
         t.join()
     assert not problems, problems[:3]
+
+
+# -- found by the fuzzing: memory safety of the pooled rows kernel --------------------------------
+
+POOL_TAIL_RUN = """
+import numpy as np, numcnn
+from numcnn import nn, inference
+numcnn.manual_seed(0)
+model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d({pool})).eval()
+plan = inference.compile(model, (1, {side}, {side}))
+x = np.random.default_rng(0).standard_normal(({n}, 1, {side}, {side})).astype(np.float32)
+for _ in range(20):
+    out = plan(x)
+with numcnn.no_grad():
+    ref = np.asarray(model(x))
+assert "[direct, rows]" in plan.profile(x, 1)[1][0]
+print(float(np.abs(out - ref).max()))
+"""
+
+
+@needs_kernels
+@pytest.mark.xfail(strict=True, reason="plan_conv_rows_pool (fused max pooling, rows mode, "
+                   "batch < 64): the last tile of a row can hold fewer than VL positions "
+                   "(n=7, 2x2 windows: 19 pooled columns, 18 a tile, the last 14 positions); "
+                   "plan_rows_run then runs its overlapping last vector from len - VL < 0 and "
+                   "writes before the thread's scratch: glibc aborts (free(): invalid pointer)")
+@pytest.mark.parametrize("n,pool,side", [(7, "2", 38), (7, "(2, 1)", 37)])
+def test_fused_pooling_rows_kernel_with_a_short_last_tile(n, pool, side):
+    """Run in a subprocess: the bug corrupts the heap and kills the interpreter. (n=15, (2, 1)
+    windows on 18x18 writes one float before the scratch: no abort seen here, the same
+    out-of-bounds store.) The AVX2 build (VL = 8) has no such short tile here, hence only
+    checked where VL = 16."""
+    if _cpu_level() < 3:
+        pytest.skip("the AVX-512 build (16 floats a vector) shows it")
+    code = POOL_TAIL_RUN.format(pool=pool, side=side, n=n)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.strip().splitlines()[-1]) < 1e-5
