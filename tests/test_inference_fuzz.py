@@ -636,3 +636,105 @@ def test_fused_pooling_rows_kernel_with_a_short_last_tile(n, pool, side):
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert float(out.stdout.strip().splitlines()[-1]) < 1e-5
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+def _retained_bytes(make_plan_and_run) -> int:
+    """Bytes that NumPy still holds (tracemalloc) after ``make_plan_and_run()`` made a plan,
+    called it and dropped its results: the plan's buffers, packed weights and snapshots."""
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        keep = make_plan_and_run()
+        gc.collect()
+        retained, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    del keep
+    return retained
+
+
+def _layer_path_activations(model, shape, n) -> list[int]:
+    """Bytes of the input and of every top-level layer's output, float32, batch ``n``."""
+    sizes, current = [4 * n * int(np.prod(shape))], (n, *shape)
+    for layer in model:
+        current = tuple(layer.output_shape(current))
+        sizes.append(4 * int(np.prod(current)))
+    return sizes
+
+
+@needs_kernels
+@pytest.mark.parametrize("name", ["convnet-bn", "small-cnn"])
+def test_a_preset_plan_at_batch_1000_holds_less_than_two_activations(name):
+    """What a plan keeps at batch 1,000 is at most the largest pair of consecutive activations
+    of the layer path (what running it layer by layer needs at least). Measured (2026-12-01):
+    convnet-bn 30 MiB against a pair of 96 MiB, small-cnn 32 against 48."""
+    from numcnn import models
+
+    model = models.preset(name).eval()
+    shape = tuple(models.PRESETS[name]["input_shape"])
+    x = np.zeros((1000, *shape), np.float32)
+
+    def run():
+        plan = inference.compile(model, shape)
+        plan(x)
+        return plan
+
+    sizes = _layer_path_activations(model, shape, 1000)
+    pair = max(a + b for a, b in zip(sizes, sizes[1:]))
+    assert _retained_bytes(run) <= pair
+
+
+@needs_kernels
+@pytest.mark.xfail(strict=True, reason="buffers are shared only between maps of the same "
+                   "geometry and frame: resnet-cifar's 12 maps get 12 buffers (208 MiB at "
+                   "batch 500) where the block's input, middle and output live at once (3 x "
+                   "37 MiB) and the later, smaller maps fit in freed ones (about 120 MiB)")
+def test_resnet_plan_at_batch_500_holds_about_what_one_block_needs():
+    """A basic block needs its input, its middle map and its output at once; the stages after
+    the first have smaller maps. So the plan should hold about the input and three of the
+    largest activations (a quarter more for the frames and the lanes)."""
+    from numcnn import models
+
+    model = models.preset("resnet-cifar").eval()
+    x = np.zeros((500, 3, 32, 32), np.float32)
+
+    def run():
+        plan = inference.compile(model, (3, 32, 32))
+        plan(x)
+        return plan
+
+    sizes = _layer_path_activations(model, (3, 32, 32), 500)
+    bound = 1.25 * (sizes[0] + 3 * max(sizes[1:]))
+    assert _retained_bytes(run) <= bound
+
+
+@needs_kernels
+@pytest.mark.xfail(strict=True, reason="a plan keeps one set of buffers for every batch size "
+                   "it has seen, without limit: after batches of 1..100 images and one of "
+                   "1,000, convnet-bn's plan holds about 180 MiB where 1,000 alone takes 30 "
+                   "(after 1..300: 1.4 GiB); a server with variable batch sizes grows without "
+                   "bound")
+def test_a_plan_called_with_many_batch_sizes_does_not_keep_them_all():
+    from numcnn import models
+
+    model = models.preset("convnet-bn").eval()
+    x = np.zeros((1000, 1, 28, 28), np.float32)
+
+    def largest_only():
+        plan = inference.compile(model, (1, 28, 28))
+        plan(x)
+        return plan
+
+    def every_size():
+        plan = inference.compile(model, (1, 28, 28))
+        for n in range(1, 101):
+            plan(x[:n])
+        plan(x)
+        return plan
+
+    assert _retained_bytes(every_size) <= 2 * _retained_bytes(largest_only)
