@@ -834,3 +834,30 @@ def test_fused_max_pooling_on_every_small_batch_and_width():
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.startswith("0 "), out.stdout[-2000:]
+
+
+@needs_kernels
+@pytest.mark.parametrize("mflop", [100, 0])
+def test_batches_of_more_than_one_task_of_samples(mflop):
+    """Strided convolutions (the columns mode: tasks of up to 1,024 samples) and a fused 3x2
+    max pooling (the wide pooled mode: blocks of 128 samples) at batches just above and well
+    above one task, on one thread and on every thread."""
+    from numcnn.backend import plan_kernels as K
+
+    numcnn.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 9, 3, stride=2, padding=1), nn.ReLU(),
+                          nn.Conv2d(9, 17, 3, stride=(1, 2), padding=1), nn.ReLU(),
+                          nn.Conv2d(17, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d((3, 2)),
+                          nn.Flatten(), nn.Linear(16, 3)).eval()
+    plan = inference.compile(model, (3, 8, 8))
+    rng = np.random.default_rng(0)
+    K.set_parallel_mflop(mflop)
+    try:
+        for n in (1025, 1040, 2049):
+            x = rng.standard_normal((n, 3, 8, 8)).astype(np.float32)
+            problem = _check(plan(x), _reference(model, x), f"batch {n}")
+            assert problem is None, problem
+        kernels = [label for label, _ in plan.profile(x, 1) if label.startswith("conv")]
+        assert "[direct, columns]" in kernels[0] and "max pool 3x2" in kernels[2]
+    finally:
+        K.set_parallel_mflop(float(os.environ.get("NUMCNN_PLAN_PARALLEL_MFLOP", 100)))
