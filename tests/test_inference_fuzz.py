@@ -70,13 +70,13 @@ class _Gen:
     def __init__(self, rng, c, h, w):
         self.rng, self.c, self.h, self.w = rng, c, h, w
         self.macs = 0
-        self.notes: list[str] = []
 
     def conv(self, cout=None, kernel=None, stride=None, padding=None, dilation=None):
         rng = self.rng
         for _ in range(20):
             k = kernel if kernel is not None else int(rng.choice([1, 3, 3, 3, 5, 7, 2]))
-            kk = (k, k) if rng.random() < 0.85 or kernel is not None else (k, int(rng.choice([1, 3, 5])))
+            square = rng.random() < 0.85 or kernel is not None
+            kk = (k, k) if square else (k, int(rng.choice([1, 3, 5])))
             s = stride if stride is not None else [1, 1, 1, 2, (2, 1), (1, 2)][rng.integers(6)]
             d = dilation if dilation is not None else (1 if rng.random() < 0.8 else 2)
             p = padding if padding is not None else ["same", 0, 1, 2, "same"][rng.integers(5)]
@@ -153,7 +153,9 @@ class _Gen:
 
 
 def random_model(seed: int, small: bool = True):
-    """``(model, input_shape, batch, description)`` for ``seed``."""
+    """``(model in eval mode, input_shape, batch)`` for ``seed``; the weights come from numcnn's
+    generator (call ``numcnn.manual_seed`` first). ``small``: a batch that keeps the case
+    under ``BUDGET`` multiply-adds (else 8 times that)."""
     rng = np.random.default_rng(seed)
     n = int(rng.choice(BATCHES))
     c = int(rng.choice([1, 1, 2, 3, 3, 8, 16, 17, 32]))
