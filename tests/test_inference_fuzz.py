@@ -863,3 +863,27 @@ def test_batches_of_more_than_one_task_of_samples(mflop):
         assert "[direct, columns]" in kernels[0] and "max pool 3x2" in kernels[2]
     finally:
         K.set_parallel_mflop(float(os.environ.get("NUMCNN_PLAN_PARALLEL_MFLOP", 100)))
+
+
+# -- found on the way: the layer path's reference itself --------------------------------------
+
+@needs_kernels
+@pytest.mark.xfail(strict=True, reason="the layer path (not the plan): conv2d's 'kernels-"
+                   "strided' implementation (stride 2 or (1, 2), batch >= 15) turns an "
+                   "infinite input into NaN outputs where PyTorch (and the plan) give +-inf; "
+                   "'kernels-short-rows' (batch 8) is right. Found as seed 213 of "
+                   "random_model with special inputs")
+def test_layer_path_strided_convolution_keeps_infinities():
+    import torch
+
+    from numcnn.functional import conv as C
+
+    weight = np.random.default_rng(0).standard_normal((7, 8, 3, 3)).astype(np.float32)
+    x = np.zeros((15, 8, 8, 8), np.float32)
+    x[0, 0, 0, 7] = np.inf
+    y, cache = C.conv2d_forward(x, weight, None, 2, 2)
+    expected = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(weight),
+                                          stride=2, padding=2).numpy()
+    assert cache["impl"] == "kernels-strided"
+    with np.errstate(invalid="ignore"):
+        assert _check(y, expected, "conv2d, kernels-strided") is None
