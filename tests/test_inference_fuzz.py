@@ -466,7 +466,8 @@ def test_winograd_shaped_convolutions_match_the_layer_path(winograd, monkeypatch
 @needs_kernels
 def test_nan_inf_and_huge_inputs_propagate_as_in_pytorch(monkeypatch):
     """Random models on inputs holding NaN, +-inf and +-1e15, the direct kernels (Winograd off:
-    see the xfail below), against the PyTorch twin: the same NaN and infinities in the same
+    it spreads a non-finite input to its whole tile, tests/test_inference.py::
+    test_winograd_never_hides_a_nan_or_infinity), against the PyTorch twin: the same NaN and infinities in the same
     places, the finite outputs to float32 rounding. (PyTorch, not the layer path: numcnn's
     layer-by-layer convolution turns some infinities into NaN where PyTorch and the plan keep
     them, e.g. seed 213 of random_model.) Models with GELU are left out: PyTorch 2.13's
@@ -486,26 +487,6 @@ def test_nan_inf_and_huge_inputs_propagate_as_in_pytorch(monkeypatch):
             if problem:
                 problems.append(f"{problem}\n{model}")
     assert ran >= 30 and not problems, "\n\n".join(problems[:5])
-
-
-@needs_kernels
-@pytest.mark.xfail(strict=True, reason="Winograd spreads a NaN input to every output of its "
-                   "tile (F(4x4, 3x3): 16 outputs where the direct sum gives 1-4) and turns an "
-                   "infinite input into NaN outputs (inf - inf in the transforms)")
-@pytest.mark.parametrize("side", [8, 6])  # F(4x4, 3x3), F(2x2, 3x3)
-def test_winograd_keeps_nan_and_inf_where_pytorch_has_them(side, monkeypatch):
-    monkeypatch.delenv("NUMCNN_WINOGRAD", raising=False)
-    numcnn.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1)).eval()
-    x = np.random.default_rng(0).standard_normal((16, 16, side, side)).astype(np.float32)
-    x[0, 0, 0, 0] = np.nan
-    x[1, 3, 2, 2] = np.inf
-    plan = inference.compile(model, (16, side, side))
-    out = plan(x)
-    assert "Winograd" in plan.profile(x, 1)[1][0]
-    with np.errstate(all="ignore"):
-        problem = _check(out, _torch_reference(model, x), "Winograd, NaN and inf inputs")
-    assert problem is None, problem
 
 
 # -- inputs of other kinds, many batch sizes, threads -------------------------------------------
@@ -621,11 +602,6 @@ print(float(np.abs(out - ref).max()))
 
 
 @needs_kernels
-@pytest.mark.xfail(strict=True, reason="plan_conv_rows_pool (fused max pooling, rows mode, "
-                   "batch < 64): the last tile of a row can hold fewer than VL positions "
-                   "(n=7, 2x2 windows: 19 pooled columns, 18 a tile, the last 14 positions); "
-                   "plan_rows_run then runs its overlapping last vector from len - VL < 0 and "
-                   "writes before the thread's scratch: glibc aborts (free(): invalid pointer)")
 @pytest.mark.parametrize("n,pool,side", [(7, "2", 38), (7, "(2, 1)", 37)])
 def test_fused_pooling_rows_kernel_with_a_short_last_tile(n, pool, side):
     """Run in a subprocess: the bug corrupts the heap and kills the interpreter. (n=15, (2, 1)
@@ -719,11 +695,6 @@ def test_resnet_plan_at_batch_500_holds_about_what_one_block_needs():
 
 
 @needs_kernels
-@pytest.mark.xfail(strict=True, reason="a plan keeps one set of buffers for every batch size "
-                   "it has seen, without limit: after batches of 1..100 images and one of "
-                   "1,000, convnet-bn's plan holds about 180 MiB where 1,000 alone takes 30 "
-                   "(after 1..300: 1.4 GiB); a server with variable batch sizes grows without "
-                   "bound")
 def test_a_plan_called_with_many_batch_sizes_does_not_keep_them_all():
     from numcnn import models
 
@@ -746,11 +717,6 @@ def test_a_plan_called_with_many_batch_sizes_does_not_keep_them_all():
 
 
 @needs_kernels
-@pytest.mark.xfail(strict=True, reason="the weight check snapshots only C-contiguous arrays "
-                   "(inference.Plan._build: `if array.flags.c_contiguous`): a parameter held "
-                   "in Fortran order (e.g. a transposed matrix assigned to .data) and changed "
-                   "in place after compiling is not noticed, and the plan serves the old "
-                   "weights")
 def test_a_fortran_ordered_weight_changed_in_place_is_noticed():
     numcnn.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64, 5)).eval()
@@ -825,10 +791,6 @@ print(len(problems), problems[:3])
 
 
 @needs_kernels
-@pytest.mark.xfail(strict=True, reason="the pooled rows kernel's short last tile (see "
-                   "test_fused_pooling_rows_kernel_with_a_short_last_tile): the sweep aborts "
-                   "with the AVX-512 build (at n=7, 2x2 windows, width 38) and the AVX2 build "
-                   "(NUMCNN_CPU=avx2: n=7, (2, 1) windows, width 37)")
 def test_fused_max_pooling_on_every_small_batch_and_width():
     """A convolution with max pooling fused (every window of at most 6 positions) for every
     batch below 64 and every width 1..40, one pooled row each, in a subprocess (a kernel that
