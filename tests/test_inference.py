@@ -328,9 +328,12 @@ def test_compiling_is_quick_and_profile_names_each_operation():
     plan = inference.compile(resnet, (3, 32, 32))
     assert time.perf_counter() - start < 0.25
     rows = plan.profile(_images(2, (3, 32, 32)), repeats=3)
-    # the same operations, each convolution's name ending with the kernel that ran it
-    assert [label.split(" [")[0] for label, _ in rows] == plan.describe()
-    assert [label.endswith(("[direct, rows]", "[direct, channels]")) for label, _ in rows] == [
+    # the same operations, each convolution's name ending with the kernel that ran it, and the
+    # frames of buffers that maps of other layouts share zeroed before they are written
+    ops = [label for label, _ in rows if label != "zero frame"]
+    assert len(ops) < len(rows)
+    assert [label.split(" [")[0] for label in ops] == plan.describe()
+    assert [label.endswith(("[direct, rows]", "[direct, channels]")) for label in ops] == [
         line.startswith("conv") for line in plan.describe()]
     assert all(seconds >= 0 for _, seconds in rows)
 

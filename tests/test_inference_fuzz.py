@@ -670,11 +670,6 @@ def test_a_preset_plan_at_batch_1000_holds_less_than_two_activations(name):
 
 
 @needs_kernels
-@pytest.mark.xfail(strict=True, reason="buffers are shared only between maps of the same "
-                   "geometry and frame: resnet-cifar's 12 maps get 12 buffers (208 MiB at "
-                   "batch 500) where the block's input, middle and output live at once (3 x "
-                   "37 MiB) and the later, smaller maps fit in freed ones (about 120 MiB); the "
-                   "plan's peak RSS grows by 200 MiB where the layer path's grows by 122")
 def test_resnet_plan_at_batch_500_holds_about_what_one_block_needs():
     """A basic block needs its input, its middle map and its output at once; the stages after
     the first have smaller maps. So the plan should hold about the input and three of the

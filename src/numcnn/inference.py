@@ -154,39 +154,69 @@ class _Segment:
     def __init__(self, nodes, first: _Value, last: _Value, final: bool):
         self.nodes, self.first, self.last, self.final = nodes, first, last, final
         self.tables: dict[int, tuple] = {}
+        self.labels: dict[int, list] = {}  # per batch size: what each record of the table does
 
     def prepare(self, n: int, checks: list) -> tuple:
         """The operation table for batch size ``n``: ``(table, count, out_view, buffers)``;
         the table holds raw addresses, so ``buffers`` must be kept as long as it is. Maps
         hold ``lanes(n)`` numbers per position."""
         m = lanes(n)
-        free: dict[tuple, list] = {}
-        buffers = []
+        # Buffers: a map takes the smallest released buffer that holds it (best fit), else a
+        # new one; a buffer is released after the last operation that reads its map.
+        free: list[np.ndarray] = []    # released raw buffers (1-D, aligned)
+        raws: list[np.ndarray] = []    # every raw buffer of this table
+        raw_of: dict[int, np.ndarray] = {}  # id(value) -> its raw buffer
+        layouts: dict[int, set] = {}   # id(raw) -> the (geometry, frame) of its maps
         last_read = {}
         for index, node in enumerate(self.nodes):
             for value in node["reads"]:
                 last_read[id(value.root)] = index
-        records = list(checks)
         for index, node in enumerate(self.nodes):
             out = node.get("y")
             if out is not None and out.alias is None:
-                key = (out.geometry(m), tuple(out.frame))
-                spare = free.get(key)
-                out.buffer = spare.pop() if spare else _aligned_zeros(key[0])
-                buffers.append(out.buffer)
-            if node["op"] != "flatten":  # a Flatten is a view: no operation
-                records.append(self._record(node, n, m))
+                geometry = out.geometry(m)
+                size = int(np.prod(geometry))
+                fits = [k for k, raw in enumerate(free) if raw.size >= size]
+                if fits:
+                    raw = free.pop(min(fits, key=lambda k: free[k].size))
+                else:
+                    raw = _aligned_zeros((size,))
+                    raws.append(raw)
+                out.buffer = raw[:size].reshape(geometry)
+                raw_of[id(out)] = raw
+                layouts.setdefault(id(raw), set()).add((geometry, tuple(out.frame)))
             for value in node["reads"]:
                 root = value.root
                 if last_read.get(id(root)) == index and root is not self.last.root:
-                    key = (root.geometry(m), tuple(root.frame))
-                    free.setdefault(key, []).append(root.buffer)
+                    free.append(raw_of[id(root)])
                     last_read.pop(id(root))
+        records, labels = list(checks), []
+        for node in self.nodes:
+            out = node.get("y")
+            # a map with a zero frame, in a buffer other maps lay out otherwise: its frame is
+            # zeroed before its producer writes the interior, at every call
+            if (out is not None and out.alias is None and any(out.frame)
+                    and len(layouts[id(raw_of[id(out)])]) > 1):
+                records.append(self._zero_frame_record(out, m))
+                labels.append("zero frame")
+            if node["op"] != "flatten":  # a Flatten is a view: no operation
+                records.append(self._record(node, n, m))
+                labels.append(_describe(node, m))
+        self.labels[n] = labels
         table = K.table(records)
         out_view = None
         if not self.final:
             out_view = self._nchw(self.last, n, m)
-        return table, len(records), out_view, buffers
+        return table, len(records), out_view, raws
+
+    @staticmethod
+    def _zero_frame_record(value: _Value, m: int) -> dict:
+        """The C record that zeroes the frame of ``value``'s buffer."""
+        c, height, width, _ = value.geometry(m)
+        top, bottom, left, right = value.frame
+        return {"kind": K.ZERO_FRAME, "y": value.buffer.ctypes.data, "c": c, "h": height,
+                "w": width, "n": m, "ycs": height * width * m, "yrs": width * m,
+                "kh": top, "kw": bottom, "sh": left, "sw": right}
 
     @staticmethod
     def _nchw(value: _Value, n: int, m: int) -> np.ndarray:
@@ -860,8 +890,7 @@ class Plan:
         labels = []
         for segment in self._segments:
             if isinstance(segment, _Segment):
-                labels += [_describe(node, lanes(x.shape[0])) for node in segment.nodes
-                           if node["op"] != "flatten"]
+                labels += segment.labels[x.shape[0]]
             else:
                 labels.append(f"{type(segment).__name__} (Python)")
         return list(zip(labels, medians.tolist()))

@@ -36,6 +36,9 @@
  *                 CHWN, into a frame), the last map out to the caller's NCHW array
  *   PLAN_MEAN     y[c,0,0,s] = mean_{p,q} x[c,p,q,s] (global average pooling)
  *   PLAN_CHECK    the model's weights unchanged since the plan was made: memcmp of a snapshot
+ *   PLAN_ZERO_FRAME  zeroes the frame (kh rows at the top, kw at the bottom, sh columns on the
+ *                 left, sw on the right) of a map's buffer y of c x h x w positions (frame
+ *                 included): for a buffer that maps of other layouts share
  *
  * numcnn_plan_run returns 0, or 1 when a PLAN_CHECK found the weights changed (then nothing
  * after it ran). With a times array it records each operation's wall time (seconds).
@@ -60,7 +63,7 @@
 #define PLAN_SNP 6              /* channels mode: positions per block */
 
 enum { PLAN_CONV = 1, PLAN_MAXPOOL = 2, PLAN_EWISE = 3, PLAN_COPY = 4, PLAN_MEAN = 5,
-       PLAN_CHECK = 6, PLAN_AVGPOOL = 7 };
+       PLAN_CHECK = 6, PLAN_AVGPOOL = 7, PLAN_ZERO_FRAME = 8 };
 enum { PLAN_FROM_INPUT = 1, PLAN_TO_OUTPUT = 2 }; /* PLAN_COPY's ends */
 
 /* One operation, every field an int64 (addresses too): plan_kernels.py's PlanOp mirrors it. */
@@ -1206,6 +1209,24 @@ static void plan_mean(const plan_op *op)
     }
 }
 
+static void plan_zero_frame(const plan_op *op)
+{
+    float *y = (float *)op->y;
+    long n = op->n, h = op->h, w = op->w;
+    for (long ch = 0; ch < op->c; ch++) {
+        float *yc = y + ch * op->ycs;
+        for (long p = 0; p < h; p++) {
+            float *row = yc + p * op->yrs;
+            if (p < op->kh || p >= h - op->kw) {
+                memset(row, 0, (size_t)(w * n) * sizeof(float));
+            } else {
+                memset(row, 0, (size_t)(op->sh * n) * sizeof(float));
+                memset(row + (w - op->sw) * n, 0, (size_t)(op->sw * n) * sizeof(float));
+            }
+        }
+    }
+}
+
 static double plan_now(void)
 {
     struct timespec t;
@@ -1252,6 +1273,9 @@ int numcnn_plan_run(const plan_op *ops, long count, const float *input, const lo
             break;
         case PLAN_MEAN:
             plan_mean(op);
+            break;
+        case PLAN_ZERO_FRAME:
+            plan_zero_frame(op);
             break;
         case PLAN_CHECK:
             if (memcmp((const void *)op->x, (const void *)op->y, (size_t)op->n) != 0)

@@ -26,7 +26,7 @@ import numpy as np
 from ._lib import LIB as _LIB
 from ._lib import VECTOR_FLOATS, KernelLoadError
 
-CONV, MAXPOOL, EWISE, COPY, MEAN, CHECK, AVGPOOL = 1, 2, 3, 4, 5, 6, 7
+CONV, MAXPOOL, EWISE, COPY, MEAN, CHECK, AVGPOOL, ZERO_FRAME = 1, 2, 3, 4, 5, 6, 7, 8
 FROM_INPUT, TO_OUTPUT = 1, 2
 ROWS, CHANNELS, COLUMNS, WINOGRAD, WINOGRAD4 = 0, 1, 2, 3, 4
 # The activations fused into an operation's output loop: the code in the low 8 bits of the
