@@ -194,24 +194,32 @@ static void fwd_scalar(const float *x, long c, long xch, long kh, long kw, long 
                       NV, ys + b * ych, ych);                                                \
     }
 
-/* y[o, p, l] = b[o] + sum_{ci, i, j} w[o, ci, i, j] * x[ci, p*sh + i*dh, l + j*tap_step]
+/* y[o, p, l] = b[o] + sum_{ci, i, j} w[o, ci, i, j] * x[g*c + ci, p*sh + i*dh, l + j*tap_step]
+ * for output channel o of group g = o / (oc / groups).
  *
- * x: input, channel stride xch and row stride xrow (in floats), rows contiguous;
+ * x: input, channel stride xch and row stride xrow (in floats), rows contiguous; c is the number
+ * of input channels per group (all of them for groups = 1);
  * w: (oc, c, kh, kw) contiguous; bias: (oc,) or NULL; y: (oc, oh, len) contiguous.
- * tap_step is dw*n: how far one kernel column moves along a row. Returns 0, or -1 when out of
- * memory. */
-int numcnn_conv_forward_f32(const float *x, long c, long xch, long xrow, const float *w,
-                            long oc, long kh, long kw, const float *bias, float *y, long oh,
-                            long len, long sh, long dh, long tap_step, int threads)
+ * tap_step is dw*n: how far one kernel column moves along a row. Groups: the register blocks of
+ * output channels are cut within each group (a group of 2 channels fills 2 of a block's FOB),
+ * and each block reads its group's input channels, which in the batch-last layout are one
+ * contiguous block. Returns 0, or -1 when out of memory. */
+int numcnn_conv_forward_grouped_f32(const float *x, long c, long xch, long xrow, const float *w,
+                                    long oc, long groups, long kh, long kw, const float *bias,
+                                    float *y, long oh, long len, long sh, long dh,
+                                    long tap_step, int threads)
 {
-    long blocks = (oc + FOB - 1) / FOB, taps = c * kh * kw;
-    /* (blocks, c, kh, kw, FOB) */
+    long ocg = oc / groups, gblocks = (ocg + FOB - 1) / FOB, blocks = groups * gblocks;
+    long taps = c * kh * kw;
+    /* (blocks, c, kh, kw, FOB), each group's blocks in turn */
     float *packed = calloc((size_t)(blocks * taps * FOB), sizeof(float));
     if (!packed)
         return -1;
-    for (long o = 0; o < oc; o++)
+    for (long o = 0; o < oc; o++) {
+        long blk = (o / ocg) * gblocks + (o % ocg) / FOB, lane = (o % ocg) % FOB;
         for (long t = 0; t < taps; t++)
-            packed[((o / FOB) * taps + t) * FOB + o % FOB] = w[o * taps + t];
+            packed[(blk * taps + t) * FOB + lane] = w[o * taps + t];
+    }
     /* Tasks: (lane tile, output row), rows innermost, so that consecutive tasks share kh - 1
      * input rows; within a task every block of output channels reads the same input tile,
      * which stays in cache (tiles of TILE lanes; the last tile of a row takes the remainder). */
@@ -230,10 +238,10 @@ int numcnn_conv_forward_f32(const float *x, long c, long xch, long xrow, const f
     for (long task = 0; task < tasks; task++) {
         long t = task / oh, p = task % oh;
         long l0 = t * tile, l1 = t == tiles - 1 ? len : l0 + tile;
-        const float *xrow0 = x + p * sh * xrow;
         for (long blk = 0; blk < blocks; blk++) {
-            long o0 = blk * FOB;
-            int ob = (int)(oc - o0 < FOB ? oc - o0 : FOB);
+            long g = blk / gblocks, og = (blk % gblocks) * FOB, o0 = g * ocg + og;
+            int ob = (int)(ocg - og < FOB ? ocg - og : FOB);
+            const float *xrow0 = x + g * c * xch + p * sh * xrow;
             const float *wp = packed + blk * taps * FOB, *bs = bias ? bias + o0 : NULL;
             float *yrow = y + o0 * ych + p * len;
             long l = l0;
@@ -261,6 +269,162 @@ int numcnn_conv_forward_f32(const float *x, long c, long xch, long xrow, const f
     }
     free(packed);
     return 0;
+}
+
+/* One group: numcnn_conv_forward_grouped_f32 with groups = 1. */
+int numcnn_conv_forward_f32(const float *x, long c, long xch, long xrow, const float *w,
+                            long oc, long kh, long kw, const float *bias, float *y, long oh,
+                            long len, long sh, long dh, long tap_step, int threads)
+{
+    return numcnn_conv_forward_grouped_f32(x, c, xch, xrow, w, oc, 1, kh, kw, bias, y, oh, len,
+                                           sh, dh, tap_step, threads);
+}
+
+/* ---- depthwise: few channels per group ---------------------------------------------------- */
+/* A depthwise convolution (one input channel per group, MobileNet's 3x3) has no sum over
+ * channels to block output channels on: each output channel reads its own input channel. Here
+ * a task is one output channel, whose rows run in order (the kh input rows of one output row
+ * are those of the row before but one, still in L1), each row vectorised along its ow*n
+ * positions with DNV independent vector sums (the FMA latency hidden: each sum takes kh*kw
+ * FMAs in a chain). The same kernel takes a few input channels per group (cg, e.g. the width
+ * phases of a strided depthwise convolution, or the input gradient of a channel multiplier):
+ *
+ *     y[o, p, l] = b[o] + sum_{ci < cg, i, j} w[o, ci, i, j] * x[g*cg + ci, p*sh + i*dh,
+ *                                                                 l + j*tap_step]
+ *
+ * with g = o / ocg. */
+#define DNV 8
+
+ALWAYS_INLINE void dw_block(const float *x, long cg, long xch, long kh, long kw, long row_step,
+                            long tap_step, const float *w, float b, int nv, float *y)
+{
+    vf acc[DNV];
+    for (int v = 0; v < nv; v++)
+        acc[v] = splat(b);
+    for (long ci = 0; ci < cg; ci++)
+        for (long i = 0; i < kh; i++) {
+            const float *xi = x + ci * xch + i * row_step;
+            const float *wi = w + (ci * kh + i) * kw;
+            for (long j = 0; j < kw; j++) {
+                vf wv = splat(wi[j]);
+                const float *xj = xi + j * tap_step;
+                for (int v = 0; v < nv; v++)
+                    acc[v] += wv * load(xj + v * VL);
+            }
+        }
+    for (int v = 0; v < nv; v++)
+        store(y + v * VL, acc[v]);
+}
+
+/* x, xch, xrow, tap_step as in numcnn_conv_forward_grouped_f32; cg input channels per group,
+ * ocg output channels per group; w: (oc, cg, kh, kw); y: (oc, oh, len). */
+void numcnn_conv_depthwise_f32(const float *x, long cg, long xch, long xrow, const float *w,
+                               long oc, long ocg, long kh, long kw, const float *bias, float *y,
+                               long oh, long len, long sh, long dh, long tap_step)
+{
+    long taps = cg * kh * kw, row_step = dh * xrow;
+    int nthreads = thread_count(oc, 2 * oc * oh * len * taps, 0);
+    UNUSED_WITHOUT_OPENMP(nthreads);
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (long o = 0; o < oc; o++) {
+        const float *xg = x + (o / ocg) * cg * xch, *wo = w + o * taps;
+        float b = bias ? bias[o] : 0.0f;
+        for (long p = 0; p < oh; p++) {
+            const float *xr = xg + p * sh * xrow;
+            float *yr = y + (o * oh + p) * len;
+            long l = 0;
+            for (; l + DNV * VL <= len; l += DNV * VL)
+                dw_block(xr + l, cg, xch, kh, kw, row_step, tap_step, wo, b, DNV, yr + l);
+            for (; l + 2 * VL <= len; l += 2 * VL)
+                dw_block(xr + l, cg, xch, kh, kw, row_step, tap_step, wo, b, 2, yr + l);
+            if (l + VL <= len) {
+                dw_block(xr + l, cg, xch, kh, kw, row_step, tap_step, wo, b, 1, yr + l);
+                l += VL;
+            }
+            if (l < len && len >= VL) { /* the row's last vector again, overlapping */
+                dw_block(xr + len - VL, cg, xch, kh, kw, row_step, tap_step, wo, b, 1,
+                         yr + len - VL);
+            } else {
+                for (; l < len; l++) { /* a row shorter than a vector */
+                    float s = b;
+                    for (long ci = 0; ci < cg; ci++)
+                        for (long i = 0; i < kh; i++)
+                            for (long j = 0; j < kw; j++)
+                                s += w[o * taps + (ci * kh + i) * kw + j]
+                                     * xr[ci * xch + i * row_step + j * tap_step + l];
+                    yr[l] = s;
+                }
+            }
+        }
+    }
+}
+
+/* Its weight gradient:
+ *
+ *     dw[o, ci, i, j] = sum_{p, l} g[o, p, l] * x[g*cg + ci, p*sh + i*dh, l + j*tap_step]
+ *
+ * A task is one (o, ci, i): the output gradient's rows against the input rows they met, up to
+ * DWJ kernel columns at a time, two vectors of positions per step (2 * nj independent sums). */
+#define DWJ 4
+
+ALWAYS_INLINE void dw_wgrad_cols(const float *g, long oh, long len, const float *x, long xrow,
+                                 long sh, long tap_step, int nj, float *out)
+{
+    vf acc[2][DWJ];
+    float tail[DWJ];
+    for (int a = 0; a < nj; a++) {
+        acc[0][a] = acc[1][a] = splat(0.0f);
+        tail[a] = 0.0f;
+    }
+    long full = len - len % (2 * VL), vecs = len - len % VL;
+    for (long p = 0; p < oh; p++) {
+        const float *gp = g + p * len, *xp = x + p * sh * xrow;
+        long l = 0;
+        for (; l < full; l += 2 * VL) {
+            vf g0 = load(gp + l), g1 = load(gp + l + VL);
+            for (int a = 0; a < nj; a++) {
+                acc[0][a] += g0 * load(xp + a * tap_step + l);
+                acc[1][a] += g1 * load(xp + a * tap_step + l + VL);
+            }
+        }
+        for (; l < vecs; l += VL) {
+            vf g0 = load(gp + l);
+            for (int a = 0; a < nj; a++)
+                acc[0][a] += g0 * load(xp + a * tap_step + l);
+        }
+        for (; l < len; l++)
+            for (int a = 0; a < nj; a++)
+                tail[a] += gp[l] * xp[a * tap_step + l];
+    }
+    for (int a = 0; a < nj; a++)
+        out[a] = hsum(acc[0][a] + acc[1][a]) + tail[a];
+}
+
+void numcnn_conv_depthwise_weight_grad_f32(const float *g, const float *x, long cg, long xch,
+                                           long xrow, long oc, long ocg, long kh, long kw,
+                                           float *dw, long oh, long len, long sh, long dh,
+                                           long tap_step)
+{
+    long tasks = oc * cg * kh;
+    int nthreads = thread_count(tasks, 2 * oc * cg * kh * kw * oh * len, 0);
+    UNUSED_WITHOUT_OPENMP(nthreads);
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (long task = 0; task < tasks; task++) {
+        long o = task / (cg * kh), ci = task / kh % cg, i = task % kh;
+        const float *go = g + o * oh * len;
+        const float *xi = x + ((o / ocg) * cg + ci) * xch + i * dh * xrow;
+        float *out = dw + ((o * cg + ci) * kh + i) * kw;
+        for (long j0 = 0; j0 < kw; j0 += DWJ) {
+            int nj = (int)(kw - j0 < DWJ ? kw - j0 : DWJ);
+            const float *xj = xi + j0 * tap_step;
+            switch (nj) { /* each width its own unrolled copy */
+            case 1: dw_wgrad_cols(go, oh, len, xj, xrow, sh, tap_step, 1, out + j0); break;
+            case 2: dw_wgrad_cols(go, oh, len, xj, xrow, sh, tap_step, 2, out + j0); break;
+            case 3: dw_wgrad_cols(go, oh, len, xj, xrow, sh, tap_step, 3, out + j0); break;
+            default: dw_wgrad_cols(go, oh, len, xj, xrow, sh, tap_step, DWJ, out + j0);
+            }
+        }
+    }
 }
 
 /* ---- forward, few positions per row (a single image) ---------------------------------------- */
@@ -394,28 +558,36 @@ ALWAYS_INLINE void wgrad_block(const float *g, long gch, const float *const *xs,
         }
 }
 
-/* dw[o, ci, i, j] = sum_{p, l} g[o, p, l] * x[ci, p*sh + i*dh, l + j*tap_step]
+/* dw[o, ci, i, j] = sum_{p, l} g[o, p, l] * x[g*c + ci, p*sh + i*dh, l + j*tap_step]
  *
  * g: output gradient (oc, oh, len) contiguous; x as in numcnn_conv_forward_f32;
  * dw: (oc, c, kh, kw) contiguous, overwritten. Returns 0, or -1 when out of memory.
+ *
+ * With groups, c is the number of input channels per group and output channel o of group
+ * g = o / (oc / groups) reads x[g*c + ci, ...]; the blocks of output channels are cut within
+ * each group.
  *
  * A task is one block of WOB output channels and one kernel row i. For every output row p it
  * reads that row of g (kept in cache) against every input row it met, c*kw shifted runs, a
  * register block of (WCJ runs) x (WOB channels) at a time; the vector sums are reduced once,
  * at the end. */
-int numcnn_conv_weight_grad_f32(const float *g, const float *x, long c, long xch, long xrow,
-                                long oc, long kh, long kw, float *dw, long oh, long len,
-                                long sh, long dh, long tap_step, int threads)
+int numcnn_conv_weight_grad_grouped_f32(const float *g, const float *x, long c, long xch,
+                                        long xrow, long oc, long groups, long kh, long kw,
+                                        float *dw, long oh, long len, long sh, long dh,
+                                        long tap_step, int threads)
 {
-    long oblocks = (oc + WOB - 1) / WOB, columns = c * kw, gch = oh * len;
+    long ocg = oc / groups, gblocks = (ocg + WOB - 1) / WOB, oblocks = groups * gblocks;
+    long columns = c * kw, gch = oh * len;
     long tasks = oblocks * kh;
     int nthreads = thread_count(tasks, 2 * oc * c * kh * kw * oh * len, threads);
     UNUSED_WITHOUT_OPENMP(nthreads);
     int failed = 0;
 #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (long task = 0; task < tasks; task++) {
-        long obk = task / kh, i = task % kh, o0 = obk * WOB;
-        int ob = (int)(oc - o0 < WOB ? oc - o0 : WOB);
+        long obk = task / kh, i = task % kh, grp = obk / gblocks, og = (obk % gblocks) * WOB;
+        long o0 = grp * ocg + og;
+        int ob = (int)(ocg - og < WOB ? ocg - og : WOB);
+        const float *xg = x + grp * c * xch; /* the group's input channels */
         vf (*sums)[WOB] = alloc_aligned((size_t)columns * sizeof(vf[WOB]));
         float (*tails)[WOB] = calloc((size_t)columns, sizeof(float[WOB]));
         if (!sums || !tails) {
@@ -429,7 +601,7 @@ int numcnn_conv_weight_grad_f32(const float *g, const float *x, long c, long xch
                 sums[col][b] = splat(0.0f);
         for (long p = 0; p < oh; p++) {
             const float *gp = g + o0 * gch + p * len;
-            const float *xp = x + (p * sh + i * dh) * xrow;
+            const float *xp = xg + (p * sh + i * dh) * xrow;
             for (long col0 = 0; col0 < columns; col0 += WCJ) {
                 int ncol = (int)(columns - col0 < WCJ ? columns - col0 : WCJ);
                 const float *xs[WCJ];
@@ -497,6 +669,15 @@ int numcnn_conv_weight_grad_f32(const float *g, const float *x, long c, long xch
         free(tails);
     }
     return failed ? -1 : 0;
+}
+
+/* One group: numcnn_conv_weight_grad_grouped_f32 with groups = 1. */
+int numcnn_conv_weight_grad_f32(const float *g, const float *x, long c, long xch, long xrow,
+                                long oc, long kh, long kw, float *dw, long oh, long len,
+                                long sh, long dh, long tap_step, int threads)
+{
+    return numcnn_conv_weight_grad_grouped_f32(g, x, c, xch, xrow, oc, 1, kh, kw, dw, oh, len,
+                                               sh, dh, tap_step, threads);
 }
 
 /* ---- element-wise layers ------------------------------------------------------------------ */

@@ -52,7 +52,8 @@ from ._lib import VECTOR_FLOATS
 from .layout import memory_run, zero_border
 
 __all__ = ["conv_forward", "conv_forward_short_rows", "conv_forward_flat", "conv_forward_small",
-           "conv_weight_grad", "conv_input_grad", "width_phases", "phase_weight",
+           "conv_weight_grad", "conv_input_grad", "mirrored_weight", "dilated_weight",
+           "width_phases", "phase_weight",
            "phase_weight_grad", "conv_input_grad_strided", "relu", "relu_backward", "add",
            "to_chwn", "batch_norm_train", "batch_norm_train_backward", "batch_norm_eval", "max_pool_blocks",
            "max_pool_blocks_backward"]
@@ -84,32 +85,44 @@ def _forward_operands(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray |
     return np.ascontiguousarray(rows_p), np.ascontiguousarray(weight), bias
 
 
-def _main_forward(rows_p, weight, bias, out, rows: int, length: int, sh: int, dilation) -> None:
-    """``numcnn_conv_forward_f32`` into ``out`` (``(oc, rows, length)`` memory): ``rows``
-    output rows of ``length`` numbers, the input rows ``sh`` apart."""
-    c, hp, wp, n = rows_p.shape
-    oc, _, kh, kw = weight.shape
+def _main_forward(rows_p, weight, bias, out, rows: int, length: int, sh: int, dilation,
+                  groups: int = 1, depthwise: bool = False) -> None:
+    """``numcnn_conv_forward_grouped_f32`` (or, with ``depthwise``,
+    ``numcnn_conv_depthwise_f32``) into ``out`` (``(oc, rows, length)`` memory): ``rows`` output
+    rows of ``length`` numbers, the input rows ``sh`` apart; output channel ``o`` reads the
+    input channels of its group, ``g*cg ... (g+1)*cg - 1`` with ``g = o // (oc/groups)``."""
+    _, hp, wp, n = rows_p.shape
+    oc, cg, kh, kw = weight.shape
     dh, dw = dilation
-    _check(_LIB.numcnn_conv_forward_f32(_ptr(rows_p), c, hp * wp * n, wp * n, _ptr(weight), oc,
-                                        kh, kw, _ptr(bias), _ptr(out), rows, length, sh, dh,
-                                        dw * n, 0), "forward")
+    if depthwise:
+        _LIB.numcnn_conv_depthwise_f32(_ptr(rows_p), cg, hp * wp * n, wp * n, _ptr(weight), oc,
+                                       oc // groups, kh, kw, _ptr(bias), _ptr(out), rows, length,
+                                       sh, dh, dw * n)
+        return
+    _check(_LIB.numcnn_conv_forward_grouped_f32(_ptr(rows_p), cg, hp * wp * n, wp * n,
+                                                _ptr(weight), oc, groups, kh, kw, _ptr(bias),
+                                                _ptr(out), rows, length, sh, dh, dw * n, 0),
+           "forward")
 
 
 def conv_forward(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride,
-                 dilation, out_hw) -> np.ndarray:
-    """``out[o, p, q, s] = b[o] + sum_{ci,i,j} w[o,ci,i,j] * xp[ci, p*sh + i*dh, q + j*dw, s]``.
+                 dilation, out_hw, groups: int = 1, depthwise: bool = False) -> np.ndarray:
+    """``out[o, p, q, s] = b[o] + sum_{ci,i,j} w[o,ci,i,j] * xp[g*cg + ci, p*sh + i*dh, q + j*dw, s]``
+    with ``g = o // (oc/groups)`` (stride 1 along the width).
 
-    ``rows_p (c, hp, wp, n)`` padded input, C-contiguous; returns ``(oc, oh, ow, n)``.
+    ``rows_p (c, hp, wp, n)`` padded input, C-contiguous; ``weight (oc, cg, kh, kw)``; returns
+    ``(oc, oh, ow, n)``. ``depthwise``: the kernel for few channels per group
+    (``numcnn_conv_depthwise_f32``), else the register-blocked one.
     """
     rows_p, weight, bias = _forward_operands(rows_p, weight, bias)
     (oh, ow), n = out_hw, rows_p.shape[3]
     out = np.empty((weight.shape[0], oh, ow, n), np.float32)
-    _main_forward(rows_p, weight, bias, out, oh, ow * n, stride[0], dilation)
+    _main_forward(rows_p, weight, bias, out, oh, ow * n, stride[0], dilation, groups, depthwise)
     return out
 
 
 def conv_forward_flat(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
-                      dilation, out_hw) -> np.ndarray:
+                      dilation, out_hw, groups: int = 1, depthwise: bool = False) -> np.ndarray:
     """:func:`conv_forward` for a stride-1 convolution whose rows are short (a single image),
     computed as one long row: ``(oc, oh, ow, n)``.
 
@@ -123,7 +136,7 @@ def conv_forward_flat(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray |
     oc, (oh, ow) = weight.shape[0], out_hw
     length = ((oh - 1) * wp + ow) * n
     flat = np.empty((oc, length), np.float32)
-    _main_forward(rows_p, weight, bias, flat, 1, length, 1, dilation)
+    _main_forward(rows_p, weight, bias, flat, 1, length, 1, dilation, groups, depthwise)
     size = flat.itemsize
     grid = np.ndarray((oc, oh, ow, n), np.float32, buffer=flat,  # the valid outputs
                       strides=(length * size, wp * n * size, n * size, size))
@@ -157,26 +170,34 @@ def conv_forward_short_rows(rows_p: np.ndarray, weight: np.ndarray, bias: np.nda
 
 
 def conv_weight_grad(grad_rows: np.ndarray, rows_p: np.ndarray, weight_shape, stride,
-                     dilation) -> np.ndarray:
-    """``dL/dw[o,ci,i,j] = sum_{p,q,s} g[o,p,q,s] * xp[ci, p*sh + i*dh, q + j*dw, s]``.
+                     dilation, groups: int = 1, depthwise: bool = False) -> np.ndarray:
+    """``dL/dw[o,ci,i,j] = sum_{p,q,s} g[o,p,q,s] * xp[g*cg + ci, p*sh + i*dh, q + j*dw, s]``
+    with ``g = o // (oc/groups)`` (stride 1 along the width).
 
-    ``grad_rows (oc, oh, ow, n)`` and ``rows_p (c, hp, wp, n)``; returns ``(oc, c, kh, kw)``.
+    ``grad_rows (oc, oh, ow, n)`` and ``rows_p (c, hp, wp, n)``; returns ``(oc, cg, kh, kw)``.
+    ``depthwise``: the kernel for few channels per group.
     """
-    c, hp, wp, n = rows_p.shape
-    oc, _, kh, kw = weight_shape
+    _, hp, wp, n = rows_p.shape
+    oc, cg, kh, kw = weight_shape
     _, oh, ow, _ = grad_rows.shape
     (sh, _), (dh, dw) = stride, dilation
     grad_rows = np.ascontiguousarray(grad_rows, np.float32)
     rows_p = np.ascontiguousarray(rows_p)
     grad_w = np.empty(weight_shape, np.float32)
-    _check(_LIB.numcnn_conv_weight_grad_f32(_ptr(grad_rows), _ptr(rows_p), c, hp * wp * n,
-                                            wp * n, oc, kh, kw, _ptr(grad_w), oh, ow * n, sh,
-                                            dh, dw * n, 0), "weight gradient")
+    if depthwise:
+        _LIB.numcnn_conv_depthwise_weight_grad_f32(_ptr(grad_rows), _ptr(rows_p), cg,
+                                                   hp * wp * n, wp * n, oc, oc // groups, kh, kw,
+                                                   _ptr(grad_w), oh, ow * n, sh, dh, dw * n)
+        return grad_w
+    _check(_LIB.numcnn_conv_weight_grad_grouped_f32(_ptr(grad_rows), _ptr(rows_p), cg,
+                                                    hp * wp * n, wp * n, oc, groups, kh, kw,
+                                                    _ptr(grad_w), oh, ow * n, sh, dh, dw * n, 0),
+           "weight gradient")
     return grad_w
 
 
 def conv_input_grad(grad_rows: np.ndarray, weight: np.ndarray, dilation, pads,
-                    in_hw) -> np.ndarray:
+                    in_hw, groups: int = 1, depthwise: bool = False) -> np.ndarray:
     """The input gradient of a stride-1 convolution, cropped to the unpadded input:
     ``(oc, oh, ow, n) -> (c, h, w, n)``.
 
@@ -186,9 +207,11 @@ def conv_input_grad(grad_rows: np.ndarray, weight: np.ndarray, dilation, pads,
 
     where ``gp`` is ``g`` shifted by ``(kh-1)*dh - top`` rows and ``(kw-1)*dw - left`` columns
     in a zero frame ``(h + (kh-1)*dh, w + (kw-1)*dw)`` (the rows and columns it leaves out only
-    ever met padding).
+    ever met padding). With groups the sum runs over the output channels ``o`` of the input
+    channel's group: a grouped convolution again, ``oc/groups`` input channels per group and
+    ``cg`` output channels (:func:`mirrored_weight`).
     """
-    oc, c, kh, kw = weight.shape
+    oc, _, kh, kw = weight.shape
     _, oh, ow, n = grad_rows.shape
     (dh, dw), ((top, _), (left, _)), (h, w) = dilation, pads, in_hw
     frame_h, frame_w = h + (kh - 1) * dh, w + (kw - 1) * dw
@@ -204,9 +227,33 @@ def conv_input_grad(grad_rows: np.ndarray, weight: np.ndarray, dilation, pads,
                              (q0 + shift_w, frame_w - q1 - shift_w)))
     else:
         grad_p = np.zeros((oc, frame_h, frame_w, n), np.float32)
-    mirrored = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (c, oc, kh, kw), rot180
-    mirrored = np.ascontiguousarray(mirrored)
-    return conv_forward(grad_p, mirrored, None, (1, 1), dilation, (h, w))
+    return conv_forward(grad_p, mirrored_weight(weight, groups), None, (1, 1), dilation, (h, w),
+                        groups, depthwise)
+
+
+def mirrored_weight(weight: np.ndarray, groups: int = 1) -> np.ndarray:
+    """The kernel of the input gradient: each group's weight rotated by 180 degrees with its
+    input and output channels swapped, ``(oc, cg, kh, kw) -> (c, oc/groups, kh, kw)``::
+
+        m[g*cg + ci, o', i, j] = w[g*(oc/groups) + o', ci, kh-1-i, kw-1-j]
+    """
+    oc, cg, kh, kw = weight.shape
+    per_group = weight.reshape(groups, oc // groups, cg, kh, kw)[..., ::-1, ::-1]
+    return np.ascontiguousarray(per_group.transpose(0, 2, 1, 3, 4)).reshape(
+        groups * cg, oc // groups, kh, kw)
+
+
+def dilated_weight(weight: np.ndarray, dilation) -> np.ndarray:
+    """The dilated kernel written out dense, zeros between the taps: ``(oc, cg, kh, kw) ->
+    (oc, cg, (kh-1)*dh + 1, (kw-1)*dw + 1)``. A convolution with it (dilation 1) is the dilated
+    convolution; the stride decompositions below take it where they need dilation 1."""
+    dh, dw = dilation
+    if dh == dw == 1:
+        return weight
+    oc, cg, kh, kw = weight.shape
+    dense = np.zeros((oc, cg, (kh - 1) * dh + 1, (kw - 1) * dw + 1), np.float32)
+    dense[:, :, ::dh, ::dw] = weight
+    return dense
 
 
 # -- strides along the width: the polyphase decomposition -----------------------------------------
@@ -257,7 +304,7 @@ def phase_weight_grad(grad_wph: np.ndarray, weight_shape, sw: int) -> np.ndarray
 
 
 def conv_input_grad_strided(grad_rows: np.ndarray, weight: np.ndarray, stride,
-                            padded_shape) -> np.ndarray:
+                            padded_shape, groups: int = 1, depthwise: bool = False) -> np.ndarray:
     """The input gradient of a strided convolution (dilation 1) on its padded input:
     ``(oc, oh, ow, n) -> padded_shape (c, hp, wp, n)`` (the caller crops the padding off).
 
@@ -269,7 +316,8 @@ def conv_input_grad_strided(grad_rows: np.ndarray, weight: np.ndarray, stride,
                                                          * g[o, a - i', b - j']
 
     computed by :func:`conv_input_grad` (the forward kernel on the mirrored sub-kernel); phases
-    no tap falls on (a stride larger than the kernel) get no gradient.
+    no tap falls on (a stride larger than the kernel) get no gradient. A dilated kernel comes
+    in written out dense (:func:`dilated_weight`).
     """
     sh, sw = stride
     c, hp, wp, n = padded_shape
@@ -280,7 +328,8 @@ def conv_input_grad_strided(grad_rows: np.ndarray, weight: np.ndarray, stride,
             sub = weight[:, :, ph::sh, pw::sw]
             phase_hw = (len(range(ph, hp, sh)), len(range(pw, wp, sw)))
             grad_p[:, ph::sh, pw::sw] = conv_input_grad(grad_rows, sub, (1, 1),
-                                                        ((0, 0), (0, 0)), phase_hw)
+                                                        ((0, 0), (0, 0)), phase_hw, groups,
+                                                        depthwise)
     return grad_p
 
 

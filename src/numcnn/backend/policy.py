@@ -37,6 +37,8 @@ NUMPY = "numpy"
 KERNELS = "kernels"
 KERNELS_STRIDED = "kernels-strided"
 KERNELS_SHORT_ROWS = "kernels-short-rows"
+KERNELS_GROUPED = "kernels-grouped"
+KERNELS_DEPTHWISE = "kernels-depthwise"
 KERNELS_EVAL = "kernels-eval"
 NUMPY_BLOCKS = "numpy-blocks"
 NUMPY_WINDOWS = "numpy-windows"
@@ -57,9 +59,10 @@ def conv2d(rows_p: np.ndarray, weight: np.ndarray, groups: int, stride, out_hw,
     KERNELS, KERNELS_STRIDED, KERNELS_SHORT_ROWS or NUMPY. Rows of at least ``MIN_ROW``
     numbers with stride 1 along the width: KERNELS; with a stride along the width and no
     dilation: KERNELS_STRIDED."""
-    if not (enabled() and groups == 1 and rows_p.dtype == np.float32
-            and weight.dtype == np.float32):
+    if not (enabled() and rows_p.dtype == np.float32 and weight.dtype == np.float32):
         return NUMPY
+    if groups > 1:
+        return KERNELS_DEPTHWISE if weight.shape[1] == 1 else KERNELS_GROUPED
     if out_hw[1] * rows_p.shape[3] >= MIN_ROW:
         if stride[1] == 1:
             return KERNELS

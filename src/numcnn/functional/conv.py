@@ -404,6 +404,9 @@ def _conv2d_forward(x, weight, bias, stride, pads, dilation, groups, out_hw, nam
     impl = policy.conv2d(rows_p, weight, groups, stride, out_hw, dilation)
     if impl == policy.KERNELS_STRIDED:
         return _conv2d_forward_strided(rows_p, x, weight, bias, stride, pads, out_hw, name)
+    if impl in (policy.KERNELS_GROUPED, policy.KERNELS_DEPTHWISE):
+        return _conv2d_forward_grouped(rows_p, x, weight, bias, stride, pads, dilation, groups,
+                                       out_hw, name, impl)
     if impl != policy.NUMPY:
         # the compiled kernels: the same sums, no column matrix (numcnn.backend.kernels);
         # rows of a few numbers (a single image) by a kernel for short rows, whose backward
@@ -444,6 +447,8 @@ def conv2d_backward(grad_out, cache, input_grad: bool = True):
         return _conv2d_backward_kernels(grad_rows, grad_b, cache, input_grad)
     if cache["impl"] == policy.KERNELS_STRIDED:
         return _conv2d_backward_strided(grad_rows, grad_b, cache, input_grad)
+    if cache["impl"] in (policy.KERNELS_GROUPED, policy.KERNELS_DEPTHWISE):
+        return _conv2d_backward_grouped(grad_rows, grad_b, cache, input_grad)
     grad_w = _weight_grad(grad_rows, weight.shape, groups, cache["stride"], cache["dilation"],
                           rows_p=cache["rows_p"], cols=cache["cols"])
     grad_x = None
@@ -508,6 +513,78 @@ def _conv2d_backward_strided(grad_rows, grad_b, cache, input_grad: bool):
         grad_x = from_chwn(kernels.conv_input_grad_strided(grad_rows, weight, stride,
                                                            cache["padded_shape"]),
                            crop=cache["pads"])
+    return grad_x, grad_w, grad_b
+
+
+def _conv2d_forward_grouped(rows_p, x, weight, bias, stride, pads, dilation, groups, out_hw,
+                            name, impl):
+    """conv2d with groups by the kernels (``impl`` KERNELS_GROUPED, or KERNELS_DEPTHWISE for one
+    input channel per group). In the CHWN layout each group's input channels, weights and output
+    channels are contiguous blocks, so the kernels take the groups in one call. Stride 1 along
+    the width: directly (a single image with stride 1 as its rows end to end,
+    :func:`numcnn.backend.kernels.conv_forward_flat`); a stride along the width: on the polyphase
+    split of the input, the kernel written out dense along the width if it is dilated
+    (:func:`numcnn.backend.kernels.dilated_weight`); the stride and dilation along the height
+    the kernels take as they are. The split input is kept for the weight gradient instead of
+    the padded input."""
+    depthwise = impl == policy.KERNELS_DEPTHWISE
+    (sh, sw), n, padded_shape = stride, rows_p.shape[3], rows_p.shape
+    phases = None
+    if sw == 1:
+        if sh == 1 and out_hw[1] * n < policy.MIN_ROW:  # a single image, stride 1
+            out_rows = kernels.conv_forward_flat(rows_p, weight, bias, dilation, out_hw, groups,
+                                                 depthwise)
+        else:
+            out_rows = kernels.conv_forward(rows_p, weight, bias, stride, dilation, out_hw,
+                                            groups, depthwise)
+        if np.may_share_memory(rows_p, x):
+            rows_p = rows_p.copy()  # kept for backward: later changes to x must not reach it
+    else:
+        dense = kernels.dilated_weight(weight, (1, dilation[1]))
+        phases = kernels.width_phases(rows_p, sw, dense.shape[3])  # (c*P, hp, ceil(wp/sw), n)
+        out_rows = kernels.conv_forward(phases, kernels.phase_weight(dense, sw), bias, (sh, 1),
+                                        (dilation[0], 1), out_hw, groups, depthwise)
+        rows_p = None
+    y = from_chwn(out_rows)
+    cache = dict(name=name, impl=impl, rows_p=rows_p, phases=phases, cols=None,
+                 padded_shape=padded_shape, weight=weight, pads=pads, stride=stride, dilation=dilation, groups=groups,
+                 has_bias=bias is not None, out_shape=y.shape)
+    return y, cache
+
+
+def _conv2d_backward_grouped(grad_rows, grad_b, cache, input_grad: bool):
+    """:func:`conv2d_backward` for a forward pass by :func:`_conv2d_forward_grouped`: the weight
+    gradient by the kernels on the kept input (or its width phases, mapped back to the taps);
+    the input gradient by the forward kernels on the mirrored kernel (stride 1), or one phase
+    of the padded input at a time (a stride; a dilated kernel written out dense)."""
+    weight, groups, stride, dilation = (cache["weight"], cache["groups"], cache["stride"],
+                                        cache["dilation"])
+    depthwise = cache["impl"] == policy.KERNELS_DEPTHWISE
+    oc, cg, kh, kw = weight.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    if cache["phases"] is None:
+        grad_w = kernels.conv_weight_grad(grad_rows, cache["rows_p"], weight.shape, stride,
+                                          dilation, groups, depthwise)
+    else:
+        phases, kwd = cache["phases"], (kw - 1) * dw + 1
+        kq = -(-kwd // sw)
+        grad_wph = kernels.conv_weight_grad(grad_rows, phases,
+                                            (oc, phases.shape[0] // groups, kh, kq),
+                                            (sh, 1), (dh, 1), groups, depthwise)
+        grad_w = kernels.phase_weight_grad(grad_wph, (oc, cg, kh, kwd), sw)[..., ::dw]
+        grad_w = np.ascontiguousarray(grad_w)
+    grad_x = None
+    if input_grad:
+        pads, padded_shape = cache["pads"], cache["padded_shape"]
+        (top, bottom), (left, right) = pads
+        in_hw = (padded_shape[1] - top - bottom, padded_shape[2] - left - right)
+        if stride == (1, 1):
+            grad_x = from_chwn(kernels.conv_input_grad(grad_rows, weight, dilation, pads, in_hw,
+                                                       groups, depthwise))
+        else:
+            grad_x = from_chwn(kernels.conv_input_grad_strided(
+                grad_rows, kernels.dilated_weight(weight, dilation), stride, padded_shape,
+                groups, depthwise), crop=pads)
     return grad_x, grad_w, grad_b
 
 
