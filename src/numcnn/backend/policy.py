@@ -64,10 +64,7 @@ def conv2d(rows_p: np.ndarray, weight: np.ndarray, groups: int, stride, out_hw,
     if groups > 1:
         return KERNELS_DEPTHWISE if weight.shape[1] == 1 else KERNELS_GROUPED
     if out_hw[1] * rows_p.shape[3] >= MIN_ROW:
-        if stride[1] == 1:
-            return KERNELS
-        if tuple(dilation) == (1, 1):
-            return KERNELS_STRIDED
+        return KERNELS if stride[1] == 1 else KERNELS_STRIDED
     return KERNELS_SHORT_ROWS
 
 

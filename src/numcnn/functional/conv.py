@@ -402,9 +402,7 @@ def _conv2d_forward(x, weight, bias, stride, pads, dilation, groups, out_hw, nam
         rows_p = to_chwn(x, pads)  # (c, hp, wp, n); no copy if already CHWN and unpadded
     has_bias = bias is not None
     impl = policy.conv2d(rows_p, weight, groups, stride, out_hw, dilation)
-    if impl == policy.KERNELS_STRIDED:
-        return _conv2d_forward_strided(rows_p, x, weight, bias, stride, pads, out_hw, name)
-    if impl in (policy.KERNELS_GROUPED, policy.KERNELS_DEPTHWISE):
+    if impl in (policy.KERNELS_STRIDED, policy.KERNELS_GROUPED, policy.KERNELS_DEPTHWISE):
         return _conv2d_forward_grouped(rows_p, x, weight, bias, stride, pads, dilation, groups,
                                        out_hw, name, impl)
     if impl != policy.NUMPY:
@@ -445,9 +443,8 @@ def conv2d_backward(grad_out, cache, input_grad: bool = True):
     grad_b = grad_rows.reshape(weight.shape[0], -1).sum(axis=1) if cache["has_bias"] else None
     if cache["impl"] == policy.KERNELS:
         return _conv2d_backward_kernels(grad_rows, grad_b, cache, input_grad)
-    if cache["impl"] == policy.KERNELS_STRIDED:
-        return _conv2d_backward_strided(grad_rows, grad_b, cache, input_grad)
-    if cache["impl"] in (policy.KERNELS_GROUPED, policy.KERNELS_DEPTHWISE):
+    if cache["impl"] in (policy.KERNELS_STRIDED, policy.KERNELS_GROUPED,
+                         policy.KERNELS_DEPTHWISE):
         return _conv2d_backward_grouped(grad_rows, grad_b, cache, input_grad)
     grad_w = _weight_grad(grad_rows, weight.shape, groups, cache["stride"], cache["dilation"],
                           rows_p=cache["rows_p"], cols=cache["cols"])
@@ -471,55 +468,19 @@ def _conv2d_backward_kernels(grad_rows, grad_b, cache, input_grad: bool):
         in_hw = (hp - top - bottom, wp - left - right)
         if stride == (1, 1):
             grad_x = from_chwn(kernels.conv_input_grad(grad_rows, weight, dilation, pads, in_hw))
-        elif dilation == (1, 1):  # a stride along the height: one stride-1 gradient per phase
+        else:  # a stride along the height: one stride-1 gradient per phase of the input (a
+            # dilated kernel written out dense)
             grad_x = from_chwn(kernels.conv_input_grad_strided(
-                grad_rows, weight, stride, cache["padded_shape"]), crop=pads)
-        else:  # a strided, dilated input gradient spreads over the pixels: col2im (NumPy)
-            grad_rows_p = _correlate_backward(grad_rows, weight, 1, stride, dilation,
-                                              cache["padded_shape"])
-            grad_x = from_chwn(grad_rows_p, crop=pads)
-    return grad_x, grad_w, grad_b
-
-
-def _conv2d_forward_strided(rows_p, x, weight, bias, stride, pads, out_hw, name):
-    """conv2d with a stride along the width (dilation 1) by the kernels: stride 1 along the width
-    on the polyphase split of the input (:func:`numcnn.backend.kernels.width_phases`), the stride
-    along the height as it is. The split input is what the weight gradient needs, so it is kept
-    instead of the padded input."""
-    sw, kw = stride[1], weight.shape[3]
-    phases = kernels.width_phases(rows_p, sw, kw)              # (c*P, hp, ceil(wp/sw), n)
-    out_rows = kernels.conv_forward(phases, kernels.phase_weight(weight, sw), bias,
-                                    (stride[0], 1), (1, 1), out_hw)
-    y = from_chwn(out_rows)
-    cache = dict(name=name, impl=policy.KERNELS_STRIDED, phases=phases, cols=None,
-                 padded_shape=rows_p.shape, weight=weight, pads=pads, stride=stride,
-                 dilation=(1, 1), groups=1, has_bias=bias is not None, out_shape=y.shape)
-    return y, cache
-
-
-def _conv2d_backward_strided(grad_rows, grad_b, cache, input_grad: bool):
-    """:func:`conv2d_backward` for a forward pass by :func:`_conv2d_forward_strided`: the weight
-    gradient of the phase convolution mapped back to the taps, and the input gradient one phase
-    of the padded input at a time (each a stride-1 input gradient)."""
-    weight, stride = cache["weight"], cache["stride"]
-    phases = cache["phases"]
-    kq = -(-weight.shape[3] // stride[1])
-    grad_wph = kernels.conv_weight_grad(grad_rows, phases,
-                                        (weight.shape[0], phases.shape[0], weight.shape[2], kq),
-                                        (stride[0], 1), (1, 1))
-    grad_w = kernels.phase_weight_grad(grad_wph, weight.shape, stride[1])
-    grad_x = None
-    if input_grad:
-        grad_x = from_chwn(kernels.conv_input_grad_strided(grad_rows, weight, stride,
-                                                           cache["padded_shape"]),
-                           crop=cache["pads"])
+                grad_rows, kernels.dilated_weight(weight, dilation), stride,
+                cache["padded_shape"]), crop=pads)
     return grad_x, grad_w, grad_b
 
 
 def _conv2d_forward_grouped(rows_p, x, weight, bias, stride, pads, dilation, groups, out_hw,
                             name, impl):
-    """conv2d with groups by the kernels (``impl`` KERNELS_GROUPED, or KERNELS_DEPTHWISE for one
-    input channel per group). In the CHWN layout each group's input channels, weights and output
+    """conv2d by the kernels for ``impl`` KERNELS_GROUPED (groups), KERNELS_DEPTHWISE (one
+    input channel per group) or KERNELS_STRIDED (one group, a stride along the width, any
+    dilation). In the CHWN layout each group's input channels, weights and output
     channels are contiguous blocks, so the kernels take the groups in one call. Stride 1 along
     the width: directly (a single image with stride 1 as its rows end to end,
     :func:`numcnn.backend.kernels.conv_forward_flat`); a stride along the width: on the polyphase
