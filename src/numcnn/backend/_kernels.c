@@ -359,6 +359,115 @@ void numcnn_conv_depthwise_f32(const float *x, long cg, long xch, long xrow, con
     }
 }
 
+/* A stride along the width breaks the row into runs of n numbers (one output column of the
+ * batch, q*n ... q*n + n - 1, reads the input column q*sw): vectorised along the batch instead,
+ * DNV vectors of (column, batch) positions per block, each at its own offset. Every column
+ * takes ceil(n / VL) vectors, the last overlapping the one before when VL does not divide n
+ * (n >= VL). Output (p, q, s) reads x[., p*sh + i*dh, (q*sw + j*dw)*n + s].
+ *
+ * y: (oc, oh, ow, n); the other arguments as in numcnn_conv_depthwise_f32, col_step = sw*n. */
+ALWAYS_INLINE void dw_block_at(const float *x, const long *xo, long cg, long xch, long kh,
+                               long kw, long row_step, long tap_step, const float *w, float b,
+                               int nv, float *y, const long *yo)
+{
+    vf acc[DNV];
+    for (int v = 0; v < nv; v++)
+        acc[v] = splat(b);
+    for (long ci = 0; ci < cg; ci++)
+        for (long i = 0; i < kh; i++) {
+            const float *xi = x + ci * xch + i * row_step;
+            const float *wi = w + (ci * kh + i) * kw;
+            for (long j = 0; j < kw; j++) {
+                vf wv = splat(wi[j]);
+                const float *xj = xi + j * tap_step;
+                for (int v = 0; v < nv; v++)
+                    acc[v] += wv * load(xj + xo[v]);
+            }
+        }
+    for (int v = 0; v < nv; v++)
+        store(y + yo[v], acc[v]);
+}
+
+void numcnn_conv_depthwise_strided_f32(const float *x, long cg, long xch, long xrow,
+                                       const float *w, long oc, long ocg, long kh, long kw,
+                                       const float *bias, float *y, long oh, long ow, long n,
+                                       long sh, long dh, long col_step, long tap_step)
+{
+    long taps = cg * kh * kw, row_step = dh * xrow, per_col = (n + VL - 1) / VL;
+    long vectors = ow * per_col;
+    int nthreads = thread_count(oc, 2 * oc * oh * ow * n * taps, 0);
+    UNUSED_WITHOUT_OPENMP(nthreads);
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (long o = 0; o < oc; o++) {
+        const float *xg = x + (o / ocg) * cg * xch, *wo = w + o * taps;
+        float b = bias ? bias[o] : 0.0f;
+        for (long p = 0; p < oh; p++) {
+            const float *xr = xg + p * sh * xrow;
+            float *yr = y + (o * oh + p) * ow * n;
+            for (long v0 = 0; v0 < vectors; v0 += DNV) {
+                int nv = (int)(vectors - v0 < DNV ? vectors - v0 : DNV);
+                long xo[DNV], yo[DNV];
+                for (int v = 0; v < nv; v++) {
+                    long q = (v0 + v) / per_col, s0 = (v0 + v) % per_col * VL;
+                    if (s0 > n - VL)
+                        s0 = n - VL; /* the column's last vector, overlapping */
+                    xo[v] = q * col_step + s0;
+                    yo[v] = q * n + s0;
+                }
+                if (nv == DNV)
+                    dw_block_at(xr, xo, cg, xch, kh, kw, row_step, tap_step, wo, b, DNV, yr, yo);
+                else
+                    for (int v = 0; v < nv; v++)
+                        dw_block_at(xr, xo + v, cg, xch, kh, kw, row_step, tap_step, wo, b, 1,
+                                    yr, yo + v);
+            }
+        }
+    }
+}
+
+/* Its weight gradient, vectorised along the batch likewise (n >= VL; the positions past the
+ * last whole vector of each column one at a time, so that none is counted twice):
+ *
+ *     dw[o, ci, i, j] = sum_{p, q, s} g[o, p, q, s] * x[g*cg + ci, p*sh + i*dh,
+ *                                                       (q*sw + j*dw)*n + s] */
+void numcnn_conv_depthwise_strided_weight_grad_f32(const float *g, const float *x, long cg,
+                                                   long xch, long xrow, long oc, long ocg,
+                                                   long kh, long kw, float *dw, long oh,
+                                                   long ow, long n, long sh, long dh,
+                                                   long col_step, long tap_step)
+{
+    long tasks = oc * cg * kh, full = n - n % VL;
+    int nthreads = thread_count(tasks, 2 * oc * cg * kh * kw * oh * ow * n, 0);
+    UNUSED_WITHOUT_OPENMP(nthreads);
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (long task = 0; task < tasks; task++) {
+        long o = task / (cg * kh), ci = task / kh % cg, i = task % kh;
+        const float *go = g + o * oh * ow * n;
+        const float *xi = x + ((o / ocg) * cg + ci) * xch + i * dh * xrow;
+        float *out = dw + ((o * cg + ci) * kh + i) * kw;
+        for (long j = 0; j < kw; j++) {
+            vf acc[2] = {splat(0.0f), splat(0.0f)};
+            float tail = 0.0f;
+            for (long p = 0; p < oh; p++) {
+                const float *gp = go + p * ow * n, *xp = xi + p * sh * xrow + j * tap_step;
+                for (long q = 0; q < ow; q++) {
+                    const float *gq = gp + q * n, *xq = xp + q * col_step;
+                    long s = 0;
+                    for (; s + 2 * VL <= full; s += 2 * VL) {
+                        acc[0] += load(gq + s) * load(xq + s);
+                        acc[1] += load(gq + s + VL) * load(xq + s + VL);
+                    }
+                    for (; s < full; s += VL)
+                        acc[0] += load(gq + s) * load(xq + s);
+                    for (; s < n; s++)
+                        tail += gq[s] * xq[s];
+                }
+            }
+            out[j] = hsum(acc[0] + acc[1]) + tail;
+        }
+    }
+}
+
 /* Its weight gradient:
  *
  *     dw[o, ci, i, j] = sum_{p, l} g[o, p, l] * x[g*cg + ci, p*sh + i*dh, l + j*tap_step]

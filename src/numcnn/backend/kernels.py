@@ -52,7 +52,8 @@ from ._lib import VECTOR_FLOATS
 from .layout import memory_run, zero_border
 
 __all__ = ["conv_forward", "conv_forward_short_rows", "conv_forward_flat", "conv_forward_small",
-           "conv_weight_grad", "conv_input_grad", "mirrored_weight", "dilated_weight",
+           "conv_weight_grad", "conv_input_grad", "conv_forward_depthwise_strided",
+           "conv_weight_grad_depthwise_strided", "mirrored_weight", "dilated_weight",
            "width_phases", "phase_weight",
            "phase_weight_grad", "conv_input_grad_strided", "relu", "relu_backward", "add",
            "to_chwn", "batch_norm_train", "batch_norm_train_backward", "batch_norm_eval", "max_pool_blocks",
@@ -167,6 +168,42 @@ def conv_forward_short_rows(rows_p: np.ndarray, weight: np.ndarray, bias: np.nda
     if tuple(stride) == (1, 1) and weight.shape[0] < 2 * VECTOR_FLOATS:
         return conv_forward_flat(rows_p, weight, bias, dilation, out_hw)
     return conv_forward_small(rows_p, weight, bias, stride, dilation, out_hw)
+
+
+def conv_forward_depthwise_strided(rows_p: np.ndarray, weight: np.ndarray,
+                                   bias: np.ndarray | None, stride, dilation, out_hw,
+                                   groups: int) -> np.ndarray:
+    """:func:`conv_forward` of a depthwise convolution (few channels per group) with a stride
+    along the width, read directly, vectorised along the batch (``n >= VECTOR_FLOATS``)::
+
+        out[o, p, q, s] = b[o] + sum_{ci,i,j} w[o,ci,i,j] * xp[g*cg + ci, p*sh + i*dh,
+                                                               q*sw + j*dw, s]
+    """
+    rows_p, weight, bias = _forward_operands(rows_p, weight, bias)
+    _, hp, wp, n = rows_p.shape
+    oc, cg, kh, kw = weight.shape
+    (oh, ow), (sh, sw), (dh, dw) = out_hw, stride, dilation
+    out = np.empty((oc, oh, ow, n), np.float32)
+    _LIB.numcnn_conv_depthwise_strided_f32(_ptr(rows_p), cg, hp * wp * n, wp * n, _ptr(weight),
+                                           oc, oc // groups, kh, kw, _ptr(bias), _ptr(out), oh,
+                                           ow, n, sh, dh, sw * n, dw * n)
+    return out
+
+
+def conv_weight_grad_depthwise_strided(grad_rows: np.ndarray, rows_p: np.ndarray, weight_shape,
+                                       stride, dilation, groups: int) -> np.ndarray:
+    """The weight gradient of :func:`conv_forward_depthwise_strided`: ``(oc, cg, kh, kw)``."""
+    _, hp, wp, n = rows_p.shape
+    oc, cg, kh, kw = weight_shape
+    _, oh, ow, _ = grad_rows.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    grad_rows = np.ascontiguousarray(grad_rows, np.float32)
+    rows_p = np.ascontiguousarray(rows_p)
+    grad_w = np.empty(weight_shape, np.float32)
+    _LIB.numcnn_conv_depthwise_strided_weight_grad_f32(
+        _ptr(grad_rows), _ptr(rows_p), cg, hp * wp * n, wp * n, oc, oc // groups, kh, kw,
+        _ptr(grad_w), oh, ow, n, sh, dh, sw * n, dw * n)
+    return grad_w
 
 
 def conv_weight_grad(grad_rows: np.ndarray, rows_p: np.ndarray, weight_shape, stride,

@@ -491,7 +491,12 @@ def _conv2d_forward_grouped(rows_p, x, weight, bias, stride, pads, dilation, gro
     depthwise = impl == policy.KERNELS_DEPTHWISE
     (sh, sw), n, padded_shape = stride, rows_p.shape[3], rows_p.shape
     phases = None
-    if sw == 1:
+    if sw > 1 and depthwise and policy.depthwise_direct_stride(n):
+        out_rows = kernels.conv_forward_depthwise_strided(rows_p, weight, bias, stride, dilation,
+                                                          out_hw, groups)
+        if np.may_share_memory(rows_p, x):
+            rows_p = rows_p.copy()  # kept for backward: later changes to x must not reach it
+    elif sw == 1:
         if sh == 1 and out_hw[1] * n < policy.MIN_ROW:  # a single image, stride 1
             out_rows = kernels.conv_forward_flat(rows_p, weight, bias, dilation, out_hw, groups,
                                                  depthwise)
@@ -523,7 +528,10 @@ def _conv2d_backward_grouped(grad_rows, grad_b, cache, input_grad: bool):
     depthwise = cache["impl"] == policy.KERNELS_DEPTHWISE
     oc, cg, kh, kw = weight.shape
     (sh, sw), (dh, dw) = stride, dilation
-    if cache["phases"] is None:
+    if cache["phases"] is None and sw > 1:  # depthwise, read directly
+        grad_w = kernels.conv_weight_grad_depthwise_strided(grad_rows, cache["rows_p"],
+                                                            weight.shape, stride, dilation, groups)
+    elif cache["phases"] is None:
         grad_w = kernels.conv_weight_grad(grad_rows, cache["rows_p"], weight.shape, stride,
                                           dilation, groups, depthwise)
     else:
