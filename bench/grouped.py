@@ -11,7 +11,9 @@ with its compiled kernels, numcnn on its NumPy reference (``backend.use_kernels(
 PyTorch, in alternating order over the rounds (A B C, then C B A, ...). Every worker runs with
 ``--threads`` threads (OpenMP, the BLAS and ``torch.set_num_threads`` alike; 1 by default) and
 times each call in CPU time (``time.process_time``), so that other work on a shared machine
-costs it less than it costs wall time. Per case it reports the forward pass and a training step
+costs it less than it costs wall time. numcnn's input is laid out CHWN, as the output of the
+layer before it is in a model (numcnn's convolutions return that layout); PyTorch's NCHW,
+its own. Per case it reports the forward pass and a training step
 (forward, then the backward pass with both the input and the weight gradient) in milliseconds,
 the median over ``--reps`` calls in a worker and then over the rounds, the implementation
 numcnn's policy chose (``cache["impl"]``), and the ratio PyTorch / numcnn (> 1: numcnn faster).
@@ -79,6 +81,7 @@ def _numcnn_case(case, reps: int, kernels: bool) -> dict:
     from numcnn import functional as F
 
     x, weight, kwargs = _arrays(case)
+    x = x.transpose(1, 2, 3, 0).copy().transpose(3, 0, 1, 2)  # CHWN, as a layer's output is
     with backend.use_kernels(kernels):
         y, cache = F.conv2d_forward(x, weight, None, **kwargs)
         grad = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)

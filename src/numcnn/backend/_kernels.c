@@ -429,14 +429,51 @@ void numcnn_conv_depthwise_strided_f32(const float *x, long cg, long xch, long x
  * last whole vector of each column one at a time, so that none is counted twice):
  *
  *     dw[o, ci, i, j] = sum_{p, q, s} g[o, p, q, s] * x[g*cg + ci, p*sh + i*dh,
- *                                                       (q*sw + j*dw)*n + s] */
+ *                                                       (q*sw + j*dw)*n + s]
+ *
+ * A task is one (o, ci, i); up to DWJ kernel columns at a time share each load of g. */
+ALWAYS_INLINE void dws_wgrad_cols(const float *g, long oh, long ow, long n, const float *x,
+                                  long xrow, long sh, long col_step, long tap_step, int nj,
+                                  float *out)
+{
+    vf acc[2][4];
+    float tail[4];
+    for (int a = 0; a < nj; a++) {
+        acc[0][a] = acc[1][a] = splat(0.0f);
+        tail[a] = 0.0f;
+    }
+    long full = n - n % VL;
+    for (long p = 0; p < oh; p++)
+        for (long q = 0; q < ow; q++) {
+            const float *gq = g + (p * ow + q) * n, *xq = x + p * sh * xrow + q * col_step;
+            long s = 0;
+            for (; s + 2 * VL <= full; s += 2 * VL) {
+                vf g0 = load(gq + s), g1 = load(gq + s + VL);
+                for (int a = 0; a < nj; a++) {
+                    acc[0][a] += g0 * load(xq + a * tap_step + s);
+                    acc[1][a] += g1 * load(xq + a * tap_step + s + VL);
+                }
+            }
+            for (; s < full; s += VL) {
+                vf g0 = load(gq + s);
+                for (int a = 0; a < nj; a++)
+                    acc[0][a] += g0 * load(xq + a * tap_step + s);
+            }
+            for (; s < n; s++)
+                for (int a = 0; a < nj; a++)
+                    tail[a] += gq[s] * xq[a * tap_step + s];
+        }
+    for (int a = 0; a < nj; a++)
+        out[a] = hsum(acc[0][a] + acc[1][a]) + tail[a];
+}
+
 void numcnn_conv_depthwise_strided_weight_grad_f32(const float *g, const float *x, long cg,
                                                    long xch, long xrow, long oc, long ocg,
                                                    long kh, long kw, float *dw, long oh,
                                                    long ow, long n, long sh, long dh,
                                                    long col_step, long tap_step)
 {
-    long tasks = oc * cg * kh, full = n - n % VL;
+    long tasks = oc * cg * kh;
     int nthreads = thread_count(tasks, 2 * oc * cg * kh * kw * oh * ow * n, 0);
     UNUSED_WITHOUT_OPENMP(nthreads);
 #pragma omp parallel for schedule(static) num_threads(nthreads)
@@ -445,27 +482,95 @@ void numcnn_conv_depthwise_strided_weight_grad_f32(const float *g, const float *
         const float *go = g + o * oh * ow * n;
         const float *xi = x + ((o / ocg) * cg + ci) * xch + i * dh * xrow;
         float *out = dw + ((o * cg + ci) * kh + i) * kw;
-        for (long j = 0; j < kw; j++) {
-            vf acc[2] = {splat(0.0f), splat(0.0f)};
-            float tail = 0.0f;
-            for (long p = 0; p < oh; p++) {
-                const float *gp = go + p * ow * n, *xp = xi + p * sh * xrow + j * tap_step;
-                for (long q = 0; q < ow; q++) {
-                    const float *gq = gp + q * n, *xq = xp + q * col_step;
-                    long s = 0;
-                    for (; s + 2 * VL <= full; s += 2 * VL) {
-                        acc[0] += load(gq + s) * load(xq + s);
-                        acc[1] += load(gq + s + VL) * load(xq + s + VL);
-                    }
-                    for (; s < full; s += VL)
-                        acc[0] += load(gq + s) * load(xq + s);
-                    for (; s < n; s++)
-                        tail += gq[s] * xq[s];
-                }
+        for (long j0 = 0; j0 < kw; j0 += 4) {
+            int nj = (int)(kw - j0 < 4 ? kw - j0 : 4);
+            const float *xj = xi + j0 * tap_step;
+            switch (nj) { /* each width its own unrolled copy */
+            case 1: dws_wgrad_cols(go, oh, ow, n, xj, xrow, sh, col_step, tap_step, 1, out + j0);
+                break;
+            case 2: dws_wgrad_cols(go, oh, ow, n, xj, xrow, sh, col_step, tap_step, 2, out + j0);
+                break;
+            case 3: dws_wgrad_cols(go, oh, ow, n, xj, xrow, sh, col_step, tap_step, 3, out + j0);
+                break;
+            default: dws_wgrad_cols(go, oh, ow, n, xj, xrow, sh, col_step, tap_step, 4, out + j0);
             }
-            out[j] = hsum(acc[0] + acc[1]) + tail;
         }
     }
+}
+
+/* The input gradient of a depthwise convolution (any stride and dilation), gathered: each
+ * input pixel sums what the outputs its taps reached send back,
+ *
+ *     dx[ch, hh, ww, s] = sum_{o' < ocg, i, j} w[g*ocg + o', ci, i, j] * gr[g*ocg + o', p, q, s]
+ *         over the taps with p*sh + i*dh = hh + top and q*sw + j*dw = ww + left
+ *         (0 <= p < oh, 0 <= q < ow), ch = g*cg + ci,
+ *
+ * vectorised along the batch (n >= VL: each pixel's ceil(n/VL) vectors, the last overlapping;
+ * the same sums written twice), written straight into the unpadded (c, h, w, n) gradient. One
+ * task is one input channel, so nothing is added to by two threads. */
+ALWAYS_INLINE void dw_igrad_pixel(const float *gr, const float *w, long ch, long cg, long ocg,
+                                  long kh, long kw, long oh, long ow, long n, long sh, long sw,
+                                  long dh, long dwl, long hp, long wq, long s0, int nv,
+                                  float *out)
+{
+    vf acc[DNV];
+    for (int v = 0; v < nv; v++)
+        acc[v] = splat(0.0f);
+    long grp = ch / cg, ci = ch % cg;
+    for (long o = grp * ocg; o < (grp + 1) * ocg; o++)
+        for (long i = 0; i < kh; i++) {
+            long t = hp - i * dh;
+            if (t < 0)
+                break;
+            if (t % sh || t / sh >= oh)
+                continue;
+            long p = t / sh;
+            for (long j = 0; j < kw; j++) {
+                long u = wq - j * dwl;
+                if (u < 0)
+                    break;
+                if (u % sw || u / sw >= ow)
+                    continue;
+                vf wv = splat(w[((o * cg + ci) * kh + i) * kw + j]);
+                const float *gq = gr + ((o * oh + p) * ow + u / sw) * n + s0;
+                for (int v = 0; v < nv; v++)
+                    acc[v] += wv * load(gq + v * VL);
+            }
+        }
+    for (int v = 0; v < nv; v++)
+        store(out + v * VL, acc[v]);
+}
+
+void numcnn_conv_depthwise_input_grad_f32(const float *gr, const float *w, long oc, long ocg,
+                                          long cg, long kh, long kw, float *dx, long c, long h,
+                                          long wd, long n, long oh, long ow, long sh, long sw,
+                                          long dh, long dwl, long top, long left)
+{
+    (void)oc;
+    int nthreads = thread_count(c, 2 * c * ocg * h * wd * n * kh * kw, 0);
+    UNUSED_WITHOUT_OPENMP(nthreads);
+    long whole = n / VL; /* whole vectors per pixel; then the last, overlapping, if n % VL */
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (long ch = 0; ch < c; ch++)
+        for (long hh = 0; hh < h; hh++)
+            for (long ww = 0; ww < wd; ww++) {
+                float *out = dx + ((ch * h + hh) * wd + ww) * n;
+                long v = 0;
+#define DW_IGRAD(NV, S0)                                                                     \
+    dw_igrad_pixel(gr, w, ch, cg, ocg, kh, kw, oh, ow, n, sh, sw, dh, dwl, hh + top,         \
+                   ww + left, S0, NV, out + (S0))
+                for (; v + DNV <= whole; v += DNV)
+                    DW_IGRAD(DNV, v * VL);
+                for (; v + 4 <= whole; v += 4)
+                    DW_IGRAD(4, v * VL);
+                for (; v + 2 <= whole; v += 2)
+                    DW_IGRAD(2, v * VL);
+                for (; v < whole; v++)
+                    DW_IGRAD(1, v * VL);
+                if (n % VL)
+                    DW_IGRAD(1, n - VL);
+#undef DW_IGRAD
+            }
 }
 
 /* Its weight gradient:

@@ -53,7 +53,7 @@ from .layout import memory_run, zero_border
 
 __all__ = ["conv_forward", "conv_forward_short_rows", "conv_forward_flat", "conv_forward_small",
            "conv_weight_grad", "conv_input_grad", "conv_forward_depthwise_strided",
-           "conv_weight_grad_depthwise_strided", "mirrored_weight", "dilated_weight",
+           "conv_weight_grad_depthwise_strided", "conv_input_grad_depthwise", "mirrored_weight", "dilated_weight",
            "width_phases", "phase_weight",
            "phase_weight_grad", "conv_input_grad_strided", "relu", "relu_backward", "add",
            "to_chwn", "batch_norm_train", "batch_norm_train_backward", "batch_norm_eval", "max_pool_blocks",
@@ -204,6 +204,29 @@ def conv_weight_grad_depthwise_strided(grad_rows: np.ndarray, rows_p: np.ndarray
         _ptr(grad_rows), _ptr(rows_p), cg, hp * wp * n, wp * n, oc, oc // groups, kh, kw,
         _ptr(grad_w), oh, ow, n, sh, dh, sw * n, dw * n)
     return grad_w
+
+
+def conv_input_grad_depthwise(grad_rows: np.ndarray, weight: np.ndarray, stride, dilation,
+                              pads, in_hw, groups: int) -> np.ndarray:
+    """The input gradient of a depthwise convolution (few channels per group), any stride and
+    dilation, gathered pixel by pixel and vectorised along the batch (``n >= VECTOR_FLOATS``):
+    ``(oc, oh, ow, n) -> (c, h, w, n)``, cropped to the unpadded input::
+
+        dL/dx[g*cg + ci, h, w] = sum_{o' < oc/groups, i, j} w[g*oc/groups + o', ci, i, j]
+                                     * g[g*oc/groups + o', p, q]
+            over the taps with p*sh + i*dh = h + top, q*sw + j*dw = w + left
+    """
+    oc, cg, kh, kw = weight.shape
+    _, oh, ow, n = grad_rows.shape
+    (sh, sw), (dh, dw), ((top, _), (left, _)), (h, w) = stride, dilation, pads, in_hw
+    grad_rows = np.ascontiguousarray(grad_rows, np.float32)
+    weight = np.ascontiguousarray(weight, np.float32)
+    c = groups * cg
+    grad_x = np.empty((c, h, w, n), np.float32)
+    _LIB.numcnn_conv_depthwise_input_grad_f32(_ptr(grad_rows), _ptr(weight), oc, oc // groups,
+                                              cg, kh, kw, _ptr(grad_x), c, h, w, n, oh, ow, sh,
+                                              sw, dh, dw, top, left)
+    return grad_x
 
 
 def conv_weight_grad(grad_rows: np.ndarray, rows_p: np.ndarray, weight_shape, stride,

@@ -547,7 +547,10 @@ def _conv2d_backward_grouped(grad_rows, grad_b, cache, input_grad: bool):
         pads, padded_shape = cache["pads"], cache["padded_shape"]
         (top, bottom), (left, right) = pads
         in_hw = (padded_shape[1] - top - bottom, padded_shape[2] - left - right)
-        if stride == (1, 1):
+        if depthwise and stride != (1, 1) and policy.depthwise_direct_stride(grad_rows.shape[3]):
+            grad_x = from_chwn(kernels.conv_input_grad_depthwise(grad_rows, weight, stride,
+                                                                 dilation, pads, in_hw, groups))
+        elif stride == (1, 1):
             grad_x = from_chwn(kernels.conv_input_grad(grad_rows, weight, dilation, pads, in_hw,
                                                        groups, depthwise))
         else:
