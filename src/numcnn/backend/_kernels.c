@@ -507,32 +507,26 @@ void numcnn_conv_depthwise_strided_weight_grad_f32(const float *g, const float *
  *
  * vectorised along the batch (n >= VL: each pixel's ceil(n/VL) vectors, the last overlapping;
  * the same sums written twice), written straight into the unpadded (c, h, w, n) gradient. One
- * task is one input channel, so nothing is added to by two threads. */
+ * task is one input channel, so nothing is added to by two threads. Returns 0, or -1 when out
+ * of memory. Measured against the stride-1 way (the forward kernel on the framed gradient):
+ * faster with a stride (3x3 stride 2, 64 channels, one AMD EPYC core: 0.4-0.65 against
+ * 0.65-3.4 ms at batch 16-64), not at stride 1, which keeps that way. */
 ALWAYS_INLINE void dw_igrad_pixel(const float *gr, const float *w, long ch, long cg, long ocg,
-                                  long kh, long kw, long oh, long ow, long n, long sh, long sw,
-                                  long dh, long dwl, long hp, long wq, long s0, int nv,
-                                  float *out)
+                                  long kh, long kw, long oh, long ow, long n, int ni,
+                                  const long *ti, const long *tp, int nj, const long *tj,
+                                  const long *tq, long s0, int nv, float *out)
 {
     vf acc[DNV];
     for (int v = 0; v < nv; v++)
         acc[v] = splat(0.0f);
     long grp = ch / cg, ci = ch % cg;
     for (long o = grp * ocg; o < (grp + 1) * ocg; o++)
-        for (long i = 0; i < kh; i++) {
-            long t = hp - i * dh;
-            if (t < 0)
-                break;
-            if (t % sh || t / sh >= oh)
-                continue;
-            long p = t / sh;
-            for (long j = 0; j < kw; j++) {
-                long u = wq - j * dwl;
-                if (u < 0)
-                    break;
-                if (u % sw || u / sw >= ow)
-                    continue;
-                vf wv = splat(w[((o * cg + ci) * kh + i) * kw + j]);
-                const float *gq = gr + ((o * oh + p) * ow + u / sw) * n + s0;
+        for (int a = 0; a < ni; a++) {
+            const float *wi = w + ((o * cg + ci) * kh + ti[a]) * kw;
+            const float *gp = gr + (o * oh + tp[a]) * ow * n + s0;
+            for (int b = 0; b < nj; b++) {
+                vf wv = splat(wi[tj[b]]);
+                const float *gq = gp + tq[b] * n;
                 for (int v = 0; v < nv; v++)
                     acc[v] += wv * load(gq + v * VL);
             }
@@ -541,24 +535,59 @@ ALWAYS_INLINE void dw_igrad_pixel(const float *gr, const float *w, long ch, long
         store(out + v * VL, acc[v]);
 }
 
-void numcnn_conv_depthwise_input_grad_f32(const float *gr, const float *w, long oc, long ocg,
-                                          long cg, long kh, long kw, float *dx, long c, long h,
-                                          long wd, long n, long oh, long ow, long sh, long sw,
-                                          long dh, long dwl, long top, long left)
+/* The taps (k, its output index) that reach input position pos + pad along one axis:
+ * pos + pad = index*stride + k*dilation, 0 <= index < out. Returns how many. */
+static int axis_taps(long pos, long pad, long k, long out, long stride, long dilation,
+                     long *taps, long *index)
+{
+    int count = 0;
+    for (long t = 0; t < k; t++) {
+        long u = pos + pad - t * dilation;
+        if (u >= 0 && u % stride == 0 && u / stride < out) {
+            taps[count] = t;
+            index[count++] = u / stride;
+        }
+    }
+    return count;
+}
+
+int numcnn_conv_depthwise_input_grad_f32(const float *gr, const float *w, long oc, long ocg,
+                                         long cg, long kh, long kw, float *dx, long c, long h,
+                                         long wd, long n, long oh, long ow, long sh, long sw,
+                                         long dh, long dwl, long top, long left)
 {
     (void)oc;
-    int nthreads = thread_count(c, 2 * c * ocg * h * wd * n * kh * kw, 0);
+    /* the taps of every input row and column, worked out once (no division in the sums) */
+    long *rows = malloc((size_t)(2 * h * kh + 2 * wd * kw) * sizeof(long));
+    int *counts = malloc((size_t)(h + wd) * sizeof(int));
+    if (!rows || !counts) {
+        free(rows);
+        free(counts);
+        return -1;
+    }
+    long *cols = rows + 2 * h * kh;
+    for (long hh = 0; hh < h; hh++)
+        counts[hh] = axis_taps(hh, top, kh, oh, sh, dh, rows + 2 * hh * kh,
+                               rows + (2 * hh + 1) * kh);
+    for (long ww = 0; ww < wd; ww++)
+        counts[h + ww] = axis_taps(ww, left, kw, ow, sw, dwl, cols + 2 * ww * kw,
+                                   cols + (2 * ww + 1) * kw);
+    int nthreads = thread_count(c, 2 * c * ocg * h * wd * n * kh * kw / (sh * sw), 0);
     UNUSED_WITHOUT_OPENMP(nthreads);
     long whole = n / VL; /* whole vectors per pixel; then the last, overlapping, if n % VL */
 #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (long ch = 0; ch < c; ch++)
-        for (long hh = 0; hh < h; hh++)
+        for (long hh = 0; hh < h; hh++) {
+            int ni = counts[hh];
+            const long *ti = rows + 2 * hh * kh, *tp = ti + kh;
             for (long ww = 0; ww < wd; ww++) {
+                int nj = counts[h + ww];
+                const long *tj = cols + 2 * ww * kw, *tq = tj + kw;
                 float *out = dx + ((ch * h + hh) * wd + ww) * n;
                 long v = 0;
 #define DW_IGRAD(NV, S0)                                                                     \
-    dw_igrad_pixel(gr, w, ch, cg, ocg, kh, kw, oh, ow, n, sh, sw, dh, dwl, hh + top,         \
-                   ww + left, S0, NV, out + (S0))
+    dw_igrad_pixel(gr, w, ch, cg, ocg, kh, kw, oh, ow, n, ni, ti, tp, nj, tj, tq, S0, NV,     \
+                   out + (S0))
                 for (; v + DNV <= whole; v += DNV)
                     DW_IGRAD(DNV, v * VL);
                 for (; v + 4 <= whole; v += 4)
@@ -571,6 +600,10 @@ void numcnn_conv_depthwise_input_grad_f32(const float *gr, const float *w, long 
                     DW_IGRAD(1, n - VL);
 #undef DW_IGRAD
             }
+        }
+    free(rows);
+    free(counts);
+    return 0;
 }
 
 /* Its weight gradient:

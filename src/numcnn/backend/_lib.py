@@ -121,7 +121,7 @@ def _declare(lib) -> None:
                                                     size], None),
         "conv_depthwise_input_grad_f32": ([ptr, ptr, size, size, size, size, size, ptr, size,
                                            size, size, size, size, size, size, size, size, size,
-                                           size, size], None),
+                                           size, size], ctypes.c_int),
         "conv_forward_small_f32": ([ptr, size, size, size, size, ptr, size, size, size, ptr, ptr,
                                     size, size, size, size, size, size], ctypes.c_int),
         "relu_f32": ([ptr, ptr, size], None),

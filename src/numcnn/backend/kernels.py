@@ -223,9 +223,10 @@ def conv_input_grad_depthwise(grad_rows: np.ndarray, weight: np.ndarray, stride,
     weight = np.ascontiguousarray(weight, np.float32)
     c = groups * cg
     grad_x = np.empty((c, h, w, n), np.float32)
-    _LIB.numcnn_conv_depthwise_input_grad_f32(_ptr(grad_rows), _ptr(weight), oc, oc // groups,
-                                              cg, kh, kw, _ptr(grad_x), c, h, w, n, oh, ow, sh,
-                                              sw, dh, dw, top, left)
+    _check(_LIB.numcnn_conv_depthwise_input_grad_f32(_ptr(grad_rows), _ptr(weight), oc,
+                                                     oc // groups, cg, kh, kw, _ptr(grad_x), c,
+                                                     h, w, n, oh, ow, sh, sw, dh, dw, top, left),
+           "input gradient")
     return grad_x
 
 
@@ -386,6 +387,8 @@ def conv_input_grad_strided(grad_rows: np.ndarray, weight: np.ndarray, stride,
     for ph in range(min(sh, kh)):
         for pw in range(min(sw, kw)):
             sub = weight[:, :, ph::sh, pw::sw]
+            if not sub.any():  # only zeros of a dilated kernel written out dense: no gradient
+                continue
             phase_hw = (len(range(ph, hp, sh)), len(range(pw, wp, sw)))
             grad_p[:, ph::sh, pw::sw] = conv_input_grad(grad_rows, sub, (1, 1),
                                                         ((0, 0), (0, 0)), phase_hw, groups,

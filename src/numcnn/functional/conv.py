@@ -483,10 +483,12 @@ def _conv2d_forward_grouped(rows_p, x, weight, bias, stride, pads, dilation, gro
     dilation). In the CHWN layout each group's input channels, weights and output
     channels are contiguous blocks, so the kernels take the groups in one call. Stride 1 along
     the width: directly (a single image with stride 1 as its rows end to end,
-    :func:`numcnn.backend.kernels.conv_forward_flat`); a stride along the width: on the polyphase
-    split of the input, the kernel written out dense along the width if it is dilated
-    (:func:`numcnn.backend.kernels.dilated_weight`); the stride and dilation along the height
-    the kernels take as they are. The split input is kept for the weight gradient instead of
+    :func:`numcnn.backend.kernels.conv_forward_flat`); a stride along the width: depthwise with
+    a batch of a vector or more read directly (``kernels.conv_forward_depthwise_strided``),
+    else on the polyphase split of the input: phase 0 alone with dilation ``dw/sw`` when the
+    stride divides the dilation, else every phase with the kernel written out dense along the
+    width (:func:`numcnn.backend.kernels.dilated_weight`); the stride and dilation along the
+    height the kernels take as they are. The split input is kept for the weight gradient instead of
     the padded input."""
     depthwise = impl == policy.KERNELS_DEPTHWISE
     (sh, sw), n, padded_shape = stride, rows_p.shape[3], rows_p.shape
@@ -505,6 +507,12 @@ def _conv2d_forward_grouped(rows_p, x, weight, bias, stride, pads, dilation, gro
                                             groups, depthwise)
         if np.may_share_memory(rows_p, x):
             rows_p = rows_p.copy()  # kept for backward: later changes to x must not reach it
+    elif dilation[1] % sw == 0:  # every tap on the phase 0 columns, dw/sw of them apart
+        phases = kernels.width_phases(rows_p, sw, 1)             # (c, hp, ceil(wp/sw), n)
+        out_rows = kernels.conv_forward(phases, weight, bias, (sh, 1),
+                                        (dilation[0], dilation[1] // sw), out_hw, groups,
+                                        depthwise)
+        rows_p = None
     else:
         dense = kernels.dilated_weight(weight, (1, dilation[1]))
         phases = kernels.width_phases(rows_p, sw, dense.shape[3])  # (c*P, hp, ceil(wp/sw), n)
@@ -534,6 +542,9 @@ def _conv2d_backward_grouped(grad_rows, grad_b, cache, input_grad: bool):
     elif cache["phases"] is None:
         grad_w = kernels.conv_weight_grad(grad_rows, cache["rows_p"], weight.shape, stride,
                                           dilation, groups, depthwise)
+    elif dw % sw == 0:  # phase 0 alone
+        grad_w = kernels.conv_weight_grad(grad_rows, cache["phases"], weight.shape, (sh, 1),
+                                          (dh, dw // sw), groups, depthwise)
     else:
         phases, kwd = cache["phases"], (kw - 1) * dw + 1
         kq = -(-kwd // sw)
