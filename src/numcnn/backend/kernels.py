@@ -2,8 +2,8 @@
 
 The NumPy code of :mod:`numcnn.functional` (for convolutions im2col, one matrix product, col2im)
 is the reference and runs everywhere. Where the C extension was built at
-install time (a C compiler was there; see ``setup.py``), float32 convolutions with one group are
-computed by it instead: directly on the batch-last layout, summing over ``(ci, i, j)`` with the
+install time (a C compiler was there; see ``setup.py``), float32 convolutions are computed by it
+instead: directly on the batch-last layout, summing over ``(ci, i, j)`` with the
 accumulators in registers, and without a column matrix in memory. The sums are the same (the
 tests compare the two paths with each other and with PyTorch); only the order of the additions
 differs, as between any two BLAS libraries.
@@ -16,10 +16,21 @@ What runs where (stride 1 along the width, rows of at least ``policy.MIN_ROW`` n
                    (stride 1; with a stride, one such gradient per phase of the input,
                    conv_input_grad_strided; strided and dilated: NumPy's col2im)
 
-A stride along the width (dilation 1): the same kernels on the polyphase split of the input
-(``width_phases``; see there), forward and backward. Shorter rows (a single image): the forward
-pass by ``numcnn_conv_forward_small_f32``, which vectorises over the output channels, and the
-backward pass by NumPy.
+A stride along the width: the same kernels on the polyphase split of the input
+(``width_phases``; see there; a dilated kernel written out dense, ``dilated_weight``), forward
+and backward. Shorter rows (a single image): the forward pass by
+``numcnn_conv_forward_small_f32``, which vectorises over the output channels, and the backward
+pass by NumPy.
+
+Groups. In the batch-last layout each group's input channels, weights and output channels are
+contiguous blocks, so the kernels take the group count (``groups``): the register blocks of
+output channels are cut within each group, each reading its group's input channels. One input
+channel per group (depthwise) leaves those blocks empty, and has kernels of its own
+(``depthwise=True``): a task per channel, vectorised along the row
+(``numcnn_conv_depthwise_f32`` and its weight gradient); with a stride along the width read
+directly, vectorised along the batch (``conv_forward_depthwise_strided``), and the input
+gradient gathered pixel by pixel for any stride (``conv_input_grad_depthwise``). The input
+gradient of a grouped convolution is a grouped convolution again (``mirrored_weight``).
 
 The element-wise layers that sit between the convolutions have kernels too, each one pass over
 memory split over the cores (NumPy makes a pass per operation, on one core): ReLU and its
@@ -52,7 +63,7 @@ from ._lib import VECTOR_FLOATS
 from .layout import memory_run, zero_border
 
 __all__ = ["conv_forward", "conv_forward_short_rows", "conv_forward_flat", "conv_forward_small",
-           "conv_weight_grad", "conv_input_grad", "conv_forward_depthwise_strided",
+           "conv_weight_grad", "conv_weight_grad_flat", "conv_input_grad", "conv_forward_depthwise_strided",
            "conv_weight_grad_depthwise_strided", "conv_input_grad_depthwise", "mirrored_weight", "dilated_weight",
            "width_phases", "phase_weight",
            "phase_weight_grad", "conv_input_grad_strided", "relu", "relu_backward", "add",
@@ -257,8 +268,38 @@ def conv_weight_grad(grad_rows: np.ndarray, rows_p: np.ndarray, weight_shape, st
     return grad_w
 
 
+def conv_weight_grad_flat(grad_rows: np.ndarray, rows_p: np.ndarray, weight_shape, dilation,
+                          groups: int = 1, depthwise: bool = False) -> np.ndarray:
+    """:func:`conv_weight_grad` of a stride-1 convolution whose rows are short (a single
+    image), as one long row on the padded grid (see :func:`conv_forward_flat`): the gradient
+    placed at ``l = (p*wp + q)*n + s`` with zeros at the columns ``q >= ow``, so that
+    ``dL/dw[o,ci,i,j] = sum_l gflat[o, l] * xp[g*cg + ci, l + (i*dh*wp + j*dw)*n]``."""
+    _, hp, wp, n = rows_p.shape
+    oc, cg, kh, kw = weight_shape
+    _, oh, ow, _ = grad_rows.shape
+    dh, dw = dilation
+    length = ((oh - 1) * wp + ow) * n
+    flat = np.zeros((oc, length), np.float32)
+    size = flat.itemsize
+    grid = np.ndarray((oc, oh, ow, n), np.float32, buffer=flat,
+                      strides=(length * size, wp * n * size, n * size, size))
+    grid[...] = grad_rows
+    rows_p = np.ascontiguousarray(rows_p)
+    grad_w = np.empty(weight_shape, np.float32)
+    if depthwise:
+        _LIB.numcnn_conv_depthwise_weight_grad_f32(_ptr(flat), _ptr(rows_p), cg, hp * wp * n,
+                                                   wp * n, oc, oc // groups, kh, kw,
+                                                   _ptr(grad_w), 1, length, 1, dh, dw * n)
+        return grad_w
+    _check(_LIB.numcnn_conv_weight_grad_grouped_f32(_ptr(flat), _ptr(rows_p), cg, hp * wp * n,
+                                                    wp * n, oc, groups, kh, kw, _ptr(grad_w), 1,
+                                                    length, 1, dh, dw * n, 0), "weight gradient")
+    return grad_w
+
+
 def conv_input_grad(grad_rows: np.ndarray, weight: np.ndarray, dilation, pads,
-                    in_hw, groups: int = 1, depthwise: bool = False) -> np.ndarray:
+                    in_hw, groups: int = 1, depthwise: bool = False,
+                    flat: bool = False) -> np.ndarray:
     """The input gradient of a stride-1 convolution, cropped to the unpadded input:
     ``(oc, oh, ow, n) -> (c, h, w, n)``.
 
@@ -270,7 +311,8 @@ def conv_input_grad(grad_rows: np.ndarray, weight: np.ndarray, dilation, pads,
     in a zero frame ``(h + (kh-1)*dh, w + (kw-1)*dw)`` (the rows and columns it leaves out only
     ever met padding). With groups the sum runs over the output channels ``o`` of the input
     channel's group: a grouped convolution again, ``oc/groups`` input channels per group and
-    ``cg`` output channels (:func:`mirrored_weight`).
+    ``cg`` output channels (:func:`mirrored_weight`). ``flat``: the forward kernel on the
+    frame's rows end to end (:func:`conv_forward_flat`, for short rows).
     """
     oc, _, kh, kw = weight.shape
     _, oh, ow, n = grad_rows.shape
@@ -288,6 +330,9 @@ def conv_input_grad(grad_rows: np.ndarray, weight: np.ndarray, dilation, pads,
                              (q0 + shift_w, frame_w - q1 - shift_w)))
     else:
         grad_p = np.zeros((oc, frame_h, frame_w, n), np.float32)
+    if flat:
+        return conv_forward_flat(grad_p, mirrored_weight(weight, groups), None, dilation,
+                                 (h, w), groups, depthwise)
     return conv_forward(grad_p, mirrored_weight(weight, groups), None, (1, 1), dilation, (h, w),
                         groups, depthwise)
 

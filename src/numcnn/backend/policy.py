@@ -6,9 +6,19 @@ the one key ``"impl"``, and its backward pass branches on that key alone. The an
 
     NUMPY               the reference code of numcnn.functional (im2col + BLAS + col2im, ...)
     KERNELS             the compiled kernels, forward and backward
-    KERNELS_STRIDED     convolution with a stride along the width (dilation 1): the kernels on
-                        the polyphase split of the input (backend.kernels.width_phases),
-                        forward and backward
+    KERNELS_STRIDED     convolution with a stride along the width (any dilation): the kernels
+                        on the polyphase split of the input (backend.kernels.width_phases;
+                        a dilated kernel written out dense, or phase 0 alone when the
+                        stride divides the dilation), forward and backward
+    KERNELS_GROUPED     convolution with groups (several input channels per group): the
+                        register-blocked kernels with the group count (each group's
+                        channels one block of CHWN memory), forward and backward
+    KERNELS_DEPTHWISE   convolution with one input channel per group (depthwise, any channel
+                        multiplier): the kernels for few channels per group, a task per
+                        channel, vectorised along the row; a stride along the width read
+                        directly, vectorised along the batch, when the batch fills a vector
+                        (depthwise_direct_stride), else the width phases; forward and
+                        backward
     KERNELS_SHORT_ROWS  convolution: the forward by a kernel for short rows (a single image),
                         the backward by NumPy
     KERNELS_EVAL        batch norm outside training: the forward by the kernel, the backward
@@ -17,9 +27,15 @@ the one key ``"impl"``, and its backward pass branches on that key alone. The an
     NUMPY_WINDOWS       max pooling over any windows, in NumPy
 
 What the kernels take (float32 everywhere; the thresholds were measured, see
-docs/benchmark.md): a convolution with one group and stride 1 along the width whose output rows
-hold at least ``MIN_ROW`` numbers (``ow * n``), forward and backward (a strided input gradient
-is NumPy's col2im); shorter rows, or any stride, the forward kernel for short rows; element-wise
+docs/benchmark.md): a convolution with one group whose output rows hold at least ``MIN_ROW``
+numbers (``ow * n``), forward and backward, any stride, padding and dilation; shorter rows (a
+single image), the forward kernel for short rows; with groups, every shape, forward and
+backward, single images included (the kernels on the group's rows measured faster than
+im2col: batch 1, 4 groups of 16 channels, 3x3 on 16x16, 0.05 against 0.12 ms forward, one
+core), KERNELS_DEPTHWISE for one input channel per group (the depthwise kernel measured 2x
+the register-blocked one there, whose blocks of output channels it leaves empty) and
+KERNELS_GROUPED for more (groups of 4 channels: the two within 30% of each other either way;
+a per-group loop of single-group calls measured no faster, and slower for many groups); element-wise
 passes over at least ``MIN_ELEMENTWISE`` numbers laid out NCHW or CHWN (below that NumPy's
 single pass costs less than a call through ctypes); batch norm on CHWN maps (each channel one
 block); max pooling over non-overlapping blocks of at most 255 positions, CHWN, at least
@@ -57,9 +73,10 @@ MIN_POOL_BATCH = 16
 def conv2d(rows_p: np.ndarray, weight: np.ndarray, groups: int, stride, out_hw,
            dilation=(1, 1)) -> str:
     """The convolution of the padded CHWN input ``rows_p (c, hp, wp, n)`` with ``weight``:
-    KERNELS, KERNELS_STRIDED, KERNELS_SHORT_ROWS or NUMPY. Rows of at least ``MIN_ROW``
-    numbers with stride 1 along the width: KERNELS; with a stride along the width and no
-    dilation: KERNELS_STRIDED."""
+    KERNELS, KERNELS_STRIDED, KERNELS_SHORT_ROWS, KERNELS_GROUPED, KERNELS_DEPTHWISE or NUMPY.
+    Groups: KERNELS_DEPTHWISE for one input channel per group, else KERNELS_GROUPED. One
+    group, rows of at least ``MIN_ROW`` numbers with stride 1 along the width: KERNELS; with a
+    stride along the width (any dilation): KERNELS_STRIDED."""
     if not (enabled() and rows_p.dtype == np.float32 and weight.dtype == np.float32):
         return NUMPY
     if groups > 1:
