@@ -170,3 +170,22 @@ def test_float64_grouped_convolutions_stay_on_numpy():
     assert cache["impl"] == policy.NUMPY
     ref = TF.conv2d(torch.tensor(x), torch.tensor(w), None, 1, 1, 1, 6).numpy()
     np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-12)
+
+
+@needs_kernels
+def test_depthwise_conv1d_on_the_kernels_matches_torch():
+    """conv1d goes through conv2d: a depthwise 1-D convolution with a stride takes the
+    depthwise kernels too."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((32, 6, 40)).astype(np.float32)
+    w = rng.standard_normal((12, 1, 5)).astype(np.float32)
+    y, cache = F.conv1d_forward(x, w, None, 2, 2, 1, 6)
+    assert cache["impl"] == policy.KERNELS_DEPTHWISE
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    gx, gw, _ = F.conv1d_backward(g, cache)
+    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    yt = TF.conv1d(xt, wt, None, 2, 2, 1, 6)
+    yt.backward(torch.tensor(g))
+    for got, ref in ((y, yt), (gx, xt.grad), (gw, wt.grad)):
+        ref = ref.detach().numpy()
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=2e-5 * max(1, np.abs(ref).max()))
