@@ -71,8 +71,9 @@ def grid():
     2, kernels 1x1, 3x3, 5x5 and (3, 2) (uneven 'same' padding), strides 1, 2, (2, 1), (1, 2),
     paddings 0, 1, 'same', dilations 1 and 2, every combination once, at batch 1, 3 or 64 in
     turn (64: partial register blocks and whole rows); then depthwise at batch 20 (vectors of
-    the batch that overlap), groups of 12 output channels, and a stride along the width with
-    dilation for one group."""
+    the batch that overlap) and grouped or one group with a stride along the width (read
+    directly), groups of 12 output channels, and a stride along the width with dilation for
+    one group."""
     batches = (1, 3, 64)
     count = 0
     for groups in (2, 4, 8):
@@ -91,6 +92,9 @@ def grid():
     for stride in ((1, 2), 2, (2, 3)):  # depthwise, the batch not a whole number of vectors
         for dilation in (1, 2, 3):
             yield 20, 8, (11, 12), 8, 2, (3, 3), stride, 1, dilation
+    for groups in (1, 2):  # read directly along a strided width, the batch not whole vectors
+        for stride, kernel, dilation in ((2, (3, 3), 1), ((1, 2), (5, 5), 1), (2, (3, 3), 3)):
+            yield 20, 8, (11, 12), groups, 2, kernel, stride, 1, dilation
     for n in (1, 3, 64):  # 12 output channels a group: a full and a partial register block
         for stride in (1, 2, (1, 2)):  # inside each group (blocks of 4 or 8)
             yield n, 12, (9, 10), 3, 6, (3, 3), stride, 1, 1

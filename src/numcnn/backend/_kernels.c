@@ -271,6 +271,107 @@ int numcnn_conv_forward_grouped_f32(const float *x, long c, long xch, long xrow,
     return 0;
 }
 
+/* A stride along the width, read directly: the row of output positions (q, s) is no longer
+ * one run of the input, but each column q is (n numbers at q*sw*n): vectorised along the batch,
+ * a register block being FNV vectors of (column, batch) positions at offsets of their own (the
+ * last vector of a column overlapping the one before when VL does not divide n; n >= VL).
+ *
+ *     y[o, p, q, s] = b[o] + sum_{ci,i,j} w[o,ci,i,j] * x[g*c + ci, p*sh + i*dh,
+ *                                                         (q*sw + j*dw)*n + s]
+ *
+ * y: (oc, oh, ow, n); col_step = sw*n, tap_step = dw*n; the rest as in
+ * numcnn_conv_forward_grouped_f32. Tasks: (row, tile of TILE / VL vectors); every block of
+ * output channels of a task reads the same input tile. Returns 0, or -1 when out of memory. */
+ALWAYS_INLINE void fwd_block_at(const float *x, const long *xo, long c, long xch, long kh,
+                                long kw, long row_step, long tap_step, const float *wp,
+                                const float *bias, int ob, int nv, float *y, const long *yo,
+                                long ych)
+{
+    vf acc[FOB][FNV];
+    for (int b = 0; b < ob; b++)
+        for (int v = 0; v < nv; v++)
+            acc[b][v] = splat(bias ? bias[b] : 0.0f);
+    for (long ci = 0; ci < c; ci++) {
+        for (long i = 0; i < kh; i++) {
+            const float *xi = x + ci * xch + i * row_step;
+            const float *wi = wp + (ci * kh + i) * kw * FOB;
+            for (long j = 0; j < kw; j++) {
+                const float *xj = xi + j * tap_step;
+                vf xv[FNV];
+                for (int v = 0; v < nv; v++)
+                    xv[v] = load(xj + xo[v]);
+                for (int b = 0; b < ob; b++) {
+                    vf wv = splat(wi[j * FOB + b]);
+                    for (int v = 0; v < nv; v++)
+                        acc[b][v] += wv * xv[v];
+                }
+            }
+        }
+    }
+    for (int b = 0; b < ob; b++)
+        for (int v = 0; v < nv; v++)
+            store(y + b * ych + yo[v], acc[b][v]);
+}
+
+int numcnn_conv_forward_grouped_strided_f32(const float *x, long c, long xch, long xrow,
+                                            const float *w, long oc, long groups, long kh,
+                                            long kw, const float *bias, float *y, long oh,
+                                            long ow, long n, long sh, long dh, long col_step,
+                                            long tap_step)
+{
+    long ocg = oc / groups, gblocks = (ocg + FOB - 1) / FOB, blocks = groups * gblocks;
+    long taps = c * kh * kw;
+    float *packed = calloc((size_t)(blocks * taps * FOB), sizeof(float));
+    if (!packed)
+        return -1;
+    for (long o = 0; o < oc; o++) {
+        long blk = (o / ocg) * gblocks + (o % ocg) / FOB, lane = (o % ocg) % FOB;
+        for (long t = 0; t < taps; t++)
+            packed[(blk * taps + t) * FOB + lane] = w[o * taps + t];
+    }
+    long per_col = (n + VL - 1) / VL, vectors = ow * per_col;
+    long tile = TILE / VL / FNV * FNV; /* vectors per task, whole register blocks */
+    long tiles = (vectors + tile - 1) / tile, tasks = tiles * oh;
+    long row_step = dh * xrow, ych = oh * ow * n;
+    int nthreads = thread_count(tasks, 2 * oc * oh * ow * n * taps, 0);
+    UNUSED_WITHOUT_OPENMP(nthreads);
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (long task = 0; task < tasks; task++) {
+        long t = task / oh, p = task % oh;
+        long k0 = t * tile, k1 = k0 + tile < vectors ? k0 + tile : vectors;
+        for (long blk = 0; blk < blocks; blk++) {
+            long g = blk / gblocks, og = (blk % gblocks) * FOB, o0 = g * ocg + og;
+            int ob = (int)(ocg - og < FOB ? ocg - og : FOB);
+            const float *xrow0 = x + g * c * xch + p * sh * xrow;
+            const float *wp = packed + blk * taps * FOB, *bs = bias ? bias + o0 : NULL;
+            float *yrow = y + o0 * ych + p * ow * n;
+            for (long k = k0; k < k1; k += FNV) {
+                int nv = (int)(k1 - k < FNV ? k1 - k : FNV);
+                long xo[FNV], yo[FNV];
+                for (int v = 0; v < nv; v++) {
+                    long q = (k + v) / per_col, s0 = (k + v) % per_col * VL;
+                    if (s0 > n - VL)
+                        s0 = n - VL; /* the column's last vector, overlapping */
+                    xo[v] = q * col_step + s0;
+                    yo[v] = q * n + s0;
+                }
+                if (ob == FOB && nv == FNV) {
+                    fwd_block_at(xrow0, xo, c, xch, kh, kw, row_step, tap_step, wp, bs, FOB,
+                                 FNV, yrow, yo, ych);
+                } else {
+                    for (int b = 0; b < ob; b++)
+                        for (int v = 0; v < nv; v++)
+                            fwd_block_at(xrow0, xo + v, c, xch, kh, kw, row_step, tap_step,
+                                         wp + b, bs ? bs + b : NULL, 1, 1, yrow + b * ych,
+                                         yo + v, ych);
+                }
+            }
+        }
+    }
+    free(packed);
+    return 0;
+}
+
 /* One group: numcnn_conv_forward_grouped_f32 with groups = 1. */
 int numcnn_conv_forward_f32(const float *x, long c, long xch, long xrow, const float *w,
                             long oc, long kh, long kw, const float *bias, float *y, long oh,

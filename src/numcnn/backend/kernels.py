@@ -63,7 +63,7 @@ from ._lib import VECTOR_FLOATS
 from .layout import memory_run, zero_border
 
 __all__ = ["conv_forward", "conv_forward_short_rows", "conv_forward_flat", "conv_forward_small",
-           "conv_weight_grad", "conv_weight_grad_flat", "conv_input_grad", "conv_forward_depthwise_strided",
+           "conv_weight_grad", "conv_weight_grad_flat", "conv_input_grad", "conv_forward_depthwise_strided", "conv_forward_strided_direct",
            "conv_weight_grad_depthwise_strided", "conv_input_grad_depthwise", "mirrored_weight", "dilated_weight",
            "width_phases", "phase_weight",
            "phase_weight_grad", "conv_input_grad_strided", "relu", "relu_backward", "add",
@@ -198,6 +198,27 @@ def conv_forward_depthwise_strided(rows_p: np.ndarray, weight: np.ndarray,
     _LIB.numcnn_conv_depthwise_strided_f32(_ptr(rows_p), cg, hp * wp * n, wp * n, _ptr(weight),
                                            oc, oc // groups, kh, kw, _ptr(bias), _ptr(out), oh,
                                            ow, n, sh, dh, sw * n, dw * n)
+    return out
+
+
+def conv_forward_strided_direct(rows_p: np.ndarray, weight: np.ndarray,
+                                bias: np.ndarray | None, stride, dilation, out_hw,
+                                groups: int = 1) -> np.ndarray:
+    """:func:`conv_forward` with a stride along the width read directly by the register-blocked
+    kernel, vectorised along the batch (``n >= VECTOR_FLOATS``), no width phases::
+
+        out[o, p, q, s] = b[o] + sum_{ci,i,j} w[o,ci,i,j] * xp[g*cg + ci, p*sh + i*dh,
+                                                               q*sw + j*dw, s]
+    """
+    rows_p, weight, bias = _forward_operands(rows_p, weight, bias)
+    _, hp, wp, n = rows_p.shape
+    oc, cg, kh, kw = weight.shape
+    (oh, ow), (sh, sw), (dh, dw) = out_hw, stride, dilation
+    out = np.empty((oc, oh, ow, n), np.float32)
+    _check(_LIB.numcnn_conv_forward_grouped_strided_f32(_ptr(rows_p), cg, hp * wp * n, wp * n,
+                                                        _ptr(weight), oc, groups, kh, kw,
+                                                        _ptr(bias), _ptr(out), oh, ow, n, sh,
+                                                        dh, sw * n, dw * n), "forward")
     return out
 
 

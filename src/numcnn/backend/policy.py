@@ -7,12 +7,15 @@ the one key ``"impl"``, and its backward pass branches on that key alone. The an
     NUMPY               the reference code of numcnn.functional (im2col + BLAS + col2im, ...)
     KERNELS             the compiled kernels, forward and backward
     KERNELS_STRIDED     convolution with a stride along the width (any dilation): the kernels
-                        on the polyphase split of the input (backend.kernels.width_phases;
-                        a dilated kernel written out dense, or phase 0 alone when the
-                        stride divides the dilation), forward and backward
+                        reading the input directly, vectorised along the batch
+                        (strided_direct), or on the polyphase split of the input
+                        (backend.kernels.width_phases; a dilated kernel written out dense,
+                        or phase 0 alone when the stride divides the dilation); the weight
+                        gradient on the phases; forward and backward
     KERNELS_GROUPED     convolution with groups (several input channels per group): the
                         register-blocked kernels with the group count (each group's
-                        channels one block of CHWN memory), forward and backward
+                        channels one block of CHWN memory), a stride along the width as
+                        KERNELS_STRIDED; forward and backward
     KERNELS_DEPTHWISE   convolution with one input channel per group (depthwise, any channel
                         multiplier): the kernels for few channels per group, a task per
                         channel, vectorised along the row; a stride along the width read
@@ -93,6 +96,18 @@ def depthwise_direct_stride(n: int) -> bool:
     phases (a copy of the input that costs more than the convolution: 3x3 stride 2, 64
     channels, 32x32, batch 64, one AMD EPYC core: phases 1.35 ms + 0.90 ms, direct ~1 ms)."""
     return n >= VECTOR_FLOATS > 0
+
+
+def strided_direct(n: int, kw: int, sw: int, dw: int) -> bool:
+    """Whether a convolution on the register-blocked kernels (KERNELS_STRIDED,
+    KERNELS_GROUPED) with a stride ``sw`` along the width reads its input directly, vectorised
+    along the batch (``kernels.conv_forward_strided_direct``), rather than through the width
+    phases: with a batch of at least a vector, when the taps fall on more than one phase (the
+    copy of the phases then costs more than the direct read's broken runs: 3x3 stride 2, one
+    AMD EPYC core, 1.4-1.8x faster at batch 16-128 with AVX-512 and AVX2). A 1x1 kernel, or a
+    stride that divides the dilation, reads phase 0 alone, which stays faster (0.48 against
+    0.64 ms, 1x1 stride 2 64->128 at 16x16, batch 64)."""
+    return n >= VECTOR_FLOATS > 0 and kw > 1 and dw % sw != 0
 
 
 def to_chwn(x: np.ndarray, dtype=None) -> str:

@@ -480,94 +480,108 @@ def _conv2d_forward_grouped(rows_p, x, weight, bias, stride, pads, dilation, gro
                             name, impl):
     """conv2d by the kernels for ``impl`` KERNELS_GROUPED (groups), KERNELS_DEPTHWISE (one
     input channel per group) or KERNELS_STRIDED (one group, a stride along the width, any
-    dilation). In the CHWN layout each group's input channels, weights and output
-    channels are contiguous blocks, so the kernels take the groups in one call. Stride 1 along
-    the width: directly (a single image with stride 1 as its rows end to end,
-    :func:`numcnn.backend.kernels.conv_forward_flat`); a stride along the width: depthwise with
-    a batch of a vector or more read directly (``kernels.conv_forward_depthwise_strided``),
-    else on the polyphase split of the input: phase 0 alone with dilation ``dw/sw`` when the
-    stride divides the dilation, else every phase with the kernel written out dense along the
-    width (:func:`numcnn.backend.kernels.dilated_weight`); the stride and dilation along the
-    height the kernels take as they are. The split input is kept for the weight gradient instead of
-    the padded input."""
+    dilation). In the CHWN layout each group's input channels, weights and output channels are
+    contiguous blocks, so the kernels take the groups in one call.
+
+    Stride 1 along the width: directly (a single image with stride 1 as its rows end to end,
+    :func:`numcnn.backend.kernels.conv_forward_flat`). A stride along the width: read directly,
+    vectorised along the batch, when the policy says so (``policy.strided_direct``; depthwise:
+    ``policy.depthwise_direct_stride``), else on the polyphase split of the input
+    (:func:`_width_split`). The stride and dilation along the height the kernels take as they
+    are. The split input, when made, is kept for the weight gradient instead of the padded
+    input."""
     depthwise = impl == policy.KERNELS_DEPTHWISE
     (sh, sw), n, padded_shape = stride, rows_p.shape[3], rows_p.shape
     phases = None
     if sw > 1 and depthwise and policy.depthwise_direct_stride(n):
         out_rows = kernels.conv_forward_depthwise_strided(rows_p, weight, bias, stride, dilation,
                                                           out_hw, groups)
-        if np.may_share_memory(rows_p, x):
-            rows_p = rows_p.copy()  # kept for backward: later changes to x must not reach it
-    elif sw == 1:
-        if sh == 1 and out_hw[1] * n < policy.MIN_ROW:  # a single image, stride 1
-            out_rows = kernels.conv_forward_flat(rows_p, weight, bias, dilation, out_hw, groups,
-                                                 depthwise)
-        else:
-            out_rows = kernels.conv_forward(rows_p, weight, bias, stride, dilation, out_hw,
-                                            groups, depthwise)
-        if np.may_share_memory(rows_p, x):
-            rows_p = rows_p.copy()  # kept for backward: later changes to x must not reach it
-    elif dilation[1] % sw == 0:  # every tap on the phase 0 columns, dw/sw of them apart
-        phases = kernels.width_phases(rows_p, sw, 1)             # (c, hp, ceil(wp/sw), n)
-        out_rows = kernels.conv_forward(phases, weight, bias, (sh, 1),
-                                        (dilation[0], dilation[1] // sw), out_hw, groups,
-                                        depthwise)
+    elif sw > 1 and not depthwise and policy.strided_direct(n, weight.shape[3], sw, dilation[1]):
+        out_rows = kernels.conv_forward_strided_direct(rows_p, weight, bias, stride, dilation,
+                                                       out_hw, groups)
+    elif sw > 1:
+        phases, phase_weight, phase_dilation = _width_split(rows_p, weight, sw, dilation)
+        out_rows = kernels.conv_forward(phases, phase_weight, bias, (sh, 1), phase_dilation,
+                                        out_hw, groups, depthwise)
         rows_p = None
+    elif sh == 1 and out_hw[1] * n < policy.MIN_ROW:  # a single image, stride 1
+        out_rows = kernels.conv_forward_flat(rows_p, weight, bias, dilation, out_hw, groups,
+                                             depthwise)
     else:
-        dense = kernels.dilated_weight(weight, (1, dilation[1]))
-        phases = kernels.width_phases(rows_p, sw, dense.shape[3])  # (c*P, hp, ceil(wp/sw), n)
-        out_rows = kernels.conv_forward(phases, kernels.phase_weight(dense, sw), bias, (sh, 1),
-                                        (dilation[0], 1), out_hw, groups, depthwise)
-        rows_p = None
+        out_rows = kernels.conv_forward(rows_p, weight, bias, stride, dilation, out_hw, groups,
+                                        depthwise)
+    if rows_p is not None and np.may_share_memory(rows_p, x):
+        rows_p = rows_p.copy()  # kept for backward: later changes to x must not reach it
     y = from_chwn(out_rows)
     cache = dict(name=name, impl=impl, rows_p=rows_p, phases=phases, cols=None,
-                 padded_shape=padded_shape, weight=weight, pads=pads, stride=stride, dilation=dilation, groups=groups,
-                 has_bias=bias is not None, out_shape=y.shape)
+                 padded_shape=padded_shape, weight=weight, pads=pads, stride=stride,
+                 dilation=dilation, groups=groups, has_bias=bias is not None, out_shape=y.shape)
     return y, cache
 
 
+def _width_split(rows_p, weight, sw: int, dilation):
+    """A stride ``sw`` along the width as stride 1 on the polyphase split of the padded input
+    (:func:`numcnn.backend.kernels.width_phases`): ``(phases, weight, dilation)`` of that
+    convolution. Phase 0 alone with dilation ``dw/sw`` when the stride divides the dilation
+    (every tap falls on it), else every phase with the kernel written out dense along the width
+    (:func:`numcnn.backend.kernels.dilated_weight`) and split likewise."""
+    dh, dw = dilation
+    if dw % sw == 0:  # every tap on the phase 0 columns, dw/sw of them apart
+        return kernels.width_phases(rows_p, sw, 1), weight, (dh, dw // sw)
+    dense = kernels.dilated_weight(weight, (1, dw))
+    phases = kernels.width_phases(rows_p, sw, dense.shape[3])  # (c*P, hp, ceil(wp/sw), n)
+    return phases, kernels.phase_weight(dense, sw), (dh, 1)
+
+
 def _conv2d_backward_grouped(grad_rows, grad_b, cache, input_grad: bool):
-    """:func:`conv2d_backward` for a forward pass by :func:`_conv2d_forward_grouped`: the weight
-    gradient by the kernels on the kept input (a single image with stride 1 as its rows end to
-    end; or the width phases, mapped back to the taps);
-    the input gradient by the forward kernels on the mirrored kernel (stride 1), or one phase
-    of the padded input at a time (a stride; a dilated kernel written out dense)."""
+    """:func:`conv2d_backward` for a forward pass by :func:`_conv2d_forward_grouped`.
+
+    Weight gradient: by the kernels on the kept input (depthwise with a stride along the width
+    read directly; a single grouped image with stride 1 as its rows end to end), else on the
+    width phases (made here if the forward pass read the input directly), mapped back to the
+    taps. Input gradient: the forward kernels on the mirrored kernel (stride 1), one phase of
+    the padded input at a time (a stride; a dilated kernel written out dense), or, depthwise
+    with a stride, gathered pixel by pixel."""
     weight, groups, stride, dilation = (cache["weight"], cache["groups"], cache["stride"],
                                         cache["dilation"])
     depthwise = cache["impl"] == policy.KERNELS_DEPTHWISE
     oc, cg, kh, kw = weight.shape
     (sh, sw), (dh, dw) = stride, dilation
+    rows_p, phases = cache["rows_p"], cache["phases"]
     _, _, ow, n = grad_rows.shape
     # a single image with stride 1, grouped: the backward kernels on its rows end to end (the
     # weight gradient 2-2.5x faster than row by row at 8-16 pixels a row, one AMD EPYC core;
     # depthwise no faster, so row by row)
     short_rows = stride == (1, 1) and ow * n < policy.MIN_ROW and not depthwise
-    if cache["phases"] is None and sw > 1:  # depthwise, read directly
-        grad_w = kernels.conv_weight_grad_depthwise_strided(grad_rows, cache["rows_p"],
-                                                            weight.shape, stride, dilation, groups)
-    elif cache["phases"] is None and short_rows:  # a single image: its rows end to end
-        grad_w = kernels.conv_weight_grad_flat(grad_rows, cache["rows_p"], weight.shape, dilation,
-                                               groups, depthwise)
-    elif cache["phases"] is None:
-        grad_w = kernels.conv_weight_grad(grad_rows, cache["rows_p"], weight.shape, stride,
-                                          dilation, groups, depthwise)
-    elif dw % sw == 0:  # phase 0 alone
-        grad_w = kernels.conv_weight_grad(grad_rows, cache["phases"], weight.shape, (sh, 1),
-                                          (dh, dw // sw), groups, depthwise)
+    if sw > 1 and phases is None and depthwise:  # read directly
+        grad_w = kernels.conv_weight_grad_depthwise_strided(grad_rows, rows_p, weight.shape,
+                                                            stride, dilation, groups)
+    elif sw > 1:
+        if phases is None:  # the forward pass read the input directly
+            phases = _width_split(rows_p, weight, sw, dilation)[0]
+        if dw % sw == 0:  # phase 0 alone
+            grad_w = kernels.conv_weight_grad(grad_rows, phases, weight.shape, (sh, 1),
+                                              (dh, dw // sw), groups, depthwise)
+        else:
+            kwd = (kw - 1) * dw + 1
+            grad_wph = kernels.conv_weight_grad(grad_rows, phases,
+                                                (oc, phases.shape[0] // groups, kh,
+                                                 -(-kwd // sw)),
+                                                (sh, 1), (dh, 1), groups, depthwise)
+            grad_w = kernels.phase_weight_grad(grad_wph, (oc, cg, kh, kwd), sw)[..., ::dw]
+            grad_w = np.ascontiguousarray(grad_w)
+    elif short_rows:  # a single image: its rows end to end
+        grad_w = kernels.conv_weight_grad_flat(grad_rows, rows_p, weight.shape, dilation, groups,
+                                               depthwise)
     else:
-        phases, kwd = cache["phases"], (kw - 1) * dw + 1
-        kq = -(-kwd // sw)
-        grad_wph = kernels.conv_weight_grad(grad_rows, phases,
-                                            (oc, phases.shape[0] // groups, kh, kq),
-                                            (sh, 1), (dh, 1), groups, depthwise)
-        grad_w = kernels.phase_weight_grad(grad_wph, (oc, cg, kh, kwd), sw)[..., ::dw]
-        grad_w = np.ascontiguousarray(grad_w)
+        grad_w = kernels.conv_weight_grad(grad_rows, rows_p, weight.shape, stride, dilation,
+                                          groups, depthwise)
     grad_x = None
     if input_grad:
         pads, padded_shape = cache["pads"], cache["padded_shape"]
         (top, bottom), (left, right) = pads
         in_hw = (padded_shape[1] - top - bottom, padded_shape[2] - left - right)
-        if depthwise and stride != (1, 1) and policy.depthwise_direct_stride(grad_rows.shape[3]):
+        if depthwise and stride != (1, 1) and policy.depthwise_direct_stride(n):
             grad_x = from_chwn(kernels.conv_input_grad_depthwise(grad_rows, weight, stride,
                                                                  dilation, pads, in_hw, groups))
         elif stride == (1, 1):
