@@ -39,7 +39,8 @@ import numpy as np
 # name: (batch, in channels, height, width, out channels, groups, kernel, stride, padding,
 # dilation). The depthwise ones are MobileNet's (3x3, padding 1, stride 1 and 2, its
 # pointwise 1x1 after), the grouped ones ResNeXt's (32 groups of 4 channels) and a few wider
-# groups; one plain convolution with a stride along the width and dilation.
+# groups; two plain convolutions with a stride along the width: with dilation, and the
+# ResNet's stride-2 3x3 (read directly, no width phases).
 CASES = {
     "dw3x3-s1": (64, 64, 16, 16, 64, 64, 3, 1, 1, 1),
     "dw3x3-s2": (64, 64, 32, 32, 64, 64, 3, 2, 1, 1),
@@ -53,6 +54,7 @@ CASES = {
     "g2-3x3-s2": (64, 32, 32, 32, 64, 2, 3, 2, 1, 1),
     "g4-3x3-batch1": (1, 64, 16, 16, 64, 4, 3, 1, 1, 1),
     "3x3-s2-d2": (64, 32, 16, 16, 32, 1, 3, 2, 2, 2),
+    "3x3-s2-32-64": (64, 32, 32, 32, 64, 1, 3, 2, 1, 1),
 }
 LIBS = ("kernels", "numpy", "torch")
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
