@@ -16,9 +16,10 @@ What runs where (stride 1 along the width, rows of at least ``policy.MIN_ROW`` n
                    (stride 1; with a stride, one such gradient per phase of the input,
                    conv_input_grad_strided; strided and dilated: NumPy's col2im)
 
-A stride along the width: the same kernels on the polyphase split of the input
-(``width_phases``; see there; a dilated kernel written out dense, ``dilated_weight``), forward
-and backward. Shorter rows (a single image): the forward pass by
+A stride along the width: the input read directly, vectorised along the batch
+(``conv_forward_strided_direct``), or the same kernels on the polyphase split of the input
+(``width_phases``; see there; a dilated kernel written out dense, ``dilated_weight``); the
+weight gradient on the phases. Shorter rows (a single image): the forward pass by
 ``numcnn_conv_forward_small_f32``, which vectorises over the output channels, and the backward
 pass by NumPy.
 
