@@ -101,6 +101,8 @@ def grid():
     for stride in ((1, 2), 2, 3):  # one group, a stride along the width with dilation
         for dilation in (2, 3, (1, 2), (2, 1)):
             yield 16, 3, (12, 13), 1, 2, (3, 3), stride, 1, dilation
+    for stride in (2, (1, 2), (2, 3)):  # read directly, forward and weight gradient
+        yield 64, 3, (12, 13), 1, 2, (3, 3), stride, 1, 1
 
 
 GRID_CHECK = r"""

@@ -879,36 +879,45 @@ int numcnn_conv_forward_small_f32(const float *x, long c, long hp, long wp, long
 #endif
 
 /* sums[a][b] += sum_l g[b][l] * x[a][l] for b < ob output channels, a < ncol input rows (one
- * per (input channel, kernel column) pair), over one output row of len positions. */
+ * per (input channel, kernel column) pair), over one output row: cols columns of len
+ * positions, column q of g at q*len and of x at q*col_step (one column of the whole row,
+ * cols = 1, for stride 1 along the width; with a stride read directly, one column per output
+ * column, len = n). */
 ALWAYS_INLINE void wgrad_block(const float *g, long gch, const float *const *xs, long len,
-                               int ob, int ncol, vf sums[][WOB], float tails[][WOB])
+                               long cols, long col_step, int ob, int ncol, vf sums[][WOB],
+                               float tails[][WOB])
 {
     vf acc[WCJ][WOB];
     for (int a = 0; a < ncol; a++)
         for (int b = 0; b < ob; b++)
             acc[a][b] = splat(0.0f);
     long full = len - len % VL;
-    for (long l = 0; l < full; l += VL) {
-        vf gv[WOB];
-        for (int b = 0; b < ob; b++)
-            gv[b] = load(g + b * gch + l);
-        for (int a = 0; a < ncol; a++) {
-            vf xv = load(xs[a] + l);
+    for (long q = 0; q < cols; q++) {
+        const float *gq = g + q * len;
+        long xq = q * col_step;
+        for (long l = 0; l < full; l += VL) {
+            vf gv[WOB];
             for (int b = 0; b < ob; b++)
-                acc[a][b] += gv[b] * xv;
+                gv[b] = load(gq + b * gch + l);
+            for (int a = 0; a < ncol; a++) {
+                vf xv = load(xs[a] + xq + l);
+                for (int b = 0; b < ob; b++)
+                    acc[a][b] += gv[b] * xv;
+            }
         }
+        for (long l = full; l < len; l++)
+            for (int a = 0; a < ncol; a++)
+                for (int b = 0; b < ob; b++)
+                    tails[a][b] += gq[b * gch + l] * xs[a][xq + l];
     }
     for (int a = 0; a < ncol; a++)
-        for (int b = 0; b < ob; b++) {
+        for (int b = 0; b < ob; b++)
             sums[a][b] += acc[a][b];
-            for (long l = full; l < len; l++)
-                tails[a][b] += g[b * gch + l] * xs[a][l];
-        }
 }
 
 /* dw[o, ci, i, j] = sum_{p, l} g[o, p, l] * x[g*c + ci, p*sh + i*dh, l + j*tap_step]
  *
- * g: output gradient (oc, oh, len) contiguous; x as in numcnn_conv_forward_f32;
+ * g: output gradient (oc, oh, len) contiguous; x as in numcnn_conv_forward_grouped_f32;
  * dw: (oc, c, kh, kw) contiguous, overwritten. Returns 0, or -1 when out of memory.
  *
  * With groups, c is the number of input channels per group and output channel o of group
@@ -919,15 +928,14 @@ ALWAYS_INLINE void wgrad_block(const float *g, long gch, const float *const *xs,
  * reads that row of g (kept in cache) against every input row it met, c*kw shifted runs, a
  * register block of (WCJ runs) x (WOB channels) at a time; the vector sums are reduced once,
  * at the end. */
-int numcnn_conv_weight_grad_grouped_f32(const float *g, const float *x, long c, long xch,
-                                        long xrow, long oc, long groups, long kh, long kw,
-                                        float *dw, long oh, long len, long sh, long dh,
-                                        long tap_step, int threads)
+static int wgrad_grouped(const float *g, const float *x, long c, long xch, long xrow, long oc,
+                         long groups, long kh, long kw, float *dw, long oh, long len, long cols,
+                         long col_step, long sh, long dh, long tap_step, int threads)
 {
     long ocg = oc / groups, gblocks = (ocg + WOB - 1) / WOB, oblocks = groups * gblocks;
-    long columns = c * kw, gch = oh * len;
+    long columns = c * kw, grow = cols * len, gch = oh * grow;
     long tasks = oblocks * kh;
-    int nthreads = thread_count(tasks, 2 * oc * c * kh * kw * oh * len, threads);
+    int nthreads = thread_count(tasks, 2 * oc * c * kh * kw * oh * grow, threads);
     UNUSED_WITHOUT_OPENMP(nthreads);
     int failed = 0;
 #pragma omp parallel for schedule(static) num_threads(nthreads)
@@ -948,7 +956,7 @@ int numcnn_conv_weight_grad_grouped_f32(const float *g, const float *x, long c, 
             for (int b = 0; b < WOB; b++)
                 sums[col][b] = splat(0.0f);
         for (long p = 0; p < oh; p++) {
-            const float *gp = g + o0 * gch + p * len;
+            const float *gp = g + o0 * gch + p * grow;
             const float *xp = xg + (p * sh + i * dh) * xrow;
             for (long col0 = 0; col0 < columns; col0 += WCJ) {
                 int ncol = (int)(columns - col0 < WCJ ? columns - col0 : WCJ);
@@ -960,14 +968,14 @@ int numcnn_conv_weight_grad_grouped_f32(const float *g, const float *x, long c, 
                 vf(*sm)[WOB] = sums + col0;
                 float(*tl)[WOB] = tails + col0;
                 if (ob == WOB && ncol == WCJ) {
-                    wgrad_block(gp, gch, xs, len, WOB, WCJ, sm, tl);
+                    wgrad_block(gp, gch, xs, len, cols, col_step, WOB, WCJ, sm, tl);
                 } else if (ob == WOB) {
                     /* the last, partial block of runs (c*kw not a multiple of WCJ): a block of
                      * its own width, each width its own unrolled copy */
                     switch (ncol) {
 #define WGRAD_COLUMNS(K)                                                                     \
     case K:                                                                                  \
-        wgrad_block(gp, gch, xs, len, WOB, K, sm, tl);                                       \
+        wgrad_block(gp, gch, xs, len, cols, col_step, WOB, K, sm, tl);                       \
         break;
                         WGRAD_COLUMNS(1)
 #if WCJ > 2
@@ -985,7 +993,8 @@ int numcnn_conv_weight_grad_grouped_f32(const float *g, const float *x, long c, 
 #undef WGRAD_COLUMNS
                     default:
                         for (int a = 0; a < ncol; a++)
-                            wgrad_block(gp, gch, xs + a, len, WOB, 1, sm + a, tl + a);
+                            wgrad_block(gp, gch, xs + a, len, cols, col_step, WOB, 1, sm + a,
+                                        tl + a);
                     }
                 } else {
                     /* the last, partial block of output channels: one channel at a time; its
@@ -998,8 +1007,8 @@ int numcnn_conv_weight_grad_grouped_f32(const float *g, const float *x, long c, 
                             one_tail[a][0] = 0.0f;
                         }
                         for (int a = 0; a < ncol; a++)
-                            wgrad_block(gp + b * gch, gch, xs + a, len, 1, 1, one + a,
-                                        one_tail + a);
+                            wgrad_block(gp + b * gch, gch, xs + a, len, cols, col_step,
+                                        1, 1, one + a, one_tail + a);
                         for (int a = 0; a < ncol; a++) {
                             sm[a][b] += one[a][0];
                             tl[a][b] += one_tail[a][0];
@@ -1017,6 +1026,32 @@ int numcnn_conv_weight_grad_grouped_f32(const float *g, const float *x, long c, 
         free(tails);
     }
     return failed ? -1 : 0;
+}
+
+int numcnn_conv_weight_grad_grouped_f32(const float *g, const float *x, long c, long xch,
+                                        long xrow, long oc, long groups, long kh, long kw,
+                                        float *dw, long oh, long len, long sh, long dh,
+                                        long tap_step, int threads)
+{
+    return wgrad_grouped(g, x, c, xch, xrow, oc, groups, kh, kw, dw, oh, len, 1, 0, sh, dh,
+                         tap_step, threads);
+}
+
+/* With a stride along the width, read directly (as numcnn_conv_forward_grouped_strided_f32):
+ *
+ *     dw[o, ci, i, j] = sum_{p, q, s} g[o, p, q, s] * x[g*c + ci, p*sh + i*dh,
+ *                                                       (q*sw + j*dw)*n + s]
+ *
+ * g: (oc, oh, ow, n); col_step = sw*n, tap_step = dw*n. Each output column's n positions are
+ * a run (vectors of the batch, the rest one at a time). Returns 0, or -1 when out of memory. */
+int numcnn_conv_weight_grad_grouped_strided_f32(const float *g, const float *x, long c,
+                                                long xch, long xrow, long oc, long groups,
+                                                long kh, long kw, float *dw, long oh, long ow,
+                                                long n, long sh, long dh, long col_step,
+                                                long tap_step)
+{
+    return wgrad_grouped(g, x, c, xch, xrow, oc, groups, kh, kw, dw, oh, n, ow, col_step, sh,
+                         dh, tap_step, 0);
 }
 
 /* One group: numcnn_conv_weight_grad_grouped_f32 with groups = 1. */

@@ -19,7 +19,7 @@ What runs where (stride 1 along the width, rows of at least ``policy.MIN_ROW`` n
 A stride along the width: the input read directly, vectorised along the batch
 (``conv_forward_strided_direct``), or the same kernels on the polyphase split of the input
 (``width_phases``; see there; a dilated kernel written out dense, ``dilated_weight``); the
-weight gradient on the phases. Shorter rows (a single image): the forward pass by
+weight gradient likewise (``conv_weight_grad_strided_direct``, or on the phases). Shorter rows (a single image): the forward pass by
 ``numcnn_conv_forward_small_f32``, which vectorises over the output channels, and the backward
 pass by NumPy.
 
@@ -65,6 +65,7 @@ from .layout import memory_run, zero_border
 
 __all__ = ["conv_forward", "conv_forward_short_rows", "conv_forward_flat", "conv_forward_small",
            "conv_weight_grad", "conv_weight_grad_flat", "conv_input_grad", "conv_forward_depthwise_strided", "conv_forward_strided_direct",
+           "conv_weight_grad_strided_direct",
            "conv_weight_grad_depthwise_strided", "conv_input_grad_depthwise", "mirrored_weight", "dilated_weight",
            "width_phases", "phase_weight",
            "phase_weight_grad", "conv_input_grad_strided", "relu", "relu_backward", "add",
@@ -221,6 +222,23 @@ def conv_forward_strided_direct(rows_p: np.ndarray, weight: np.ndarray,
                                                         _ptr(bias), _ptr(out), oh, ow, n, sh,
                                                         dh, sw * n, dw * n), "forward")
     return out
+
+
+def conv_weight_grad_strided_direct(grad_rows: np.ndarray, rows_p: np.ndarray, weight_shape,
+                                    stride, dilation, groups: int = 1) -> np.ndarray:
+    """The weight gradient of :func:`conv_forward_strided_direct`, read directly as well:
+    ``(oc, cg, kh, kw)``."""
+    _, hp, wp, n = rows_p.shape
+    oc, cg, kh, kw = weight_shape
+    _, oh, ow, _ = grad_rows.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    grad_rows = np.ascontiguousarray(grad_rows, np.float32)
+    rows_p = np.ascontiguousarray(rows_p)
+    grad_w = np.empty(weight_shape, np.float32)
+    _check(_LIB.numcnn_conv_weight_grad_grouped_strided_f32(
+        _ptr(grad_rows), _ptr(rows_p), cg, hp * wp * n, wp * n, oc, groups, kh, kw,
+        _ptr(grad_w), oh, ow, n, sh, dh, sw * n, dw * n), "weight gradient")
+    return grad_w
 
 
 def conv_weight_grad_depthwise_strided(grad_rows: np.ndarray, rows_p: np.ndarray, weight_shape,

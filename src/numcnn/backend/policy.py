@@ -11,7 +11,8 @@ the one key ``"impl"``, and its backward pass branches on that key alone. The an
                         (strided_direct), or on the polyphase split of the input
                         (backend.kernels.width_phases; a dilated kernel written out dense,
                         or phase 0 alone when the stride divides the dilation); the weight
-                        gradient on the phases; forward and backward
+                        gradient read directly too (strided_direct_weight_grad) or on the
+                        phases; forward and backward
     KERNELS_GROUPED     convolution with groups (several input channels per group): the
                         register-blocked kernels with the group count (each group's
                         channels one block of CHWN memory), a stride along the width as
@@ -108,6 +109,16 @@ def strided_direct(n: int, kw: int, sw: int, dw: int) -> bool:
     stride that divides the dilation, reads phase 0 alone, which stays faster (0.48 against
     0.64 ms, 1x1 stride 2 64->128 at 16x16, batch 64)."""
     return n >= VECTOR_FLOATS > 0 and kw > 1 and dw % sw != 0
+
+
+def strided_direct_weight_grad(n: int) -> bool:
+    """Whether the weight gradient of a convolution whose forward pass read a strided width
+    directly (:func:`strided_direct`) reads it directly too
+    (``kernels.conv_weight_grad_strided_direct``), rather than on the width phases made for
+    it: with a batch of at least 64, a whole number of vectors (each output column's batch is
+    a run; 3x3 stride 2, one AMD EPYC core, 1.2-1.5x faster at batch 64-128, slower at 16-20,
+    whose runs are one or two vectors, with AVX-512 and AVX2 alike)."""
+    return n >= 64 and VECTOR_FLOATS > 0 and n % VECTOR_FLOATS == 0
 
 
 def to_chwn(x: np.ndarray, dtype=None) -> str:

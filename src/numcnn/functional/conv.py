@@ -536,10 +536,10 @@ def _width_split(rows_p, weight, sw: int, dilation):
 def _conv2d_backward_grouped(grad_rows, grad_b, cache, input_grad: bool):
     """:func:`conv2d_backward` for a forward pass by :func:`_conv2d_forward_grouped`.
 
-    Weight gradient: by the kernels on the kept input (depthwise with a stride along the width
-    read directly; a single grouped image with stride 1 as its rows end to end), else on the
-    width phases (made here if the forward pass read the input directly), mapped back to the
-    taps. Input gradient: the forward kernels on the mirrored kernel (stride 1), one phase of
+    Weight gradient: by the kernels on the kept input (a stride along the width read directly,
+    depthwise, or for a batch of 64 or more, ``policy.strided_direct_weight_grad``; a single
+    grouped image with stride 1 as its rows end to end), else on the width phases (made here if
+    the forward pass read the input directly), mapped back to the taps. Input gradient: the forward kernels on the mirrored kernel (stride 1), one phase of
     the padded input at a time (a stride; a dilated kernel written out dense), or, depthwise
     with a stride, gathered pixel by pixel."""
     weight, groups, stride, dilation = (cache["weight"], cache["groups"], cache["stride"],
@@ -556,6 +556,9 @@ def _conv2d_backward_grouped(grad_rows, grad_b, cache, input_grad: bool):
     if sw > 1 and phases is None and depthwise:  # read directly
         grad_w = kernels.conv_weight_grad_depthwise_strided(grad_rows, rows_p, weight.shape,
                                                             stride, dilation, groups)
+    elif sw > 1 and phases is None and policy.strided_direct_weight_grad(n):
+        grad_w = kernels.conv_weight_grad_strided_direct(grad_rows, rows_p, weight.shape, stride,
+                                                         dilation, groups)
     elif sw > 1:
         if phases is None:  # the forward pass read the input directly
             phases = _width_split(rows_p, weight, sw, dilation)[0]
