@@ -12,13 +12,14 @@ PyTorch, in alternating order over the rounds (A B C, then C B A, ...). Every wo
 ``--threads`` threads (OpenMP, the BLAS and ``torch.set_num_threads`` alike; 1 by default) and
 times each call in CPU time (``time.process_time``), so that other work on a shared machine
 costs it less than it costs wall time. numcnn's input is laid out CHWN, as the output of the
-layer before it is in a model (numcnn's convolutions return that layout); PyTorch's NCHW,
-its own. The numcnn workers opt into ``numcnn.tune_malloc()``, as ``numcnn train`` and
-bench/bench.py do (without it every new activation of a few MB is fresh pages from the kernel,
-which cost a depthwise layer's training step more than its arithmetic). Per case it reports the forward pass and a training step
-(forward, then the backward pass with both the input and the weight gradient) in milliseconds,
-the median over ``--reps`` calls in a worker and then over the rounds, the implementation
-numcnn's policy chose (``cache["impl"]``), and the ratio PyTorch / numcnn (> 1: numcnn faster).
+layer before it is in a model (numcnn's convolutions return that layout); PyTorch's NCHW, its
+own. The numcnn workers opt into ``numcnn.tune_malloc()``, as ``numcnn train`` and
+bench/bench.py do (without it every new activation of a few MB is fresh pages from the
+kernel, which cost a depthwise layer's training step more than its arithmetic). Per case it
+reports the forward pass and a training step (forward, then the backward pass with both the
+input and the weight gradient) in milliseconds, the median over ``--reps`` calls in a worker
+and then over the rounds, the implementation numcnn's policy chose (``cache["impl"]``), and
+the ratio PyTorch / numcnn (> 1: numcnn faster).
 See docs/benchmark.md, "Grouped and depthwise convolutions".
 """
 

@@ -19,9 +19,9 @@ What runs where (stride 1 along the width, rows of at least ``policy.MIN_ROW`` n
 A stride along the width: the input read directly, vectorised along the batch
 (``conv_forward_strided_direct``), or the same kernels on the polyphase split of the input
 (``width_phases``; see there; a dilated kernel written out dense, ``dilated_weight``); the
-weight gradient likewise (``conv_weight_grad_strided_direct``, or on the phases). Shorter rows (a single image): the forward pass by
-``numcnn_conv_forward_small_f32``, which vectorises over the output channels, and the backward
-pass by NumPy.
+weight gradient likewise (``conv_weight_grad_strided_direct``, or on the phases). Shorter
+rows (a single image): the forward pass by ``numcnn_conv_forward_small_f32``, which vectorises
+over the output channels, and the backward pass by NumPy.
 
 Groups. In the batch-last layout each group's input channels, weights and output channels are
 contiguous blocks, so the kernels take the group count (``groups``): the register blocks of
@@ -64,11 +64,12 @@ from ._lib import VECTOR_FLOATS
 from .layout import memory_run, zero_border
 
 __all__ = ["conv_forward", "conv_forward_short_rows", "conv_forward_flat", "conv_forward_small",
-           "conv_weight_grad", "conv_weight_grad_flat", "conv_input_grad", "conv_forward_depthwise_strided", "conv_forward_strided_direct",
-           "conv_weight_grad_strided_direct",
-           "conv_weight_grad_depthwise_strided", "conv_input_grad_depthwise", "mirrored_weight", "dilated_weight",
-           "width_phases", "phase_weight",
-           "phase_weight_grad", "conv_input_grad_strided", "relu", "relu_backward", "add",
+           "conv_weight_grad", "conv_weight_grad_flat", "conv_input_grad",
+           "conv_forward_depthwise_strided", "conv_forward_strided_direct",
+           "conv_weight_grad_strided_direct", "conv_weight_grad_depthwise_strided",
+           "conv_input_grad_depthwise", "mirrored_weight", "dilated_weight", "width_phases",
+           "phase_weight", "phase_weight_grad", "conv_input_grad_strided", "relu",
+           "relu_backward", "add",
            "to_chwn", "batch_norm_train", "batch_norm_train_backward", "batch_norm_eval", "max_pool_blocks",
            "max_pool_blocks_backward"]
 
@@ -121,7 +122,7 @@ def _main_forward(rows_p, weight, bias, out, rows: int, length: int, sh: int, di
 
 def conv_forward(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride,
                  dilation, out_hw, groups: int = 1, depthwise: bool = False) -> np.ndarray:
-    """``out[o, p, q, s] = b[o] + sum_{ci,i,j} w[o,ci,i,j] * xp[g*cg + ci, p*sh + i*dh, q + j*dw, s]``
+    """``out[o,p,q,s] = b[o] + sum_{ci,i,j} w[o,ci,i,j] * xp[g*cg + ci, p*sh + i*dh, q + j*dw, s]``
     with ``g = o // (oc/groups)`` (stride 1 along the width).
 
     ``rows_p (c, hp, wp, n)`` padded input, C-contiguous; ``weight (oc, cg, kh, kw)``; returns

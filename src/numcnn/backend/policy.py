@@ -30,20 +30,19 @@ the one key ``"impl"``, and its backward pass branches on that key alone. The an
     NUMPY_BLOCKS        max pooling over non-overlapping blocks, in NumPy
     NUMPY_WINDOWS       max pooling over any windows, in NumPy
 
-What the kernels take (float32 everywhere; the thresholds were measured, see
-docs/benchmark.md): a convolution with one group whose output rows hold at least ``MIN_ROW``
-numbers (``ow * n``), forward and backward, any stride, padding and dilation; shorter rows (a
-single image), the forward kernel for short rows; with groups, every shape, forward and
-backward, single images included (the kernels on the group's rows measured faster than
-im2col: batch 1, 4 groups of 16 channels, 3x3 on 16x16, 0.05 against 0.12 ms forward, one
-core), KERNELS_DEPTHWISE for one input channel per group (the depthwise kernel measured 2x
-the register-blocked one there, whose blocks of output channels it leaves empty) and
-KERNELS_GROUPED for more (groups of 4 channels: the two within 30% of each other either way;
-a per-group loop of single-group calls measured no faster, and slower for many groups); element-wise
-passes over at least ``MIN_ELEMENTWISE`` numbers laid out NCHW or CHWN (below that NumPy's
-single pass costs less than a call through ctypes); batch norm on CHWN maps (each channel one
-block); max pooling over non-overlapping blocks of at most 255 positions, CHWN, at least
-``MIN_POOL_BATCH`` samples.
+What the kernels take (float32 everywhere; the thresholds were measured, see docs/benchmark.md):
+a convolution with one group whose output rows hold at least ``MIN_ROW`` numbers (``ow * n``),
+forward and backward, any stride, padding and dilation; shorter rows (a single image), the
+forward kernel for short rows; with groups, every shape, forward and backward, single images
+included (the kernels on the group's rows measured faster than im2col: batch 1, 4 groups of 16
+channels, 3x3 on 16x16, 0.05 against 0.12 ms forward, one core), KERNELS_DEPTHWISE for one input
+channel per group (the depthwise kernel measured 2x the register-blocked one there, whose blocks
+of output channels it leaves empty) and KERNELS_GROUPED for more (groups of 4 channels: the two
+within 30% of each other either way; a per-group loop of single-group calls measured no faster,
+and slower for many groups); element-wise passes over at least ``MIN_ELEMENTWISE`` numbers laid
+out NCHW or CHWN (below that NumPy's single pass costs less than a call through ctypes); batch
+norm on CHWN maps (each channel one block); max pooling over non-overlapping blocks of at most
+255 positions, CHWN, at least ``MIN_POOL_BATCH`` samples.
 """
 
 from __future__ import annotations

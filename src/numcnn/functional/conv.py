@@ -539,9 +539,10 @@ def _conv2d_backward_grouped(grad_rows, grad_b, cache, input_grad: bool):
     Weight gradient: by the kernels on the kept input (a stride along the width read directly,
     depthwise, or for a batch of 64 or more, ``policy.strided_direct_weight_grad``; a single
     grouped image with stride 1 as its rows end to end), else on the width phases (made here if
-    the forward pass read the input directly), mapped back to the taps. Input gradient: the forward kernels on the mirrored kernel (stride 1), one phase of
-    the padded input at a time (a stride; a dilated kernel written out dense), or, depthwise
-    with a stride, gathered pixel by pixel."""
+    the forward pass read the input directly), mapped back to the taps. Input gradient: the
+    forward kernels on the mirrored kernel (stride 1), one phase of the padded input at a time
+    (a stride; a dilated kernel written out dense), or, depthwise with a stride, gathered pixel
+    by pixel."""
     weight, groups, stride, dilation = (cache["weight"], cache["groups"], cache["stride"],
                                         cache["dilation"])
     depthwise = cache["impl"] == policy.KERNELS_DEPTHWISE
