@@ -2,8 +2,8 @@
 
 The NumPy code of :mod:`numcnn.functional` (for convolutions im2col, one matrix product, col2im)
 is the reference and runs everywhere. Where the C extension was built at
-install time (a C compiler was there; see ``setup.py``), float32 convolutions with one group are
-computed by it instead: directly on the batch-last layout, summing over ``(ci, i, j)`` with the
+install time (a C compiler was there; see ``setup.py``), float32 convolutions are computed by it
+instead: directly on the batch-last layout, summing over ``(ci, i, j)`` with the
 accumulators in registers, and without a column matrix in memory. The sums are the same (the
 tests compare the two paths with each other and with PyTorch); only the order of the additions
 differs, as between any two BLAS libraries.
@@ -16,10 +16,22 @@ What runs where (stride 1 along the width, rows of at least ``policy.MIN_ROW`` n
                    (stride 1; with a stride, one such gradient per phase of the input,
                    conv_input_grad_strided; strided and dilated: NumPy's col2im)
 
-A stride along the width (dilation 1): the same kernels on the polyphase split of the input
-(``width_phases``; see there), forward and backward. Shorter rows (a single image): the forward
-pass by ``numcnn_conv_forward_small_f32``, which vectorises over the output channels, and the
-backward pass by NumPy.
+A stride along the width: the input read directly, vectorised along the batch
+(``conv_forward_strided_direct``), or the same kernels on the polyphase split of the input
+(``width_phases``; see there; a dilated kernel written out dense, ``dilated_weight``); the
+weight gradient likewise (``conv_weight_grad_strided_direct``, or on the phases). Shorter
+rows (a single image): the forward pass by ``numcnn_conv_forward_small_f32``, which vectorises
+over the output channels, and the backward pass by NumPy.
+
+Groups. In the batch-last layout each group's input channels, weights and output channels are
+contiguous blocks, so the kernels take the group count (``groups``): the register blocks of
+output channels are cut within each group, each reading its group's input channels. One input
+channel per group (depthwise) leaves those blocks empty, and has kernels of its own
+(``depthwise=True``): a task per channel, vectorised along the row
+(``numcnn_conv_depthwise_f32`` and its weight gradient); with a stride along the width read
+directly, vectorised along the batch (``conv_forward_depthwise_strided``), and the input
+gradient gathered pixel by pixel for any stride (``conv_input_grad_depthwise``). The input
+gradient of a grouped convolution is a grouped convolution again (``mirrored_weight``).
 
 The element-wise layers that sit between the convolutions have kernels too, each one pass over
 memory split over the cores (NumPy makes a pass per operation, on one core): ReLU and its
@@ -52,8 +64,12 @@ from ._lib import VECTOR_FLOATS
 from .layout import memory_run, zero_border
 
 __all__ = ["conv_forward", "conv_forward_short_rows", "conv_forward_flat", "conv_forward_small",
-           "conv_weight_grad", "conv_input_grad", "width_phases", "phase_weight",
-           "phase_weight_grad", "conv_input_grad_strided", "relu", "relu_backward", "add",
+           "conv_weight_grad", "conv_weight_grad_flat", "conv_input_grad",
+           "conv_forward_depthwise_strided", "conv_forward_strided_direct",
+           "conv_weight_grad_strided_direct", "conv_weight_grad_depthwise_strided",
+           "conv_input_grad_depthwise", "mirrored_weight", "dilated_weight", "width_phases",
+           "phase_weight", "phase_weight_grad", "conv_input_grad_strided", "relu",
+           "relu_backward", "add",
            "to_chwn", "batch_norm_train", "batch_norm_train_backward", "batch_norm_eval", "max_pool_blocks",
            "max_pool_blocks_backward"]
 
@@ -84,32 +100,44 @@ def _forward_operands(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray |
     return np.ascontiguousarray(rows_p), np.ascontiguousarray(weight), bias
 
 
-def _main_forward(rows_p, weight, bias, out, rows: int, length: int, sh: int, dilation) -> None:
-    """``numcnn_conv_forward_f32`` into ``out`` (``(oc, rows, length)`` memory): ``rows``
-    output rows of ``length`` numbers, the input rows ``sh`` apart."""
-    c, hp, wp, n = rows_p.shape
-    oc, _, kh, kw = weight.shape
+def _main_forward(rows_p, weight, bias, out, rows: int, length: int, sh: int, dilation,
+                  groups: int = 1, depthwise: bool = False) -> None:
+    """``numcnn_conv_forward_grouped_f32`` (or, with ``depthwise``,
+    ``numcnn_conv_depthwise_f32``) into ``out`` (``(oc, rows, length)`` memory): ``rows`` output
+    rows of ``length`` numbers, the input rows ``sh`` apart; output channel ``o`` reads the
+    input channels of its group, ``g*cg ... (g+1)*cg - 1`` with ``g = o // (oc/groups)``."""
+    _, hp, wp, n = rows_p.shape
+    oc, cg, kh, kw = weight.shape
     dh, dw = dilation
-    _check(_LIB.numcnn_conv_forward_f32(_ptr(rows_p), c, hp * wp * n, wp * n, _ptr(weight), oc,
-                                        kh, kw, _ptr(bias), _ptr(out), rows, length, sh, dh,
-                                        dw * n, 0), "forward")
+    if depthwise:
+        _LIB.numcnn_conv_depthwise_f32(_ptr(rows_p), cg, hp * wp * n, wp * n, _ptr(weight), oc,
+                                       oc // groups, kh, kw, _ptr(bias), _ptr(out), rows, length,
+                                       sh, dh, dw * n)
+        return
+    _check(_LIB.numcnn_conv_forward_grouped_f32(_ptr(rows_p), cg, hp * wp * n, wp * n,
+                                                _ptr(weight), oc, groups, kh, kw, _ptr(bias),
+                                                _ptr(out), rows, length, sh, dh, dw * n, 0),
+           "forward")
 
 
 def conv_forward(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride,
-                 dilation, out_hw) -> np.ndarray:
-    """``out[o, p, q, s] = b[o] + sum_{ci,i,j} w[o,ci,i,j] * xp[ci, p*sh + i*dh, q + j*dw, s]``.
+                 dilation, out_hw, groups: int = 1, depthwise: bool = False) -> np.ndarray:
+    """``out[o,p,q,s] = b[o] + sum_{ci,i,j} w[o,ci,i,j] * xp[g*cg + ci, p*sh + i*dh, q + j*dw, s]``
+    with ``g = o // (oc/groups)`` (stride 1 along the width).
 
-    ``rows_p (c, hp, wp, n)`` padded input, C-contiguous; returns ``(oc, oh, ow, n)``.
+    ``rows_p (c, hp, wp, n)`` padded input, C-contiguous; ``weight (oc, cg, kh, kw)``; returns
+    ``(oc, oh, ow, n)``. ``depthwise``: the kernel for few channels per group
+    (``numcnn_conv_depthwise_f32``), else the register-blocked one.
     """
     rows_p, weight, bias = _forward_operands(rows_p, weight, bias)
     (oh, ow), n = out_hw, rows_p.shape[3]
     out = np.empty((weight.shape[0], oh, ow, n), np.float32)
-    _main_forward(rows_p, weight, bias, out, oh, ow * n, stride[0], dilation)
+    _main_forward(rows_p, weight, bias, out, oh, ow * n, stride[0], dilation, groups, depthwise)
     return out
 
 
 def conv_forward_flat(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
-                      dilation, out_hw) -> np.ndarray:
+                      dilation, out_hw, groups: int = 1, depthwise: bool = False) -> np.ndarray:
     """:func:`conv_forward` for a stride-1 convolution whose rows are short (a single image),
     computed as one long row: ``(oc, oh, ow, n)``.
 
@@ -123,7 +151,7 @@ def conv_forward_flat(rows_p: np.ndarray, weight: np.ndarray, bias: np.ndarray |
     oc, (oh, ow) = weight.shape[0], out_hw
     length = ((oh - 1) * wp + ow) * n
     flat = np.empty((oc, length), np.float32)
-    _main_forward(rows_p, weight, bias, flat, 1, length, 1, dilation)
+    _main_forward(rows_p, weight, bias, flat, 1, length, 1, dilation, groups, depthwise)
     size = flat.itemsize
     grid = np.ndarray((oc, oh, ow, n), np.float32, buffer=flat,  # the valid outputs
                       strides=(length * size, wp * n * size, n * size, size))
@@ -156,27 +184,163 @@ def conv_forward_short_rows(rows_p: np.ndarray, weight: np.ndarray, bias: np.nda
     return conv_forward_small(rows_p, weight, bias, stride, dilation, out_hw)
 
 
-def conv_weight_grad(grad_rows: np.ndarray, rows_p: np.ndarray, weight_shape, stride,
-                     dilation) -> np.ndarray:
-    """``dL/dw[o,ci,i,j] = sum_{p,q,s} g[o,p,q,s] * xp[ci, p*sh + i*dh, q + j*dw, s]``.
+def conv_forward_depthwise_strided(rows_p: np.ndarray, weight: np.ndarray,
+                                   bias: np.ndarray | None, stride, dilation, out_hw,
+                                   groups: int) -> np.ndarray:
+    """:func:`conv_forward` of a depthwise convolution (few channels per group) with a stride
+    along the width, read directly, vectorised along the batch (``n >= VECTOR_FLOATS``)::
 
-    ``grad_rows (oc, oh, ow, n)`` and ``rows_p (c, hp, wp, n)``; returns ``(oc, c, kh, kw)``.
+        out[o, p, q, s] = b[o] + sum_{ci,i,j} w[o,ci,i,j] * xp[g*cg + ci, p*sh + i*dh,
+                                                               q*sw + j*dw, s]
     """
-    c, hp, wp, n = rows_p.shape
-    oc, _, kh, kw = weight_shape
+    rows_p, weight, bias = _forward_operands(rows_p, weight, bias)
+    _, hp, wp, n = rows_p.shape
+    oc, cg, kh, kw = weight.shape
+    (oh, ow), (sh, sw), (dh, dw) = out_hw, stride, dilation
+    out = np.empty((oc, oh, ow, n), np.float32)
+    _LIB.numcnn_conv_depthwise_strided_f32(_ptr(rows_p), cg, hp * wp * n, wp * n, _ptr(weight),
+                                           oc, oc // groups, kh, kw, _ptr(bias), _ptr(out), oh,
+                                           ow, n, sh, dh, sw * n, dw * n)
+    return out
+
+
+def conv_forward_strided_direct(rows_p: np.ndarray, weight: np.ndarray,
+                                bias: np.ndarray | None, stride, dilation, out_hw,
+                                groups: int = 1) -> np.ndarray:
+    """:func:`conv_forward` with a stride along the width read directly by the register-blocked
+    kernel, vectorised along the batch (``n >= VECTOR_FLOATS``), no width phases::
+
+        out[o, p, q, s] = b[o] + sum_{ci,i,j} w[o,ci,i,j] * xp[g*cg + ci, p*sh + i*dh,
+                                                               q*sw + j*dw, s]
+    """
+    rows_p, weight, bias = _forward_operands(rows_p, weight, bias)
+    _, hp, wp, n = rows_p.shape
+    oc, cg, kh, kw = weight.shape
+    (oh, ow), (sh, sw), (dh, dw) = out_hw, stride, dilation
+    out = np.empty((oc, oh, ow, n), np.float32)
+    _check(_LIB.numcnn_conv_forward_grouped_strided_f32(_ptr(rows_p), cg, hp * wp * n, wp * n,
+                                                        _ptr(weight), oc, groups, kh, kw,
+                                                        _ptr(bias), _ptr(out), oh, ow, n, sh,
+                                                        dh, sw * n, dw * n), "forward")
+    return out
+
+
+def conv_weight_grad_strided_direct(grad_rows: np.ndarray, rows_p: np.ndarray, weight_shape,
+                                    stride, dilation, groups: int = 1) -> np.ndarray:
+    """The weight gradient of :func:`conv_forward_strided_direct`, read directly as well:
+    ``(oc, cg, kh, kw)``."""
+    _, hp, wp, n = rows_p.shape
+    oc, cg, kh, kw = weight_shape
+    _, oh, ow, _ = grad_rows.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    grad_rows = np.ascontiguousarray(grad_rows, np.float32)
+    rows_p = np.ascontiguousarray(rows_p)
+    grad_w = np.empty(weight_shape, np.float32)
+    _check(_LIB.numcnn_conv_weight_grad_grouped_strided_f32(
+        _ptr(grad_rows), _ptr(rows_p), cg, hp * wp * n, wp * n, oc, groups, kh, kw,
+        _ptr(grad_w), oh, ow, n, sh, dh, sw * n, dw * n), "weight gradient")
+    return grad_w
+
+
+def conv_weight_grad_depthwise_strided(grad_rows: np.ndarray, rows_p: np.ndarray, weight_shape,
+                                       stride, dilation, groups: int) -> np.ndarray:
+    """The weight gradient of :func:`conv_forward_depthwise_strided`: ``(oc, cg, kh, kw)``."""
+    _, hp, wp, n = rows_p.shape
+    oc, cg, kh, kw = weight_shape
+    _, oh, ow, _ = grad_rows.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    grad_rows = np.ascontiguousarray(grad_rows, np.float32)
+    rows_p = np.ascontiguousarray(rows_p)
+    grad_w = np.empty(weight_shape, np.float32)
+    _LIB.numcnn_conv_depthwise_strided_weight_grad_f32(
+        _ptr(grad_rows), _ptr(rows_p), cg, hp * wp * n, wp * n, oc, oc // groups, kh, kw,
+        _ptr(grad_w), oh, ow, n, sh, dh, sw * n, dw * n)
+    return grad_w
+
+
+def conv_input_grad_depthwise(grad_rows: np.ndarray, weight: np.ndarray, stride, dilation,
+                              pads, in_hw, groups: int) -> np.ndarray:
+    """The input gradient of a depthwise convolution (few channels per group), any stride and
+    dilation, gathered pixel by pixel and vectorised along the batch (``n >= VECTOR_FLOATS``):
+    ``(oc, oh, ow, n) -> (c, h, w, n)``, cropped to the unpadded input::
+
+        dL/dx[g*cg + ci, h, w] = sum_{o' < oc/groups, i, j} w[g*oc/groups + o', ci, i, j]
+                                     * g[g*oc/groups + o', p, q]
+            over the taps with p*sh + i*dh = h + top, q*sw + j*dw = w + left
+    """
+    oc, cg, kh, kw = weight.shape
+    _, oh, ow, n = grad_rows.shape
+    (sh, sw), (dh, dw), ((top, _), (left, _)), (h, w) = stride, dilation, pads, in_hw
+    grad_rows = np.ascontiguousarray(grad_rows, np.float32)
+    weight = np.ascontiguousarray(weight, np.float32)
+    c = groups * cg
+    grad_x = np.empty((c, h, w, n), np.float32)
+    _check(_LIB.numcnn_conv_depthwise_input_grad_f32(_ptr(grad_rows), _ptr(weight), oc,
+                                                     oc // groups, cg, kh, kw, _ptr(grad_x), c,
+                                                     h, w, n, oh, ow, sh, sw, dh, dw, top, left),
+           "input gradient")
+    return grad_x
+
+
+def conv_weight_grad(grad_rows: np.ndarray, rows_p: np.ndarray, weight_shape, stride,
+                     dilation, groups: int = 1, depthwise: bool = False) -> np.ndarray:
+    """``dL/dw[o,ci,i,j] = sum_{p,q,s} g[o,p,q,s] * xp[g*cg + ci, p*sh + i*dh, q + j*dw, s]``
+    with ``g = o // (oc/groups)`` (stride 1 along the width).
+
+    ``grad_rows (oc, oh, ow, n)`` and ``rows_p (c, hp, wp, n)``; returns ``(oc, cg, kh, kw)``.
+    ``depthwise``: the kernel for few channels per group.
+    """
+    _, hp, wp, n = rows_p.shape
+    oc, cg, kh, kw = weight_shape
     _, oh, ow, _ = grad_rows.shape
     (sh, _), (dh, dw) = stride, dilation
     grad_rows = np.ascontiguousarray(grad_rows, np.float32)
     rows_p = np.ascontiguousarray(rows_p)
     grad_w = np.empty(weight_shape, np.float32)
-    _check(_LIB.numcnn_conv_weight_grad_f32(_ptr(grad_rows), _ptr(rows_p), c, hp * wp * n,
-                                            wp * n, oc, kh, kw, _ptr(grad_w), oh, ow * n, sh,
-                                            dh, dw * n, 0), "weight gradient")
+    if depthwise:
+        _LIB.numcnn_conv_depthwise_weight_grad_f32(_ptr(grad_rows), _ptr(rows_p), cg,
+                                                   hp * wp * n, wp * n, oc, oc // groups, kh, kw,
+                                                   _ptr(grad_w), oh, ow * n, sh, dh, dw * n)
+        return grad_w
+    _check(_LIB.numcnn_conv_weight_grad_grouped_f32(_ptr(grad_rows), _ptr(rows_p), cg,
+                                                    hp * wp * n, wp * n, oc, groups, kh, kw,
+                                                    _ptr(grad_w), oh, ow * n, sh, dh, dw * n, 0),
+           "weight gradient")
+    return grad_w
+
+
+def conv_weight_grad_flat(grad_rows: np.ndarray, rows_p: np.ndarray, weight_shape, dilation,
+                          groups: int = 1, depthwise: bool = False) -> np.ndarray:
+    """:func:`conv_weight_grad` of a stride-1 convolution whose rows are short (a single
+    image), as one long row on the padded grid (see :func:`conv_forward_flat`): the gradient
+    placed at ``l = (p*wp + q)*n + s`` with zeros at the columns ``q >= ow``, so that
+    ``dL/dw[o,ci,i,j] = sum_l gflat[o, l] * xp[g*cg + ci, l + (i*dh*wp + j*dw)*n]``."""
+    _, hp, wp, n = rows_p.shape
+    oc, cg, kh, kw = weight_shape
+    _, oh, ow, _ = grad_rows.shape
+    dh, dw = dilation
+    length = ((oh - 1) * wp + ow) * n
+    flat = np.zeros((oc, length), np.float32)
+    size = flat.itemsize
+    grid = np.ndarray((oc, oh, ow, n), np.float32, buffer=flat,
+                      strides=(length * size, wp * n * size, n * size, size))
+    grid[...] = grad_rows
+    rows_p = np.ascontiguousarray(rows_p)
+    grad_w = np.empty(weight_shape, np.float32)
+    if depthwise:
+        _LIB.numcnn_conv_depthwise_weight_grad_f32(_ptr(flat), _ptr(rows_p), cg, hp * wp * n,
+                                                   wp * n, oc, oc // groups, kh, kw,
+                                                   _ptr(grad_w), 1, length, 1, dh, dw * n)
+        return grad_w
+    _check(_LIB.numcnn_conv_weight_grad_grouped_f32(_ptr(flat), _ptr(rows_p), cg, hp * wp * n,
+                                                    wp * n, oc, groups, kh, kw, _ptr(grad_w), 1,
+                                                    length, 1, dh, dw * n, 0), "weight gradient")
     return grad_w
 
 
 def conv_input_grad(grad_rows: np.ndarray, weight: np.ndarray, dilation, pads,
-                    in_hw) -> np.ndarray:
+                    in_hw, groups: int = 1, depthwise: bool = False,
+                    flat: bool = False) -> np.ndarray:
     """The input gradient of a stride-1 convolution, cropped to the unpadded input:
     ``(oc, oh, ow, n) -> (c, h, w, n)``.
 
@@ -186,9 +350,12 @@ def conv_input_grad(grad_rows: np.ndarray, weight: np.ndarray, dilation, pads,
 
     where ``gp`` is ``g`` shifted by ``(kh-1)*dh - top`` rows and ``(kw-1)*dw - left`` columns
     in a zero frame ``(h + (kh-1)*dh, w + (kw-1)*dw)`` (the rows and columns it leaves out only
-    ever met padding).
+    ever met padding). With groups the sum runs over the output channels ``o`` of the input
+    channel's group: a grouped convolution again, ``oc/groups`` input channels per group and
+    ``cg`` output channels (:func:`mirrored_weight`). ``flat``: the forward kernel on the
+    frame's rows end to end (:func:`conv_forward_flat`, for short rows).
     """
-    oc, c, kh, kw = weight.shape
+    oc, _, kh, kw = weight.shape
     _, oh, ow, n = grad_rows.shape
     (dh, dw), ((top, _), (left, _)), (h, w) = dilation, pads, in_hw
     frame_h, frame_w = h + (kh - 1) * dh, w + (kw - 1) * dw
@@ -204,9 +371,36 @@ def conv_input_grad(grad_rows: np.ndarray, weight: np.ndarray, dilation, pads,
                              (q0 + shift_w, frame_w - q1 - shift_w)))
     else:
         grad_p = np.zeros((oc, frame_h, frame_w, n), np.float32)
-    mirrored = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (c, oc, kh, kw), rot180
-    mirrored = np.ascontiguousarray(mirrored)
-    return conv_forward(grad_p, mirrored, None, (1, 1), dilation, (h, w))
+    if flat:
+        return conv_forward_flat(grad_p, mirrored_weight(weight, groups), None, dilation,
+                                 (h, w), groups, depthwise)
+    return conv_forward(grad_p, mirrored_weight(weight, groups), None, (1, 1), dilation, (h, w),
+                        groups, depthwise)
+
+
+def mirrored_weight(weight: np.ndarray, groups: int = 1) -> np.ndarray:
+    """The kernel of the input gradient: each group's weight rotated by 180 degrees with its
+    input and output channels swapped, ``(oc, cg, kh, kw) -> (c, oc/groups, kh, kw)``::
+
+        m[g*cg + ci, o', i, j] = w[g*(oc/groups) + o', ci, kh-1-i, kw-1-j]
+    """
+    oc, cg, kh, kw = weight.shape
+    per_group = weight.reshape(groups, oc // groups, cg, kh, kw)[..., ::-1, ::-1]
+    return np.ascontiguousarray(per_group.transpose(0, 2, 1, 3, 4)).reshape(
+        groups * cg, oc // groups, kh, kw)
+
+
+def dilated_weight(weight: np.ndarray, dilation) -> np.ndarray:
+    """The dilated kernel written out dense, zeros between the taps: ``(oc, cg, kh, kw) ->
+    (oc, cg, (kh-1)*dh + 1, (kw-1)*dw + 1)``. A convolution with it (dilation 1) is the dilated
+    convolution; the stride decompositions below take it where they need dilation 1."""
+    dh, dw = dilation
+    if dh == dw == 1:
+        return weight
+    oc, cg, kh, kw = weight.shape
+    dense = np.zeros((oc, cg, (kh - 1) * dh + 1, (kw - 1) * dw + 1), np.float32)
+    dense[:, :, ::dh, ::dw] = weight
+    return dense
 
 
 # -- strides along the width: the polyphase decomposition -----------------------------------------
@@ -257,7 +451,7 @@ def phase_weight_grad(grad_wph: np.ndarray, weight_shape, sw: int) -> np.ndarray
 
 
 def conv_input_grad_strided(grad_rows: np.ndarray, weight: np.ndarray, stride,
-                            padded_shape) -> np.ndarray:
+                            padded_shape, groups: int = 1, depthwise: bool = False) -> np.ndarray:
     """The input gradient of a strided convolution (dilation 1) on its padded input:
     ``(oc, oh, ow, n) -> padded_shape (c, hp, wp, n)`` (the caller crops the padding off).
 
@@ -269,7 +463,8 @@ def conv_input_grad_strided(grad_rows: np.ndarray, weight: np.ndarray, stride,
                                                          * g[o, a - i', b - j']
 
     computed by :func:`conv_input_grad` (the forward kernel on the mirrored sub-kernel); phases
-    no tap falls on (a stride larger than the kernel) get no gradient.
+    no tap falls on (a stride larger than the kernel) get no gradient. A dilated kernel comes
+    in written out dense (:func:`dilated_weight`).
     """
     sh, sw = stride
     c, hp, wp, n = padded_shape
@@ -278,9 +473,12 @@ def conv_input_grad_strided(grad_rows: np.ndarray, weight: np.ndarray, stride,
     for ph in range(min(sh, kh)):
         for pw in range(min(sw, kw)):
             sub = weight[:, :, ph::sh, pw::sw]
+            if not sub.any():  # only zeros of a dilated kernel written out dense: no gradient
+                continue
             phase_hw = (len(range(ph, hp, sh)), len(range(pw, wp, sw)))
             grad_p[:, ph::sh, pw::sw] = conv_input_grad(grad_rows, sub, (1, 1),
-                                                        ((0, 0), (0, 0)), phase_hw)
+                                                        ((0, 0), (0, 0)), phase_hw, groups,
+                                                        depthwise)
     return grad_p
 
 
