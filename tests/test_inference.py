@@ -614,3 +614,25 @@ def test_winograd_never_hides_a_nan_or_infinity(side):
     np.testing.assert_array_equal(np.isnan(out), np.isnan(expected))
     np.testing.assert_array_equal(np.isposinf(out), np.isposinf(expected))
     np.testing.assert_array_equal(np.isneginf(out), np.isneginf(expected))
+
+
+@needs_kernels
+def test_a_plan_follows_the_numbers_it_folds_from_layer_attributes(monkeypatch):
+    """Batch norm's eps and an activation's slope or alpha, changed after compiling, are
+    noticed like the weights; a NUMCNN_WINOGRAD other than 0, 1 or 2 is refused."""
+    numcnn.manual_seed(10)
+    model = _randomise_batch_norms(nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.LeakyReLU(0.1),
+        nn.Conv2d(32, 8, 3, padding=1), nn.ELU(0.5))).eval()
+    plan = inference.compile(model, (3, 8, 8))
+    x = _images(20, (3, 8, 8))
+    _assert_matches(plan, model, x)
+    model[1].eps = 0.5
+    _assert_matches(plan, model, x)
+    model[2].negative_slope = 0.3
+    _assert_matches(plan, model, x)
+    model[4].alpha = 2.0
+    _assert_matches(plan, model, x)
+    monkeypatch.setenv("NUMCNN_WINOGRAD", "yes")
+    with pytest.raises(NumcnnError, match="NUMCNN_WINOGRAD must be 0"):
+        inference.compile(model, (3, 8, 8))(x)

@@ -56,7 +56,9 @@ every call, and an input whose shape is not ``(N, *input_shape)`` (:class:`Shape
 notices weights changed after compiling -- a parameter or buffer replaced (``load_state_dict``,
 ``to``) or changed in place (an optimiser step) -- and then compiles itself again before
 running (a snapshot of every weight it folded is compared with the model's at each call, in C:
-``memcmp``, about 1 us per 100 KB); ``check_weights=False`` leaves that out. One plan may be
+``memcmp``, about 1 us per 100 KB; batch norm's ``eps`` and activations' slopes likewise, in
+Python); ``check_weights=False`` leaves that out. It keeps the buffers of its 8 most recent
+batch sizes. One plan may be
 called from several threads (its buffers are guarded by a lock: calls run one at a time).
 
 Source: the folding and fusions are those of ONNX Runtime's graph optimisations
@@ -321,10 +323,13 @@ def _winograd_mode(node: dict, n: int) -> int | None:
     channels (16 on input maps of at most ``WINOGRAD_SMALL_MAP`` bytes) and
     ``WINOGRAD_MIN_LANES`` lanes; F(4x4, 3x3) on output maps whose height and width
     are multiples of 4, else F(2x2, 3x3) on even ones. ``NUMCNN_WINOGRAD``: ``0`` none, ``2``
-    F(2x2, 3x3) only."""
+    F(2x2, 3x3) only, ``1`` or unset the default; anything else a NumcnnError."""
     oc, c, kh, kw = node["weight"].shape
     oh, ow = node["conv_hw"]
     choice = os.environ.get("NUMCNN_WINOGRAD", "") if node.get("winograd", True) else "0"
+    if choice not in ("", "0", "1", "2"):
+        raise NumcnnError(f"NUMCNN_WINOGRAD must be 0 (off), 1 (F(4x4, 3x3) where it fits, the "
+                          f"default) or 2 (F(2x2, 3x3) only), got {choice!r}")
     small_map = 4 * c * (oh + 2) * (ow + 2) * n <= WINOGRAD_SMALL_MAP
     if (choice == "0" or (kh, kw) != (3, 3) or node["stride"] != (1, 1)
             or node["dilation"] != (1, 1) or node["pool"] != (1, 1) or n < WINOGRAD_MIN_LANES
@@ -643,6 +648,9 @@ def _finish_frames(nodes: list) -> None:
 
 # -- the plan --------------------------------------------------------------------------------
 
+# Layers' attributes a plan folds or fuses (BatchNorm's eps, LeakyReLU's slope, ELU's alpha)
+_WATCHED_VALUES = ("eps", "negative_slope", "alpha")
+
 # A plan keeps the buffers of this many batch sizes, the most recently used (a server seeing
 # every batch size from 1 to 300 kept 1.4 GiB before this bound).
 KEPT_BATCH_SIZES = 8
@@ -727,6 +735,11 @@ class Plan:
                                      "y": snap.ctypes.data, "n": array.nbytes})
             else:
                 self._python_checks.append((array, snap))
+        # the numbers a plan reads from layers' attributes (batch norm's eps, an activation's
+        # slope or alpha): compared at each call like the weights
+        self._values = [(module, name, getattr(module, name)) for module in model.modules()
+                        for name in _WATCHED_VALUES
+                        if type(getattr(module, name, None)) in (int, float)]
         self._training_flags = [m for m in model.modules()]
         self._runs: OrderedDict[int, list] = OrderedDict()
         # one C segment from input to output: the calls take a shorter road (_fast)
@@ -742,6 +755,9 @@ class Plan:
     def _replaced(self) -> bool:
         """Whether a watched weight was replaced, or (an array the C check cannot read byte for
         byte) changed in place."""
+        for module, name, value in self._values:
+            if getattr(module, name) != value:
+                return True
         for array, snap in self._python_checks:
             if not np.array_equal(array, snap, equal_nan=True):
                 return True
