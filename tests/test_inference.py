@@ -636,3 +636,26 @@ def test_a_plan_follows_the_numbers_it_folds_from_layer_attributes(monkeypatch):
     monkeypatch.setenv("NUMCNN_WINOGRAD", "yes")
     with pytest.raises(NumcnnError, match="NUMCNN_WINOGRAD must be 0"):
         inference.compile(model, (3, 8, 8))(x)
+
+
+@needs_kernels
+@pytest.mark.parametrize("n", [1, 7, 64])
+def test_grouped_and_depthwise_convolutions_run_in_the_plan(n):
+    """Grouped and depthwise convolutions (MobileNet's depthwise-separable block, ResNeXt's
+    grouped 3x3) as one operation per group on the channel slices of the CHWN maps, with batch
+    norm folded, ReLU, a residual sum and max pooling fused, stride 2, channel multipliers."""
+    numcnn.manual_seed(11)
+    model = _randomise_batch_norms(nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 32, 1), nn.ReLU(),                                 # depthwise-separable
+        nn.Residual(nn.Sequential(nn.Conv2d(32, 32, 3, padding=1, groups=4),
+                                  nn.BatchNorm2d(32))), nn.ReLU(),        # grouped, residual
+        nn.Conv2d(32, 64, 3, stride=2, padding=1, groups=32), nn.ReLU(),  # multiplier 2
+        nn.Conv2d(64, 64, 3, padding=1, groups=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.GlobalAvgPool2d(), nn.Linear(64, 10))).eval()
+    plan = inference.compile(model, (3, 16, 16))
+    lines = plan.describe()
+    assert not any("Python" in line for line in lines), lines
+    assert sum("groups" in line for line in lines) == 4, lines
+    _assert_matches(plan, model, _images(n, (3, 16, 16)))

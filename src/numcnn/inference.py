@@ -44,7 +44,7 @@ convolution on the direct sum; ``NUMCNN_WINOGRAD=2`` keeps to F(2x2, 3x3).
 
 Layers the plan cannot take run as they do today -- their eval forward under ``no_grad`` --
 between C segments of the same plan (float64 models, or with the kernels not built, run wholly
-so). Taken: ``Conv2d`` (one group, zero padding), ``Linear``, ``BatchNorm2d``/``BatchNorm1d``
+so). Taken: ``Conv2d`` (zero padding; groups as one operation per group), ``Linear``, ``BatchNorm2d``/``BatchNorm1d``
 right after one of them (with running statistics), ``ReLU``, ``Tanh``, ``Sigmoid``,
 ``LeakyReLU`` and ``ELU`` (slope / alpha >= 0), ``MaxPool2d`` (no
 padding or dilation, floor mode), ``AvgPool2d`` (no padding, floor mode, no divisor override),
@@ -201,7 +201,14 @@ class _Segment:
                     and len(layouts[id(raw_of[id(out)])]) > 1):
                 records.append(self._zero_frame_record(out, m))
                 labels.append("zero frame")
-            if node["op"] != "flatten":  # a Flatten is a view: no operation
+            if node["op"] == "conv":  # one record, or one per group
+                group_records = self._conv_records(node, m)
+                records += group_records
+                label = _describe(node, m)
+                labels += ([label] if len(group_records) == 1 else
+                           [f"{label} (group {g + 1} of {len(group_records)})"
+                            for g in range(len(group_records))])
+            elif node["op"] != "flatten":  # a Flatten is a view: no operation
                 records.append(self._record(node, n, m))
                 labels.append(_describe(node, m))
         self.labels[n] = labels
@@ -244,8 +251,6 @@ class _Segment:
                     "x": v["addr"], "xcs": v["cs"], "xrs": v["rs"], "xcol": v["col"],
                     "xs": v["s"], "ycs": x.h * x.w, "yrs": x.w, "ycol": 1,
                     "ys": x.c * x.h * x.w}
-        if kind == "conv":
-            return self._conv_record(node, m)
         x, y = node["x"], node["y"]
         vx, vy = _view(x, m), _view(y, m)
         record = {"c": x.c, "h": x.h, "w": x.w, "n": m, "oh": y.h, "ow": y.w,
@@ -268,10 +273,13 @@ class _Segment:
         return record
 
     @staticmethod
-    def _conv_record(node: dict, n: int) -> dict:
-        x, y = node["x"], node["y"]
+    def _conv_records(node: dict, n: int) -> list[dict]:
+        """The C records of a convolution on ``n`` lanes: one, or one per group (each group's
+        input and output channels are a contiguous slice of the CHWN maps)."""
+        x, y, groups = node["x"], node["y"], node["groups"]
         (sh, sw), (dh, dw) = node["stride"], node["dilation"]
         oc, c, kh, kw = node["weight"].shape
+        oc_g = oc // groups
         (oh, ow), (ph, pw) = node["conv_hw"], node["pool"]
         rows = sw == 1 and (ow // pw) * pw * n >= (ROWS_MIN_NUMBERS if (ph, pw) == (1, 1)
                                                     else 64)
@@ -282,25 +290,31 @@ class _Segment:
             mode = _winograd_mode(node, n) or mode
         node.setdefault("modes", {})[n] = mode
         packing = K.ROWS if mode == K.COLUMNS else mode
-        packed = node["packed"].get(packing)
-        if packed is None:
-            pack = {K.ROWS: K.pack_rows, K.CHANNELS: K.pack_channels,
-                    K.WINOGRAD: K.pack_winograd,
-                    K.WINOGRAD4: lambda w: K.pack_winograd(w, 4)}[packing]
-            packed = node["packed"][packing] = pack(node["weight"])
+        pack = {K.ROWS: K.pack_rows, K.CHANNELS: K.pack_channels,
+                K.WINOGRAD: K.pack_winograd,
+                K.WINOGRAD4: lambda w: K.pack_winograd(w, 4)}[packing]
         vx, vy = _view(x, n, node["pads"]), _view(y, n)
-        record = {"kind": K.CONV, "mode": mode, "act": node["act"], "c": c, "oc": oc,
-                  "h": x.h, "w": x.w, "n": n, "oh": oh, "ow": ow, "ph": ph, "pw": pw,
-                  "kh": kh, "kw": kw,
-                  "sh": sh, "sw": sw, "dh": dh, "dw": dw,
-                  "x": vx["addr"], "xcs": vx["cs"], "xrs": vx["rs"], "xcol": vx["col"],
-                  "xs": vx["s"], "y": vy["addr"], "ycs": vy["cs"], "yrs": vy["rs"],
-                  "ycol": vy["col"], "ys": vy["s"], "wgt": packed.ctypes.data,
-                  "bias": node["bias"].ctypes.data}
-        if node.get("r") is not None:
-            vr = _view(node["r"], n)
-            record.update(r=vr["addr"], rcs=vr["cs"], rrs=vr["rs"])
-        return record
+        vr = _view(node["r"], n) if node.get("r") is not None else None
+        records = []
+        for g in range(groups):
+            packed = node["packed"].get((packing, g))
+            if packed is None:
+                packed = node["packed"][(packing, g)] = pack(
+                    node["weight"][g * oc_g:(g + 1) * oc_g])
+            record = {"kind": K.CONV, "mode": mode, "act": node["act"], "c": c, "oc": oc_g,
+                      "h": x.h, "w": x.w, "n": n, "oh": oh, "ow": ow, "ph": ph, "pw": pw,
+                      "kh": kh, "kw": kw,
+                      "sh": sh, "sw": sw, "dh": dh, "dw": dw,
+                      "x": vx["addr"] + 4 * g * c * vx["cs"], "xcs": vx["cs"],
+                      "xrs": vx["rs"], "xcol": vx["col"], "xs": vx["s"],
+                      "y": vy["addr"] + 4 * g * oc_g * vy["cs"], "ycs": vy["cs"],
+                      "yrs": vy["rs"], "ycol": vy["col"], "ys": vy["s"],
+                      "wgt": packed.ctypes.data, "bias": node["bias"][g].ctypes.data}
+            if vr is not None:
+                record.update(r=vr["addr"] + 4 * g * oc_g * vr["cs"], rcs=vr["cs"],
+                              rrs=vr["rs"])
+            records.append(record)
+        return records
 
 
 # The rows kernel from output rows of this many numbers (ow * n) on (64 with max pooling
@@ -379,7 +393,8 @@ def _describe(node: dict, lanes: int | None = None) -> str:
     kind = node["op"]
     if kind == "conv":
         oc, c, kh, kw = node["weight"].shape
-        text = f"conv {c}->{oc} {kh}x{kw}"
+        groups = node.get("groups", 1)
+        text = f"conv {c * groups}->{oc} {kh}x{kw}" + (f" groups {groups}" if groups > 1 else "")
         if tuple(node["stride"]) != (1, 1):
             text += f" stride {tuple(node['stride'])}"
         text += " + bias" + (" (batch norm folded)" if node.get("folded") else "")
@@ -495,8 +510,7 @@ class _Builder:
         return K.NO_ACT if act is None else act
 
     def conv(self, layer, following, value):
-        if (layer.groups != 1 or layer.padding_mode != "zeros"
-                or layer.weight.dtype != np.float32):
+        if layer.padding_mode != "zeros" or layer.weight.dtype != np.float32:
             raise _Unsupported("Conv2d")
         layer.output_shape((1, value.c, value.h, value.w))  # a ShapeError if it does not fit
         weight = layer.weight.data.astype(np.float64)
@@ -507,7 +521,8 @@ class _Builder:
         _, _, oh, ow = layer.output_shape((1, value.c, value.h, value.w))
         return self._affine("conv", layer, weight, bias, following, value,
                             _Value(weight.shape[0], oh, ow),
-                            {"stride": (sh, sw), "dilation": (dh, dw), "pads": pads},
+                            {"stride": (sh, sw), "dilation": (dh, dw), "pads": pads,
+                             "groups": layer.groups},
                             nn.BatchNorm2d)
 
     def linear(self, layer, following, value):
@@ -535,11 +550,14 @@ class _Builder:
                 taken, folded = 2, True
         act = self._fusable_act(following[taken - 1:])
         taken += act != K.NO_ACT
+        groups = geometry.get("groups", 1)
+        oc_g = weight.shape[0] // groups
         node = {"op": "conv", "x": value, "y": out, "act": act, "folded": folded,
                 "weight": np.ascontiguousarray(weight, np.float32),
-                "bias": K.padded_bias(bias.astype(np.float32), weight.shape[0]),
+                "bias": [K.padded_bias(bias[g * oc_g:(g + 1) * oc_g].astype(np.float32), oc_g)
+                         for g in range(groups)],
                 "packed": {}, "what": what, "conv_hw": (out.h, out.w), "pool": (1, 1),
-                **geometry}
+                "groups": 1, **geometry}
         pool = _fusable_pool(following[taken - 1:], out)
         if what == "conv" and pool is not None:
             # max pooling in the convolution's output loop: the conv map is never stored
