@@ -44,9 +44,9 @@ convolution on the direct sum; ``NUMCNN_WINOGRAD=2`` keeps to F(2x2, 3x3).
 
 Layers the plan cannot take run as they do today -- their eval forward under ``no_grad`` --
 between C segments of the same plan (float64 models, or with the kernels not built, run wholly
-so). Taken: ``Conv2d`` (zero padding; groups as one operation per group), ``Linear``, ``BatchNorm2d``/``BatchNorm1d``
-right after one of them (with running statistics), ``ReLU``, ``Tanh``, ``Sigmoid``,
-``LeakyReLU`` and ``ELU`` (slope / alpha >= 0), ``MaxPool2d`` (no
+so). Taken: ``Conv2d`` (zero padding; groups as one operation per group), ``Linear``,
+``BatchNorm2d``/``BatchNorm1d`` right after one of them (with running statistics), ``ReLU``,
+``Tanh``, ``Sigmoid``, ``LeakyReLU`` and ``ELU`` (slope / alpha >= 0), ``MaxPool2d`` (no
 padding or dilation, floor mode), ``AvgPool2d`` (no padding, floor mode, no divisor override),
 ``Flatten``, ``GlobalAvgPool2d``, ``Dropout``/``Dropout2d``/``Identity`` (nothing, in eval),
 and ``Sequential`` and ``Residual`` (identity or projection shortcut) made of these.
