@@ -401,6 +401,10 @@ static __attribute__((noinline)) void plan_rows_piece(const plan_op *op, const l
     const float *wgt = (const float *)op->wgt, *bias = (const float *)op->bias;
     long oc = op->oc, taps = op->c * op->kh * op->kw, blocks = (oc + PLAN_FOB - 1) / PLAN_FOB;
     long act = op->act;
+    if (r) /* the residual of the piece after this one, into the cache while this one runs */
+        for (long o = 0; o < oc; o++)
+            for (int v = 0; v < nv; v++)
+                __builtin_prefetch(r + o * op->rcs + nv * VL + v * VL);
     for (long t0 = 0; t0 < taps; t0 += ct) {
         long t1 = taps - t0 < ct ? taps : t0 + ct;
         int first = t0 == 0, last = t1 == taps;
