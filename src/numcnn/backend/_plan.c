@@ -430,50 +430,64 @@ static __attribute__((noinline)) void plan_rows_piece(const plan_op *op, const l
 #define PLAN_L1_FLOATS 8192 /* rows mode: input floats a chunk of channels may keep in L1 */
 #endif
 
-static int plan_conv_rows(const plan_op *op)
+/* The taps of a convolution: tap (ci, i, j) reads the input at off[t] from a position's first
+ * number; and the taps per chunk of input channels whose inputs for one piece fit in L1. */
+static long *plan_tap_offsets(const plan_op *op, long *chunk_taps)
 {
-    const float *x = (const float *)op->x, *res = (const float *)op->r;
-    float *y = (float *)op->y;
-    long c = op->c, oc = op->oc, kh = op->kh, kw = op->kw, oh = op->oh, n = op->n;
-    long len = op->ow * n, taps = c * kh * kw, tile = PLAN_ROW_TILE;
-    long tiles = len / tile > 0 ? len / tile : 1, tasks = tiles * oh;
-    long piece = PLAN_FNV * VL;
-    /* chunks of input channels of equal size, each within the L1 budget */
-    long cc = PLAN_L1_FLOATS / (kh * kw * piece);
-    cc = cc < 1 ? 1 : cc > c ? c : cc;
-    long chunks = (c + cc - 1) / cc;
-    cc = (c + chunks - 1) / chunks;
-    long *off = malloc((size_t)taps * sizeof(long)); /* tap (ci, i, j) -> input offset */
+    long c = op->c, kh = op->kh, kw = op->kw, n = op->n;
+    long *off = malloc((size_t)(c * kh * kw) * sizeof(long));
     if (!off)
-        return 2;
+        return NULL;
     for (long ci = 0, t = 0; ci < c; ci++)
         for (long i = 0; i < kh; i++)
             for (long j = 0; j < kw; j++, t++)
                 off[t] = ci * op->xcs + i * op->dh * op->xrs + j * op->dw * n;
-    int nthreads = plan_threads(tasks, 2 * oc * oh * len * taps), stream = plan_streams(op);
+    /* chunks of input channels of equal size, each within the L1 budget */
+    long cc = PLAN_L1_FLOATS / (kh * kw * PLAN_FNV * VL);
+    cc = cc < 1 ? 1 : cc > c ? c : cc;
+    long chunks = (c + cc - 1) / cc;
+    *chunk_taps = (c + chunks - 1) / chunks * kh * kw;
+    return off;
+}
+
+/* A run of len >= VL positions (one vector run in input and output alike): whole pieces, then
+ * single vectors, then the last vector again, overlapping (its first chunk overwrites the
+ * partial sums, so the positions done before come out the same). */
+static void plan_rows_lanes(const plan_op *op, const long *off, const float *x, float *y,
+                            const float *r, long len, long ct, int stream)
+{
+    long piece = PLAN_FNV * VL, l = 0;
+    for (; l + piece <= len; l += piece)
+        plan_rows_piece(op, off, x + l, y + l, r ? r + l : NULL, PLAN_FNV, ct, stream);
+    for (; l + VL <= len; l += VL)
+        plan_rows_piece(op, off, x + l, y + l, r ? r + l : NULL, 1, ct, stream);
+    if (l < len)
+        plan_rows_piece(op, off, x + len - VL, y + len - VL, r ? r + len - VL : NULL, 1, ct,
+                        stream);
+#if PLAN_CAN_STREAM
+    if (stream)
+        _mm_sfence(); /* the streamed stores visible before another thread reads */
+#endif
+}
+
+static int plan_conv_rows(const plan_op *op)
+{
+    const float *x = (const float *)op->x, *res = (const float *)op->r;
+    float *y = (float *)op->y;
+    long oc = op->oc, oh = op->oh, len = op->ow * op->n, tile = PLAN_ROW_TILE, ct;
+    long tiles = len / tile > 0 ? len / tile : 1, tasks = tiles * oh;
+    long *off = plan_tap_offsets(op, &ct);
+    if (!off)
+        return 2;
+    int nthreads = plan_threads(tasks, 2 * oc * oh * len * op->c * op->kh * op->kw);
+    int stream = plan_streams(op);
     UNUSED_WITHOUT_OPENMP(nthreads);
 #pragma omp parallel for schedule(dynamic) num_threads(nthreads)
     for (long task = 0; task < tasks; task++) {
         long t = task / oh, p = task % oh;
         long l0 = t * tile, l1 = t == tiles - 1 ? len : l0 + tile;
-        const float *xrow = x + p * op->sh * op->xrs;
-        float *yrow = y + p * op->yrs;
-        const float *rrow = res ? res + p * op->rrs : NULL;
-        long l = l0;
-        for (; l + piece <= l1; l += piece)
-            plan_rows_piece(op, off, xrow + l, yrow + l, rrow ? rrow + l : NULL, PLAN_FNV,
-                            cc * kh * kw, stream);
-        for (; l + VL <= l1; l += VL)
-            plan_rows_piece(op, off, xrow + l, yrow + l, rrow ? rrow + l : NULL, 1, cc * kh * kw,
-                            stream);
-        if (l < l1) /* the last vector again, overlapping: its first chunk overwrites the
-                     * partial sums, so the positions done before come out the same */
-            plan_rows_piece(op, off, xrow + l1 - VL, yrow + l1 - VL,
-                            rrow ? rrow + l1 - VL : NULL, 1, cc * kh * kw, stream);
-#if PLAN_CAN_STREAM
-        if (stream)
-            _mm_sfence(); /* the streamed stores visible before another thread reads */
-#endif
+        plan_rows_lanes(op, off, x + p * op->sh * op->xrs + l0, y + p * op->yrs + l0,
+                        res ? res + p * op->rrs + l0 : NULL, l1 - l0, ct, stream);
     }
     free(off);
     return 0;
@@ -730,33 +744,29 @@ static long plan_sample_span(long n, long tile)
  * positions are not one run): for every output position (p, q) the batch's samples are one
  * contiguous run in the input and the output alike, so the rows kernel runs along them. A task
  * is one position and a block of samples. */
-static void plan_conv_columns(const plan_op *op)
+static int plan_conv_columns(const plan_op *op)
 {
-    const float *x = (const float *)op->x, *wgt = (const float *)op->wgt;
-    const float *bias = (const float *)op->bias, *res = (const float *)op->r;
+    const float *x = (const float *)op->x, *res = (const float *)op->r;
     float *y = (float *)op->y;
-    long c = op->c, oc = op->oc, kh = op->kh, kw = op->kw, n = op->n, oh = op->oh, ow = op->ow;
+    long oc = op->oc, n = op->n, oh = op->oh, ow = op->ow, ct;
     long span = plan_sample_span(n, PLAN_COLUMN_TILE), sblocks = (n + span - 1) / span;
-    long tasks = oh * ow * sblocks, taps = c * kh * kw, blocks = (oc + PLAN_FOB - 1) / PLAN_FOB;
-    long row_step = op->dh * op->xrs, tap_step = op->dw * n;
-    long act = op->act;
-    int nthreads = plan_threads(tasks, 2 * oc * oh * ow * n * taps);
+    long tasks = oh * ow * sblocks;
+    long *off = plan_tap_offsets(op, &ct);
+    if (!off)
+        return 2;
+    int nthreads = plan_threads(tasks, 2 * oc * oh * ow * n * op->c * op->kh * op->kw);
+    int stream = plan_streams(op);
     UNUSED_WITHOUT_OPENMP(nthreads);
 #pragma omp parallel for schedule(dynamic) num_threads(nthreads)
     for (long task = 0; task < tasks; task++) {
         long sb = task % sblocks, q = task / sblocks % ow, p = task / sblocks / ow;
         long s0 = sb * span, len = s0 + span < n ? span : n - s0;
-        const float *xs = x + p * op->sh * op->xrs + q * op->sw * n + s0;
-        for (long blk = 0; blk < blocks; blk++) {
-            long o0 = blk * PLAN_FOB;
-            int ob = (int)(oc - o0 < PLAN_FOB ? oc - o0 : PLAN_FOB);
-            long yo = o0 * op->ycs + p * op->yrs + q * n + s0;
-            plan_rows_run(xs, len, c, op->xcs, kh, kw, row_step, tap_step,
-                          wgt + blk * taps * PLAN_FOB, bias + o0, ob, y + yo, op->ycs,
-                          res ? res + o0 * op->rcs + p * op->rrs + q * n + s0 : NULL, op->rcs,
-                          act, 0);
-        }
+        plan_rows_lanes(op, off, x + p * op->sh * op->xrs + q * op->sw * n + s0,
+                        y + p * op->yrs + q * n + s0,
+                        res ? res + p * op->rrs + q * n + s0 : NULL, len, ct, stream);
     }
+    free(off);
+    return 0;
 }
 
 /* Rows mode with max pooling fused, for batches of at least 64: a task is one pooled output
@@ -1258,7 +1268,9 @@ int numcnn_plan_run(const plan_op *ops, long count, const float *input, const lo
                 if (status != 0)
                     return status;
             } else if (op->mode == 2) {
-                plan_conv_columns(op);
+                int status = plan_conv_columns(op);
+                if (status != 0)
+                    return status;
             } else {
                 plan_conv_channels(op);
             }
