@@ -12,8 +12,9 @@ output's scale: Winograd F(4x4, 3x3) errs by about 4e-6 of the scale).
 The default run takes a fixed set of seeds on this process's CPU variant with
 ``NUMCNN_WINOGRAD`` unset, 0 and 2, and a smaller set in subprocesses for the ``baseline`` and
 ``avx2`` variants (``NUMCNN_CPU``, as tests/test_backend.py does). ``NUMCNN_PLAN_FUZZ=N`` runs
-``N`` cases per configuration instead. ``NUMCNN_SLOW_TESTS=1`` runs the long sweep (the
-``slow`` tests: 400 larger cases per configuration, a few minutes on one core).
+``N`` cases per configuration instead. The long sweep (the ``slow`` tests: 200 larger cases per
+configuration, ``NUMCNN_SWEEP_CASES`` to change it; about two minutes on one core) runs with
+the suite; ``-m "not slow"`` leaves it out.
 """
 
 from __future__ import annotations
@@ -726,8 +727,8 @@ def test_a_fortran_ordered_weight_changed_in_place_is_noticed():
 
 # -- the long sweep ----------------------------------------------------------------------------
 
-slow = pytest.mark.skipif(not os.environ.get("NUMCNN_SLOW_TESTS"),
-                          reason="the long sweep: set NUMCNN_SLOW_TESTS=1")
+# The long sweep runs with the suite (CI included); `-m "not slow"` leaves it out locally.
+SWEEP_CASES = int(os.environ.get("NUMCNN_SWEEP_CASES", "200"))
 
 
 LONG_SWEEP = [(None, None), (None, "0"), (None, "2"), ("threads", None), ("avx2", None),
@@ -735,11 +736,10 @@ LONG_SWEEP = [(None, None), (None, "0"), (None, "2"), ("threads", None), ("avx2"
 
 
 @pytest.mark.slow
-@slow
 @needs_kernels
 @pytest.mark.parametrize("variant,winograd", LONG_SWEEP)
 def test_long_sweep(variant, winograd):
-    """400 larger random models per configuration (batches up to 500 on bigger models), each
+    """``SWEEP_CASES`` larger random models per configuration (batches up to 500 on bigger models), each
     configuration in a fresh process: this CPU's build, every operation threaded and streamed,
     and the AVX2 and SSE builds."""
     level = {"avx2": 2, "baseline": 1}.get(variant, 0)
@@ -754,7 +754,7 @@ def test_long_sweep(variant, winograd):
     if variant == "threads":
         env["NUMCNN_PLAN_PARALLEL_MFLOP"] = "0"
     start = 10_000 + 1000 * LONG_SWEEP.index((variant, winograd))  # seeds of its own
-    code = VARIANT_RUN.format(here=str(HERE), start=start, stop=start + 400, small=False)
+    code = VARIANT_RUN.format(here=str(HERE), start=start, stop=start + SWEEP_CASES, small=False)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env, timeout=3000)
     assert out.returncode == 0, out.stderr[-3000:]
