@@ -250,3 +250,22 @@ def test_window_pads_cover_every_window_of_ceil_mode():
         assert lo == p and hi >= p
         assert (out - 1) * s + d * (k - 1) + 1 <= size + lo + hi  # the last window fits
         assert hi == p or (out - 1) * s + d * (k - 1) + 1 == size + lo + hi  # no more than that
+
+
+def test_explain_shows_the_formulas_of_this_module_with_the_sizes_pytorch_gives():
+    """numcnn explain writes each layer's output size with this module's formula: its numbers
+    agree with the shapes PyTorch's layers give (uneven 'same' padding, ceil_mode, transposed)."""
+    model = nn.Sequential(nn.Conv2d(1, 2, (2, 4), padding="same"),
+                          nn.MaxPool2d(3, stride=2, ceil_mode=True),
+                          nn.ConvTranspose2d(2, 1, 3, stride=2, output_padding=1))
+    reference = torch.nn.Sequential(torch.nn.Conv2d(1, 2, (2, 4), padding="same"),
+                                    torch.nn.MaxPool2d(3, stride=2, ceil_mode=True),
+                                    torch.nn.ConvTranspose2d(2, 1, 3, stride=2, output_padding=1))
+    rows = model.explain((1, 6, 9), batch_size=2, measure=False).rows
+    x = torch.zeros(2, 1, 6, 9)
+    for row, layer in zip(rows, reference):
+        x = layer(x)
+        lines = row["output_size"]
+        assert [int(line.rsplit("= ", 1)[1]) for line in lines] == list(x.shape[2:])
+    assert "pad_lo + pad_hi" in rows[0]["output_size"][1]  # (1, 2) along the width
+    assert rows[1]["output_size"][0].startswith("height: out = ceil(")
