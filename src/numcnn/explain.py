@@ -46,7 +46,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import NumcnnError, ShapeError
-from .functional._windows import formula, transposed_formula
+from .functional._windows import formula as size_formula
+from .functional._windows import transposed_formula
 
 __all__ = ["explain", "Explanation", "ELEMENTWISE_FLOPS", "FORMATS"]
 
@@ -318,7 +319,7 @@ def _conv_axes(module, in_shape, out_shape):
     lines = []
     for axis, size, k, s, (lo, hi), dil in zip(module._axes, in_shape[2:], module.kernel_size,
                                                module.stride, pads, module.dilation):
-        lines.append(f"{axis}: {formula(size, k, s, lo, hi, dil)}")
+        lines.append(f"{axis}: {size_formula(size, k, s, lo, hi, dil)}")
     return lines
 
 
@@ -395,7 +396,7 @@ def _pool_row(module, name, in_shape, out_shape, nn):
     lines = []
     for axis, size, k, s, p, d in zip(("height", "width"), in_shape[2:], kernel, stride, padding,
                                       dilation):
-        lines.append(f"{axis}: {formula(size, k, s, p, p, d, module.ceil_mode)}")
+        lines.append(f"{axis}: {size_formula(size, k, s, p, p, d, module.ceil_mode)}")
     window = math.prod(kernel)
     out_size = math.prod(out_shape)
     if isinstance(module, nn.MaxPool2d):

@@ -59,8 +59,8 @@ def main() -> None:
                 spans[path] = annotation_spans(path)
             (annotated if all(in_annotation(m, spans[path]) for m in item.mutations)
              else candidates).append(item)
-        keep = set(item.job_id for item in
-                   random.Random(args.seed).sample(candidates, min(args.size, len(candidates))))
+        keep = {item.job_id for item in
+                random.Random(args.seed).sample(candidates, min(args.size, len(candidates)))}
         skipped = [item.job_id for item in items if item.job_id not in keep]
         db.set_multiple_results(skipped, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
     print(f"{len(items)} mutants: {len(annotated)} in annotations (equivalent), "
