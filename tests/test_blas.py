@@ -32,9 +32,9 @@ def two_blas_threads():
 
 
 def test_float32_products_hold_the_blas_to_one_thread_and_give_its_count_back(two_blas_threads):
-    with blas.blas_one_thread(np.float32):
+    with blas.blas_one_thread(np.dtype(np.float32)):
         assert set(blas_threads()) == {1}
-        with blas.blas_one_thread(np.float32):  # nested: the inner block's end restores nothing
+        with blas.blas_one_thread(np.dtype(np.float32)):  # nested: the inner block's end restores nothing
             assert set(blas_threads()) == {1}
         assert set(blas_threads()) == {1}
     assert set(blas_threads()) == {2}
@@ -46,7 +46,17 @@ def test_float32_products_hold_the_blas_to_one_thread_and_give_its_count_back(tw
 
 
 def test_the_rule_leaves_float64_products_and_the_kernels_off_alone(two_blas_threads):
-    with blas.blas_one_thread(np.float64):
+    with blas.blas_one_thread(np.dtype(np.float64)):  # a dtype, as matmul passes
         assert set(blas_threads()) == {2}
-    with backend.use_kernels(False), blas.blas_one_thread(np.float32):
+    with backend.use_kernels(False), blas.blas_one_thread(np.dtype(np.float32)):
         assert set(blas_threads()) == {2}
+
+
+def test_without_threadpoolctl_the_rule_does_nothing_and_products_still_run(monkeypatch):
+    """threadpoolctl is a dependency, but an install without it must still multiply (the
+    kernels then share the cores with the BLAS), not fail on the first float32 product."""
+    monkeypatch.setattr(blas, "_controllers_found", None)  # forget the controllers found
+    monkeypatch.setitem(__import__("sys").modules, "threadpoolctl", None)  # import fails
+    assert blas._controllers() == []
+    a = np.ones((8, 8), np.float32)
+    np.testing.assert_array_equal(backend.matmul(a, a), a @ a)
