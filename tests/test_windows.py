@@ -269,3 +269,15 @@ def test_explain_shows_the_formulas_of_this_module_with_the_sizes_pytorch_gives(
         assert [int(line.rsplit("= ", 1)[1]) for line in lines] == list(x.shape[2:])
     assert "pad_lo + pad_hi" in rows[0]["output_size"][1]  # (1, 2) along the width
     assert rows[1]["output_size"][0].startswith("height: out = ceil(")
+
+
+def test_output_sizes_default_to_floor_as_pytorch():
+    """Left out, ceil_mode is False and dilation 1, as in PyTorch's pooling."""
+    for h, k, s in [(5, 2, 2), (8, 3, 2), (6, 4, 3)]:
+        expected = tuple(TF.max_pool2d(torch.zeros(1, 1, h, h), k, s).shape[2:])
+        assert expected != tuple(TF.max_pool2d(torch.zeros(1, 1, h, h), k, s,
+                                               ceil_mode=True).shape[2:])
+        assert F.pool2d_output_size("MaxPool2d", (1, 1, h, h), (k, k), (s, s), (0, 0)) == expected
+        assert W.pool_output_size("MaxPool2d", (1, 1, h, h), (k, k), (s, s), (0, 0)) == expected
+        assert F.pool1d_output_size("MaxPool1d", (1, 1, h), k, s, 0) == expected[0]
+        assert W.out_size(h, k, s, 0, 0, 1) == expected[0]
