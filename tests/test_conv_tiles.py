@@ -39,28 +39,33 @@ CASES = [(576 * 5, "parts of a row: 5, 5 and 3 pixels"),
          (576 * 13 * 3, "whole rows: 3, 3, 3, 3 and 1 rows")]
 
 
+@pytest.mark.parametrize("stride", [1, (1, 2)])
 @pytest.mark.parametrize("block_bytes, what", CASES)
-def test_tiles_with_a_shorter_last_tile_give_pytorchs_results(monkeypatch, block_bytes, what):
+def test_tiles_with_a_shorter_last_tile_give_pytorchs_results(monkeypatch, block_bytes, what,
+                                                              stride):
     """Forward, weight and input gradients of conv2d and conv_transpose2d (the input gradient
-    of a convolution) when the last tile of output pixels is shorter than the others."""
+    of a convolution) when the last tile of output pixels is shorter than the others, with and
+    without a stride along the width (where a tile starting mid-row lands on column q0*sw)."""
     rng = np.random.default_rng(7)
-    x = rng.standard_normal((3, 4, 13, 12))
+    x = rng.standard_normal((3, 4, 13, 12 if stride == 1 else 25))
     w = rng.standard_normal((6, 4, 3, 2))
     assert len(tile_sizes(4, (3, 2), (13, 13), 3, block_bytes, monkeypatch)) == 2, what
     monkeypatch.setattr(conv_module, "KEEP_COLS_BYTES", 0)  # the backward rebuilds the tiles
     with backend.use_kernels(False):
-        y, cache = F.conv2d_forward(x, w, None, 1, 1)
+        y, cache = F.conv2d_forward(x, w, None, stride, 1)
+        assert y.shape[2:] == (13, 13)
         grad_out = rng.standard_normal(y.shape)
         grads = F.conv2d_backward(grad_out, cache)[:2]
-    t_y, t_grads = torch_grads(lambda x, w: TF.conv2d(x, w, None, 1, 1), grad_out, x, w)
+    t_y, t_grads = torch_grads(lambda x, w: TF.conv2d(x, w, None, stride, 1), grad_out, x, w)
     for got, want in zip((y, *grads), (t_y, *t_grads)):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
-    # transposed: its forward is the tiled input gradient; input (3, 6, 13, 13) -> (3, 4, 13, 12)
+    # transposed: its forward is the tiled input gradient of a (3, 6, 13, 13) gradient
     g = rng.standard_normal((3, 6, 13, 13))
-    y, cache = F.conv_transpose2d_forward(g, w, None, 1, 1)
+    y, cache = F.conv_transpose2d_forward(g, w, None, stride, 1)
     grad_out = rng.standard_normal(y.shape)
     grads = F.conv_transpose2d_backward(grad_out, cache)[:2]
-    t_y, t_grads = torch_grads(lambda g, w: TF.conv_transpose2d(g, w, None, 1, 1), grad_out, g, w)
+    t_y, t_grads = torch_grads(lambda g, w: TF.conv_transpose2d(g, w, None, stride, 1),
+                               grad_out, g, w)
     for got, want in zip((y, *grads), (t_y, *t_grads)):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
