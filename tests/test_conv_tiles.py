@@ -104,15 +104,17 @@ def test_the_column_matrix_is_kept_for_backward_when_it_fits_keep_cols_bytes(mon
 
 
 def test_forward_functions_default_to_pytorchs_arguments():
-    """``conv2d_forward(x, w)`` and the others with every optional argument left out compute
-    what PyTorch's functions compute with theirs left out."""
+    """``conv2d(x, w)``, ``conv2d_forward(x, w)`` and the others with every optional argument
+    left out compute what PyTorch's functions compute with theirs left out."""
     rng = np.random.default_rng(3)
     x2, w2 = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((4, 3, 3, 2))
     x1, w1 = rng.standard_normal((2, 3, 9)), rng.standard_normal((4, 3, 2))
     wt = rng.standard_normal((3, 2, 3, 2))
-    cases = [(F.conv2d_forward(x2, w2)[0], TF.conv2d(torch.tensor(x2), torch.tensor(w2))),
-             (F.conv1d_forward(x1, w1)[0], TF.conv1d(torch.tensor(x1), torch.tensor(w1))),
-             (F.conv_transpose2d_forward(x2, wt)[0],
-              TF.conv_transpose2d(torch.tensor(x2), torch.tensor(wt)))]
+    want_2d = TF.conv2d(torch.tensor(x2), torch.tensor(w2))
+    want_1d = TF.conv1d(torch.tensor(x1), torch.tensor(w1))
+    want_t = TF.conv_transpose2d(torch.tensor(x2), torch.tensor(wt))
+    cases = [(F.conv2d_forward(x2, w2)[0], want_2d), (F.conv2d(x2, w2), want_2d),
+             (F.conv1d_forward(x1, w1)[0], want_1d), (F.conv1d(x1, w1), want_1d),
+             (F.conv_transpose2d_forward(x2, wt)[0], want_t), (F.conv_transpose2d(x2, wt), want_t)]
     for got, want in cases:
         np.testing.assert_allclose(got, want.numpy(), rtol=1e-10, atol=1e-10)
