@@ -54,30 +54,35 @@ GUARD_PAGE_SCRIPT = textwrap.dedent("""
     import numpy as np
     from numcnn.backend import kernels
 
-    # the input (c, hp, wp, n) ends exactly where a page the process may not read begins
-    c, hp, wp, n, kh, kw, dil = 3, 9, 8, 1, 3, 2, (2, 1)
-    count = c * hp * wp * n
-    page = mmap.PAGESIZE
-    pages = -(-count * 4 // page) + 1
-    memory = mmap.mmap(-1, pages * page)
-    start = ctypes.addressof(ctypes.c_char.from_buffer(memory))
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    assert libc.mprotect(start + (pages - 1) * page, page, 0) == 0  # PROT_NONE
-    offset = (pages - 1) * page - count * 4
-    rows_p = np.frombuffer(memory, np.float32, count, offset).reshape(c, hp, wp, n)
-    rng = np.random.default_rng(0)
-    rows_p[...] = rng.standard_normal(rows_p.shape)
-    weight = rng.standard_normal((4, c, kh, kw)).astype(np.float32)
-    out_hw = (hp - dil[0] * (kh - 1), wp - dil[1] * (kw - 1))
-    got = kernels.conv_forward_flat(rows_p, weight, None, dil, out_hw)
-    x = np.ascontiguousarray(rows_p.transpose(3, 0, 1, 2))
-    want = np.zeros((4, *out_hw, n), np.float32)
-    for i in range(kh):
-        for j in range(kw):
-            patch = x[:, :, i * dil[0]:i * dil[0] + out_hw[0], j * dil[1]:j * dil[1] + out_hw[1]]
-            want += np.einsum("oc,ncpq->opqn", weight[:, :, i, j], patch)
-    assert np.allclose(got, want, rtol=1e-4, atol=1e-4)
+    def check(n):
+        # the input (c, hp, wp, n) ends exactly where a page the process may not read begins
+        c, hp, wp, kh, kw, dil = 3, 9, 8, 3, 2, (2, 1)
+        count = c * hp * wp * n
+        page = mmap.PAGESIZE
+        pages = -(-count * 4 // page) + 1
+        memory = mmap.mmap(-1, pages * page)
+        start = ctypes.addressof(ctypes.c_char.from_buffer(memory))
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        assert libc.mprotect(start + (pages - 1) * page, page, 0) == 0  # PROT_NONE
+        offset = (pages - 1) * page - count * 4
+        rows_p = np.frombuffer(memory, np.float32, count, offset).reshape(c, hp, wp, n)
+        rng = np.random.default_rng(0)
+        rows_p[...] = rng.standard_normal(rows_p.shape)
+        weight = rng.standard_normal((4, c, kh, kw)).astype(np.float32)
+        out_hw = (hp - dil[0] * (kh - 1), wp - dil[1] * (kw - 1))
+        got = kernels.conv_forward_flat(rows_p, weight, None, dil, out_hw)
+        x = np.ascontiguousarray(rows_p.transpose(3, 0, 1, 2))
+        want = np.zeros((4, *out_hw, n), np.float32)
+        for i in range(kh):
+            for j in range(kw):
+                top, left = i * dil[0], j * dil[1]
+                patch = x[:, :, top:top + out_hw[0], left:left + out_hw[1]]
+                want += np.einsum("oc,ncpq->opqn", weight[:, :, i, j], patch)
+        assert np.allclose(got, want, rtol=1e-4, atol=1e-4)
+
+    for n in (1, 2):  # a single image, and two (rows still short)
+        check(n)
     print("ok")
 """)
 

@@ -281,3 +281,35 @@ def test_output_sizes_default_to_floor_as_pytorch():
         assert W.pool_output_size("MaxPool2d", (1, 1, h, h), (k, k), (s, s), (0, 0)) == expected
         assert F.pool1d_output_size("MaxPool1d", (1, 1, h), k, s, 0) == expected[0]
         assert W.out_size(h, k, s, 0, 0, 1) == expected[0]
+
+
+def test_string_paddings_built_at_run_time_work_as_the_literals():
+    """'valid', 'same' and 'full' read from a config are strings built at run time, not the
+    interned literals: compared by value, they give what the numeric paddings give in PyTorch."""
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((4, 3, 3, 2))
+    full = (2 * (3 - 1), 2 * (2 - 1))  # dilation*(k-1) on each side, dilation 2
+    cases = {"valid": dict(padding=0), "full": dict(padding=full)}
+    for name, torch_args in cases.items():
+        padding = "".join(list(name))  # a new string object
+        got = F.conv2d(x, w, padding=padding, dilation=2)
+        want = TF.conv2d(torch.tensor(x), torch.tensor(w), dilation=2, **torch_args)
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-10, atol=1e-10)
+    same = "".join(list("same"))
+    np.testing.assert_allclose(F.conv2d(x, w, padding=same),
+                               TF.conv2d(torch.tensor(x), torch.tensor(w), padding="same").numpy(),
+                               rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+def test_pad2d_backward_is_the_adjoint_of_pad2d_for_any_pads(mode):
+    """<pad2d(x), g> = <x, pad2d_backward(g)> for every padding, uneven ones included (the
+    ops only ever pad more at the end; the functions take any pads)."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 3, 5, 6))
+    for pads in [((1, 1), (1, 0)), ((0, 2), (3, 1)), ((2, 0), (0, 0)), ((0, 0), (0, 0))]:
+        padded = W.pad2d(x, pads, mode)
+        g = rng.standard_normal(padded.shape)
+        grad = W.pad2d_backward(g, pads, mode)
+        assert grad.shape == x.shape
+        assert np.isclose(np.sum(padded * g), np.sum(x * grad), rtol=1e-12)
