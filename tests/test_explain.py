@@ -97,8 +97,8 @@ def test_matmul_flops_agree_with_torch_flop_counter(name):
 def test_formula_text_of_the_issue_example():
     report = nn.Sequential(nn.Conv2d(16, 32, 5, padding=2)).explain((16, 28, 28))
     row = report.rows[0]
-    assert row["output_size"][0] == ("height: out = floor((in + 2*pad - dilation*(k-1) - 1)/"
-                                     "stride) + 1 = floor((28 + 2*2 - 1*(5-1) - 1)/1) + 1 = 28")
+    assert row["output_size"][0] == ("height: out = floor((in + 2*pad - dilation*(k-1) - 1) / "
+                                     "stride) + 1 = floor((28 + 2*2 - 1*(5-1) - 1) / 1) + 1 = 28")
     assert row["params_formula"] == "32*16*5*5 + 32 = 12,832"
     assert row["im2col"]["columns"] == [16 * 5 * 5, 28 * 28]
     assert row["im2col"]["weights"] == [32, 400]

@@ -8,7 +8,8 @@
 For each layer, for the given input shape:
 
 - the output-size formula with the numbers filled in, per axis (PyTorch's formula, e.g.
-  ``out = floor((in + 2*pad - dilation*(k-1) - 1)/stride) + 1``);
+  ``out = floor((in + 2*pad - dilation*(k-1) - 1) / stride) + 1``, as the sliding-window module
+  :mod:`numcnn.functional._windows` writes it in its errors);
 - the output shape, and the parameter count as a product (``16*32*5*5 + 32 = 12,832``);
 - for convolutions, the im2col view: the column matrix ``(C_in/groups*kh*kw) x (N*H_out*W_out)``
   and the weight matrix ``C_out x (C_in/groups*kh*kw)``, and the backward rules in the course's
@@ -45,6 +46,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import NumcnnError, ShapeError
+from .functional._windows import formula as size_formula
+from .functional._windows import transposed_formula
 
 __all__ = ["explain", "Explanation", "ELEMENTWISE_FLOPS", "FORMATS"]
 
@@ -314,16 +317,9 @@ def _conv_axes(module, in_shape, out_shape):
     d = module._dims
     pads = module._pads[2 - d:]
     lines = []
-    for axis, size, k, s, (lo, hi), dil, out in zip(module._axes, in_shape[2:],
-                                                    module.kernel_size, module.stride, pads,
-                                                    module.dilation, out_shape[2:]):
-        if lo == hi:
-            lines.append(f"{axis}: out = floor((in + 2*pad - dilation*(k-1) - 1)/stride) + 1 = "
-                         f"floor(({size} + 2*{lo} - {dil}*({k}-1) - 1)/{s}) + 1 = {out}")
-        else:
-            lines.append(f"{axis}: out = floor((in + pad_lo + pad_hi - dilation*(k-1) - 1)/stride)"
-                         f" + 1 = floor(({size} + {lo} + {hi} - {dil}*({k}-1) - 1)/{s}) + 1 = "
-                         f"{out}")
+    for axis, size, k, s, (lo, hi), dil in zip(module._axes, in_shape[2:], module.kernel_size,
+                                               module.stride, pads, module.dilation):
+        lines.append(f"{axis}: {size_formula(size, k, s, lo, hi, dil)}")
     return lines
 
 
@@ -374,11 +370,10 @@ def _conv_transpose_row(module, name, in_shape, out_shape):
     macs = c_in * k_cols * positions
     bias = math.prod(out_shape) if module.bias is not None else 0
     lines = []
-    for axis, size, k, s, (lo, hi), dil, extra, out in zip(
+    for axis, size, k, s, (lo, hi), dil, extra in zip(
             ("height", "width"), in_shape[2:], kernel, module.stride, module._pads,
-            module.dilation, module.output_padding, out_shape[2:]):
-        lines.append(f"{axis}: out = (in - 1)*stride - 2*pad + dilation*(k-1) + output_padding "
-                     f"+ 1 = ({size} - 1)*{s} - 2*{lo} + {dil}*({k}-1) + {extra} + 1 = {out}")
+            module.dilation, module.output_padding):
+        lines.append(f"{axis}: {transposed_formula(size, k, s, lo, hi, dil, extra)}")
     return _row(name, "ConvTranspose2d", in_shape, out_shape, module, formula=lines, macs=macs,
                 im2col={"columns": [k_cols, positions], "weights": [c_in // g, k_cols],
                         "groups": g,
@@ -398,12 +393,10 @@ def _pool_row(module, name, in_shape, out_shape, nn):
     dilation = getattr(module, "dilation", 1)
     kernel, stride, padding, dilation = core.pool_args(kind, module.kernel_size, stride, padding,
                                                      dilation)
-    rounding = "ceil" if module.ceil_mode else "floor"
     lines = []
-    for axis, size, k, s, p, d, out in zip(("height", "width"), in_shape[2:], kernel, stride,
-                                           padding, dilation, out_shape[2:]):
-        lines.append(f"{axis}: out = {rounding}((in + 2*pad - dilation*(k-1) - 1)/stride) + 1 = "
-                     f"{rounding}(({size} + 2*{p} - {d}*({k}-1) - 1)/{s}) + 1 = {out}")
+    for axis, size, k, s, p, d in zip(("height", "width"), in_shape[2:], kernel, stride, padding,
+                                      dilation):
+        lines.append(f"{axis}: {size_formula(size, k, s, p, p, d, module.ceil_mode)}")
     window = math.prod(kernel)
     out_size = math.prod(out_shape)
     if isinstance(module, nn.MaxPool2d):

@@ -10,18 +10,30 @@ Notation (as in Chainer's ``conv.py``):
     dh, dw     dilation (1 means none, as in PyTorch)
     oh, ow     output height and width
 
-Output size along one spatial dimension::
+Output size along one spatial dimension (convolution and pooling; PyTorch's
+``torch/nn/modules/conv.py`` and ``aten/src/ATen/native/Pool.h``, ``pooling_output_shape``)::
 
     out = floor((in + pad_lo + pad_hi - dilation*(k-1) - 1) / stride) + 1
 
-``im2col`` lays every receptive field out as a column so that a convolution becomes one matrix
-product; ``col2im`` is its adjoint: it adds each column back onto the pixels it was read from,
-looping over the kh*kw kernel offsets with strided slice additions (no scatter).
+with ``ceil_mode`` (pooling) the floor becomes a ceiling, but a last window that would start in
+the right padding is dropped. A transposed convolution runs the same map backwards::
+
+    out = (in - 1)*stride - pad_lo - pad_hi + dilation*(k-1) + output_padding + 1
+
+Everything that slides a window asks this module: conv (:mod:`.conv`), transposed conv, every
+pooling family (:mod:`.pooling`, :mod:`.pooling1d`), max unpooling (:mod:`.unpool`) and the
+ONNX import/export. :func:`output_size`, :func:`pool_output_size` and
+:func:`transposed_output_size` are the checked forms: a window that does not fit raises a
+ShapeError naming the layer, the axis, the sizes and the formula with the numbers filled in.
+
+Window views. :func:`windows` (a padded NCHW array) and :func:`windows_chwn` (a padded
+``(c, hp, wp, n)`` array, numcnn's batch-last layout) give the same ``(n, c, kh, kw, oh, ow)``
+read-only view of every receptive field; :func:`blocks` is the ``(n, c, oh, kh, ow, kw)`` view
+of non-overlapping blocks (pooling with ``stride == kernel``). None copies data.
+
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -52,12 +64,19 @@ def pair(value, name: str = "argument") -> tuple[int, int]:
     return ntuple(value, 2, name)
 
 
+# -- output sizes -------------------------------------------------------------------------------
+AXES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
+LAYOUTS = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
+
+
 def out_size(size: int, k: int, stride: int, pad_lo: int, pad_hi: int, dilation: int,
              ceil_mode: bool = False) -> int:
     """Output length of a sliding window along one dimension (PyTorch's formula).
 
     ``floor((size + pad_lo + pad_hi - dilation*(k-1) - 1) / stride) + 1``; with ``ceil_mode`` the
-    floor becomes a ceiling, but the last window must start inside the input or the left padding.
+    floor becomes a ceiling, but the last window must start inside the input or the left padding
+    (PyTorch's ``pooling_output_shape``, ``aten/src/ATen/native/Pool.h``). May be < 1: the
+    checked forms (:func:`output_size` ...) turn that into an error.
     """
     span = size + pad_lo + pad_hi - dilation * (k - 1) - 1
     if ceil_mode:
@@ -68,14 +87,147 @@ def out_size(size: int, k: int, stride: int, pad_lo: int, pad_hi: int, dilation:
     return span // stride + 1
 
 
-def formula(size: int, k: int, stride: int, pad_lo: int, pad_hi: int, dilation: int) -> str:
-    """The output-size formula with the numbers filled in, for error messages."""
-    pad = f"2*{pad_lo}" if pad_lo == pad_hi else f"{pad_lo}+{pad_hi}"
-    value = math.floor((size + pad_lo + pad_hi - dilation * (k - 1) - 1) / stride) + 1
-    return (f"out = floor((in + 2*pad - dilation*(k-1) - 1) / stride) + 1 = "
-            f"floor(({size} + {pad} - {dilation}*({k}-1) - 1) / {stride}) + 1 = {value}")
+def transposed_out_size(size: int, k: int, stride: int, pad_lo: int, pad_hi: int,
+                        dilation: int, output_padding: int = 0) -> int:
+    """Output length of a transposed convolution along one dimension (PyTorch's formula)::
+
+        out = (size - 1)*stride - pad_lo - pad_hi + dilation*(k-1) + output_padding + 1
+
+    the largest input a convolution with these arguments maps onto ``size`` outputs, plus
+    ``output_padding`` (``torch.nn.ConvTranspose2d``, Shape). May be < 1.
+    """
+    return (size - 1) * stride - pad_lo - pad_hi + dilation * (k - 1) + output_padding + 1
 
 
+def formula(size: int, k: int, stride: int, pad_lo: int, pad_hi: int, dilation: int,
+            ceil_mode: bool = False) -> str:
+    """The output-size formula with the numbers filled in, for error messages, e.g.
+    ``out = floor((in + 2*pad - dilation*(k-1) - 1) / stride) + 1 = floor((3 + 2*0 - 1*(5-1)
+    - 1) / 1) + 1 = -1``; the value is :func:`out_size`'s."""
+    rounding = "ceil" if ceil_mode else "floor"
+    if pad_lo == pad_hi:
+        pads, numbers = "2*pad", f"2*{pad_lo}"
+    else:
+        pads, numbers = "pad_lo + pad_hi", f"{pad_lo} + {pad_hi}"
+    value = out_size(size, k, stride, pad_lo, pad_hi, dilation, ceil_mode)
+    text = (f"out = {rounding}((in + {pads} - dilation*(k-1) - 1) / stride) + 1 = "
+            f"{rounding}(({size} + {numbers} - {dilation}*({k}-1) - 1) / {stride}) + 1")
+    span = size + pad_lo + pad_hi - dilation * (k - 1) - 1
+    if ceil_mode and value != -(-span // stride) + 1:
+        return f"{text} - 1 (the last window would start in the right padding) = {value}"
+    return f"{text} = {value}"
+
+
+def transposed_formula(size: int, k: int, stride: int, pad_lo: int, pad_hi: int, dilation: int,
+                       output_padding: int) -> str:
+    """:func:`transposed_out_size`'s formula with the numbers filled in, for error messages."""
+    pads = f"2*{pad_lo}" if pad_lo == pad_hi else f"{pad_lo} - {pad_hi}"
+    value = transposed_out_size(size, k, stride, pad_lo, pad_hi, dilation, output_padding)
+    return (f"out = (in - 1)*stride - 2*pad + dilation*(k-1) + output_padding + 1 = "
+            f"({size} - 1)*{stride} - {pads} + {dilation}*({k}-1) + {output_padding} + 1 = "
+            f"{value}")
+
+
+def _spatial(shape, dims: int) -> tuple[int, ...]:
+    return tuple(int(v) for v in tuple(shape)[len(shape) - dims:])
+
+
+def output_size(name: str, shape, kernel, stride, pads, dilation, ceil_mode: bool = False,
+                pooling: bool = False) -> tuple[int, ...]:
+    """Spatial output sizes of a window sliding over an input of ``shape``, checked.
+
+    ``shape`` ends with the spatial sizes (``(n, c, h, w)``, ``(n, c, l)`` ...); ``kernel``,
+    ``stride`` and ``dilation`` have one entry per spatial axis and ``pads`` one ``(lo, hi)``
+    pair. Each size is :func:`out_size`'s.
+
+    Raises:
+        ShapeError: if the window does not fit along an axis (an output size below 1), naming
+            ``name`` (the layer or op), the axis, the input shape and the formula filled in;
+            ``pooling`` words it for a pooling window (its arguments listed) instead of a
+            convolution's kernel.
+    """
+    shape = tuple(shape)
+    dims = len(kernel)
+    sizes = []
+    for axis, size, k, s, (lo, hi), d in zip(AXES[dims], _spatial(shape, dims), kernel, stride,
+                                             pads, dilation):
+        out = out_size(size, k, s, lo, hi, d, ceil_mode)
+        if out >= 1:
+            sizes.append(out)
+        elif pooling:
+            def show(values):
+                return values[0] if dims == 1 else tuple(values)
+
+            raise ShapeError(
+                f"{name}: input of shape {shape} is {'shorter' if dims == 1 else 'smaller'} than "
+                f"the pooling window (kernel_size={show(kernel)}, stride={show(stride)}, "
+                f"padding={show([p for p, _ in pads])}, dilation={show(dilation)}"
+                f"{', ceil_mode=True' if ceil_mode else ''}); along the {axis}: "
+                f"{formula(size, k, s, lo, hi, d, ceil_mode)}")
+        else:
+            raise ShapeError(f"{name}: the kernel (size {k}, dilation {d}) does not fit the "
+                             f"padded input along the {axis} for input of shape {shape}: "
+                             f"{formula(size, k, s, lo, hi, d, ceil_mode)}, but it must be at "
+                             f"least 1")
+    return tuple(sizes)
+
+
+def pool_output_size(name: str, shape, kernel, stride, padding, dilation=None,
+                     ceil_mode: bool = False) -> tuple[int, ...]:
+    """Output sizes of a pooling window over an ``(n, c, *spatial)`` ``shape``, checked.
+
+    ``padding`` is one int per axis, on both sides (PyTorch's pooling padding); ``dilation``
+    defaults to 1. Shape: ``(N, C, H, W) -> (H_out, W_out)`` (or ``(N, C, L) -> (L_out,)``) with
+    ``H_out = floor((H + 2*padding - dilation*(k-1) - 1) / stride) + 1`` (ceil with
+    ``ceil_mode``, as in ``torch.nn.MaxPool2d``).
+
+    Raises:
+        ShapeError: if ``shape`` is not ``len(kernel) + 2``-D, or the window does not fit
+            (:func:`output_size`).
+    """
+    shape, dims = tuple(shape), len(kernel)
+    if len(shape) != dims + 2:
+        raise ShapeError(f"{name}: expected a {dims + 2}-D input {LAYOUTS[dims]}, got shape "
+                         f"{shape}")
+    dilation = (1,) * dims if dilation is None else dilation
+    return output_size(name, shape, kernel, stride, [(p, p) for p in padding], dilation,
+                       ceil_mode, pooling=True)
+
+
+def transposed_output_size(name: str, shape, kernel, stride, pads, dilation,
+                           output_padding) -> tuple[int, ...]:
+    """Spatial output sizes of a transposed convolution of an input of ``shape``, checked.
+
+    Each size is :func:`transposed_out_size`'s (``torch.nn.ConvTranspose2d``'s Shape block).
+
+    Raises:
+        ShapeError: if an output size is below 1 (padding too large for the input), naming the
+            layer, the axis, the input shape and the formula filled in.
+    """
+    shape = tuple(shape)
+    dims = len(kernel)
+    sizes = []
+    for axis, size, k, s, (lo, hi), d, extra in zip(AXES[dims], _spatial(shape, dims), kernel,
+                                                     stride, pads, dilation, output_padding):
+        out = transposed_out_size(size, k, s, lo, hi, d, extra)
+        if out < 1:
+            raise ShapeError(f"{name}: the padding is too large for input of shape {shape} "
+                             f"along the {axis}: {transposed_formula(size, k, s, lo, hi, d, extra)}"
+                             f", but it must be at least 1")
+        sizes.append(out)
+    return tuple(sizes)
+
+
+def window_pads(size: int, k: int, stride: int, padding: int, dilation: int,
+                out: int) -> tuple[int, int]:
+    """``(lo, hi)`` padding along one axis so that all ``out`` windows fit: ``padding`` at the
+    start, and at the end ``padding`` or more (``ceil_mode``'s last window may hang over the
+    input and its padding: ``(out - 1)*stride + dilation*(k-1) + 1`` positions are read)."""
+    needed = (out - 1) * stride + dilation * (k - 1) + 1
+    return padding, max(padding, needed - size - padding)
+
+
+# -- padding ------------------------------------------------------------------------------------
 def resolve_padding(padding, kernel_size: tuple[int, ...], dilation: tuple[int, ...],
                     stride: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
     """Padding as ``((lo, hi), ...)`` per spatial dimension.
@@ -153,6 +305,7 @@ def pad2d_backward(grad_padded: np.ndarray, pads: tuple[tuple[int, int], tuple[i
     return matmul(matmul(p_h.T, grad_padded), p_w)
 
 
+# -- window views -------------------------------------------------------------------------------
 def windows(xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
             dilation: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
     """A read-only strided view of every receptive field of a padded (n, c, hp, wp) array.
@@ -165,6 +318,47 @@ def windows(xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
     return as_strided(xp, shape=(xp.shape[0], xp.shape[1], kh, kw, oh, ow),
                       strides=(s_n, s_c, dh * s_h, dw * s_w, sh * s_h, sw * s_w),
                       writeable=False)
+
+
+def windows_chwn(rows_p: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
+                 dilation: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
+    """:func:`windows` of a padded map in the CHWN layout ``(c, hp, wp, n)``.
+
+    The same ``(n, c, kh, kw, oh, ow)`` view,
+    ``view[n, c, i, j, y, x] = rows_p[c, y*sh + i*dh, x*sw + j*dw, n]``; no data is copied.
+    """
+    if not rows_p.flags.c_contiguous:
+        return windows(rows_p.transpose(3, 0, 1, 2), kernel, stride, dilation, out_hw)
+    # the same view as windows() builds, made directly on the buffer (5x less overhead than
+    # as_strided, which counts at batch 1)
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
+    c, _, _, n = rows_p.shape
+    s_c, s_h, s_w, s_n = rows_p.strides
+    view = np.ndarray((n, c, kh, kw, oh, ow), rows_p.dtype, buffer=rows_p,
+                      strides=(s_n, s_c, dh * s_h, dw * s_w, sh * s_h, sw * s_w))
+    view.flags.writeable = False
+    return view
+
+
+def is_blocks(shape, kernel, stride, padding, dilation, out_hw) -> bool:
+    """Whether the windows are the non-overlapping kh x kw blocks of the (cropped) input:
+    ``stride == kernel``, no padding, no dilation, and every window inside the input."""
+    return (tuple(stride) == tuple(kernel) and tuple(padding) == (0, 0)
+            and tuple(dilation) == (1, 1)
+            and out_hw[0] * kernel[0] <= shape[2] and out_hw[1] * kernel[1] <= shape[3])
+
+
+def blocks(x: np.ndarray, kernel, out_hw, writeable: bool = False) -> np.ndarray:
+    """(n, c, oh, kh, ow, kw) view of the non-overlapping blocks of an (n, c, h, w) array:
+    ``view[n, c, y, i, x, j] = x[n, c, y*kh + i, x*kw + j]``; rows and columns past ``oh*kh``,
+    ``ow*kw`` are left out. No data is copied (``x`` may be in any memory order)."""
+    (kh, kw), (oh, ow) = kernel, out_hw
+    n, c, h, w = x.shape
+    if oh * kh == h and ow * kw == w and x.flags.c_contiguous:
+        return x.reshape(n, c, oh, kh, ow, kw)  # the same view, built without as_strided's cost
+    s_n, s_c, s_h, s_w = x.strides
+    return as_strided(x, shape=(x.shape[0], x.shape[1], oh, kh, ow, kw),
+                      strides=(s_n, s_c, kh * s_h, s_h, kw * s_w, s_w), writeable=writeable)
 
 
 def col2im(cols: np.ndarray, padded_shape: tuple[int, int, int, int], stride: tuple[int, int],

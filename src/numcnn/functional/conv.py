@@ -71,7 +71,8 @@ from ..backend import kernels, policy
 from ..backend.blas import matmul
 from ..backend.layout import NO_PADS, Pads, from_chwn, to_chwn  # noqa: F401
 from ..errors import ArgumentError, DTypeError, ShapeError
-from ._windows import col2im, formula, ntuple, out_size, resolve_padding, windows
+from ._windows import (col2im, ntuple, output_size, resolve_padding, transposed_output_size,
+                       windows_chwn)
 
 __all__ = [
     "conv2d", "conv2d_forward", "conv2d_backward",
@@ -131,7 +132,7 @@ def _column_tiles(rows_p: np.ndarray, kernel, stride, dilation, out_hw, whole: b
     ``whole`` there is one tile, the whole matrix ``(c*kh*kw, oh*ow*n)`` in its own array.
     """
     c, _, _, n = rows_p.shape
-    view = _window_view(rows_p, kernel, stride, dilation, out_hw)
+    view = windows_chwn(rows_p, kernel, stride, dilation, out_hw)  # (n, c, kh, kw, oh, ow)
     tiles = _tiles(c, kernel, out_hw, n, rows_p.itemsize, whole)
     buffer = _tile_buffer(tiles, c, kernel, n, rows_p.dtype)
     for tile in tiles:
@@ -144,21 +145,6 @@ def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.n
     if a.shape[-1] == 1:
         return np.multiply(a, b, out=out)
     return matmul(a, b, out=out)  # under the BLAS-thread rule (numcnn.backend.blas)
-
-
-def _window_view(rows_p: np.ndarray, kernel, stride, dilation, out_hw) -> np.ndarray:
-    """``(n, c, kh, kw, oh, ow)`` view of every receptive field of a padded (c, hp, wp, n) array."""
-    if not rows_p.flags.c_contiguous:
-        return windows(rows_p.transpose(3, 0, 1, 2), kernel, stride, dilation, out_hw)
-    # the same view as windows() builds, made directly on the buffer (5x less overhead than
-    # as_strided, which counts at batch 1)
-    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
-    c, _, _, n = rows_p.shape
-    s_c, s_h, s_w, s_n = rows_p.strides
-    view = np.ndarray((n, c, kh, kw, oh, ow), rows_p.dtype, buffer=rows_p,
-                      strides=(s_n, s_c, dh * s_h, dw * s_w, sh * s_h, sw * s_w))
-    view.flags.writeable = False
-    return view
 
 
 # -- the convolution and its adjoint: every op below is made of these two -------------------------
@@ -290,42 +276,6 @@ def _check_channels(name: str, shape, expected: int, layout: str, why: str = "")
                          f"{why}, got {tuple(shape)}")
 
 
-def conv_output_size(name: str, shape, kernel, stride, pads, dilation,
-                     axes=("height", "width")) -> tuple[int, ...]:
-    """Spatial output sizes of a convolution of an input of ``shape``; a kernel that does not
-    fit the padded input raises a ShapeError with the output-size formula filled in."""
-    sizes = []
-    for axis, size, k, s, (lo, hi), d in zip(axes, shape[2:], kernel, stride, pads, dilation):
-        out = out_size(size, k, s, lo, hi, d)
-        if out < 1:
-            raise ShapeError(f"{name}: the kernel (size {k}, dilation {d}) does not fit the "
-                             f"padded input along the {axis} for input of shape {tuple(shape)}: "
-                             f"{formula(size, k, s, lo, hi, d)}, but it must be at least 1")
-        sizes.append(out)
-    return tuple(sizes)
-
-
-def conv_transpose_output_size(name: str, shape, kernel, stride, pads, dilation, output_padding,
-                               axes=("height", "width")) -> tuple[int, ...]:
-    """Spatial output sizes of a transposed convolution (the formula in the error message)::
-
-        out = (in - 1)*stride - pad_lo - pad_hi + dilation*(k-1) + output_padding + 1
-    """
-    sizes = []
-    for axis, size, k, s, (lo, hi), d, extra in zip(axes, shape[2:], kernel, stride, pads,
-                                                     dilation, output_padding):
-        out = (size - 1) * s - lo - hi + d * (k - 1) + extra + 1
-        if out < 1:
-            pad = f"2*{lo}" if lo == hi else f"{lo}-{hi}"
-            raise ShapeError(
-                f"{name}: the padding is too large for input of shape {tuple(shape)} along the "
-                f"{axis}: out = (in - 1)*stride - 2*pad + dilation*(k-1) + output_padding + 1 = "
-                f"({size} - 1)*{s} - {pad} + {d}*({k}-1) + {extra} + 1 = {out}, "
-                f"but it must be at least 1")
-        sizes.append(out)
-    return tuple(sizes)
-
-
 def _check_grad(name: str, grad_out, shape) -> np.ndarray:
     grad_out = np.asarray(grad_out)
     if grad_out.shape != tuple(shape):
@@ -369,15 +319,15 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     return _conv2d_forward(x, weight, bias, stride, pads, dilation, groups, out_hw, "conv2d")
 
 
-_LAYOUTS = {1: ("(N, C, L)", "(out_channels, in_channels/groups, k)", ("length",)),
-            2: ("(N, C, H, W)", "(out_channels, in_channels/groups, kH, kW)", ("height", "width"))}
+_LAYOUTS = {1: ("(N, C, L)", "(out_channels, in_channels/groups, k)"),
+            2: ("(N, C, H, W)", "(out_channels, in_channels/groups, kH, kW)")}
 
 
 def _checked_conv_args(name, dims, x, weight, bias, stride, padding, dilation, groups):
     """The arguments of a ``dims``-D convolution checked and normalised: ``(x, weight, bias,
     stride, pads, dilation, groups, out_sizes)``, or a ShapeError / DTypeError / ValueError that
     names the argument, what was expected and what came."""
-    layout, weight_layout, axes = _LAYOUTS[dims]
+    layout, weight_layout = _LAYOUTS[dims]
     weight = _check_weight(name, weight, dims + 2, weight_layout)
     x = _check_input(name, x, dims + 2, layout, weight.dtype)
     stride, dilation = ntuple(stride, dims, "stride"), ntuple(dilation, dims, "dilation")
@@ -388,7 +338,7 @@ def _checked_conv_args(name, dims, x, weight, bias, stride, padding, dilation, g
     _check_channels(name, x.shape, weight.shape[1] * groups, layout,
                     f" (weight {weight.shape} with groups={groups})")
     bias = _check_bias(name, bias, weight.shape[0], weight.dtype)
-    out_sizes = conv_output_size(name, x.shape, kernel, stride, pads, dilation, axes)
+    out_sizes = output_size(name, x.shape, kernel, stride, pads, dilation)
     return x, weight, bias, stride, pads, dilation, groups, out_sizes
 
 
@@ -692,8 +642,8 @@ def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0, output_p
     groups = _check_groups(name, groups, weight.shape[0], "in_channels (weight.shape[0])")
     _check_channels(name, x.shape, weight.shape[0], "(N, C, H, W)", f" (weight {weight.shape})")
     bias = _check_bias(name, bias, weight.shape[1] * groups, weight.dtype)
-    out_hw = conv_transpose_output_size(name, x.shape, weight.shape[2:], stride, pads, dilation,
-                                        output_padding)
+    out_hw = transposed_output_size(name, x.shape, weight.shape[2:], stride, pads, dilation,
+                                    output_padding)
     return _conv_transpose2d_forward(x, weight, bias, stride, pads, dilation, groups, out_hw, name)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import ArgumentError, ShapeError
 from . import core
 from . import pooling as P
-from ._windows import out_size
+from ._windows import pool_output_size
 
 __all__ = [
     "max_pool1d", "max_pool1d_forward", "max_pool1d_backward",
@@ -50,16 +50,10 @@ def _args1d(name, kernel_size, stride, padding, dilation=1):
 
 def pool1d_output_size(name: str, shape, kernel: int, stride: int, padding: int,
                        dilation: int = 1, ceil_mode: bool = False) -> int:
-    """``L_out`` of a window over an ``(n, c, l)`` ``shape``; ShapeError if it is empty."""
-    shape = tuple(shape)
-    if len(shape) != 3:
-        raise ShapeError(f"{name}: expected a 3-D input (N, C, L), got shape {shape}")
-    length = out_size(shape[2], kernel, stride, padding, padding, dilation, ceil_mode)
-    if length < 1:
-        raise ShapeError(f"{name}: input of shape {shape} is shorter than the pooling window "
-                         f"(kernel_size={kernel}, stride={stride}, padding={padding}, "
-                         f"dilation={dilation})")
-    return length
+    """``L_out`` of a window over an ``(n, c, l)`` ``shape``
+    (:func:`numcnn.functional._windows.pool_output_size`); ShapeError if it is empty."""
+    return pool_output_size(name, shape, (kernel,), (stride,), (padding,), (dilation,),
+                            ceil_mode)[0]
 
 
 def _as_2d(name: str, x) -> np.ndarray:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
-from ._windows import pair
+from ._windows import pair, transposed_out_size, transposed_output_size
 
 __all__ = ["max_unpool2d", "max_unpool2d_forward", "max_unpool2d_backward",
            "max_unpool2d_output_size"]
@@ -32,10 +32,12 @@ def max_unpool2d_output_size(shape, kernel_size, stride=None, padding=0,
     kernel = pair(kernel_size, "kernel_size")
     stride = kernel if stride is None else pair(stride, "stride")
     padding = pair(padding, "padding")
-    default = tuple((size - 1) * s - 2 * p + k
-                    for size, k, s, p in zip(shape[-2:], kernel, stride, padding))
+    # a transposed convolution's output size, without dilation or output_padding
     if output_size is None:
-        return default
+        return transposed_output_size("max_unpool2d", shape, kernel, stride,
+                                      [(p, p) for p in padding], (1, 1), (0, 0))
+    default = tuple(transposed_out_size(size, k, s, p, p, 1)
+                    for size, k, s, p in zip(shape[-2:], kernel, stride, padding))
     size = tuple(int(v) for v in tuple(output_size)[-2:])
     for axis, want, base, s in zip(("height", "width"), size, default, stride):
         if not base - s < want < base + s:

@@ -16,7 +16,15 @@ from .._text import a
 from ..errors import ArgumentError, ShapeError
 from ..functional import conv as C
 from ..functional import core
-from ..functional._windows import PADDING_MODES, ntuple, pad2d, pad2d_backward, resolve_padding
+from ..functional._windows import (
+    PADDING_MODES,
+    ntuple,
+    output_size,
+    pad2d,
+    pad2d_backward,
+    resolve_padding,
+    transposed_output_size,
+)
 from . import init
 from ._unbatched import accepts_unbatched
 from .module import Module, Parameter, chain_shapes, check_flag, check_positive_int
@@ -94,8 +102,7 @@ class _ConvNd(Module):
                     raise ShapeError(f"{name}: padding_mode={self.padding_mode!r} needs a padding "
                                      f"{limit} the input along the {axis}, got padding "
                                      f"({lo}, {hi}) for input of shape {shape}")
-        return C.conv_output_size(name, shape, self.kernel_size, self.stride, pads,
-                                  self.dilation, self._axes)
+        return output_size(name, shape, self.kernel_size, self.stride, pads, self.dilation)
 
     def output_shape(self, input_shape):
         spatial = self._spatial_out(input_shape)
@@ -325,8 +332,8 @@ class ConvTranspose2d(Module):
             raise ShapeError(f"{name}: expected a 4-D input (N, {self.in_channels}, H, W), "
                              f"got shape {shape}")
         core.check_channels(name, shape, self.in_channels, "(N, C, H, W)")
-        return C.conv_transpose_output_size(name, shape, self.kernel_size, self.stride,
-                                            self._pads, self.dilation, self.output_padding)
+        return transposed_output_size(name, shape, self.kernel_size, self.stride, self._pads,
+                                      self.dilation, self.output_padding)
 
     def output_shape(self, input_shape):
         return (input_shape[0], self.out_channels, *self._spatial_out(input_shape))

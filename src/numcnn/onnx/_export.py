@@ -49,6 +49,7 @@ import numpy as np
 
 from .. import nn
 from ..functional import core
+from ..functional._windows import window_pads
 from ..functional.pooling import adaptive_pool, avg_pool
 from . import DEFAULT_OPSET, OnnxError, _require_onnx
 
@@ -157,7 +158,7 @@ def _end_pads(shape, out_shape, kernel, stride, padding, dilation=(1, 1)):
     """Bottom/right padding that makes the floor formula give ``out_shape``: PyTorch's
     ``ceil_mode`` (a last window hanging over the edge, but never starting in the right padding)
     written as plain padding, so no runtime's reading of ceil_mode matters."""
-    return [max(p, (o - 1) * s + d * (k - 1) + 1 - n - p) for n, o, k, s, p, d in
+    return [window_pads(n, k, s, p, d, o)[1] for n, o, k, s, p, d in
             zip(shape[2:], out_shape[2:], kernel, stride, padding, dilation)]
 
 

@@ -43,6 +43,7 @@ import numpy as np
 
 from .. import _random, nn
 from .._text import a, count
+from ..functional._windows import out_size
 from ..functional.pooling import adaptive_pool, avg_pool
 from . import OnnxError, _require_onnx
 
@@ -681,7 +682,7 @@ class _Reader:
         else:
             _refuse(node, f"pads {pads}: numcnn's pooling pads both sides alike (more at the end "
                           f"only where it stands for ceil_mode)")
-        target = [(n + b + e - d * (k - 1) - 1) // s + 1
+        target = [out_size(n, k, s, b, e, d)
                   for n, b, e, k, s, d in zip(chain.shape[2:], begin, end, kernel, strides, dil)]
         for ceil in candidates:
             try:

@@ -21,15 +21,16 @@ gradient evenly among all tied maxima of a window.
 One module per family: ``max_pool`` (with its three strategies, chosen by
 :func:`numcnn.backend.policy.max_pool` and recorded as ``cache["impl"]``: the compiled kernel,
 NumPy over non-overlapping blocks, NumPy over any windows), ``avg_pool``, ``lp_pool``,
-``adaptive_pool``, ``global_pool``; ``_common`` holds the argument checks, output sizes and
-block views they share (the sliding-window machinery itself is :mod:`numcnn.functional._windows`).
+``adaptive_pool``, ``global_pool``; ``_common`` holds the argument checks and gradient checks
+they share. Output sizes (``pool2d_output_size``), the ceil-mode padding and the window and block
+views are the one sliding-window module's, :mod:`numcnn.functional._windows`.
 
 Every operation ``op`` comes as ``op(...)`` (the output, same signature as
 ``torch.nn.functional.op``), ``op_forward(...) -> (output, cache)`` and
 ``op_backward(grad_out, cache) -> grad_input``.
 """
 
-from ._common import pool2d_output_size  # noqa: F401
+from .._windows import pool_output_size as pool2d_output_size  # noqa: F401
 from .adaptive_pool import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward,  # noqa: F401
                             adaptive_avg_pool2d_forward, adaptive_max_pool2d,
                             adaptive_max_pool2d_backward, adaptive_max_pool2d_forward,

@@ -1,14 +1,17 @@
-"""What every pooling family shares: argument checks, output sizes, block views, gradient checks."""
+"""What every pooling family shares: argument checks, the checked geometry, gradient checks.
+
+The output sizes, the ceil-mode padding and the block and window views are the one
+sliding-window module's (:mod:`numcnn.functional._windows`).
+"""
 
 from __future__ import annotations
 
 import functools
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from ...errors import ArgumentError, DTypeError, ShapeError
-from .._windows import check_input, formula, out_size, pair
+from .._windows import check_input, pair, pool_output_size
 
 
 # -- arguments, shapes and errors --------------------------------------------------------------
@@ -38,50 +41,6 @@ def _pool_args(name: str, kernel_size, stride, padding, dilation=1):
         raise ArgumentError(f"{name}: padding should be at most half of the kernel size, got "
                             f"padding={padding} for kernel_size={kernel}")
     return kernel, stride, padding, dilation
-
-
-def pool2d_output_size(name: str, shape, kernel, stride, padding, dilation=(1, 1),
-                       ceil_mode: bool = False) -> tuple[int, int]:
-    """(oh, ow) of a pooling window over an (n, c, h, w) ``shape``; ShapeError if it is empty."""
-    if len(shape) != 4:
-        raise ShapeError(f"{name}: expected a 4-D input (N, C, H, W), got shape {tuple(shape)}")
-    sizes = []
-    for axis, size, k, s, p, d in zip(("height", "width"), shape[2:], kernel, stride, padding,
-                                      dilation):
-        out = out_size(size, k, s, p, p, d, ceil_mode)
-        if out < 1:
-            raise ShapeError(
-                f"{name}: input of shape {tuple(shape)} is smaller than the pooling window "
-                f"(kernel_size={tuple(kernel)}, stride={tuple(stride)}, padding={tuple(padding)}, "
-                f"dilation={tuple(dilation)}{', ceil_mode=True' if ceil_mode else ''}); along the "
-                f"{axis}: {formula(size, k, s, p, p, d)}")
-        sizes.append(out)
-    return tuple(sizes)
-
-
-def _pads(size: int, k: int, s: int, p: int, d: int, out: int) -> tuple[int, int]:
-    """(lo, hi) padding along one axis so that all ``out`` windows fit (ceil_mode may need more
-    than ``p`` at the end)."""
-    needed = (out - 1) * s + d * (k - 1) + 1
-    return p, max(p, needed - size - p)
-
-
-def _is_blocks(shape, kernel, stride, padding, dilation, out_hw) -> bool:
-    """Whether the windows are the non-overlapping kh x kw blocks of the (cropped) input."""
-    return (stride == kernel and padding == (0, 0) and dilation == (1, 1)
-            and out_hw[0] * kernel[0] <= shape[2] and out_hw[1] * kernel[1] <= shape[3])
-
-
-def _blocks(x: np.ndarray, kernel, out_hw, writeable: bool = False) -> np.ndarray:
-    """(n, c, oh, kh, ow, kw) view of the non-overlapping blocks of ``x``; rows and columns past
-    ``oh*kh``, ``ow*kw`` are left out. No data is copied."""
-    (kh, kw), (oh, ow) = kernel, out_hw
-    n, c, h, w = x.shape
-    if oh * kh == h and ow * kw == w and x.flags.c_contiguous:
-        return x.reshape(n, c, oh, kh, ow, kw)  # the same view, built without as_strided's cost
-    s_n, s_c, s_h, s_w = x.strides
-    return as_strided(x, shape=(x.shape[0], x.shape[1], oh, kh, ow, kw),
-                      strides=(s_n, s_c, kh * s_h, s_h, kw * s_w, s_w), writeable=writeable)
 
 
 def _check_grad(grad_out, cache, name: str) -> np.ndarray:
@@ -115,7 +74,7 @@ def _is_plain(value) -> bool:
 @functools.lru_cache(maxsize=256)
 def _geometry_cached(name, shape, kernel_size, stride, padding, dilation, ceil_mode):
     kernel, stride, padding, dilation = _pool_args(name, kernel_size, stride, padding, dilation)
-    out_hw = pool2d_output_size(name, shape, kernel, stride, padding, dilation, ceil_mode)
+    out_hw = pool_output_size(name, shape, kernel, stride, padding, dilation, ceil_mode)
     return kernel, stride, padding, dilation, out_hw
 
 

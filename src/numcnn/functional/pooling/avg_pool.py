@@ -6,8 +6,8 @@ import numpy as np
 
 from ...backend import policy
 from ...errors import ArgumentError
-from .._windows import col2im, pad2d, pad2d_backward, windows
-from ._common import _blocks, _check_grad, _check_map, _geometry, _is_blocks, _pads
+from .._windows import blocks, col2im, is_blocks, pad2d, pad2d_backward, window_pads, windows
+from ._common import _check_grad, _check_map, _geometry
 
 
 # -- average pooling ------------------------------------------------------------------------------
@@ -46,12 +46,12 @@ def _avg_pool2d_forward(name, x, kernel_size, stride, padding, ceil_mode, count_
         name, x, kernel_size, stride, padding, ceil_mode, divisor_override)
     n, c, h, w = x.shape
     kh, kw = kernel
-    pads = tuple(_pads(size, k, s, p, 1, o) for size, k, s, p, o
+    pads = tuple(window_pads(size, k, s, p, 1, o) for size, k, s, p, o
                  in zip((h, w), kernel, stride, padding, out_hw))
-    if _is_blocks(x.shape, kernel, stride, padding, (1, 1), out_hw):
+    if is_blocks(x.shape, kernel, stride, padding, (1, 1), out_hw):
         # fast path: sum the kw columns of each kernel row, then the kh rows
-        blocks = _blocks(x, kernel, out_hw)  # (n, c, oh, kh, ow, kw)
-        row_sum = _running_sum([blocks[..., j] for j in range(kw)])  # (n, c, oh, kh, ow)
+        x_blocks = blocks(x, kernel, out_hw)  # (n, c, oh, kh, ow, kw)
+        row_sum = _running_sum([x_blocks[..., j] for j in range(kw)])  # (n, c, oh, kh, ow)
         out = _running_sum([row_sum[:, :, :, i] for i in range(kh)])  # (n, c, oh, ow)
         impl = policy.NUMPY_BLOCKS
     else:
@@ -121,7 +121,7 @@ def avg_pool2d_backward(grad_out, cache) -> np.ndarray:
     if cache["impl"] == policy.NUMPY_BLOCKS:
         cropped = oh * kh < h or ow * kw < w
         grad_x = (np.zeros if cropped else np.empty)((n, c, h, w), share.dtype)
-        grad_blocks = _blocks(grad_x, (kh, kw), (oh, ow), writeable=True)  # (n,c,oh,kh,ow,kw)
+        grad_blocks = blocks(grad_x, (kh, kw), (oh, ow), writeable=True)  # (n,c,oh,kh,ow,kw)
         for j in range(kw):
             grad_blocks[..., j] = share[:, :, :, None, :]
         return grad_x

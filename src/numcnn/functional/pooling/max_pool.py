@@ -7,8 +7,8 @@ import numpy as np
 from ...backend import kernels, policy
 from ...backend.layout import is_chwn, new_map, to_layout
 from ...errors import NumcnnError
-from .._windows import col2im, pad2d, pad2d_backward, windows
-from ._common import _blocks, _check_grad, _check_map, _geometry, _is_blocks, _pads, _route
+from .._windows import blocks, col2im, is_blocks, pad2d, pad2d_backward, window_pads, windows
+from ._common import _check_grad, _check_map, _geometry, _route
 
 
 # -- max pooling ----------------------------------------------------------------------------------
@@ -56,10 +56,10 @@ def _max_pool(x, kernel, stride, padding, dilation, out_hw, need_arg: bool, spli
     """
     n, c, h, w = x.shape
     oh, ow = out_hw
-    pads = tuple(_pads(size, k, s, p, d, o) for size, k, s, p, d, o
+    pads = tuple(window_pads(size, k, s, p, d, o) for size, k, s, p, d, o
                  in zip((h, w), kernel, stride, padding, dilation, out_hw))
-    blocks = _is_blocks(x.shape, kernel, stride, padding, dilation, out_hw)
-    impl = policy.max_pool(x, kernel, blocks, split_ties, return_indices)
+    non_overlapping = is_blocks(x.shape, kernel, stride, padding, dilation, out_hw)
+    impl = policy.max_pool(x, kernel, non_overlapping, split_ties, return_indices)
     cache = dict(impl=impl, x_shape=x.shape, out_shape=(n, c, oh, ow), kernel=kernel,
                  stride=stride, padding=padding, dilation=dilation, pads=pads,
                  split_ties=split_ties, batch_last=is_chwn(x))
@@ -82,8 +82,8 @@ def _max_pool_blocks(x, cache, out_hw, need_arg: bool) -> np.ndarray:
     column stage reads the input once, with strides NumPy merges into one long loop."""
     kernel = cache["kernel"]
     kh, kw = kernel
-    blocks = _blocks(x, kernel, out_hw)  # (n, c, oh, kh, ow, kw)
-    row_max, col_arg = _running_max([blocks[..., j] for j in range(kw)], need_arg)
+    x_blocks = blocks(x, kernel, out_hw)  # (n, c, oh, kh, ow, kw)
+    row_max, col_arg = _running_max([x_blocks[..., j] for j in range(kw)], need_arg)
     out, row_arg = _running_max([row_max[:, :, :, i] for i in range(kh)], need_arg)
     cache.update(row_arg=row_arg, col_arg=col_arg)
     if need_arg:
@@ -123,11 +123,11 @@ def _winner_mask(x, kernel, out_hw, row_arg, col_arg) -> np.ndarray:
     (kh, kw), (oh, ow) = kernel, out_hw
     n, c, h, w = x.shape
     winner = new_map(x.shape, np.bool_, is_chwn(x), zeros=oh * kh < h or ow * kw < w)
-    blocks = _blocks(winner, kernel, out_hw, writeable=True)  # (n, c, oh, kh, ow, kw)
+    winner_blocks = blocks(winner, kernel, out_hw, writeable=True)  # (n, c, oh, kh, ow, kw)
     for i in range(kh):
         row_won = row_arg == i
         for j in range(kw):
-            np.logical_and(row_won, col_arg[:, :, :, i] == j, out=blocks[:, :, :, i, :, j])
+            np.logical_and(row_won, col_arg[:, :, :, i] == j, out=winner_blocks[:, :, :, i, :, j])
     return winner
 
 
@@ -231,8 +231,8 @@ def max_pool2d_backward(grad_out, cache) -> np.ndarray:
         grad_out = to_layout(grad_out, cache["batch_last"])  # that of the input and the mask
         cropped = oh * kh < h or ow * kw < w
         grad_x = new_map((n, c, h, w), grad_out.dtype, cache["batch_last"], zeros=cropped)
-        grad_blocks = _blocks(grad_x, (kh, kw), (oh, ow), writeable=True)  # (n,c,oh,kh,ow,kw)
-        winner = _blocks(cache["winner"], (kh, kw), (oh, ow))
+        grad_blocks = blocks(grad_x, (kh, kw), (oh, ow), writeable=True)  # (n,c,oh,kh,ow,kw)
+        winner = blocks(cache["winner"], (kh, kw), (oh, ow))
         _route(grad_out[:, :, :, None, :, None], winner, grad_blocks, finite)
         return grad_x
 
