@@ -143,9 +143,9 @@ def format_confusion_matrix(cm, classes=None) -> str:
     header = (f"{corner:<{label_w}}" + "".join(f"{n:>{cell_w}}" for n in names)
               + f"  |{'total':>{total_w}}{'recall':>8}")
     lines = [header, "-" * len(header)]
-    for name, row, count, share in zip(names, cm, support, recall):
+    for name, row, total, share in zip(names, cm, support, recall):
         lines.append(f"{name:<{label_w}}" + "".join(f"{int(v):>{cell_w}}" for v in row)
-                     + f"  |{int(count):>{total_w}}{share:>8.2%}")
+                     + f"  |{int(total):>{total_w}}{share:>8.2%}")
     return "\n".join(lines)
 
 

@@ -1,7 +1,7 @@
 """Layers, containers and losses, named and used as in ``torch.nn``."""
 
 from . import (
-    init,
+    init,  # noqa: F401
     utils,  # noqa: F401
 )
 from .activation import *  # noqa: F401,F403
