@@ -587,33 +587,38 @@ def test_the_fused_exponentials_are_float32_rounding_close(layer, expected):
 
 @needs_kernels
 @pytest.mark.parametrize("side", [8, 6])  # F(4x4, 3x3), F(2x2, 3x3)
-def test_winograd_never_hides_a_nan_or_infinity(side):
-    """A NaN and an infinity in the input: with Winograd every output PyTorch makes non-finite
-    is non-finite (the whole tile's outputs are NaN), and the outputs of the other tiles are
-    PyTorch's; with ``winograd=False`` the NaN and infinities are exactly PyTorch's."""
+def test_a_nan_or_infinity_runs_without_winograd(side):
+    """Winograd's transforms would spread a NaN or an infinity over a whole output tile (inf -
+    inf): the input copy of a plan with Winograd operations checks for them, and such an input
+    runs on the direct sums (a twin plan), giving PyTorch's NaN and infinities exactly, and
+    through a sigmoid the finite values the layer path gives; finite inputs keep Winograd."""
     torch = pytest.importorskip("torch")
     numcnn.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(32, 16, 3, padding=1)).eval()
+    plan = inference.compile(model, (32, side, side))
     x = _images(16, (32, side, side))
+    assert "Winograd" in [lab for lab, _ in plan.profile(x, 1) if lab.startswith("conv")][0]
     x[0, 0, 0, 0], x[1, 3, 2, 2], x[5, 1, side - 1, 3] = np.nan, np.inf, -np.inf
     conv = model[0]
     with np.errstate(all="ignore"):
         expected = torch.nn.functional.conv2d(
             torch.from_numpy(x), torch.from_numpy(conv.weight.data),
             torch.from_numpy(conv.bias.data), padding=1).numpy()
-    fast = inference.compile(model, (32, side, side))
-    assert "Winograd" in fast.profile(x, 1)[1][0]
-    out = fast(x)
-    bad = ~np.isfinite(expected)
-    assert bad.any() and not np.isfinite(out[bad]).any()
-    tiles_clean = np.isfinite(out)
-    np.testing.assert_allclose(out[tiles_clean], expected[tiles_clean], rtol=1e-4, atol=1e-4)
-    exact = inference.compile(model, (32, side, side), winograd=False)
-    assert "[direct, rows]" in exact.profile(x, 1)[1][0]
-    out = exact(x)
+    assert "[direct, rows]" in [lab for lab, _ in plan.profile(x, 1) if lab.startswith("conv")][0]
+    out = plan(x)
     np.testing.assert_array_equal(np.isnan(out), np.isnan(expected))
     np.testing.assert_array_equal(np.isposinf(out), np.isposinf(expected))
     np.testing.assert_array_equal(np.isneginf(out), np.isneginf(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(out[finite], expected[finite], rtol=1e-4, atol=1e-4)
+    squashed = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.Sigmoid(), nn.Flatten(),
+                             nn.Linear(32 * side * side, 2)).eval()
+    fast = inference.compile(squashed, (32, side, side))
+    x = _images(16, (32, side, side))
+    x[3, 0, 2, 2] = np.inf
+    ref = _reference(squashed, x)
+    assert np.isfinite(ref).all()
+    np.testing.assert_allclose(fast(x), ref, rtol=1e-4, atol=1e-5)
 
 
 @needs_kernels
@@ -633,9 +638,9 @@ def test_a_plan_follows_the_numbers_it_folds_from_layer_attributes(monkeypatch):
     _assert_matches(plan, model, x)
     model[4].alpha = 2.0
     _assert_matches(plan, model, x)
-    monkeypatch.setenv("NUMCNN_WINOGRAD", "yes")
+    monkeypatch.setenv("NUMCNN_WINOGRAD", "yes")  # read and checked when compiling
     with pytest.raises(NumcnnError, match="NUMCNN_WINOGRAD must be 0"):
-        inference.compile(model, (3, 8, 8))(x)
+        inference.compile(model, (3, 8, 8))
 
 
 @needs_kernels
@@ -659,3 +664,31 @@ def test_grouped_and_depthwise_convolutions_run_in_the_plan(n):
     assert not any("Python" in line for line in lines), lines
     assert sum("groups" in line for line in lines) == 4, lines
     _assert_matches(plan, model, _images(n, (3, 16, 16)))
+
+
+def test_a_weight_replaced_by_another_shape_is_refused():
+    """A weight assigned to ``.data`` with another shape than the layer was built for (the
+    kernels would read past its end) is refused by the layer and by a plan, in one line."""
+    numcnn.manual_seed(12)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+    x = _images(2, (1, 8, 8))
+    plan = inference.compile(model, (1, 8, 8))
+    model[0].weight.data = np.ones((4, 1, 5, 5), np.float32)
+    for run in (lambda: _reference(model, x), lambda: plan(x),
+                lambda: inference.compile(model, (1, 8, 8))):
+        with pytest.raises(ShapeError, match=r"weight has shape \(4, 1, 5, 5\).*\(4, 1, 3, 3\)"):
+            run()
+    model[0].weight.data = np.ones((4, 1, 3, 3), np.float32)
+    model[2].weight.data = np.ones((3, 10), np.float32)
+    with pytest.raises(ShapeError, match=r"Linear: its weight has shape \(3, 10\)"):
+        inference.compile(model, (1, 8, 8))
+
+
+def test_input_shape_must_be_whole_numbers_and_fit_the_model():
+    model = models.preset("convnet-bn").eval()
+    for shape in [(1, 28, 28.5), (1, 28.0, 28), ("1", 28, 28)]:
+        with pytest.raises(ShapeError, match="whole numbers"):
+            inference.compile(model, shape)
+    with pytest.raises(ShapeError, match="layer 0 \\(Conv2d\\)"):
+        inference.compile(model, (4, 1, 28, 28))  # the batch axis given too
+    assert inference.compile(model, (np.int64(1), 28, 28)).input_shape == (1, 28, 28)

@@ -467,8 +467,8 @@ def test_winograd_shaped_convolutions_match_the_layer_path(winograd, monkeypatch
 @needs_kernels
 def test_nan_inf_and_huge_inputs_propagate_as_in_pytorch(monkeypatch):
     """Random models on inputs holding NaN, +-inf and +-1e15, the direct kernels (Winograd off:
-    it spreads a non-finite input to its whole tile, tests/test_inference.py::
-    test_winograd_never_hides_a_nan_or_infinity), against the PyTorch twin: the same NaN and infinities in the same
+    such inputs run on a twin plan without it, tests/test_inference.py::
+    test_a_nan_or_infinity_runs_without_winograd), against the PyTorch twin: the same NaN and infinities in the same
     places, the finite outputs to float32 rounding. (PyTorch, not the layer path: numcnn's
     layer-by-layer convolution turns some infinities into NaN where PyTorch and the plan keep
     them, e.g. seed 213 of random_model.) Models with GELU are left out: PyTorch 2.13's

@@ -35,12 +35,13 @@ readable reference; docs/inference.md shows both, timed):
   with weights packed for each once. Maps hold ``lanes(n)`` numbers per position (the batch
   rounded up to whole cache lines) in aligned buffers.
 
-Winograd and non-finite numbers: a NaN or an infinity in a tile's input patch makes every
-output of the tile NaN (up to 16 outputs, where the direct sum makes 1-9 of them NaN or
-infinite): a non-finite input is never hidden, but it spreads further. Its error on finite
-inputs is 4e-6 of the outputs' scale for F(4x4, 3x3) (about 9 times the direct sum's, see
-docs/inference.md). ``compile(..., winograd=False)`` (or ``NUMCNN_WINOGRAD=0``) keeps every
-convolution on the direct sum; ``NUMCNN_WINOGRAD=2`` keeps to F(2x2, 3x3).
+Winograd and non-finite numbers: a NaN or an infinity in a tile's input patch would make every
+output of the tile NaN, so the input copy of a plan with Winograd operations checks the input,
+and an input holding one runs on a twin plan without Winograd (the layer path's results). Its
+error on finite inputs is 4e-6 of the outputs' scale for F(4x4, 3x3) (about 9 times the direct
+sum's, see docs/inference.md). ``compile(..., winograd=False)`` (or ``NUMCNN_WINOGRAD=0``, read
+when compiling) keeps every convolution on the direct sum; ``NUMCNN_WINOGRAD=2`` keeps to
+F(2x2, 3x3).
 
 Layers the plan cannot take run as they do today -- their eval forward under ``no_grad`` --
 between C segments of the same plan (float64 models, or with the kernels not built, run wholly
@@ -68,6 +69,7 @@ Source: the folding and fusions are those of ONNX Runtime's graph optimisations
 from __future__ import annotations
 
 import ctypes
+import operator
 import os
 import threading
 import time
@@ -81,6 +83,7 @@ from .backend import plan_kernels as K
 from .backend.switch import enabled as _kernels_enabled
 from .errors import NumcnnError, ShapeError
 from .functional import core
+from .nn.conv import _checked_parameters
 
 __all__ = ["compile", "Plan"]
 
@@ -211,6 +214,11 @@ class _Segment:
             elif node["op"] != "flatten":  # a Flatten is a view: no operation
                 records.append(self._record(node, n, m))
                 labels.append(_describe(node, m))
+        if any(r.get("kind") == K.CONV and r.get("mode") in (K.WINOGRAD, K.WINOGRAD4)
+               for r in records):
+            for record in records:  # the input copy checks for NaN and infinities
+                if record.get("kind") == K.COPY and record.get("ends") == K.FROM_INPUT:
+                    record["mode"] = 1
         self.labels[n] = labels
         table = K.table(records)
         out_view = None
@@ -336,14 +344,11 @@ def _winograd_mode(node: dict, n: int) -> int | None:
     kernel, stride 1, no dilation, no pooling fused, at least ``WINOGRAD_MIN_CHANNELS`` input
     channels (16 on input maps of at most ``WINOGRAD_SMALL_MAP`` bytes) and
     ``WINOGRAD_MIN_LANES`` lanes; F(4x4, 3x3) on output maps whose height and width
-    are multiples of 4, else F(2x2, 3x3) on even ones. ``NUMCNN_WINOGRAD``: ``0`` none, ``2``
-    F(2x2, 3x3) only, ``1`` or unset the default; anything else a NumcnnError."""
+    are multiples of 4, else F(2x2, 3x3) on even ones. The node's ``"winograd"``: the plan's
+    choice (:func:`_winograd_choice`)."""
     oc, c, kh, kw = node["weight"].shape
     oh, ow = node["conv_hw"]
-    choice = os.environ.get("NUMCNN_WINOGRAD", "") if node.get("winograd", True) else "0"
-    if choice not in ("", "0", "1", "2"):
-        raise NumcnnError(f"NUMCNN_WINOGRAD must be 0 (off), 1 (F(4x4, 3x3) where it fits, the "
-                          f"default) or 2 (F(2x2, 3x3) only), got {choice!r}")
+    choice = node.get("winograd", "")
     small_map = 4 * c * (oh + 2) * (ow + 2) * n <= WINOGRAD_SMALL_MAP
     if (choice == "0" or (kh, kw) != (3, 3) or node["stride"] != (1, 1)
             or node["dilation"] != (1, 1) or node["pool"] != (1, 1) or n < WINOGRAD_MIN_LANES
@@ -408,7 +413,9 @@ def _describe(node: dict, lanes: int | None = None) -> str:
             text += f" [{_MODE_NAMES[mode]}]"
         return text
     if kind in ("maxpool", "avgpool"):
+        stride = tuple(node["stride"])
         return (f"{kind[:3]} pool {node['kernel'][0]}x{node['kernel'][1]}"
+                + (f" stride {stride}" if stride != tuple(node["kernel"]) else "")
                 + _act_name(node.get("act", K.NO_ACT)))
     if kind == "ewise":
         text = ("add" if node.get("r") is not None else "") + _act_name(node["act"])
@@ -513,9 +520,11 @@ class _Builder:
         if layer.padding_mode != "zeros" or layer.weight.dtype != np.float32:
             raise _Unsupported("Conv2d")
         layer.output_shape((1, value.c, value.h, value.w))  # a ShapeError if it does not fit
-        weight = layer.weight.data.astype(np.float64)
-        bias = (np.zeros(weight.shape[0]) if layer.bias is None
-                else layer.bias.data.astype(np.float64))
+        weight, bias = _checked_parameters(layer, (layer.out_channels,
+                                                   layer.in_channels // layer.groups,
+                                                   *layer.kernel_size))
+        weight = weight.astype(np.float64)
+        bias = np.zeros(weight.shape[0]) if bias is None else bias.astype(np.float64)
         self.watch(layer, "weight", "bias")
         (sh, sw), (dh, dw), pads = layer._stride2d, layer._dilation2d, layer._pads
         _, _, oh, ow = layer.output_shape((1, value.c, value.h, value.w))
@@ -529,6 +538,11 @@ class _Builder:
         if layer.weight.dtype != np.float32:
             raise _Unsupported("Linear")
         layer.output_shape((1, value.c))
+        if layer.weight.data.shape != (layer.out_features, layer.in_features) or (
+                layer.bias is not None and layer.bias.data.shape != (layer.out_features,)):
+            raise ShapeError(f"Linear: its weight has shape {layer.weight.data.shape}, but the "
+                             f"layer was built for ({layer.out_features}, "
+                             f"{layer.in_features}); build a new layer for another shape")
         weight = layer.weight.data.astype(np.float64)[:, :, None, None]
         bias = (np.zeros(weight.shape[0]) if layer.bias is None
                 else layer.bias.data.astype(np.float64))
@@ -683,7 +697,7 @@ class Plan:
         check_weights: compare the model's weights with the plan's at each call, and compile
             again if they changed. Default: True.
         winograd: let 3x3 stride-1 convolutions run as Winograd's F(4x4, 3x3) or F(2x2, 3x3)
-            where that pays (faster; a NaN or infinity then spreads to a whole output tile).
+            where that pays (faster; an input holding a NaN or infinity runs without it).
             False: the direct sum everywhere. Default: True.
 
     Shape:
@@ -691,19 +705,29 @@ class Plan:
         - Output: what the model returns, e.g. ``(N, classes)``, a new float32 array.
 
     Raises:
-        NumcnnError: the model is in training mode (at compile time or at a call).
-        ShapeError: an input not of shape ``(N, *input_shape)``.
+        NumcnnError: the model is in training mode (at compile time or at a call), or
+            ``NUMCNN_WINOGRAD`` is not 0, 1 or 2.
+        ShapeError: an ``input_shape`` not of whole numbers or that the model does not take;
+            an input not of shape ``(N, *input_shape)``; a weight replaced by another shape.
     """
 
     def __init__(self, model, input_shape, check_weights: bool = True, winograd: bool = True):
         if not isinstance(model, nn.Module):
             raise NumcnnError(f"compile takes a numcnn.nn.Module, got {type(model).__name__}")
-        input_shape = tuple(int(s) for s in input_shape)
+        try:
+            input_shape = tuple(operator.index(s) for s in input_shape)
+        except TypeError:
+            raise ShapeError(f"compile: input_shape is the shape of one input in whole numbers, "
+                             f"e.g. (1, 28, 28); got {tuple(input_shape)}") from None
         if not input_shape or min(input_shape) < 1:
             raise ShapeError(f"compile: input_shape is the shape of one input, e.g. (1, 28, 28); "
                              f"got {input_shape}")
+        # the layers' own check of the shape (the message the layer path would give)
+        model.output_shape((1, *input_shape))
         self.model, self.input_shape, self.check_weights = model, input_shape, check_weights
         self.winograd = bool(winograd)
+        self._winograd_choice = _winograd_choice(self.winograd)
+        self._direct = None  # the plan without Winograd, for non-finite inputs
         self._lock = threading.Lock()
         self._build()
 
@@ -733,7 +757,7 @@ class Plan:
                     builder.emit({"op": "output", "x": last})
                 _finish_frames(builder.nodes)
                 for node in builder.nodes:
-                    node["winograd"] = self.winograd
+                    node["winograd"] = self._winograd_choice
                 self._segments.append(_Segment(builder.nodes, first, last, final))
                 shape = (1, *last.shape)
             else:
@@ -834,7 +858,18 @@ class Plan:
             if out is None:  # the weights changed in place: fold them again
                 self._build()
                 out = self._run(x, None)
-            return out
+        if out is _NONFINITE:  # Winograd would spread a NaN or infinity over whole tiles
+            out = self._direct_plan()(x)
+        return out
+
+    def _direct_plan(self) -> "Plan":
+        """This model's plan without Winograd (made when first needed): what inputs holding NaN
+        or infinities run, so that they give the layer path's results."""
+        with self._lock:
+            if self._direct is None:
+                self._direct = Plan(self.model, self.input_shape, self.check_weights,
+                                    winograd=False)
+            return self._direct
 
     def _run_fast(self, x: np.ndarray):
         """One C call, its arguments made once per batch size: the input's address is the only
@@ -855,6 +890,8 @@ class Plan:
         if status != 0:
             if status == 1:
                 return None
+            if status == 3:
+                return _NONFINITE
             raise _run_error(status)
         return out
 
@@ -880,6 +917,8 @@ class Plan:
                              None if result is None else result.ctypes.data, clock)
                 if status == 1:
                     return None
+                if status == 3:
+                    return _NONFINITE
                 if status != 0:
                     raise _run_error(status)
                 if times is not None:
@@ -913,6 +952,10 @@ class Plan:
         the kernel that ran it, e.g. ``[Winograd F(2x2, 3x3)]`` or ``[direct, rows]``."""
         x = np.ascontiguousarray(x, np.float32)
         self(x)
+        with self._lock:
+            nonfinite = self._run(x, None) is _NONFINITE
+        if nonfinite:  # the plan without Winograd runs this input
+            return self._direct_plan().profile(x, repeats)
         samples = []
         with self._lock:
             for _ in range(repeats):
@@ -932,6 +975,20 @@ class Plan:
     def __repr__(self) -> str:
         body = "\n".join(f"  {line}" for line in self.describe())
         return f"Plan(input (N, {', '.join(map(str, self.input_shape))})\n{body}\n)"
+
+
+def _winograd_choice(allowed: bool) -> str:
+    """``"0"`` (no Winograd), ``"2"`` (F(2x2, 3x3) only) or ``""`` (the default), from
+    ``allowed`` and ``NUMCNN_WINOGRAD``, read when a plan is compiled; another value of the
+    variable is refused."""
+    choice = os.environ.get("NUMCNN_WINOGRAD", "")
+    if choice not in ("", "0", "1", "2"):
+        raise NumcnnError(f"NUMCNN_WINOGRAD must be 0 (off), 1 (F(4x4, 3x3) where it fits, the "
+                          f"default) or 2 (F(2x2, 3x3) only), got {choice!r}")
+    return "0" if not allowed else "" if choice == "1" else choice
+
+
+_NONFINITE = object()  # a plan run stopped at a non-finite input to a Winograd table
 
 
 def _run_error(status: int) -> NumcnnError:

@@ -40,8 +40,11 @@
  *                 left, sw on the right) of a map's buffer y of c x h x w positions (frame
  *                 included): for a buffer that maps of other layouts share
  *
- * numcnn_plan_run returns 0, or 1 when a PLAN_CHECK found the weights changed (then nothing
- * after it ran). With a times array it records each operation's wall time (seconds).
+ * numcnn_plan_run returns 0; 1 when a PLAN_CHECK found the weights changed; 2 when a kernel's
+ * scratch memory could not be had; 3 when the input copy of a table with Winograd operations
+ * (its mode 1) met a NaN or an infinity, which Winograd's transforms would spread over whole
+ * tiles (nothing after it ran in these cases). With a times array it records each operation's
+ * wall time (seconds).
  */
 #include <time.h>
 #if defined(__x86_64__) || defined(__i386__)
@@ -1165,8 +1168,10 @@ static void plan_ewise(const plan_op *op)
     }
 }
 
-static void plan_copy(const plan_op *op, const float *input, const long *in_strides,
-                      float *output)
+/* Any 4-D strides to any 4-D strides (see PLAN_COPY). Returns 1 when op->mode is 1 (the input copy of a table with Winograd operations) and a
+ * number copied was NaN or infinite, else 0. */
+static int plan_copy(const plan_op *op, const float *input, const long *in_strides,
+                     float *output)
 {
     const float *x = op->ends & PLAN_FROM_INPUT ? input : (const float *)op->x;
     float *y = op->ends & PLAN_TO_OUTPUT ? output : (float *)op->y;
@@ -1175,19 +1180,28 @@ static void plan_copy(const plan_op *op, const float *input, const long *in_stri
         xs = in_strides[0], xcs = in_strides[1], xrs = in_strides[2], xcol = in_strides[3];
     }
     long n = op->n, w = op->w, tasks = op->c * op->h;
+    int check = op->mode == 1, nonfinite = 0;
     /* blocks of 16 samples by the row's columns: both sides read or written in short runs */
-#pragma omp parallel for schedule(dynamic, 4) num_threads(plan_pass_threads(tasks * w * n))
+#pragma omp parallel for schedule(dynamic, 4) num_threads(plan_pass_threads(tasks * w * n)) \
+    reduction(| : nonfinite)
     for (long task = 0; task < tasks; task++) {
         long ch = task / op->h, p = task % op->h;
         const float *xr = x + ch * xcs + p * xrs;
         float *yr = y + ch * op->ycs + p * op->yrs;
+        float probe = 0.0f; /* x - x is 0 for a finite x, NaN for NaN and infinities */
         for (long s0 = 0; s0 < n; s0 += 16) {
             long s1 = s0 + 16 < n ? s0 + 16 : n;
             for (long q = 0; q < w; q++)
-                for (long s = s0; s < s1; s++)
-                    yr[q * op->ycol + s * op->ys] = xr[q * xcol + s * xs];
+                for (long s = s0; s < s1; s++) {
+                    float v = xr[q * xcol + s * xs];
+                    yr[q * op->ycol + s * op->ys] = v;
+                    probe += v - v;
+                }
         }
+        if (check && probe != 0.0f)
+            nonfinite = 1;
     }
+    return nonfinite;
 }
 
 static void plan_mean(const plan_op *op)
@@ -1285,7 +1299,8 @@ int numcnn_plan_run(const plan_op *ops, long count, const float *input, const lo
             plan_ewise(op);
             break;
         case PLAN_COPY:
-            plan_copy(op, input, in_strides, output);
+            if (plan_copy(op, input, in_strides, output))
+                return 3; /* a non-finite input for Winograd: the caller runs the direct sums */
             break;
         case PLAN_MEAN:
             plan_mean(op);

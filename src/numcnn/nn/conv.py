@@ -38,6 +38,22 @@ def _check_sizes(layer: str, **values) -> None:
             raise ArgumentError(f"{layer}: {name} must be positive, got {value!r}")
 
 
+def _checked_parameters(layer, weight_shape: tuple):
+    """``(weight, bias)`` of a convolution layer, refused (ShapeError) when an array assigned
+    to ``.data`` since the layer was built has another shape than the one it was built with
+    (the kernels would read past its end)."""
+    weight = layer.weight.data
+    if weight.shape != weight_shape:
+        raise ShapeError(f"{type(layer).__name__}: its weight has shape {weight.shape}, but the "
+                         f"layer was built for {weight_shape} (out/in channels, groups and "
+                         f"kernel_size); build a new layer for another shape")
+    bias = layer.bias.data if layer.bias is not None else None
+    if bias is not None and bias.shape != (layer.out_channels,):
+        raise ShapeError(f"{type(layer).__name__}: its bias has shape {bias.shape}, expected "
+                         f"({layer.out_channels},)")
+    return weight, bias
+
+
 class _ConvNd(Module):
     """What Conv1d and Conv2d share; the computation is always 2-D (1-D has height 1)."""
 
@@ -112,7 +128,9 @@ class _ConvNd(Module):
     def forward(self, x):
         x = np.asarray(x)
         spatial = self._spatial_out(x.shape)
-        weight = self.weight.data
+        weight, bias = _checked_parameters(self, (self.out_channels,
+                                                  self.in_channels // self.groups,
+                                                  *self.kernel_size))
         x = core.check_input(type(self).__name__, x, x.ndim, self._layout, weight.dtype)
         if self._dims == 1:  # (n, c, l) -> (n, c, 1, l)
             x, weight = x[:, :, None, :], weight[:, :, None, :]
@@ -120,7 +138,6 @@ class _ConvNd(Module):
         if self.padding_mode != "zeros":
             x = pad2d(x, pads, self.padding_mode)
             pads = C.NO_PADS
-        bias = self.bias.data if self.bias is not None else None
         out_hw = (1,) * (2 - self._dims) + spatial
         y, cache = core.conv2d(x, weight, bias, self._stride2d, pads, self._dilation2d,
                                      self.groups, out_hw, type(self).__name__)
@@ -341,9 +358,10 @@ class ConvTranspose2d(Module):
     def forward(self, x):
         x = np.asarray(x)
         out_hw = self._spatial_out(x.shape)
-        weight = self.weight.data
+        weight, bias = _checked_parameters(self, (self.in_channels,
+                                                  self.out_channels // self.groups,
+                                                  *self.kernel_size))
         x = core.check_input(type(self).__name__, x, 4, "(N, C, H, W)", weight.dtype)
-        bias = self.bias.data if self.bias is not None else None
         y, cache = core.conv_transpose2d(x, weight, bias, self.stride, self._pads,
                                                self.dilation, self.groups, out_hw,
                                                type(self).__name__)
