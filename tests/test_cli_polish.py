@@ -418,3 +418,22 @@ def test_messages_say_an_int_and_1_class(tmp_path, spec):
                         "--out", tmp_path / "run"])
     assert code == 1
     assert "but the dataset has 1 class: its last layer must give 1 logit" in one_line(err)
+
+
+@pytest.mark.parametrize("argv, prog", [(["train", "--bogus"], "numcnn train"),
+                                        (["export", "run", "-o", "m.onnx", "--no-plan"],
+                                         "numcnn export"),
+                                        (["--bogus"], "numcnn")])
+def test_unknown_options_are_usage_errors_of_their_command(argv, prog):
+    """As docs/cli.md shows: ``numcnn train: error: ... (see 'numcnn train --help')``, exit 2."""
+    code, _, err = run(argv)
+    assert code == 2
+    assert one_line(err) == (f"{prog}: error: unrecognized arguments: {argv[-1]} "
+                             f"(see '{prog} --help')")
+
+
+def test_a_negative_plan_parallel_threshold_is_refused():
+    from numcnn.backend import plan_kernels
+
+    with pytest.raises(ValueError, match=">= 0"):
+        plan_kernels.set_parallel_mflop(-5)

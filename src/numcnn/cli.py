@@ -313,7 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # named by the command they were given to, as its other usage errors are
+            command = parser._subparsers._group_actions[0].choices.get(args.command, parser)
+            command.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as stop:  # --help, --version (0) or a usage error (2, already printed)
         return stop.code if isinstance(stop.code, int) else EXIT_USAGE
     if args.command is None:

@@ -75,16 +75,19 @@ def set_parallel_mflop(mflop: float) -> None:
     always). Default 100: on a machine whose cores are busy, a second thread waits a scheduler
     time slice (~12 ms) for a core, which only larger operations hide (``_plan.c``). The
     environment variable ``NUMCNN_PLAN_PARALLEL_MFLOP`` sets it at import."""
+    mflop = float(mflop)
+    if not 0 <= mflop < 1e12:
+        raise ValueError(f"the parallel threshold must be a number of MFLOP >= 0, got {mflop}")
     if available():
-        _LIB.numcnn_plan_set_parallel_flops(int(float(mflop) * 1e6))
+        _LIB.numcnn_plan_set_parallel_flops(int(mflop * 1e6))
 
 
 if available() and os.environ.get("NUMCNN_PLAN_PARALLEL_MFLOP"):
     try:
         set_parallel_mflop(float(os.environ["NUMCNN_PLAN_PARALLEL_MFLOP"]))
     except ValueError:
-        raise KernelLoadError(f"NUMCNN_PLAN_PARALLEL_MFLOP must be a number of MFLOP, got "
-                          f"{os.environ['NUMCNN_PLAN_PARALLEL_MFLOP']!r}") from None
+        raise KernelLoadError(f"NUMCNN_PLAN_PARALLEL_MFLOP must be a number of MFLOP >= 0, got "
+                              f"{os.environ['NUMCNN_PLAN_PARALLEL_MFLOP']!r}") from None
 
 
 def pack_rows(weight: np.ndarray) -> np.ndarray:
