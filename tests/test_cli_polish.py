@@ -435,5 +435,7 @@ def test_unknown_options_are_usage_errors_of_their_command(argv, prog):
 def test_a_negative_plan_parallel_threshold_is_refused():
     from numcnn.backend import plan_kernels
 
-    with pytest.raises(ValueError, match=">= 0"):
+    from numcnn.errors import NumcnnError
+
+    with pytest.raises(NumcnnError, match=">= 0"):
         plan_kernels.set_parallel_mflop(-5)

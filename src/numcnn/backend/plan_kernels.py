@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from ..errors import ArgumentError
 from ._lib import LIB as _LIB
 from ._lib import VECTOR_FLOATS, KernelLoadError
 
@@ -77,7 +78,8 @@ def set_parallel_mflop(mflop: float) -> None:
     environment variable ``NUMCNN_PLAN_PARALLEL_MFLOP`` sets it at import."""
     mflop = float(mflop)
     if not 0 <= mflop < 1e12:
-        raise ValueError(f"the parallel threshold must be a number of MFLOP >= 0, got {mflop}")
+        raise ArgumentError(f"the parallel threshold must be a number of MFLOP >= 0, got "
+                            f"{mflop}")
     if available():
         _LIB.numcnn_plan_set_parallel_flops(int(mflop * 1e6))
 
@@ -85,7 +87,7 @@ def set_parallel_mflop(mflop: float) -> None:
 if available() and os.environ.get("NUMCNN_PLAN_PARALLEL_MFLOP"):
     try:
         set_parallel_mflop(float(os.environ["NUMCNN_PLAN_PARALLEL_MFLOP"]))
-    except ValueError:
+    except (ValueError, ArgumentError):
         raise KernelLoadError(f"NUMCNN_PLAN_PARALLEL_MFLOP must be a number of MFLOP >= 0, got "
                               f"{os.environ['NUMCNN_PLAN_PARALLEL_MFLOP']!r}") from None
 
