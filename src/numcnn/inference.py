@@ -952,16 +952,16 @@ class Plan:
         the kernel that ran it, e.g. ``[Winograd F(2x2, 3x3)]`` or ``[direct, rows]``."""
         x = np.ascontiguousarray(x, np.float32)
         self(x)
-        with self._lock:
-            nonfinite = self._run(x, None) is _NONFINITE
-        if nonfinite:  # the plan without Winograd runs this input
-            return self._direct_plan().profile(x, repeats)
-        samples = []
+        samples, nonfinite = [], False
         with self._lock:
             for _ in range(repeats):
                 times: list = []
-                self._run(x, times)
+                if self._run(x, times) is _NONFINITE:
+                    nonfinite = True
+                    break
                 samples.append([t for segment in times for t in segment])
+        if nonfinite:  # the plan without Winograd runs this input (outside the lock it takes)
+            return self._direct_plan().profile(x, repeats)
         checks = len(self._checks) if self.check_weights else 0
         medians = np.median(np.array(samples), axis=0)[checks:]
         labels = []
